@@ -95,9 +95,9 @@ class RNNCell(nn.Module):
             )
         elif not is_batched:
             hx = hx.unsqueeze(0)
-        self._check_forward_args(input, hx)
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        self._check_forward_args(input, hx)
         h_next = rnn_cell_reference(
             input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
             self.nonlinearity,

@@ -103,11 +103,12 @@ def rnn_reference(
         outputs = []
         for direction in range(num_directions):
             index = layer * num_directions + direction
+            w_ih, w_hh, b_ih, b_hh = (*all_weights[index], None, None)[:4]  # no biases: None
             h = hx[index]  # (N, H_out)
             out = [None] * seq_len
             steps = range(seq_len - 1, -1, -1) if direction == 1 else range(seq_len)
             for t in steps:
-                h_new = rnn_cell_reference(layer_input[t], h, *all_weights[index], nonlinearity)
+                h_new = rnn_cell_reference(layer_input[t], h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
                 h = torch.where(valid[t], h_new, h)  # padding carries the state unchanged
                 out[t] = torch.where(valid[t], h, torch.zeros_like(h))
             outputs.append(torch.stack(out))  # (L, N, H_out)

@@ -257,8 +257,13 @@ class RNN(nn.Module):
         if selected_engine() == "fused":
             return rnn_stack(data, hx, self.all_weights, batch_sizes, *args)
         # reference: the readable loop works on padded, time-major sequences
-        sizes = torch.tensor(batch_sizes)
-        padded, lengths = pad_packed_sequence(PackedSequence(data, sizes))  # (L, N, H_in)
+        seq_len, batch = len(batch_sizes), batch_sizes[0]
+        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+            padded = data.view(seq_len, batch, data.size(1))
+            out, h_n = rnn_reference(padded, hx, self.all_weights, *args)
+            return out.view(seq_len * batch, out.size(2)), h_n
+        packed = PackedSequence(data, torch.tensor(batch_sizes))
+        padded, lengths = pad_packed_sequence(packed)  # (L, N, H_in)
         out, h_n = rnn_reference(padded, hx, self.all_weights, *args, lengths=lengths)
         return pack_padded_sequence(out, lengths).data, h_n
 
@@ -301,6 +306,7 @@ class RNN(nn.Module):
 
 def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout):
     """Reject what torch.nn.RNN rejects, with the same exception types and wording."""
+    float(dropout)  # torch converts first, so a non-number fails here as it does there
     if (
         not isinstance(dropout, numbers.Number)
         or isinstance(dropout, bool)

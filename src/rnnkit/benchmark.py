@@ -1,0 +1,807 @@
+"""Benchmark ``rnnkit.RNN`` against ``torch.nn.RNN`` on CPU.
+
+Both modules run in the same process, in float32, on the same input and the same
+weights: rnnkit's parameters are loaded from the torch module's ``state_dict``
+(the parameter names are identical). Each row of the result is one
+(shape, layers, direction, mode, threads) case.
+
+Shape vocabulary (torch's): ``T`` time steps (torch's ``L``), ``N`` batch,
+``H_in`` input features, ``H_out`` hidden features, ``D`` directions (2 if
+bidirectional else 1). A shape is written ``(T, N, H_in, H_out)``.
+
+Modes:
+    ``inference``: one forward call under ``torch.inference_mode()``.
+    ``train``: one training step, the forward call followed by a backward pass
+    of random upstream gradients for ``output`` and ``h_n``; it computes the
+    gradients with respect to every parameter and to the input, freshly
+    allocated each step as ``zero_grad(set_to_none=True)`` would leave them.
+
+Timing:
+    After warm-up calls, the two implementations are called alternately
+    (A, B, B, A, A, B, ...), so that the noise of a shared machine falls on both
+    alike and neither always runs second, each call timed with
+    ``time.perf_counter`` with the garbage collector paused. The repeat count
+    is chosen from a time budget per implementation and row unless given, and
+    the median is reported. ``ratio`` is torch's median over rnnkit's: above 1
+    means rnnkit is faster.
+
+Peak extra memory:
+    One further call of each implementation runs under
+    ``torch.profiler.profile(profile_memory=True)``, which records every
+    allocation and free of torch's CPU allocator with its size and time. The
+    running sum of those sizes, in time order, is the memory torch holds beyond
+    what it held before the call; its maximum is the peak. Memory held before
+    the call (weights, input) is not counted; the returned output and
+    gradients are, as they are allocated by the call. ``tracemalloc`` does not
+    see torch's allocations, but it does see numpy buffers and Python objects,
+    so its peak over the same call is added: the total is an upper bound
+    should an engine keep scratch memory in numpy. The peak is also given as a
+    multiple of the output size ``T * N * D * H_out * 4`` bytes.
+
+Example:
+    >>> from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
+    >>> config = BenchmarkConfig(shapes=((100, 30, 4, 64),), threads=(1,))
+    >>> results = run_benchmark(config)  # one dict per row: 8 rows here
+    >>> print(format_table(results))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Shape = tuple[int, int, int, int]  # (T, N, H_in, H_out)
+
+REFERENCE_SHAPE: Shape = (100, 30, 4, 64)
+DEFAULT_SHAPES: tuple[Shape, ...] = (
+    REFERENCE_SHAPE,
+    (100, 30, 4, 256),
+    (50, 64, 32, 128),
+    (200, 32, 64, 512),
+    (1000, 8, 16, 64),
+    (100, 1, 4, 64),
+)
+MODES = ("inference", "train")
+IMPLEMENTATIONS = ("torch", "rnnkit")  # result keys; torch is the baseline
+
+# A float32 engine that matches nn.RNN differs by rounding only; anything larger
+# means the timings compare different computations.
+_AGREEMENT_TOLERANCE = 1e-4
+
+
+class _Step:
+    """One call of a module (forward or training step) and the leaves it gives gradients."""
+
+    def __init__(
+        self, call: Callable[[], tuple[torch.Tensor, ...]], leaves: Sequence[torch.Tensor]
+    ):
+        self._call = call
+        self.leaves = list(leaves)
+
+    def __call__(self) -> tuple[torch.Tensor, ...]:
+        return self._call()
+
+    def clear_grads(self) -> None:
+        """Drops the gradients of the last call, as zero_grad(set_to_none=True) does."""
+        for leaf in self.leaves:
+            leaf.grad = None
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to benchmark and how long to spend on it.
+
+    Every sequence field is one axis of the grid; the rows are their product.
+    """
+
+    shapes: tuple[Shape, ...] = DEFAULT_SHAPES  # (T, N, H_in, H_out) each
+    layers: tuple[int, ...] = (1, 2)  # values of num_layers
+    bidirectional: tuple[bool, ...] = (False, True)  # values of bidirectional
+    modes: tuple[str, ...] = MODES  # subset of MODES
+    threads: tuple[int, ...] = (1, 2)  # values for torch.set_num_threads
+    repeats: int | None = None  # timed calls per implementation and row; None: from budget_s
+    budget_s: float = 1.0  # seconds of timed calls per implementation and row
+    warmup: int = 3  # untimed calls per implementation before timing, at least 1
+    min_repeats: int = 5  # fewest timed calls when repeats is None
+    max_repeats: int = 500  # most timed calls when repeats is None
+    measure_memory: bool = True  # profile one more call of each for peak memory
+    seed: int = 0  # seeds weights, input and upstream gradients
+
+    def __post_init__(self) -> None:
+        # Lists from argparse or JSON become tuples so that the config stays hashable.
+        for name in ("shapes", "layers", "bidirectional", "modes", "threads"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "shapes", tuple(tuple(s) for s in self.shapes))
+        for shape in self.shapes:
+            if len(shape) != 4 or not all(_is_positive_int(v) for v in shape):
+                raise ValueError(
+                    "Received an invalid value for argument `shapes`, expected "
+                    f"(T, N, H_in, H_out) tuples of positive integers, got {shape!r}."
+                )
+        for name in ("layers", "threads"):
+            values = getattr(self, name)
+            if not all(_is_positive_int(v) for v in values):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, expected "
+                    f"positive integers, got {values!r}."
+                )
+        if not all(isinstance(v, bool) for v in self.bidirectional):
+            raise ValueError(
+                "Received an invalid value for argument `bidirectional`, expected "
+                f"booleans, got {self.bidirectional!r}."
+            )
+        if not set(self.modes) <= set(MODES):
+            raise ValueError(
+                f"Received an invalid value for argument `modes`, expected a subset "
+                f"of {MODES!r}, got {self.modes!r}."
+            )
+        for name in ("shapes", "layers", "bidirectional", "modes", "threads"):
+            if not getattr(self, name):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, expected at "
+                    "least one value, got none."
+                )
+        if self.repeats is not None and not _is_positive_int(self.repeats):
+            raise ValueError(
+                "Received an invalid value for argument `repeats`, expected a "
+                f"positive integer or None, got {self.repeats!r}."
+            )
+        if not self.budget_s > 0:
+            raise ValueError(
+                "Received an invalid value for argument `budget_s`, expected a "
+                f"positive number of seconds, got {self.budget_s!r}."
+            )
+        for name in ("warmup", "min_repeats"):
+            if not _is_positive_int(getattr(self, name)):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, expected a "
+                    f"positive integer, got {getattr(self, name)!r}."
+                )
+        if not (_is_positive_int(self.max_repeats) and self.max_repeats >= self.min_repeats):
+            raise ValueError(
+                "Received an invalid value for argument `max_repeats`, expected an "
+                f"integer >= min_repeats ({self.min_repeats}), got {self.max_repeats!r}."
+            )
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchmarkConfig:
+        """A smoke-test configuration: the reference shape and short budgets.
+
+        Args:
+            **overrides: Fields to set instead of the quick defaults.
+
+        Returns:
+            The configuration.
+        """
+        fields = {
+            "shapes": (REFERENCE_SHAPE,),
+            "budget_s": 0.1,
+            "warmup": 2,
+            "min_repeats": 3,
+        }
+        fields.update(overrides)
+        return cls(**fields)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def run_benchmark(
+    config: BenchmarkConfig | None = None,
+    *,
+    candidate: Callable[..., nn.Module] | None = None,
+) -> list[dict[str, Any]]:
+    """Times rnnkit.RNN against torch.nn.RNN on every row of the grid.
+
+    The global number of torch threads is set per row and restored at the end;
+    the global random state is left as it was.
+
+    Args:
+        config: What to run; ``BenchmarkConfig()`` (the full grid) if None.
+        candidate: The module class compared with torch.nn.RNN, called like it;
+            ``rnnkit.RNN`` if None.
+
+    Returns:
+        One dict per row, in grid order (shape, layers, direction, mode,
+        threads), with keys ``T``, ``N``, ``H_in``, ``H_out``, ``num_layers``,
+        ``bidirectional``, ``mode``, ``threads``, ``repeats`` (timed calls of
+        each implementation), ``output_bytes``, ``ratio`` (torch's median time
+        over rnnkit's), ``max_rel_diff`` (largest difference between the two
+        implementations' outputs and gradients, relative to the largest
+        magnitude of each tensor), and one dict per implementation under
+        ``"torch"`` and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
+        ``peak_bytes``, ``peak_torch_bytes``, ``peak_python_bytes`` and
+        ``peak_x_output`` (the four memory keys are None when memory is not
+        measured).
+    """
+    config = config if config is not None else BenchmarkConfig()
+    if candidate is None:
+        # Imported here: the package may import this module, and the engine
+        # need not load for the grid to be validated.
+        from rnnkit import RNN as candidate
+    if max(config.threads) > (os.cpu_count() or 1):
+        logger.warning(
+            "Timing with %d threads on %d CPUs: those rows measure contention.",
+            max(config.threads),
+            os.cpu_count(),
+        )
+    threads_before = torch.get_num_threads()
+    results = []
+    started = time.perf_counter()
+    try:
+        for shape, num_layers, bidirectional, mode, threads in _grid(config):
+            torch.set_num_threads(threads)
+            row = _run_row(config, candidate, shape, num_layers, bidirectional, mode, threads)
+            logger.info("%s", _describe(row))
+            results.append(row)
+    finally:
+        torch.set_num_threads(threads_before)
+    logger.info("Benchmarked %d rows in %.1f s.", len(results), time.perf_counter() - started)
+    return results
+
+
+def _grid(config: BenchmarkConfig) -> Iterator[tuple[Shape, int, bool, str, int]]:
+    for shape in config.shapes:
+        for num_layers in config.layers:
+            for bidirectional in config.bidirectional:
+                for mode in config.modes:
+                    for threads in config.threads:
+                        yield shape, num_layers, bidirectional, mode, threads
+
+
+def _run_row(
+    config: BenchmarkConfig,
+    candidate: Callable[..., nn.Module],
+    shape: Shape,
+    num_layers: int,
+    bidirectional: bool,
+    mode: str,
+    threads: int,
+) -> dict[str, Any]:
+    """Builds both modules for one row, checks they agree, times them and profiles them."""
+    steps = _make_steps(candidate, shape, num_layers, bidirectional, mode, config.seed)
+    warm_times, first_results = _warm_up(steps, config.warmup, config.budget_s)
+    max_rel_diff = _max_rel_diff(first_results["torch"], first_results["rnnkit"])
+    del first_results
+    if not max_rel_diff <= _AGREEMENT_TOLERANCE:
+        logger.warning(
+            "rnnkit and torch.nn.RNN disagree on shape %s, %d layers, %s, %s: max "
+            "relative difference %.3g.",
+            shape,
+            num_layers,
+            _direction(bidirectional),
+            mode,
+            max_rel_diff,
+        )
+    repeats = config.repeats or _choose_repeats(warm_times, config)
+    samples = _time_interleaved(steps, repeats)
+
+    T, N, _, H_out = shape
+    output_bytes = T * N * (2 if bidirectional else 1) * H_out * 4  # float32
+    row: dict[str, Any] = {
+        "T": T,
+        "N": N,
+        "H_in": shape[2],
+        "H_out": H_out,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "mode": mode,
+        "threads": threads,
+        "repeats": repeats,
+        "output_bytes": output_bytes,
+    }
+    for name, step in steps.items():
+        torch_bytes, python_bytes = _peak_memory(step) if config.measure_memory else (None, None)
+        row[name] = _summarize_impl(samples[name], torch_bytes, python_bytes, output_bytes)
+    row["ratio"] = row["torch"]["median_ms"] / row["rnnkit"]["median_ms"]
+    row["max_rel_diff"] = max_rel_diff
+    return row
+
+
+def _make_steps(
+    candidate: Callable[..., nn.Module],
+    shape: Shape,
+    num_layers: int,
+    bidirectional: bool,
+    mode: str,
+    seed: int,
+) -> dict[str, _Step]:
+    """Builds torch's module, copies its weights into the candidate, and a step for each."""
+    T, N, H_in, H_out = shape
+    D = 2 if bidirectional else 1
+    # Forked so that seeding here, and the candidate's own initialisation, leave
+    # the caller's random stream untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reference = nn.RNN(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+        x = torch.randn(T, N, H_in)
+        h0 = torch.randn(num_layers * D, N, H_out)
+        grad_output = torch.randn(T, N, D * H_out)
+        grad_h_n = torch.randn(num_layers * D, N, H_out)
+        engine = candidate(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+    engine.load_state_dict(reference.state_dict())
+    return {
+        name: _make_step(module, mode, x, h0, grad_output, grad_h_n)
+        for name, module in zip(IMPLEMENTATIONS, (reference, engine), strict=True)
+    }
+
+
+def _make_step(
+    module: nn.Module,
+    mode: str,
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    grad_output: torch.Tensor,
+    grad_h_n: torch.Tensor,
+) -> _Step:
+    """Returns one call of ``module`` in ``mode``, returning outputs and gradients."""
+    if mode == "inference":
+
+        def infer() -> tuple[torch.Tensor, ...]:
+            with torch.inference_mode():
+                return tuple(module(x, h0))
+
+        return _Step(infer, leaves=())
+
+    # Each module gets its own input leaf, or the two would share x.grad.
+    x = x.detach().clone().requires_grad_(True)
+    # Sorted by name so that the two implementations' gradients line up.
+    leaves = [x] + [p for _, p in sorted(module.named_parameters())]
+
+    def train() -> tuple[torch.Tensor, ...]:
+        # Part of every training step, so part of its time.
+        for leaf in leaves:
+            leaf.grad = None
+        output, h_n = module(x, h0)
+        torch.autograd.backward((output, h_n), (grad_output, grad_h_n))
+        return (output.detach(), h_n.detach(), *(leaf.grad for leaf in leaves))
+
+    return _Step(train, leaves)
+
+
+def _warm_up(
+    steps: dict[str, _Step], warmup: int, budget_s: float
+) -> tuple[dict[str, list[float]], dict[str, tuple[torch.Tensor, ...]]]:
+    """Calls each step up to ``warmup`` times, stopping early once past ``budget_s``.
+
+    Returns:
+        The time of each warm-up call per implementation, and each
+        implementation's results from its first call.
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    first: dict[str, tuple[torch.Tensor, ...]] = {}
+    started = time.perf_counter()
+    for i in range(warmup):
+        # At least two rounds when asked for: the first may include one-off
+        # compilation, and the repeat count is estimated from the later ones.
+        if i >= 2 and time.perf_counter() - started > budget_s:
+            break
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            result = step()
+            times[name].append(time.perf_counter() - t0)
+            first.setdefault(name, result)
+            del result
+    return times, first
+
+
+def _choose_repeats(warm_times: dict[str, list[float]], config: BenchmarkConfig) -> int:
+    """Picks the number of timed pairs that fills the budget of both implementations."""
+    # The fastest warm-up call is the estimate least affected by the first call's compilation.
+    pair_s = sum(min(times) for times in warm_times.values())
+    repeats = math.ceil(len(warm_times) * config.budget_s / max(pair_s, 1e-9))
+    return min(max(repeats, config.min_repeats), config.max_repeats)
+
+
+def _time_interleaved(steps: dict[str, _Step], repeats: int) -> dict[str, list[float]]:
+    """Times ``repeats`` calls of each step, alternating which runs first.
+
+    Returns:
+        Seconds per call, per implementation.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    # A collection inside one call would charge that call for garbage made by others.
+    with _gc_paused():
+        for i in range(repeats):
+            for name in order if i % 2 == 0 else reversed(order):
+                step = steps[name]
+                t0 = time.perf_counter()
+                step()
+                samples[name].append(time.perf_counter() - t0)
+    return samples
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pauses Python's cyclic garbage collector, as ``timeit`` does."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _peak_memory(step: _Step) -> tuple[int | None, int]:
+    """Measures the peak extra memory of one call of ``step``.
+
+    Returns:
+        The peak bytes held by torch's CPU allocator beyond those held before
+        the call (None if the profiler's events cannot be read), and the peak
+        bytes traced by ``tracemalloc`` (numpy and Python) beyond those held
+        before.
+    """
+    # Import kept local: the profiler is only needed when memory is measured.
+    from torch.profiler import ProfilerActivity, profile
+
+    # Freed now, not inside the profile, where freeing memory held before the
+    # call would lower the running sum and hide part of the peak.
+    step.clear_grads()
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    # Collection paused: freeing garbage of earlier calls would lower the running sum.
+    with _gc_paused(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        python_before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        # Kept alive until the profile ends: the output is memory the call leaves behind.
+        result = step()
+        python_peak = tracemalloc.get_traced_memory()[1] - python_before
+    if not was_tracing:
+        tracemalloc.stop()
+    del result
+    return _allocator_peak(prof), max(python_peak, 0)
+
+
+def _allocator_peak(prof: Any) -> int | None:
+    """The maximum running sum of the allocation (+) and free (-) events of a profile."""
+    try:
+        events = prof.profiler.kineto_results.events()
+    except AttributeError:
+        logger.warning("This torch's profiler does not expose its memory events.")
+        return None
+    sizes = sorted(
+        (event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]"
+    )
+    if not sizes:
+        # Every call allocates its output, so no events means none were recorded.
+        logger.warning("The profiler recorded no allocations; peak memory is unknown.")
+        return None
+    held = peak = 0
+    for _, nbytes in sizes:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
+def _max_rel_diff(expected: Sequence[torch.Tensor], actual: Sequence[torch.Tensor]) -> float:
+    """The largest ``max|actual - expected| / max|expected|`` over pairs of tensors."""
+    worst = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        if a is None or e is None or a.shape != e.shape:
+            return math.inf
+        scale = e.abs().max().item() if e.numel() else 0.0
+        diff = (a.detach() - e.detach()).abs().max().item() if e.numel() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def _summarize_impl(
+    seconds: list[float],
+    peak_torch_bytes: int | None,
+    peak_python_bytes: int | None,
+    output_bytes: int,
+) -> dict[str, Any]:
+    ms = [s * 1e3 for s in seconds]
+    if len(ms) >= 2:
+        q1, _, q3 = statistics.quantiles(ms, n=4)
+    else:
+        q1 = q3 = ms[0]
+    peak = None if peak_torch_bytes is None else peak_torch_bytes + (peak_python_bytes or 0)
+    return {
+        "median_ms": statistics.median(ms),
+        "iqr_ms": q3 - q1,
+        "peak_bytes": peak,
+        "peak_torch_bytes": peak_torch_bytes,
+        "peak_python_bytes": peak_python_bytes,
+        "peak_x_output": None if peak is None else peak / output_bytes,
+    }
+
+
+def _direction(bidirectional: bool) -> str:
+    return "bi" if bidirectional else "uni"
+
+
+def _shape_label(row: dict[str, Any]) -> str:
+    return f"{row['T']}x{row['N']}x{row['H_in']}x{row['H_out']}"
+
+
+def _describe(row: dict[str, Any]) -> str:
+    return (
+        f"{_shape_label(row)} L={row['num_layers']} {_direction(row['bidirectional'])} "
+        f"{row['mode']} threads={row['threads']}: torch {row['torch']['median_ms']:.3f} ms, "
+        f"rnnkit {row['rnnkit']['median_ms']:.3f} ms, ratio {row['ratio']:.2f} "
+        f"({row['repeats']} repeats)"
+    )
+
+
+_COLUMNS = (
+    # (header, right-aligned)
+    ("shape TxNxH_inxH_out", False),
+    ("layers", True),
+    ("dir", False),
+    ("mode", False),
+    ("threads", True),
+    ("torch ms", True),
+    ("rnnkit ms", True),
+    ("ratio", True),
+    ("torch peak", True),
+    ("rnnkit peak", True),
+)
+
+
+def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """Formats benchmark rows as a table followed by a summary line.
+
+    Times are medians in milliseconds; ``ratio`` is torch's time over rnnkit's
+    (above 1: rnnkit is faster); peaks are the peak extra memory and its
+    multiple of the output size.
+
+    Args:
+        results: Rows as returned by ``run_benchmark``.
+        markdown: Whether to write a GitHub-flavoured markdown table instead of
+            aligned plain text.
+
+    Returns:
+        The table and the summary, without a trailing newline.
+    """
+    cells = [_cells(row) for row in results]
+    headers = [header for header, _ in _COLUMNS]
+    if markdown:
+        lines = [
+            "| " + " | ".join(headers) + " |",
+            "|" + "|".join("---:" if right else "---" for _, right in _COLUMNS) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join([*lines, "", summarize(results)])
+    widths = [max(len(row[i]) for row in [headers, *cells]) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if right else value.ljust(width)
+            for value, width, (_, right) in zip(values, widths, _COLUMNS, strict=True)
+        ).rstrip()
+
+    lines = [line(headers), line(["-" * width for width in widths])]
+    lines += [line(row) for row in cells]
+    return "\n".join([*lines, summarize(results)])
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [
+        _shape_label(row),
+        str(row["num_layers"]),
+        _direction(row["bidirectional"]),
+        row["mode"],
+        str(row["threads"]),
+        _format_ms(row["torch"]["median_ms"]),
+        _format_ms(row["rnnkit"]["median_ms"]),
+        f"{row['ratio']:.2f}",
+        _format_peak(row["torch"]),
+        _format_peak(row["rnnkit"]),
+    ]
+
+
+def _format_ms(ms: float) -> str:
+    # Three significant figures without switching to exponent notation.
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def _format_peak(impl: dict[str, Any]) -> str:
+    if impl["peak_bytes"] is None:
+        return "n/a"
+    return f"{_format_bytes(impl['peak_bytes'])} ({impl['peak_x_output']:.1f}x)"
+
+
+def _format_bytes(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if abs(nbytes) < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.2f} GiB"
+
+
+def summarize(results: Sequence[dict[str, Any]]) -> str:
+    """One line: how many rows rnnkit is slower in, and the mean ratio per mode.
+
+    Args:
+        results: Rows as returned by ``run_benchmark``.
+
+    Returns:
+        The summary line.
+    """
+    if not results:
+        return "No rows."
+    slower = sum(row["ratio"] < 1 for row in results)
+    parts = [f"rnnkit is slower than torch.nn.RNN in {slower} of {len(results)} rows"]
+    means = [f"all {_geometric_mean([row['ratio'] for row in results]):.2f}"]
+    for mode in MODES:
+        ratios = [row["ratio"] for row in results if row["mode"] == mode]
+        if ratios and len(ratios) < len(results):
+            means.append(f"{mode} {_geometric_mean(ratios):.2f}")
+    parts.append("geometric-mean ratio " + ", ".join(means))
+    parts.append(f"max relative difference {max(row['max_rel_diff'] for row in results):.1e}")
+    return "; ".join(parts) + "."
+
+
+def _geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def environment() -> dict[str, Any]:
+    """Describes the machine and versions, to store next to the results.
+
+    Returns:
+        Versions of Python, torch and rnnkit, the platform and the CPU count.
+    """
+    try:
+        from importlib.metadata import version
+
+        rnnkit_version = version("rnnkit")
+    except Exception:  # any failure only means the version is unknown
+        rnnkit_version = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "rnnkit": rnnkit_version,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def config_to_dict(config: BenchmarkConfig) -> dict[str, Any]:
+    """The configuration as plain JSON-ready values.
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        A dict of its fields.
+    """
+    return dataclasses.asdict(config)
+
+
+_TRUE = ("1", "true", "yes", "bi")
+_FALSE = ("0", "false", "no", "uni")
+
+
+def parse_shape(text: str) -> Shape:
+    """Parses ``"T,N,H_in,H_out"`` or ``"TxNxH_inxH_out"`` into a shape.
+
+    Args:
+        text: The shape as written on a command line.
+
+    Returns:
+        The shape as a tuple of four integers.
+
+    Raises:
+        argparse.ArgumentTypeError: If ``text`` is not four positive integers.
+    """
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        shape = tuple(int(part) for part in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected T,N,H_in,H_out as four positive integers (e.g. 100,30,4,64), got {text!r}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _parse_direction(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(_FALSE + _TRUE)}, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the benchmark's options to a command-line parser.
+
+    Options left out stay None, so that ``config_from_args`` can tell them from
+    defaults.
+
+    Args:
+        parser: The parser (of a script or a CLI subcommand).
+    """
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke test: the reference shape {REFERENCE_SHAPE} only, short budgets",
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        type=parse_shape,
+        metavar="T,N,H_in,H_out",
+        help="shapes to run (default: the six standard shapes)",
+    )
+    parser.add_argument("--layers", nargs="+", type=int, metavar="L", help="default: 1 2")
+    parser.add_argument(
+        "--bidirectional",
+        nargs="+",
+        type=_parse_direction,
+        metavar="{0,1}",
+        help="directions to run, 0 (uni) and/or 1 (bi) (default: 0 1)",
+    )
+    parser.add_argument("--modes", nargs="+", choices=MODES, help="default: inference train")
+    parser.add_argument(
+        "--threads", nargs="+", type=int, metavar="N", help="torch threads (default: 1 2)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="timed calls per implementation and row (default: from --budget)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        dest="budget_s",
+        metavar="SECONDS",
+        help="timing budget per implementation and row (default: 1.0; 0.1 with --quick)",
+    )
+    parser.add_argument("--warmup", type=int, metavar="N", help="untimed calls before timing")
+    parser.add_argument(
+        "--no-memory",
+        dest="measure_memory",
+        action="store_const",
+        const=False,
+        help="skip the profiled call that measures peak memory",
+    )
+    parser.add_argument("--seed", type=int, help="seed of weights and data (default: 0)")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
+    """Builds the configuration from options added by ``add_arguments``.
+
+    Args:
+        args: The parsed options.
+
+    Returns:
+        ``BenchmarkConfig.quick`` if ``--quick`` was given, else the default
+        configuration, with every option that was given overriding its field.
+    """
+    names = ("shapes", "layers", "bidirectional", "modes", "threads", "repeats", "budget_s")
+    names += ("warmup", "measure_memory", "seed")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.quick:
+        return BenchmarkConfig.quick(**overrides)
+    return BenchmarkConfig(**overrides)
