@@ -224,7 +224,8 @@ def rnn_layer(
     Args:
         x: packed input rows.
         h0: initial state of each sequence.
-        w_ih, w_hh, b_ih, b_hh: the layer's weights; biases may be None.
+        w_ih, w_hh, b_ih, b_hh: the layer's weights; the biases are both
+            tensors or both None.
         batch_sizes: rows per step, non-increasing, all positive.
         reverse: run from the last step to the first.
         nonlinearity: ``"tanh"`` or ``"relu"``.
@@ -236,9 +237,18 @@ def rnn_layer(
     Shape:
         x ``(R, H_in)``, h0 ``(N, H_out)``; out ``(R, H_out)``, h_n ``(N, H_out)``.
     """
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError(
+            "Received biases b_ih and b_hh of which only one is None; expected both "
+            f"tensors or both None, got b_ih={_describe(b_ih)} and b_hh={_describe(b_hh)}."
+        )
     return RNNLayerFunction.apply(
         x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity
     )
+
+
+def _describe(tensor: Tensor | None) -> str:
+    return "None" if tensor is None else f"a tensor of shape {tuple(tensor.shape)}"
 
 
 def rnn_stack(
