@@ -21,15 +21,20 @@ Timing:
     (A, B, B, A, A, B, ...), so that the noise of a shared machine falls on both
     alike and neither always runs second, each call timed with
     ``time.perf_counter`` with the garbage collector paused. The repeat count
-    is chosen from a time budget per implementation and row unless given, and
-    the median is reported. ``ratio`` is torch's median over rnnkit's: above 1
-    means rnnkit is faster.
+    is chosen from a time budget per implementation and row unless given
+    (timing stops early, after at least three calls of each, past five times
+    the budget), and the median is reported. ``ratio`` is torch's median over rnnkit's: above 1
+    means rnnkit is faster. A row where either implementation's interquartile
+    range exceeds a quarter of its median is flagged noisy: on a shared machine
+    other processes were competing for the CPUs, which hurts most with several
+    threads, where one descheduled thread stalls the others at every parallel op.
 
 Peak extra memory:
     One further call of each implementation runs under
     ``torch.profiler.profile(profile_memory=True)``, which records every
-    allocation and free of torch's CPU allocator with its size and time. The
-    running sum of those sizes, in time order, is the memory torch holds beyond
+    allocation and free of torch's CPU allocator with its size and time (read
+    from the profile's raw Kineto events: the per-op summary has no timeline).
+    The running sum of those sizes, in time order, is the memory torch holds beyond
     what it held before the call; its maximum is the peak. Memory held before
     the call (weights, input) is not counted; the returned output and
     gradients are, as they are allocated by the call. ``tracemalloc`` does not
@@ -41,7 +46,9 @@ Peak extra memory:
 Example:
     >>> from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
     >>> config = BenchmarkConfig(shapes=((100, 30, 4, 64),), threads=(1,))
-    >>> results = run_benchmark(config)  # one dict per row: 8 rows here
+    >>> results = run_benchmark(config)  # doctest: +SKIP
+    >>> len(results)  # 2 layers x 2 directions x 2 modes x 1 thread count  # doctest: +SKIP
+    8
     >>> print(format_table(results))  # doctest: +SKIP
 """
 
@@ -84,6 +91,13 @@ IMPLEMENTATIONS = ("torch", "rnnkit")  # result keys; torch is the baseline
 # A float32 engine that matches nn.RNN differs by rounding only; anything larger
 # means the timings compare different computations.
 _AGREEMENT_TOLERANCE = 1e-4
+# A row whose interquartile range exceeds this fraction of its median was timed
+# while something else competed for the CPUs; its ratio is marked as noisy.
+_NOISY_SPREAD = 0.25
+# Timing of a row whose repeat count came from the budget stops after this many
+# times the budget, once it has the fewest repeats that give a median.
+_OVERRUN = 5
+_FEWEST_FOR_MEDIAN = 3
 
 
 class _Step:
@@ -117,7 +131,7 @@ class BenchmarkConfig:
     modes: tuple[str, ...] = MODES  # subset of MODES
     threads: tuple[int, ...] = (1, 2)  # values for torch.set_num_threads
     repeats: int | None = None  # timed calls per implementation and row; None: from budget_s
-    budget_s: float = 1.0  # seconds of timed calls per implementation and row
+    budget_s: float = 0.75  # seconds of timed calls per implementation and row
     warmup: int = 3  # untimed calls per implementation before timing, at least 1
     min_repeats: int = 5  # fewest timed calls when repeats is None
     max_repeats: int = 500  # most timed calls when repeats is None
@@ -223,8 +237,11 @@ def run_benchmark(
         One dict per row, in grid order (shape, layers, direction, mode,
         threads), with keys ``T``, ``N``, ``H_in``, ``H_out``, ``num_layers``,
         ``bidirectional``, ``mode``, ``threads``, ``repeats`` (timed calls of
-        each implementation), ``output_bytes``, ``ratio`` (torch's median time
-        over rnnkit's), ``max_rel_diff`` (largest difference between the two
+        each implementation), ``output_bytes``, ``load_average`` (of the
+        machine, over the minute before the row ended), ``ratio`` (torch's
+        median time over rnnkit's), ``noisy`` (whether either implementation's
+        interquartile range exceeds a quarter of its median, the sign of
+        competing processes), ``max_rel_diff`` (largest difference between the two
         implementations' outputs and gradients, relative to the largest
         magnitude of each tensor), and one dict per implementation under
         ``"torch"`` and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
@@ -234,8 +251,8 @@ def run_benchmark(
     """
     config = config if config is not None else BenchmarkConfig()
     if candidate is None:
-        # Imported here: the package may import this module, and the engine
-        # need not load for the grid to be validated.
+        # Imported on use: a top-level import would be circular should the
+        # package (a `rnnkit bench` command) import this module.
         from rnnkit import RNN as candidate
     if max(config.threads) > (os.cpu_count() or 1):
         logger.warning(
@@ -243,6 +260,7 @@ def run_benchmark(
             max(config.threads),
             os.cpu_count(),
         )
+    _warn_if_busy()
     threads_before = torch.get_num_threads()
     results = []
     started = time.perf_counter()
@@ -256,6 +274,26 @@ def run_benchmark(
         torch.set_num_threads(threads_before)
     logger.info("Benchmarked %d rows in %.1f s.", len(results), time.perf_counter() - started)
     return results
+
+
+def _warn_if_busy() -> None:
+    load = _load_average()
+    cpus = os.cpu_count() or 1
+    if load is not None and load > 0.5 * cpus:
+        logger.warning(
+            "Load average %.1f on %d CPUs: other processes compete with the timings, "
+            "most of all with several threads; rows they disturb are marked noisy.",
+            load,
+            cpus,
+        )
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _grid(config: BenchmarkConfig) -> Iterator[tuple[Shape, int, bool, str, int]]:
@@ -291,8 +329,14 @@ def _run_row(
             mode,
             max_rel_diff,
         )
-    repeats = config.repeats or _choose_repeats(warm_times, config)
-    samples = _time_interleaved(steps, repeats)
+    if config.repeats is not None:
+        samples = _time_interleaved(steps, config.repeats)
+    else:
+        # The estimate fails when other processes start competing after the
+        # warm-up; the time limit keeps such a row from stalling the whole run.
+        limit_s = _OVERRUN * len(steps) * config.budget_s
+        samples = _time_interleaved(steps, _choose_repeats(warm_times, config), limit_s)
+    repeats = len(samples["torch"])
 
     T, N, _, H_out = shape
     output_bytes = T * N * (2 if bidirectional else 1) * H_out * 4  # float32
@@ -307,11 +351,15 @@ def _run_row(
         "threads": threads,
         "repeats": repeats,
         "output_bytes": output_bytes,
+        "load_average": _load_average(),  # of the minute before the row ended
     }
     for name, step in steps.items():
         torch_bytes, python_bytes = _peak_memory(step) if config.measure_memory else (None, None)
         row[name] = _summarize_impl(samples[name], torch_bytes, python_bytes, output_bytes)
     row["ratio"] = row["torch"]["median_ms"] / row["rnnkit"]["median_ms"]
+    row["noisy"] = any(
+        row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in IMPLEMENTATIONS
+    )
     row["max_rel_diff"] = max_rel_diff
     return row
 
@@ -411,8 +459,16 @@ def _choose_repeats(warm_times: dict[str, list[float]], config: BenchmarkConfig)
     return min(max(repeats, config.min_repeats), config.max_repeats)
 
 
-def _time_interleaved(steps: dict[str, _Step], repeats: int) -> dict[str, list[float]]:
+def _time_interleaved(
+    steps: dict[str, _Step], repeats: int, limit_s: float = math.inf
+) -> dict[str, list[float]]:
     """Times ``repeats`` calls of each step, alternating which runs first.
+
+    Args:
+        steps: The calls to time, by implementation.
+        repeats: Calls of each.
+        limit_s: Seconds after which to stop early, once each has been called
+            at least three times (or ``repeats`` times if fewer).
 
     Returns:
         Seconds per call, per implementation.
@@ -420,8 +476,12 @@ def _time_interleaved(steps: dict[str, _Step], repeats: int) -> dict[str, list[f
     samples: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps)
     # A collection inside one call would charge that call for garbage made by others.
+    started = time.perf_counter()
     with _gc_paused():
         for i in range(repeats):
+            if i >= _FEWEST_FOR_MEDIAN and time.perf_counter() - started > limit_s:
+                logger.warning("Stopped timing after %d of %d repeats: over time.", i, repeats)
+                break
             for name in order if i % 2 == 0 else reversed(order):
                 step = steps[name]
                 t0 = time.perf_counter()
@@ -480,8 +540,11 @@ def _allocator_peak(prof: Any) -> int | None:
     except AttributeError:
         logger.warning("This torch's profiler does not expose its memory events.")
         return None
+    # Sorted on time alone: the sort is stable, so events of the same nanosecond
+    # keep the order in which they were recorded.
     sizes = sorted(
-        (event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]"
+        ((event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]"),
+        key=lambda time_and_size: time_and_size[0],
     )
     if not sizes:
         # Every call allocates its output, so no events means none were recorded.
@@ -541,7 +604,7 @@ def _describe(row: dict[str, Any]) -> str:
         f"{_shape_label(row)} L={row['num_layers']} {_direction(row['bidirectional'])} "
         f"{row['mode']} threads={row['threads']}: torch {row['torch']['median_ms']:.3f} ms, "
         f"rnnkit {row['rnnkit']['median_ms']:.3f} ms, ratio {row['ratio']:.2f} "
-        f"({row['repeats']} repeats)"
+        f"({row['repeats']} repeats{', noisy' if row['noisy'] else ''})"
     )
 
 
@@ -564,8 +627,8 @@ def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> s
     """Formats benchmark rows as a table followed by a summary line.
 
     Times are medians in milliseconds; ``ratio`` is torch's time over rnnkit's
-    (above 1: rnnkit is faster); peaks are the peak extra memory and its
-    multiple of the output size.
+    (above 1: rnnkit is faster), marked ``*`` where the row was noisy; peaks
+    are the peak extra memory and its multiple of the output size.
 
     Args:
         results: Rows as returned by ``run_benchmark``.
@@ -606,7 +669,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         str(row["threads"]),
         _format_ms(row["torch"]["median_ms"]),
         _format_ms(row["rnnkit"]["median_ms"]),
-        f"{row['ratio']:.2f}",
+        f"{row['ratio']:.2f}" + ("*" if row["noisy"] else ""),
         _format_peak(row["torch"]),
         _format_peak(row["rnnkit"]),
     ]
@@ -654,6 +717,12 @@ def summarize(results: Sequence[dict[str, Any]]) -> str:
         if ratios and len(ratios) < len(results):
             means.append(f"{mode} {_geometric_mean(ratios):.2f}")
     parts.append("geometric-mean ratio " + ", ".join(means))
+    noisy = sum(row["noisy"] for row in results)
+    if noisy:
+        parts.append(
+            f"noisy rows (*: an interquartile range above {_NOISY_SPREAD:.0%} of the "
+            f"median): {noisy}"
+        )
     parts.append(f"max relative difference {max(row['max_rel_diff'] for row in results):.1e}")
     return "; ".join(parts) + "."
 
@@ -776,7 +845,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         dest="budget_s",
         metavar="SECONDS",
-        help="timing budget per implementation and row (default: 1.0; 0.1 with --quick)",
+        help="timing budget per implementation and row (default: 0.75; 0.1 with --quick)",
     )
     parser.add_argument("--warmup", type=int, metavar="N", help="untimed calls before timing")
     parser.add_argument(

@@ -1,0 +1,261 @@
+"""Tests of rnnkit.benchmark and benchmarks/bench_rnn.py: structure, never speed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit import benchmark
+from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
+
+TINY = (5, 2, 3, 4)  # (T, N, H_in, H_out)
+IMPL_KEYS = {
+    "median_ms",
+    "iqr_ms",
+    "peak_bytes",
+    "peak_torch_bytes",
+    "peak_python_bytes",
+    "peak_x_output",
+}
+
+
+def tiny_config(**overrides):
+    fields = {
+        "shapes": (TINY,),
+        "layers": (1, 2),
+        "threads": (1,),
+        "repeats": 2,
+        "warmup": 1,
+    }
+    fields.update(overrides)
+    return BenchmarkConfig(**fields)
+
+
+@pytest.fixture(scope="module")
+def results():
+    return run_benchmark(tiny_config())
+
+
+def test_one_row_per_case_in_grid_order(results):
+    cases = [(r["num_layers"], r["bidirectional"], r["mode"]) for r in results]
+    assert cases == [
+        (layers, bidirectional, mode)
+        for layers in (1, 2)
+        for bidirectional in (False, True)
+        for mode in ("inference", "train")
+    ]
+    for row in results:
+        assert (row["T"], row["N"], row["H_in"], row["H_out"]) == TINY
+        assert row["threads"] == 1
+        assert row["repeats"] == 2
+        assert isinstance(row["noisy"], bool)
+        assert row["load_average"] is None or row["load_average"] >= 0
+
+
+def test_ratios_and_times_are_positive_finite(results):
+    for row in results:
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+        for name in ("torch", "rnnkit"):
+            assert set(row[name]) == IMPL_KEYS
+            assert math.isfinite(row[name]["median_ms"]) and row[name]["median_ms"] > 0
+            assert row[name]["iqr_ms"] >= 0
+        assert row["ratio"] == pytest.approx(row["torch"]["median_ms"] / row["rnnkit"]["median_ms"])
+
+
+def test_peak_memory_covers_at_least_the_output(results):
+    for row in results:
+        directions = 2 if row["bidirectional"] else 1
+        assert row["output_bytes"] == 5 * 2 * directions * 4 * 4
+        for name in ("torch", "rnnkit"):
+            impl = row[name]
+            assert impl["peak_bytes"] == impl["peak_torch_bytes"] + impl["peak_python_bytes"]
+            # Each call allocates the output it returns, and the profiler sees it.
+            assert impl["peak_torch_bytes"] >= row["output_bytes"]
+            assert impl["peak_x_output"] == pytest.approx(impl["peak_bytes"] / row["output_bytes"])
+
+
+def test_implementations_agree_on_the_same_weights(results):
+    for row in results:
+        assert 0 <= row["max_rel_diff"] < 1e-4
+
+
+def test_results_are_json_ready(results):
+    assert json.loads(json.dumps(results)) == results
+
+
+def test_leaves_threads_and_random_state_as_they_were():
+    threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    run_benchmark(tiny_config(layers=(1,), bidirectional=(False,), modes=("inference",)))
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_memory_can_be_skipped():
+    (row,) = run_benchmark(
+        tiny_config(layers=(1,), bidirectional=(False,), modes=("train",), measure_memory=False)
+    )
+    for name in ("torch", "rnnkit"):
+        assert row[name]["peak_bytes"] is None
+        assert row[name]["peak_x_output"] is None
+    assert "n/a" in format_table([row])
+
+
+class _ShiftedRNN(nn.RNN):
+    """A wrong candidate: its output is off by one."""
+
+    def forward(self, input, hx=None):
+        output, h_n = super().forward(input, hx)
+        return output + 1, h_n
+
+
+def test_disagreeing_candidate_is_reported(caplog):
+    config = tiny_config(layers=(1,), bidirectional=(False,), modes=("inference",))
+    with caplog.at_level(logging.WARNING, logger="rnnkit.benchmark"):
+        (row,) = run_benchmark(config, candidate=_ShiftedRNN)
+    assert row["max_rel_diff"] > 1e-4
+    assert "disagree" in caplog.text
+
+
+def test_plain_table_has_header_rule_rows_and_summary(results):
+    lines = format_table(results).splitlines()
+    assert len(lines) == 2 + len(results) + 1
+    assert lines[0].split()[:2] == ["shape", "TxNxH_inxH_out"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].startswith("5x2x3x4")
+    assert lines[-1].startswith("rnnkit is slower than torch.nn.RNN in ")
+    assert f" of {len(results)} rows" in lines[-1]
+
+
+def test_markdown_table(results):
+    lines = format_table(results, markdown=True).splitlines()
+    assert all(line.startswith("|") and line.endswith("|") for line in lines[: 2 + len(results)])
+    assert lines[1].startswith("|---|---:|")
+    assert lines[2 + len(results)] == ""
+    assert lines[-1].startswith("rnnkit is slower than torch.nn.RNN in ")
+
+
+def test_summary_counts_rows_where_rnnkit_is_slower(results):
+    rows = [dict(results[0], ratio=0.5, noisy=False), dict(results[1], ratio=2.0, noisy=False)]
+    summary = benchmark.summarize(rows)
+    assert summary.startswith(
+        "rnnkit is slower than torch.nn.RNN in 1 of 2 rows; geometric-mean ratio all 1.00"
+    )
+    assert "noisy" not in summary
+
+
+def test_noisy_rows_are_marked(results):
+    rows = [dict(results[0], ratio=2.0, noisy=True), dict(results[1], ratio=2.0, noisy=False)]
+    table = format_table(rows).splitlines()
+    assert "2.00*" in table[2]
+    assert "2.00*" not in table[3]
+    assert "; noisy rows (*: an interquartile range above 25% of the median): 1;" in table[-1]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("threads", (0,), "`threads`, expected positive integers, got \\(0,\\)"),
+        ("shapes", ((5, 2, 3),), "`shapes`, expected \\(T, N, H_in, H_out\\)"),
+        ("modes", ("predict",), "`modes`, expected a subset of"),
+        ("layers", (), "`layers`, expected at least one value, got none"),
+        ("repeats", 0, "`repeats`, expected a positive integer or None, got 0"),
+        ("budget_s", 0.0, "`budget_s`, expected a positive number of seconds, got 0.0"),
+        ("bidirectional", (1,), "`bidirectional`, expected booleans, got \\(1,\\)"),
+    ],
+)
+def test_config_rejects_invalid_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        BenchmarkConfig(**{field: value})
+
+
+def test_config_turns_lists_into_tuples():
+    config = BenchmarkConfig(shapes=[[5, 2, 3, 4]], threads=[1])
+    assert config.shapes == ((5, 2, 3, 4),)
+    assert config.threads == (1,)
+
+
+@pytest.mark.parametrize("text", ["100,30,4,64", "100x30x4x64"])
+def test_parse_shape(text):
+    assert benchmark.parse_shape(text) == (100, 30, 4, 64)
+
+
+@pytest.mark.parametrize("text", ["100,30,4", "100,30,4,0", "a,b,c,d"])
+def test_parse_shape_rejects(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected T,N,H_in,H_out"):
+        benchmark.parse_shape(text)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    return benchmark.config_from_args(parser.parse_args(argv))
+
+
+def test_config_from_args_defaults_and_overrides():
+    assert parse([]) == BenchmarkConfig()
+    quick = parse(["--quick", "--threads", "1"])
+    assert quick.shapes == (benchmark.REFERENCE_SHAPE,)
+    assert quick.threads == (1,)
+    assert quick.budget_s < BenchmarkConfig().budget_s
+    config = parse(["--bidirectional", "1", "--shapes", "5x2x3x4", "--no-memory"])
+    assert config.bidirectional == (True,)
+    assert config.shapes == (TINY,)
+    assert config.measure_memory is False
+
+
+def load_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
+    spec = importlib.util.spec_from_file_location("bench_rnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_prints_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    argv = ["--shapes", "5,2,3,4", "--layers", "1", "--bidirectional", "0", "--threads", "1"]
+    argv += ["--modes", "train", "--repeats", "1", "--warmup", "1", "--quiet", "--markdown"]
+    assert load_script().main([*argv, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| shape TxNxH_inxH_out |")
+    assert "| 5x2x3x4 | 1 | uni | train | 1 |" in printed
+    report = json.loads(out.read_text())
+    assert set(report) == {"environment", "config", "results"}
+    assert len(report["results"]) == 1
+    assert report["config"]["repeats"] == 1
+
+
+def test_script_rejects_invalid_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script().main(["--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "`threads`, expected positive integers" in capsys.readouterr().err
+
+
+def recording_steps(calls):
+    return {
+        name: benchmark._Step(lambda name=name: calls.append(name) or (), leaves=())
+        for name in ("torch", "rnnkit")
+    }
+
+
+def test_timing_interleaves_and_alternates_which_runs_first():
+    calls = []
+    samples = benchmark._time_interleaved(recording_steps(calls), repeats=3)
+    assert calls == ["torch", "rnnkit", "rnnkit", "torch", "torch", "rnnkit"]
+    assert [len(samples[name]) for name in ("torch", "rnnkit")] == [3, 3]
+
+
+def test_timing_stops_at_the_limit_after_three_repeats():
+    calls = []
+    samples = benchmark._time_interleaved(recording_steps(calls), repeats=100, limit_s=0.0)
+    assert [len(samples[name]) for name in ("torch", "rnnkit")] == [3, 3]
