@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-
 # Input widths up to which the backward GEMMs run transposed (see backward).
 _NARROW_INPUT = 8
 
