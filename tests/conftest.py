@@ -35,7 +35,9 @@ settings.register_profile("ci", deadline=None, derandomize=False)
 settings.register_profile("repro", parent=settings.get_profile("ci"), derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-ENGINES = ("fused", "reference")
+ENGINES = ("fused", "compiled", "reference")
+# The engines rnn_stack/rnn_layer run (the reference is a separate loop).
+LAYER_ENGINES = ("fused", "compiled")
 
 # The same text torch.nn.RNN warns with; rnnkit must warn the same way.
 DROPOUT_ONE_LAYER_WARNING = "non-zero dropout expects num_layers greater than 1"
@@ -48,11 +50,17 @@ def engine(request, monkeypatch) -> str:
     return request.param
 
 
-@pytest.fixture
-def fused(monkeypatch) -> str:
-    """Force the fused engine even if the calling shell set RNNKIT_ENGINE."""
-    monkeypatch.setenv("RNNKIT_ENGINE", "fused")
-    return "fused"
+@pytest.fixture(params=LAYER_ENGINES)
+def fused(request, monkeypatch) -> str:
+    """Run the test on each fast engine (torch ops, compiled), whatever the shell set."""
+    monkeypatch.setenv("RNNKIT_ENGINE", request.param)
+    return request.param
+
+
+@pytest.fixture(params=LAYER_ENGINES)
+def layer_engine(request) -> str:
+    """The ``engine`` argument of ``rnnkit.engine.rnn_layer``, once per fast engine."""
+    return request.param
 
 
 def assert_close(actual, expected, what: str | None = None, **kwargs) -> None:

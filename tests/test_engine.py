@@ -98,19 +98,21 @@ def layer_inputs(batch_sizes, nonlinearity, bias, seed, H_in=2, H_out=3, dtype=F
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_rnn_layer_gradcheck(reverse, nonlinearity, bias, layout):
+def test_rnn_layer_gradcheck(reverse, nonlinearity, bias, layout, layer_engine):
     batch_sizes = BATCH_SIZES[layout]
     x, h0, w_ih, w_hh, b_ih, b_hh = layer_inputs(batch_sizes, nonlinearity, bias, seed=3)
     inputs = tuple(t for t in (x, h0, w_ih, w_hh, b_ih, b_hh) if t is not None)
 
     def layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None):
-        return rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity)
+        return rnn_layer(
+            x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, layer_engine
+        )
 
     # check_undefined_grad (default on) also covers losses that use only out or only h_n.
     assert gradcheck(layer, inputs)
 
 
-def test_rnn_layer_gradcheck_only_out_or_only_h_n_used():
+def test_rnn_layer_gradcheck_only_out_or_only_h_n_used(layer_engine):
     """Many-to-one and many-to-many losses: backward with one of the two gradients absent."""
     batch_sizes = BATCH_SIZES["packed"]
     inputs = layer_inputs(batch_sizes, "tanh", True, seed=4)
@@ -118,20 +120,21 @@ def test_rnn_layer_gradcheck_only_out_or_only_h_n_used():
         for reverse in (False, True):
 
             def one_output(*args, pick=pick, reverse=reverse):
-                return rnn_layer(*args, batch_sizes, reverse, "tanh")[pick]
+                return rnn_layer(*args, batch_sizes, reverse, "tanh", layer_engine)[pick]
 
             assert gradcheck(one_output, inputs)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_rnn_layer_unpacked_is_a_reshaped_batch(reverse):
+def test_rnn_layer_unpacked_is_a_reshaped_batch(reverse, layer_engine):
     """An (L, N, H_in) batch is rows with batch_sizes=[N]*L; compare with rnn_reference."""
     L, N = 5, 3
     x, h0, w_ih, w_hh, b_ih, b_hh = layer_inputs([N] * L, "tanh", True, seed=5)
     x_batch = x.detach().reshape(L, N, -1)  # (L, N, H_in)
     out, h_n = rnn_layer(
-        x_batch.reshape(L * N, -1), h0, w_ih, w_hh, b_ih, b_hh, [N] * L, reverse, "tanh"
-    )
+        x_batch.reshape(L * N, -1), h0, w_ih, w_hh, b_ih, b_hh, [N] * L, reverse, "tanh",
+        layer_engine,
+    )  # fmt: skip
     # rnn_reference has no reverse-only mode: run it bidirectionally with the
     # layer's weights in the direction under test, and keep that half.
     weights = [w_ih, w_hh, b_ih, b_hh]
@@ -147,11 +150,13 @@ def test_rnn_layer_unpacked_is_a_reshaped_batch(reverse):
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_rnn_layer_matches_per_sequence_loop(dtype, reverse, nonlinearity, bias, layout, close):
+def test_rnn_layer_matches_per_sequence_loop(
+    dtype, reverse, nonlinearity, bias, layout, close, layer_engine
+):
     """Packed semantics: out per row, and h_n is each sequence's state after its last step."""
     batch_sizes = BATCH_SIZES[layout]
     args = layer_inputs(batch_sizes, nonlinearity, bias, seed=6, H_in=3, H_out=4, dtype=dtype)
-    out, h_n = rnn_layer(*args, batch_sizes, reverse, nonlinearity)
+    out, h_n = rnn_layer(*args, batch_sizes, reverse, nonlinearity, layer_engine)
     ref_out, ref_h_n, _ = packed_layer_loop(*args, batch_sizes, reverse, nonlinearity)
     assert out.shape == (sum(batch_sizes), 4) and h_n.shape == (batch_sizes[0], 4)
     close(out, ref_out)
@@ -322,11 +327,12 @@ def test_engines_agree_through_the_environment_variable(monkeypatch):
     rnn = rnnkit.RNN(3, 4, 2, bidirectional=True, dtype=F64)
     x = torch.randn(6, 2, 3, dtype=F64)
     results = {}
-    for name in ("fused", "reference"):
+    for name in ("auto", "fused", "compiled", "reference"):
         monkeypatch.setenv("RNNKIT_ENGINE", name)  # read at each forward, not at construction
         results[name] = rnn(x)
-    for a, b in zip(results["fused"], results["reference"], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    for name in ("auto", "fused", "compiled"):
+        for a, b in zip(results[name], results["reference"], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 def test_unknown_engine_is_rejected(monkeypatch):

@@ -21,12 +21,20 @@ Shape symbols: ``R = sum(batch_sizes)`` packed rows, ``N = batch_sizes[0]``,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from rnnkit import compiled
+
+# Largest batch * hidden_size**2 for which "auto" picks the compiled loops:
+# beyond it a step's product dwarfs the interpreter's cost per step, and torch's
+# own GEMM threads do better (measured with benchmarks/bench_rnn.py).
+AUTO_COMPILED_MAX = 64 * 512 * 512
 
 # Input widths up to which the backward GEMMs run transposed (see backward).
 _NARROW_INPUT = 8
@@ -129,28 +137,55 @@ def _backward_recurrence(d, g, grad_h_n, w_hh, batch_sizes, reverse) -> None:
         d_next, n_prev = d_t, n
 
 
+def _forward_torch_ops(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Tensor:
+    """The recurrence with one torch op per step (any device and dtype)."""
+    if relu or x.dtype != torch.float32 or x.device.type != "cpu":
+        # The input projection of every step in one GEMM; the recurrence
+        # then runs in place, so this buffer ends up holding the output.
+        out = F.linear(x, w_ih, bias)  # (R, H_out)
+        activate_ = Tensor.relu_ if relu else Tensor.tanh_
+        _recurrence(out, h0, w_hh.t().contiguous(), batch_sizes, reverse, activate_)
+        return out
+    # float32 tanh on CPU costs 3x a sigmoid, and tanh(p) = 2 sigmoid(2p) - 1,
+    # so run the recurrence on s = (h + 1) / 2 = sigmoid(2p):
+    # 2 p_t = 2 (W_ih x_t + b - W_hh 1) + (4 W_hh) s_{t-1}.
+    shift = -w_hh.sum(1) if bias is None else bias - w_hh.sum(1)
+    out = F.linear(x, 2 * w_ih, 2 * shift)  # (R, H_out)
+    s0 = (h0 + 1) * 0.5
+    _recurrence(out, s0, (4 * w_hh).t().contiguous(), batch_sizes, reverse, Tensor.sigmoid_)
+    return out.mul_(2).sub_(1)
+
+
+def _forward_compiled(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Tensor:
+    """The recurrence in compiled loops (CPU, float32/float64)."""
+    out = F.linear(x, w_ih, bias)  # (R, H_out), contiguous
+    kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
+    compiled.forward(out, h0, w_hh, batch_sizes, reverse, kind)
+    return out
+
+
+def _pre_activation_grad_torch_ops(grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu):
+    """dL/d(pre-activation) of every row, one torch op per step. Shape: ``(R, H_out)``."""
+    # d: the activation's derivative, then (as g is walked back in time)
+    # the gradient of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
+    one = out.new_ones(())
+    d = (out > 0).to(out.dtype) if relu else torch.addcmul(one, out, out, value=-1)  # 1 - h^2
+    # g: dL/dh_t, the upstream gradient plus, added in place step by step,
+    # what flows back through the recurrence.
+    g = grad_out.clone(memory_format=torch.contiguous_format)  # (R, H_out)
+    _backward_recurrence(d, g, grad_h_n, w_hh, batch_sizes, reverse)
+    return d
+
+
 class RNNLayerFunction(torch.autograd.Function):
     """One layer and direction of the Elman RNN over packed rows (see module doc)."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
         relu = nonlinearity == "relu"
         bias = None if b_ih is None else b_ih + b_hh
-        if relu or x.dtype != torch.float32 or x.device.type != "cpu":
-            # The input projection of every step in one GEMM; the recurrence
-            # then runs in place, so this buffer ends up holding the output.
-            out = F.linear(x, w_ih, bias)  # (R, H_out)
-            activate_ = Tensor.relu_ if relu else Tensor.tanh_
-            _recurrence(out, h0, w_hh.t().contiguous(), batch_sizes, reverse, activate_)
-        else:
-            # float32 tanh on CPU costs 3x a sigmoid, and tanh(p) = 2 sigmoid(2p) - 1,
-            # so run the recurrence on s = (h + 1) / 2 = sigmoid(2p):
-            # 2 p_t = 2 (W_ih x_t + b - W_hh 1) + (4 W_hh) s_{t-1}.
-            shift = -w_hh.sum(1) if bias is None else bias - w_hh.sum(1)
-            out = F.linear(x, 2 * w_ih, 2 * shift)  # (R, H_out)
-            s0 = (h0 + 1) * 0.5
-            _recurrence(out, s0, (4 * w_hh).t().contiguous(), batch_sizes, reverse, Tensor.sigmoid_)
-            out.mul_(2).sub_(1)
+        run = _forward_compiled if engine == "compiled" else _forward_torch_ops
+        out = run(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu)  # (R, H_out)
         # h_n: (N, H_out), each sequence's state after its last processed step
         if reverse:
             h_n = out[: batch_sizes[0]].clone()
@@ -160,7 +195,7 @@ class RNNLayerFunction(torch.autograd.Function):
             h_n = out.index_select(0, _last_step_rows(batch_sizes, out.device))
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.batch_sizes, ctx.reverse, ctx.relu = batch_sizes, reverse, relu
-        ctx.has_bias = b_ih is not None
+        ctx.has_bias, ctx.engine = b_ih is not None, engine
         return out, h_n
 
     @staticmethod
@@ -168,16 +203,11 @@ class RNNLayerFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h_n):
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
         batch_sizes, reverse = ctx.batch_sizes, ctx.reverse
-        # d: the activation's derivative, then (as g is walked back in time)
-        # the gradient of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
-        if ctx.relu:
-            d = (out > 0).to(out.dtype)  # (R, H_out)
+        if ctx.engine == "compiled":
+            pre_activation_grad = compiled.backward
         else:
-            d = torch.addcmul(out.new_ones(()), out, out, value=-1)  # 1 - h^2
-        # g: dL/dh_t, the upstream gradient plus, added in place step by step,
-        # what flows back through the recurrence.
-        g = grad_out.clone(memory_format=torch.contiguous_format)  # (R, H_out)
-        _backward_recurrence(d, g, grad_h_n, w_hh, batch_sizes, reverse)
+            pre_activation_grad = _pre_activation_grad_torch_ops
+        d = pre_activation_grad(grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, ctx.relu)
         grad_x = grad_w_ih = None
         # BLAS is slow (4-7x, measured) on products with an output this narrow
         # (H_in columns); the transposed products are the same numbers, fast.
@@ -201,7 +231,7 @@ class RNNLayerFunction(torch.autograd.Function):
             grad_b_ih = d.sum(0)
             # A separate tensor: autograd may accumulate into it in place.
             grad_b_hh = grad_b_ih.clone()
-        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None
+        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, None, None, None, None
 
 
 def _weight_hh_grad(d: Tensor, out: Tensor, h0: Tensor, batch_sizes, reverse: bool) -> Tensor:
@@ -220,6 +250,45 @@ def _weight_hh_grad(d: Tensor, out: Tensor, h0: Tensor, batch_sizes, reverse: bo
     return d.t().mm(h_prev)
 
 
+def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:
+    """The one place that picks the engine of a layer: ``"compiled"`` or ``"fused"``.
+
+    ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
+    float64, numba and SciPy installed) and a step's product is small enough
+    that they win (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``); the
+    torch-ops engine everywhere else. ``"compiled"`` insists on the compiled
+    loops; ``"fused"`` on torch ops.
+
+    Args:
+        requested: ``"auto"``, ``"compiled"`` or ``"fused"``.
+        x: the layer input (its device and dtype decide).
+        batch: sequences in the batch.
+        hidden_size: features of the hidden state.
+
+    Returns:
+        ``"compiled"`` or ``"fused"``.
+    """
+    if requested == "fused":
+        return "fused"
+    runs_compiled = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if requested == "compiled":
+        if not runs_compiled:
+            raise ValueError(
+                "The compiled engine runs on CPU in float32 or float64; received input on "
+                f"{x.device} in {x.dtype}. Use engine 'auto' or 'fused'."
+            )
+        if not compiled.available():
+            raise ImportError("The compiled engine needs numba and scipy: pip install numba scipy")
+        return "compiled"
+    if requested != "auto":
+        raise ValueError(
+            "Received an invalid value for argument `engine`, expected one of "
+            f"'auto', 'compiled', 'fused', got {requested!r}."
+        )
+    small_step = batch * hidden_size * hidden_size <= AUTO_COMPILED_MAX
+    return "compiled" if runs_compiled and small_step and compiled.available() else "fused"
+
+
 def rnn_layer(
     x: Tensor,
     h0: Tensor,
@@ -230,6 +299,7 @@ def rnn_layer(
     batch_sizes: Sequence[int],
     reverse: bool,
     nonlinearity: str,
+    engine: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Run one layer and direction with the fused engine.
 
@@ -241,6 +311,7 @@ def rnn_layer(
         batch_sizes: rows per step, non-increasing, all positive.
         reverse: run from the last step to the first.
         nonlinearity: ``"tanh"`` or ``"relu"``.
+        engine: ``"auto"``, ``"compiled"`` or ``"fused"`` (see :func:`resolve_engine`).
 
     Returns:
         ``(out, h_n)``: the state at every packed row, and each sequence's
@@ -254,9 +325,38 @@ def rnn_layer(
             "Received biases b_ih and b_hh of which only one is None; expected both "
             f"tensors or both None, got b_ih={_describe(b_ih)} and b_hh={_describe(b_hh)}."
         )
+    _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes)
+    engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
     return RNNLayerFunction.apply(
-        x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity
+        x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity, engine
     )
+
+
+def _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes) -> None:
+    """Refuse shapes the loops would misread (the compiled ones do not bounds-check)."""
+    if any(not isinstance(n, int) or n <= 0 for n in batch_sizes) or any(
+        later > earlier for earlier, later in itertools.pairwise(batch_sizes)
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `batch_sizes`, expected positive "
+            f"non-increasing ints, got {list(batch_sizes)}."
+        )
+    hidden = w_hh.size(0)
+    expected = {
+        "x": (sum(batch_sizes), x.size(-1)),
+        "h0": (batch_sizes[0], hidden),
+        "w_ih": (hidden, x.size(-1)),
+        "w_hh": (hidden, hidden),
+        "b_ih": (hidden,),
+        "b_hh": (hidden,),
+    }
+    received = {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    for name, tensor in received.items():
+        if tensor is not None and tuple(tensor.shape) != expected[name]:
+            raise ValueError(
+                f"Received an invalid value for argument `{name}`, expected shape "
+                f"{expected[name]}, got {tuple(tensor.shape)}."
+            )
 
 
 def _describe(tensor: Tensor | None) -> str:
@@ -272,6 +372,7 @@ def rnn_stack(
     bidirectional: bool,
     dropout: float,
     training: bool,
+    engine: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """A multi-layer, optionally bidirectional RNN over packed rows.
 
@@ -284,6 +385,7 @@ def rnn_stack(
         bidirectional: every second entry of ``all_weights`` is a reverse pass.
         dropout: dropout on the outputs of all layers but the last.
         training: dropout applies only when True.
+        engine: ``"auto"``, ``"compiled"`` or ``"fused"`` (see :func:`resolve_engine`).
 
     Returns:
         ``(out, h_n)``.
@@ -295,6 +397,7 @@ def rnn_stack(
     num_directions = 2 if bidirectional else 1
     num_layers = len(all_weights) // num_directions
     batch_sizes = tuple(batch_sizes)
+    engine = resolve_engine(engine, x, batch_sizes[0], hx.size(-1))
     layer_input, h_n = x, []
     for layer in range(num_layers):
         outputs = []
@@ -311,6 +414,7 @@ def rnn_stack(
                 batch_sizes,
                 direction == 1,
                 nonlinearity,
+                engine,
             )
             outputs.append(out)
             h_n.append(h_last)

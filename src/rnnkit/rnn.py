@@ -19,12 +19,12 @@ from rnnkit.engine import rnn_stack
 from rnnkit.functional import rnn_reference
 
 ENGINE_ENV = "RNNKIT_ENGINE"
-ENGINES = ("fused", "reference")
+ENGINES = ("auto", "compiled", "fused", "reference")
 
 
 def selected_engine() -> str:
-    """The engine named by ``$RNNKIT_ENGINE`` (default ``"fused"``)."""
-    engine = os.environ.get(ENGINE_ENV, "fused")
+    """The engine named by ``$RNNKIT_ENGINE`` (default ``"auto"``)."""
+    engine = os.environ.get(ENGINE_ENV, "auto")
     if engine not in ENGINES:
         raise ValueError(
             f"Received an invalid value for environment variable {ENGINE_ENV}, "
@@ -45,8 +45,9 @@ class RNN(nn.Module):
     layer ``k - 1`` (after dropout in training mode). A bidirectional layer also
     runs from the last step to the first and concatenates both outputs. The
     readable loop in :func:`rnnkit.functional.rnn_reference` is equivalent; the
-    default engine (:mod:`rnnkit.engine`) fuses it. ``$RNNKIT_ENGINE`` picks
-    ``"fused"`` (default) or ``"reference"``.
+    engine (:mod:`rnnkit.engine`) fuses it. ``$RNNKIT_ENGINE`` picks the path:
+    ``"auto"`` (default: compiled CPU loops where they win, else torch ops),
+    ``"compiled"``, ``"fused"`` (torch ops) or ``"reference"`` (the loop).
 
     Args:
         input_size: features of the input ``x``.
@@ -254,8 +255,9 @@ class RNN(nn.Module):
     def _run(self, data: Tensor, hx: Tensor, batch_sizes: list[int]) -> tuple[Tensor, Tensor]:
         """Dispatch to the selected engine. Shape: data ``(R, H_in)`` -> ``(R, D * H_out)``."""
         args = (self.nonlinearity, self.bidirectional, self.dropout, self.training)
-        if selected_engine() == "fused":
-            return rnn_stack(data, hx, self.all_weights, batch_sizes, *args)
+        engine = selected_engine()
+        if engine != "reference":  # "auto", "compiled" or "fused": rnn_stack resolves it
+            return rnn_stack(data, hx, self.all_weights, batch_sizes, *args, engine=engine)
         # reference: the readable loop works on padded, time-major sequences
         seq_len, batch = len(batch_sizes), batch_sizes[0]
         if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)

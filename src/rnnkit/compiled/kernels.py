@@ -1,0 +1,211 @@
+"""Compiled time loops of the recurrence: equivalent to ``rnnkit.functional``.
+
+The same algorithm as the torch-ops engine (:mod:`rnnkit.engine`), with the
+loops over time compiled by numba so that a step costs its arithmetic, not an
+interpreter round trip. Every step's ``(n, H) @ (H, H)`` product goes to BLAS,
+or to a plain loop when it is so small that the BLAS call costs more
+(``small_gemm``); the activation and its derivative are fused loops.
+
+Rows are in the packed layout described in :mod:`rnnkit.engine`: step ``t``
+owns rows ``offsets[t] : offsets[t] + batch_sizes[t]``. All arrays are
+C-contiguous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from rnnkit.compiled.blas import gemm_accumulate
+
+TANH, FAST_TANH, RELU = 0, 1, 2
+
+# Eigen's rational approximation of tanh for float32 (generic_fast_tanh_float):
+# odd polynomial over even polynomial on [-7.9053, 7.9053], where float32
+# tanh(x) rounds to +-1. Max abs error vs torch.tanh is measured in the tests.
+_CLAMP = np.float32(7.90531110763549805)
+_A1, _A3, _A5 = (
+    np.float32(4.89352455891786e-03),
+    np.float32(6.37261928875436e-04),
+    np.float32(1.48572235717979e-05),
+)
+_A7, _A9 = np.float32(5.12229709037114e-08), np.float32(-8.60467152213735e-11)
+_A11, _A13 = np.float32(2.00018790482477e-13), np.float32(-2.76076847742355e-16)
+_B0, _B2 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03)
+_B4, _B6 = np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
+
+
+# fastmath without "nnan"/"ninf": NaN and infinity must propagate as in torch.
+_FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}
+
+
+@njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _fast_tanh(x):
+    if x > _CLAMP:  # comparisons, not min/max, so that NaN stays NaN
+        x = _CLAMP
+    elif x < -_CLAMP:
+        x = -_CLAMP
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return x * p / q
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _activate_fast_tanh(rows):
+    for i in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            rows[i, j] = _fast_tanh(rows[i, j])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _activate(rows, kind):
+    if kind == FAST_TANH:
+        _activate_fast_tanh(rows)
+    elif kind == TANH:
+        for i in range(rows.shape[0]):
+            for j in range(rows.shape[1]):
+                rows[i, j] = np.tanh(rows[i, j])
+    else:
+        for i in range(rows.shape[0]):
+            for j in range(rows.shape[1]):
+                if rows[i, j] < 0:  # NaN stays NaN, as in torch.relu
+                    rows[i, j] = 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args):
+    """``c += a @ b``: a plain loop when ``m*k*n <= small_gemm``, else BLAS."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m * k * n > small_gemm:
+        gemm_accumulate(a, b, c, int_args, scalar_args)
+        return
+    for i in range(m):
+        for p in range(k):
+            a_ip = a[i, p]
+            for j in range(n):
+                c[i, j] += a_ip * b[p, j]
+
+
+@njit(cache=True, nogil=True)
+def _offsets(batch_sizes):
+    offsets = np.zeros(batch_sizes.shape[0] + 1, np.int64)
+    for t in range(batch_sizes.shape[0]):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
+    return offsets
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm, int_args, scalar_args):
+    """In place: ``out_t = act(out_t + h_prev(t) @ w_hh_t)``, step by step.
+
+    Args:
+        out: each step's input projection; becomes the hidden sequence.
+        h0: initial state of each sequence.
+        w_hh_t: the recurrent weight, transposed.
+        batch_sizes: rows per step (int64), non-increasing.
+        reverse: run from the last step to the first.
+        kind: TANH, FAST_TANH or RELU.
+        small_gemm: largest ``m*k*n`` computed without BLAS.
+        int_args, scalar_args: BLAS argument scratch (see ``blas.scratch``).
+
+    Shape:
+        out ``(R, H)``, h0 ``(N, H)``, w_hh_t ``(H, H)``, batch_sizes ``(L,)``.
+    """
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    for i in range(steps):
+        t = steps - 1 - i if reverse else i
+        n, start = batch_sizes[t], offsets[t]
+        rows = out[start : start + n]
+        if not reverse:
+            previous = h0[:n] if t == 0 else out[offsets[t - 1] : offsets[t - 1] + n]
+            _matmul_accumulate(previous, w_hh_t, rows, small_gemm, int_args, scalar_args)
+        else:
+            # sequences running at t + 1 continue; the others start here from h0
+            n_next = batch_sizes[t + 1] if t + 1 < steps else 0
+            previous = out[offsets[t + 1] : offsets[t + 1] + n_next]
+            _matmul_accumulate(previous, w_hh_t, rows[:n_next], small_gemm, int_args, scalar_args)
+            _matmul_accumulate(
+                h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
+            )
+        _activate(rows, kind)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _times_derivative_fast(d_rows, h_rows, relu):
+    for i in range(d_rows.shape[0]):
+        for j in range(d_rows.shape[1]):
+            h = h_rows[i, j]
+            if relu:
+                d_rows[i, j] = d_rows[i, j] if h > 0 else 0.0
+            else:
+                d_rows[i, j] *= 1 - h * h
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _times_derivative(d_rows, h_rows, relu):
+    for i in range(d_rows.shape[0]):
+        for j in range(d_rows.shape[1]):
+            h = h_rows[i, j]
+            if relu:
+                d_rows[i, j] = d_rows[i, j] if h > 0 else 0.0
+            else:
+                d_rows[i, j] *= 1 - h * h
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def backward_loop(
+    d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu, fast,
+    small_gemm, int_args, scalar_args,
+):  # fmt: skip
+    """Backpropagation through time: fills ``d`` with dL/d(pre-activation).
+
+    Walking back in time, ``dL/dh_t = grad_out_t + d_{t'} @ w_hh`` for the step
+    ``t'`` that read ``h_t`` (or ``grad_h_n`` where ``t`` was a sequence's last
+    step), and ``d_t = dL/dh_t * act'(pre_t)``, computed from ``h_t``.
+
+    Args:
+        d: output, every row written.
+        grad_out: upstream gradient of the hidden sequence.
+        grad_h_n: upstream gradient of each sequence's last state.
+        out: the hidden sequence of the forward pass.
+        w_hh: the recurrent weight (not transposed).
+        batch_sizes, reverse: as in :func:`forward_loop`.
+        relu: the activation was relu (else tanh).
+        fast: float32 arithmetic may be reordered (fastmath).
+        small_gemm, int_args, scalar_args: as in :func:`forward_loop`.
+
+    Shape:
+        d, grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``.
+    """
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    for i in range(steps):
+        t = i if reverse else steps - 1 - i
+        n, start = batch_sizes[t], offsets[t]
+        rows = d[start : start + n]
+        rows[:] = grad_out[start : start + n]
+        if reverse:
+            if t == 0:
+                rows += grad_h_n[:n]
+            else:  # h_t was read by step t - 1, whose first n rows continue it
+                later = d[offsets[t - 1] : offsets[t - 1] + n]
+                _matmul_accumulate(later, w_hh, rows, small_gemm, int_args, scalar_args)
+        else:
+            n_next = batch_sizes[t + 1] if t + 1 < steps else 0
+            later = d[offsets[t + 1] : offsets[t + 1] + n_next]
+            _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args)
+            rows[n_next:] += grad_h_n[n_next:n]  # sequences whose last step is t
+        if fast:
+            _times_derivative_fast(rows, out[start : start + n], relu)
+        else:
+            _times_derivative(rows, out[start : start + n], relu)

@@ -1,0 +1,133 @@
+"""The compiled CPU engine: its own pieces (fast tanh, dispatch, argument checks, cold cache).
+
+Its agreement with torch.nn.RNN is tested with the other engines in
+test_oracle.py, test_engine.py and test_reference.py (the ``fused`` and
+``layer_engine`` fixtures run both fast engines).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit import compiled
+from rnnkit.engine import AUTO_COMPILED_MAX, resolve_engine, rnn_layer
+
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba or scipy not installed")
+
+
+def test_fast_tanh_is_within_1e_6_of_torch_tanh():
+    from rnnkit.compiled import kernels
+
+    x = torch.linspace(-20, 20, 400_001, dtype=torch.float32)
+    x = torch.cat([x, torch.tensor([1e-30, -1e-30, 0.0, 3e-4, -3e-4])])
+    rows = x.numpy().reshape(1, -1).copy()
+    kernels._activate(rows, kernels.FAST_TANH)
+    error = (torch.from_numpy(rows[0]) - torch.tanh(x)).abs().max().item()
+    assert error <= 1e-6
+
+
+def test_fast_tanh_and_relu_propagate_nan_and_saturate_at_infinity():
+    from rnnkit.compiled import kernels
+
+    special = np.array([[np.nan, np.inf, -np.inf]], np.float32)
+    tanh = special.copy()
+    kernels._activate(tanh, kernels.FAST_TANH)
+    assert np.isnan(tanh[0, 0])
+    np.testing.assert_allclose(tanh[0, 1:], [1.0, -1.0], atol=1e-6)
+    relu = special.copy()
+    kernels._activate(relu, kernels.RELU)
+    assert np.isnan(relu[0, 0]) and relu[0, 1] == np.inf and relu[0, 2] == 0
+
+
+@pytest.mark.parametrize(
+    ("dtype", "batch", "hidden", "expected"),
+    [
+        (torch.float32, 30, 64, "compiled"),
+        (torch.float64, 1, 64, "compiled"),
+        (torch.float32, 64, 1024, "fused"),  # a step's product too large to gain
+        (torch.bfloat16, 30, 64, "fused"),  # the compiled loops have no bfloat16
+    ],
+)
+def test_auto_picks_compiled_only_where_it_runs_and_wins(dtype, batch, hidden, expected):
+    x = torch.zeros(2, 3, dtype=dtype)
+    assert (batch * hidden * hidden <= AUTO_COMPILED_MAX) == (hidden <= 512 or batch < 4)
+    assert resolve_engine("auto", x, batch, hidden) == expected
+    assert resolve_engine("fused", x, batch, hidden) == "fused"
+
+
+def test_compiled_engine_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match=r"CPU in float32 or float64; received .* torch.float16"):
+        resolve_engine("compiled", torch.zeros(2, 3, dtype=torch.float16), 2, 4)
+    with pytest.raises(ValueError, match=r"argument `engine`, expected one of .* got 'gpu'"):
+        resolve_engine("gpu", torch.zeros(2, 3), 2, 4)
+
+
+def _layer_args(batch_sizes=(3, 2, 2), h_in=2, hidden=4):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(sum(batch_sizes), h_in, generator=gen)
+    h0 = torch.randn(batch_sizes[0], hidden, generator=gen)
+    w_ih = torch.randn(hidden, h_in, generator=gen)
+    w_hh = torch.randn(hidden, hidden, generator=gen)
+    b = torch.randn(hidden, generator=gen)
+    return {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b, "b_hh": b.clone()}
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("x", torch.zeros(6, 2)),  # one row short of sum(batch_sizes)
+        ("h0", torch.zeros(2, 4)),
+        ("w_ih", torch.zeros(4, 3)),
+        ("w_hh", torch.zeros(4, 5)),
+        ("b_ih", torch.zeros(5)),
+    ],
+)
+def test_rnn_layer_checks_shapes_before_any_kernel_runs(name, bad):
+    args = _layer_args()
+    args[name] = bad
+    with pytest.raises(ValueError, match=rf"argument `{name}`, expected shape"):
+        rnn_layer(*args.values(), (3, 2, 2), False, "tanh", "compiled")
+
+
+@pytest.mark.parametrize("batch_sizes", [(3, 2, 4), (3, 0, 0), (3, 2.0, 2)])
+def test_rnn_layer_checks_batch_sizes(batch_sizes):
+    args = _layer_args()
+    with pytest.raises(ValueError, match=r"argument `batch_sizes`, expected positive"):
+        rnn_layer(*args.values(), batch_sizes, False, "tanh", "compiled")
+
+
+def test_cold_start_with_an_empty_compile_cache(tmp_path):
+    """A fresh process with an empty numba cache compiles, caches, and matches torch."""
+    script = textwrap.dedent(
+        """
+        import torch, rnnkit
+        torch.manual_seed(0)
+        for dtype in (torch.float32, torch.float64):
+            ours = rnnkit.RNN(3, 5, 2, bidirectional=True, dtype=dtype)
+            theirs = torch.nn.RNN(3, 5, 2, bidirectional=True, dtype=dtype)
+            theirs.load_state_dict(ours.state_dict())
+            x = torch.randn(7, 4, 3, dtype=dtype, requires_grad=True)
+            (out, h_n), (ref_out, ref_h_n) = ours(x), theirs(x)
+            torch.testing.assert_close(out, ref_out)
+            torch.testing.assert_close(h_n, ref_h_n)
+            grad, = torch.autograd.grad(out.sum() + h_n.sum(), x)
+            ref_grad, = torch.autograd.grad(ref_out.sum() + ref_h_n.sum(), x)
+            torch.testing.assert_close(grad, ref_grad)
+        print("ok")
+        """
+    )
+    cache = tmp_path / "numba-cache"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "RNNKIT_ENGINE": "compiled"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert any(cache.rglob("*.nbi")), "numba wrote no cache index"
