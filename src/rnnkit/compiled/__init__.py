@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 SMALL_GEMM = 8 * 64 * 64
 
 
+@functools.cache
 def available() -> bool:
     """True when numba and SciPy (whose BLAS the kernels call) are importable."""
     return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))

@@ -1,0 +1,64 @@
+"""Stacked and bidirectional layers: the whole ``torch.nn.RNN`` over packed rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnkit.engine.layer import run_layer
+
+
+def rnn_stack(
+    x: Tensor,
+    hx: Tensor,
+    all_weights: Sequence[Sequence[Tensor]],
+    batch_sizes: Sequence[int],
+    nonlinearity: str,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    engine: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """A multi-layer, optionally bidirectional RNN over packed rows.
+
+    Args:
+        x: packed input rows.
+        hx: initial state of every layer and direction.
+        all_weights: per (layer, direction), as in ``torch.nn.RNN.all_weights``.
+        batch_sizes: rows per step.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        bidirectional: every second entry of ``all_weights`` is a reverse pass.
+        dropout: dropout on the outputs of all layers but the last.
+        training: dropout applies only when True.
+        engine: ``"auto"``, ``"compiled"`` or ``"fused"`` (see
+            :func:`rnnkit.engine.resolve_engine`).
+
+    Returns:
+        ``(out, h_n)``.
+
+    Shape:
+        x ``(R, H_in)``, hx ``(D * num_layers, N, H_out)``;
+        out ``(R, D * H_out)``, h_n ``(D * num_layers, N, H_out)``.
+    """
+    num_directions = 2 if bidirectional else 1
+    num_layers = len(all_weights) // num_directions
+    batch_sizes = tuple(batch_sizes)
+    layer_input, h_n = x, []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            index = layer * num_directions + direction
+            w_ih, w_hh, b_ih, b_hh = (*all_weights[index], None, None)[:4]
+            out, h_last = run_layer(
+                layer_input, hx[index], w_ih, w_hh, b_ih, b_hh,
+                batch_sizes, direction == 1, nonlinearity, engine,
+            )  # fmt: skip
+            outputs.append(out)
+            h_n.append(h_last)
+        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, 1)
+        if dropout and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, True)
+    return layer_input, torch.stack(h_n)
