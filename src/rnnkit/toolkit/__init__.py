@@ -1,0 +1,1 @@
+"""The sequence-modelling toolkit: data, models, training, command line."""
