@@ -221,8 +221,10 @@ class RNN(nn.Module):
                 )
             data = input
             batch = input.size(0) if self.batch_first else input.size(1)
-        weights = self._flat_weights
-        data, hx = self._check_forward_args(data, hx, batch, weights[0].dtype, packed)
+        all_weights = (
+            self.all_weights
+        )  # looked up once: each lookup goes through Module.__getattr__
+        data, hx = self._check_forward_args(data, hx, batch, all_weights[0][0].dtype, packed)
         if hx is None:
             hx = torch.zeros(
                 self.num_layers * num_directions, batch, self.hidden_size,
@@ -239,7 +241,7 @@ class RNN(nn.Module):
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             sizes = [batch] * seq_len
             data = data.reshape(seq_len * batch, self.input_size)  # (L * N, H_in)
-        out, h_n = self._run(data, hx, sizes)  # (R, D * H_out), (D * num_layers, N, H_out)
+        out, h_n = self._run(data, hx, sizes, all_weights)  # (R, D*H_out), (D*num_layers, N, H_out)
 
         if packed:
             if unsorted_indices is not None:
@@ -252,21 +254,23 @@ class RNN(nn.Module):
             out, h_n = out.squeeze(batch_dim), h_n.squeeze(1)
         return out, h_n
 
-    def _run(self, data: Tensor, hx: Tensor, batch_sizes: list[int]) -> tuple[Tensor, Tensor]:
+    def _run(
+        self, data: Tensor, hx: Tensor, batch_sizes: list[int], all_weights: list[list[Tensor]]
+    ) -> tuple[Tensor, Tensor]:
         """Dispatch to the selected engine. Shape: data ``(R, H_in)`` -> ``(R, D * H_out)``."""
         args = (self.nonlinearity, self.bidirectional, self.dropout, self.training)
         engine = selected_engine()
         if engine != "reference":  # "auto", "compiled" or "fused": rnn_stack resolves it
-            return rnn_stack(data, hx, self.all_weights, batch_sizes, *args, engine=engine)
+            return rnn_stack(data, hx, all_weights, batch_sizes, *args, engine=engine)
         # reference: the readable loop works on padded, time-major sequences
         seq_len, batch = len(batch_sizes), batch_sizes[0]
         if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
             padded = data.view(seq_len, batch, data.size(1))
-            out, h_n = rnn_reference(padded, hx, self.all_weights, *args)
+            out, h_n = rnn_reference(padded, hx, all_weights, *args)
             return out.view(seq_len * batch, out.size(2)), h_n
         packed = PackedSequence(data, torch.tensor(batch_sizes))
         padded, lengths = pad_packed_sequence(packed)  # (L, N, H_in)
-        out, h_n = rnn_reference(padded, hx, self.all_weights, *args, lengths=lengths)
+        out, h_n = rnn_reference(padded, hx, all_weights, *args, lengths=lengths)
         return pack_padded_sequence(out, lengths).data, h_n
 
     def _check_forward_args(self, data, hx, batch, weight_dtype, packed):
@@ -291,7 +295,7 @@ class RNN(nn.Module):
             return data, None
         num_directions = 2 if self.bidirectional else 1
         expected = (self.num_layers * num_directions, batch, self.hidden_size)
-        if hx.size() != expected:
+        if tuple(hx.shape) != expected:  # a tuple compare: torch.Size's goes through sym_eq
             raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.size())}")
         if hx.device != data.device:
             raise RuntimeError(

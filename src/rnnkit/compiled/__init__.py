@@ -8,7 +8,6 @@ load them in milliseconds.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import logging
@@ -20,9 +19,11 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-# Products with m*k*n up to this run as plain compiled loops; larger ones call
-# BLAS (measured with benchmarks/bench_small_gemm.py: the loop wins below it).
-SMALL_GEMM = 8 * 64 * 64
+# Products with m*k*n up to this run as a plain compiled loop, larger ones call
+# BLAS. Measured per step, float32, 1 thread: BLAS takes 0.16 us at 1x64x64
+# (the loop 0.30), 0.61 us at 8x64x64 (loop 2.0-5.2), 0.08 us at 8x16x16 (loop
+# 0.26-0.31); the loop wins only below about 1x16x16.
+SMALL_GEMM = 16 * 16
 
 
 @functools.cache
@@ -33,37 +34,35 @@ def available() -> bool:
 
 @functools.cache
 def _kernels():
-    from rnnkit.compiled import blas, kernels
+    from rnnkit.compiled import kernels
 
-    return blas, kernels
+    return kernels
 
 
 @functools.cache
-def _scipy_blas_controllers():
-    """threadpoolctl handles on SciPy's BLAS, the one the kernels call."""
+def _single_threaded_scipy_blas() -> None:
+    """Put SciPy's BLAS, the one the kernels call, on one thread, once per process.
+
+    Per-step products are small (``auto`` sends large ones to torch, whose
+    GEMMs use ``torch.get_num_threads()``); a second BLAS thread pool would
+    only spin against torch's threads on the same cores. This also applies to
+    ``scipy.linalg`` elsewhere in the process, so it is logged.
+    """
     import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so threadpoolctl sees it)
     from threadpoolctl import ThreadpoolController
 
-    controller = ThreadpoolController()
-    return [lib for lib in controller.lib_controllers if "scipy" in lib.filepath.lower()]
+    for lib in ThreadpoolController().lib_controllers:
+        if "scipy" in lib.filepath.lower() and lib.num_threads != 1:
+            logger.info(
+                "rnnkit.compiled: %s set to 1 thread (was %d)", lib.filepath, lib.num_threads
+            )
+            lib.set_num_threads(1)
 
 
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run SciPy's BLAS on one thread inside the kernels, then restore it.
-
-    Per-step products are small; a second BLAS thread pool would only spin
-    against torch's own threads on the same cores.
-    """
-    libraries = _scipy_blas_controllers()
-    previous = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, threads in zip(libraries, previous, strict=True):
-            lib.set_num_threads(threads)
+def _sizes_array(batch_sizes: Sequence[int]) -> np.ndarray:
+    if batch_sizes[0] == batch_sizes[-1]:  # equal lengths: no per-element conversion
+        return np.full(len(batch_sizes), batch_sizes[0], dtype=np.int64)
+    return np.asarray(batch_sizes, dtype=np.int64)
 
 
 def _as_numpy(tensor: Tensor) -> np.ndarray:
@@ -86,20 +85,19 @@ def forward(
     Shape:
         out ``(R, H)``, h0 ``(N, H)``, w_hh ``(H, H)``.
     """
-    blas, kernels = _kernels()
+    kernels = _kernels()
+    _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
     out_np = out.numpy()
-    with _single_threaded_blas():
-        kernels.forward_loop(
-            out_np,
-            _as_numpy(h0),
-            _as_numpy(w_hh.t()),
-            np.asarray(batch_sizes, dtype=np.int64),
-            reverse,
-            code,
-            SMALL_GEMM,
-            *blas.scratch(out_np.dtype),
-        )
+    kernels.forward_loop(
+        out_np,
+        _as_numpy(h0),
+        _as_numpy(w_hh.t()),
+        _sizes_array(batch_sizes),
+        reverse,
+        code,
+        SMALL_GEMM,
+    )
 
 
 def backward(
@@ -117,21 +115,20 @@ def backward(
         grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``;
         returns ``(R, H)``.
     """
-    blas, kernels = _kernels()
+    kernels = _kernels()
+    _single_threaded_scipy_blas()
     d = torch.empty_like(out, memory_format=torch.contiguous_format)
     d_np = d.numpy()
-    with _single_threaded_blas():
-        kernels.backward_loop(
-            d_np,
-            _as_numpy(grad_out),
-            _as_numpy(grad_h_n),
-            _as_numpy(out),
-            _as_numpy(w_hh),
-            np.asarray(batch_sizes, dtype=np.int64),
-            reverse,
-            relu,
-            out.dtype == torch.float32,
-            SMALL_GEMM,
-            *blas.scratch(d_np.dtype),
-        )
+    kernels.backward_loop(
+        d_np,
+        _as_numpy(grad_out),
+        _as_numpy(grad_h_n),
+        _as_numpy(out),
+        _as_numpy(w_hh),
+        _sizes_array(batch_sizes),
+        reverse,
+        relu,
+        out.dtype == torch.float32,
+        SMALL_GEMM,
+    )
     return d

@@ -63,6 +63,7 @@ def gemm_accumulate(a, b, c, int_args, scalar_args):
         _dgemm(*args, a.ctypes.data, p + 5 * i4, s + sx, c.ctypes.data, p + 6 * i4)
 
 
-def scratch(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+@njit(cache=True, nogil=True)
+def scratch(dtype):
     """Fresh by-pointer argument buffers for :func:`gemm_accumulate`."""
     return np.zeros(8, np.int32), np.zeros(2, dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnkit.compiled.blas import gemm_accumulate
+from rnnkit.compiled.blas import gemm_accumulate, scratch
 
 TANH, FAST_TANH, RELU = 0, 1, 2
 
@@ -104,7 +104,7 @@ def _offsets(batch_sizes):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm, int_args, scalar_args):
+def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm):
     """In place: ``out_t = act(out_t + h_prev(t) @ w_hh_t)``, step by step.
 
     Args:
@@ -115,11 +115,11 @@ def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm, int_ar
         reverse: run from the last step to the first.
         kind: TANH, FAST_TANH or RELU.
         small_gemm: largest ``m*k*n`` computed without BLAS.
-        int_args, scalar_args: BLAS argument scratch (see ``blas.scratch``).
 
     Shape:
         out ``(R, H)``, h0 ``(N, H)``, w_hh_t ``(H, H)``, batch_sizes ``(L,)``.
     """
+    int_args, scalar_args = scratch(out.dtype)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
     for i in range(steps):
@@ -163,10 +163,7 @@ def _times_derivative(d_rows, h_rows, relu):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def backward_loop(
-    d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu, fast,
-    small_gemm, int_args, scalar_args,
-):  # fmt: skip
+def backward_loop(d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu, fast, small_gemm):
     """Backpropagation through time: fills ``d`` with dL/d(pre-activation).
 
     Walking back in time, ``dL/dh_t = grad_out_t + d_{t'} @ w_hh`` for the step
@@ -182,11 +179,12 @@ def backward_loop(
         batch_sizes, reverse: as in :func:`forward_loop`.
         relu: the activation was relu (else tanh).
         fast: float32 arithmetic may be reordered (fastmath).
-        small_gemm, int_args, scalar_args: as in :func:`forward_loop`.
+        small_gemm: as in :func:`forward_loop`.
 
     Shape:
         d, grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``.
     """
+    int_args, scalar_args = scratch(d.dtype)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
     for i in range(steps):
