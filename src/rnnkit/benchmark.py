@@ -72,6 +72,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit.bound import sequential_gemm_bound_ms
+
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, int, int, int]  # (T, N, H_in, H_out)
@@ -357,6 +359,8 @@ def _run_row(
         torch_bytes, python_bytes = _peak_memory(step) if config.measure_memory else (None, None)
         row[name] = _summarize_impl(samples[name], torch_bytes, python_bytes, output_bytes)
     row["ratio"] = row["torch"]["median_ms"] / row["rnnkit"]["median_ms"]
+    row["bound_ms"] = sequential_gemm_bound_ms(*shape, num_layers, bidirectional, mode == "train")
+    row["bound_fraction"] = row["bound_ms"] / row["rnnkit"]["median_ms"]
     row["noisy"] = any(
         row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in IMPLEMENTATIONS
     )
@@ -618,6 +622,7 @@ _COLUMNS = (
     ("torch ms", True),
     ("rnnkit ms", True),
     ("ratio", True),
+    ("bound %", True),
     ("torch peak", True),
     ("rnnkit peak", True),
 )
@@ -634,6 +639,9 @@ def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> s
         results: Rows as returned by ``run_benchmark``.
         markdown: Whether to write a GitHub-flavoured markdown table instead of
             aligned plain text.
+
+    ``bound %`` is the sequential-GEMM bound (see :mod:`rnnkit.bound`) as a
+    percentage of rnnkit's time: how close rnnkit comes to the GEMMs it cannot avoid.
 
     Returns:
         The table and the summary, without a trailing newline.
@@ -670,6 +678,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _format_ms(row["torch"]["median_ms"]),
         _format_ms(row["rnnkit"]["median_ms"]),
         f"{row['ratio']:.2f}" + ("*" if row["noisy"] else ""),
+        f"{100 * row['bound_fraction']:.0f}",
         _format_peak(row["torch"]),
         _format_peak(row["rnnkit"]),
     ]

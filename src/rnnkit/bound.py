@@ -1,0 +1,101 @@
+"""The sequential-GEMM bound: the least time a recurrence can take on this machine.
+
+A recurrent layer cannot beat the matrix products it must do, and the
+per-step ones are dependent: step ``t`` needs ``h_{t-1}``. Per layer and
+direction the forward pass needs one input GEMM ``(T*N, H_in) @ (H_in, H)``
+plus ``T`` dependent ``(N, H) @ (H, H)`` GEMMs. A training step adds the same
+``T`` dependent GEMMs backward and the three gradient GEMMs over all steps
+(input, ``W_ih`` and ``W_hh``). Elementwise work (activations, bias) is left
+out, so the bound is optimistic and a real engine reaches a fraction of it.
+
+The dependent GEMMs are timed in a compiled loop calling BLAS (as
+:mod:`rnnkit.compiled` does, one thread), so no interpreter cost enters the
+bound; the large GEMMs are timed with ``torch.mm`` at the caller's thread
+count. Without numba the dependent GEMMs are timed with ``torch.mm`` in a
+Python loop, which overstates the bound at small sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import torch
+
+from rnnkit import compiled
+
+_REPEATS = 5
+
+
+def sequential_gemm_bound_ms(
+    steps: int, batch: int, input_size: int, hidden_size: int, num_layers: int,
+    bidirectional: bool, train: bool,
+) -> float:  # fmt: skip
+    """The bound, in milliseconds, for one call of an RNN of this shape.
+
+    Args:
+        steps, batch, input_size, hidden_size: ``T, N, H_in, H_out``.
+        num_layers, bidirectional: the stack.
+        train: a training step (forward and backward) rather than inference.
+
+    Returns:
+        The summed best-of-5 times of the GEMMs the call cannot avoid.
+    """
+    directions = 2 if bidirectional else 1
+    rows = steps * batch
+    total = 0.0
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else directions * hidden_size
+        per_direction = _mm_ms(rows, layer_input, hidden_size) + _dependent_ms(
+            steps, batch, hidden_size
+        )
+        if train:
+            per_direction += _dependent_ms(steps, batch, hidden_size)
+            per_direction += _mm_ms(hidden_size, rows, hidden_size)  # dW_hh
+            per_direction += _mm_ms(hidden_size, rows, layer_input)  # dW_ih
+            per_direction += _mm_ms(rows, hidden_size, layer_input)  # dX
+        total += directions * per_direction
+    return total
+
+
+def _mm_ms(m: int, k: int, n: int) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    return _best_ms(lambda: torch.mm(a, b))
+
+
+def _dependent_ms(steps: int, batch: int, hidden_size: int) -> float:
+    h = np.random.default_rng(0).standard_normal((batch, hidden_size), dtype=np.float32)
+    w = np.random.default_rng(1).standard_normal((hidden_size, hidden_size), dtype=np.float32)
+    out = np.zeros((batch, hidden_size), np.float32)
+    if compiled.available():
+        loop = _compiled_gemm_loop()
+        loop(h, w, out, 1)  # compile or load from the cache before timing
+        return _best_ms(lambda: loop(h, w, out, steps))
+    h_t, w_t = torch.from_numpy(h), torch.from_numpy(w)
+    return _best_ms(lambda: [torch.mm(h_t, w_t) for _ in range(steps)])
+
+
+@functools.cache
+def _compiled_gemm_loop():
+    from numba import njit
+
+    from rnnkit.compiled.blas import gemm_accumulate, scratch
+
+    @njit(cache=True)
+    def loop(h, w, out, steps):
+        int_args, scalar_args = scratch(out.dtype)
+        for _ in range(steps):
+            gemm_accumulate(h, w, out, int_args, scalar_args)
+
+    return loop
+
+
+def _best_ms(call) -> float:
+    call()
+    best = float("inf")
+    for _ in range(_REPEATS):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
