@@ -42,6 +42,11 @@ def sequential_gemm_bound_ms(
     Returns:
         The summed best-of-5 times of the GEMMs the call cannot avoid.
     """
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
+        return _bound_ms(steps, batch, input_size, hidden_size, num_layers, bidirectional, train)
+
+
+def _bound_ms(steps, batch, input_size, hidden_size, num_layers, bidirectional, train) -> float:
     directions = 2 if bidirectional else 1
     rows = steps * batch
     total = 0.0
