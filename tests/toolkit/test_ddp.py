@@ -1,0 +1,107 @@
+"""DistributedDataParallel: two CPU processes under torchrun match one process.
+
+DDP averages the gradients of the processes; with a mean-reduced loss and equal
+shards of every global batch (``batch_size / 2`` each, the same sample order
+as one process) that is the gradient of the whole global batch, so the weights
+after training must match a single-process run up to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from rnnkit.toolkit.checkpoint import load_checkpoint
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_worker():
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def torchrun(out_dir: Path) -> tuple[int, str]:
+    """Run the worker on two processes; returns (exit code, output)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env["OMP_NUM_THREADS"] = "1"  # two processes on the shared cores
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(WORKER), str(out_dir),
+    ]  # fmt: skip
+    # A new session, so that a timeout can stop torchrun and both workers together.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"torchrun did not finish in {TIMEOUT_S} s:\n{output[-12000:]}")
+    return process.returncode, output
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    out_dir = tmp_path / "ddp"
+    returncode, output = torchrun(out_dir)
+    if returncode != 0 and "address already in use" in output.lower():
+        # The free port was taken between our probe and torchrun's bind: once more.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        returncode, output = torchrun(out_dir)
+    assert returncode == 0, output[-12000:]
+
+    single = load_worker().make_run(None)
+    history = single.fit()
+
+    distributed = load_checkpoint(out_dir / "model")
+    state = single.model.state_dict()
+    assert distributed.model_state.keys() == state.keys()
+    for name, expected in state.items():
+        assert expected.dtype == torch.float64
+        torch.testing.assert_close(
+            distributed.model_state[name], expected, rtol=0, atol=1e-10, msg=name
+        )
+    # The logged epoch losses are all-reduced over both processes: the full-batch values.
+    with open(out_dir / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(history) == 3
+    for row, logged in zip(rows, history, strict=True):
+        for key in ("train_loss", "train_rmse", "train_mae"):
+            assert float(row[key]) == pytest.approx(logged[key], rel=1e-10)
+    # Only rank 0 wrote: one set of files, no temporaries.
+    assert sorted(p.name for p in out_dir.iterdir()) == ["checkpoints", "metrics.csv", "model"]
+    assert [p.name for p in (out_dir / "checkpoints").iterdir()] == ["epoch-0003"]
