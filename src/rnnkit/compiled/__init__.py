@@ -70,20 +70,28 @@ def _as_numpy(tensor: Tensor) -> np.ndarray:
 
 
 def forward(
-    out: Tensor, h0: Tensor, w_hh: Tensor, batch_sizes: Sequence[int], reverse: bool, kind: str
+    out: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    bias: Tensor | None,
+    batch_sizes: Sequence[int],
+    reverse: bool,
+    kind: str,
 ) -> None:
     """In place on ``out`` (the input projection): run the recurrence.
 
     Args:
-        out: contiguous CPU float32/float64 tensor, each step's input projection.
+        out: contiguous CPU float32/float64 tensor, each step's input projection
+            without bias.
         h0: initial state of each sequence.
         w_hh: recurrent weight.
+        bias: ``b_ih + b_hh``, or None.
         batch_sizes: rows per step.
         reverse: run from the last step to the first.
         kind: ``"tanh"``, ``"fast_tanh"`` (float32 only) or ``"relu"``.
 
     Shape:
-        out ``(R, H)``, h0 ``(N, H)``, w_hh ``(H, H)``.
+        out ``(R, H)``, h0 ``(N, H)``, w_hh ``(H, H)``, bias ``(H,)``.
     """
     kernels = _kernels()
     _single_threaded_scipy_blas()
@@ -93,6 +101,7 @@ def forward(
         out_np,
         _as_numpy(h0),
         _as_numpy(w_hh.t()),
+        np.zeros(out_np.shape[1], out_np.dtype) if bias is None else _as_numpy(bias),
         _sizes_array(batch_sizes),
         reverse,
         code,

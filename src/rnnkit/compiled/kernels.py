@@ -59,25 +59,26 @@ def _fast_tanh(x):
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _activate_fast_tanh(rows):
+def _activate_fast_tanh(rows, bias):
     for i in range(rows.shape[0]):
         for j in range(rows.shape[1]):
-            rows[i, j] = _fast_tanh(rows[i, j])
+            rows[i, j] = _fast_tanh(rows[i, j] + bias[j])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _activate(rows, kind):
+def _activate(rows, bias, kind):
+    """In place: ``rows = act(rows + bias)``."""
     if kind == FAST_TANH:
-        _activate_fast_tanh(rows)
+        _activate_fast_tanh(rows, bias)
     elif kind == TANH:
         for i in range(rows.shape[0]):
             for j in range(rows.shape[1]):
-                rows[i, j] = np.tanh(rows[i, j])
+                rows[i, j] = np.tanh(rows[i, j] + bias[j])
     else:
         for i in range(rows.shape[0]):
             for j in range(rows.shape[1]):
-                if rows[i, j] < 0:  # NaN stays NaN, as in torch.relu
-                    rows[i, j] = 0.0
+                value = rows[i, j] + bias[j]
+                rows[i, j] = 0.0 if value < 0 else value  # NaN stays NaN, as in torch.relu
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -104,20 +105,22 @@ def _offsets(batch_sizes):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm):
+def forward_loop(out, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
     """In place: ``out_t = act(out_t + h_prev(t) @ w_hh_t)``, step by step.
 
     Args:
-        out: each step's input projection; becomes the hidden sequence.
+        out: each step's input projection (no bias); becomes the hidden sequence.
         h0: initial state of each sequence.
         w_hh_t: the recurrent weight, transposed.
+        bias: added to every step's pre-activation (``b_ih + b_hh``, or zeros).
         batch_sizes: rows per step (int64), non-increasing.
         reverse: run from the last step to the first.
         kind: TANH, FAST_TANH or RELU.
         small_gemm: largest ``m*k*n`` computed without BLAS.
 
     Shape:
-        out ``(R, H)``, h0 ``(N, H)``, w_hh_t ``(H, H)``, batch_sizes ``(L,)``.
+        out ``(R, H)``, h0 ``(N, H)``, w_hh_t ``(H, H)``, bias ``(H,)``,
+        batch_sizes ``(L,)``.
     """
     int_args, scalar_args = scratch(out.dtype)
     offsets = _offsets(batch_sizes)
@@ -137,7 +140,7 @@ def forward_loop(out, h0, w_hh_t, batch_sizes, reverse, kind, small_gemm):
             _matmul_accumulate(
                 h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
             )
-        _activate(rows, kind)
+        _activate(rows, bias, kind)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")

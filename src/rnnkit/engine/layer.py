@@ -14,7 +14,6 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -33,9 +32,11 @@ _NARROW_INPUT = 8
 
 def _forward_compiled(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Tensor:
     """The recurrence in compiled loops (CPU, float32/float64)."""
-    out = F.linear(x, w_ih, bias)  # (R, H_out), contiguous
+    # The kernels add the bias in their activation loop: a bias here would cost
+    # one more pass over the output (GEMM with beta=1 on a broadcast copy).
+    out = x.mm(w_ih.t())  # (R, H_out), contiguous
     kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
-    compiled.forward(out, h0, w_hh, batch_sizes, reverse, kind)
+    compiled.forward(out, h0, w_hh, bias, batch_sizes, reverse, kind)
     return out
 
 
@@ -225,15 +226,18 @@ _rnn_layer_op.register_autograd(_op_backward, setup_context=_setup_context)
 def run_layer(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
     """One layer through autograd: the custom op while torch.compile/export traces
     (one opaque node with a fake implementation), the autograd.Function in eager
-    mode (a few microseconds cheaper per call)."""
+    mode (a few microseconds cheaper per call), neither when no gradient is needed."""
     if torch.compiler.is_compiling():
         return _rnn_layer_op(
             x, h0, w_ih, w_hh, b_ih, b_hh, list(batch_sizes), reverse, nonlinearity, engine
         )
     engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
-    return RNNLayerFunction.apply(
-        x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity, engine
-    )
+    args = (x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity, engine)
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, h0, w_ih, w_hh, b_ih, b_hh)
+    ):
+        return RNNLayerFunction.apply(*args)
+    return layer_forward(*args)  # nothing to differentiate: skip autograd's bookkeeping
 
 
 def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:

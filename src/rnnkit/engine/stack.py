@@ -61,4 +61,4 @@ def rnn_stack(
         layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, 1)
         if dropout and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, True)
-    return layer_input, torch.stack(h_n)
+    return layer_input, h_n[0].unsqueeze(0) if len(h_n) == 1 else torch.stack(h_n)
