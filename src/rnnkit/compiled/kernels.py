@@ -143,8 +143,8 @@ def forward_loop(out, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
         _activate(rows, bias, kind)
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _times_derivative_fast(d_rows, h_rows, relu):
+def _times_derivative_body(d_rows, h_rows, relu):
+    """In place: ``d *= act'(pre)``, from ``h = act(pre)``."""
     for i in range(d_rows.shape[0]):
         for j in range(d_rows.shape[1]):
             h = h_rows[i, j]
@@ -154,15 +154,11 @@ def _times_derivative_fast(d_rows, h_rows, relu):
                 d_rows[i, j] *= 1 - h * h
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _times_derivative(d_rows, h_rows, relu):
-    for i in range(d_rows.shape[0]):
-        for j in range(d_rows.shape[1]):
-            h = h_rows[i, j]
-            if relu:
-                d_rows[i, j] = d_rows[i, j] if h > 0 else 0.0
-            else:
-                d_rows[i, j] *= 1 - h * h
+# One body, two compilations: float32 may reorder arithmetic, float64 stays exact.
+_times_derivative = njit(cache=True, nogil=True, error_model="numpy")(_times_derivative_body)
+_times_derivative_fast = njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")(
+    _times_derivative_body
+)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
