@@ -21,10 +21,13 @@ from rnnkit import compiled
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
 
-# Largest batch * hidden_size**2 for which "auto" picks the compiled loops:
-# beyond it a step's product dwarfs the interpreter's cost per step, and torch's
-# own GEMM threads do better (measured with benchmarks/bench_rnn.py).
-AUTO_COMPILED_MAX = 64 * 512 * 512
+# Largest batch * hidden_size**2 for which "auto" picks the compiled loops.
+# Beyond it a step's product dwarfs the interpreter's few microseconds per step,
+# and torch's GEMM (MKL) beats SciPy's OpenBLAS on such steps: at 1 thread,
+# 4.9 ms against 6.2 ms for 100 steps of 30x256x256; at 2 threads torch also
+# parallelises them (200x32x64x512 inference: torch ops 1.32x nn.RNN, compiled
+# 0.77x). Measured with benchmarks/bench_rnn.py and rnnkit.bound.
+AUTO_COMPILED_MAX = 512 * 1024
 
 # Input widths up to which the backward GEMMs run transposed (see layer_backward).
 _NARROW_INPUT = 8
