@@ -4,11 +4,46 @@
 ``torch.nn.RNN`` and ``torch.nn.RNNCell`` that run on rnnkit's fused engine
 (:mod:`rnnkit.engine`); :mod:`rnnkit.functional` holds the readable reference
 loop that documents the math.
+
+The scikit-learn-style estimators (``rnnkit.SequenceRegressor``,
+``SequenceClassifier``, ``SequenceTagger``, ``CharLanguageModel``) live in
+:mod:`rnnkit.toolkit.estimators` and are imported on first use, so that
+``import rnnkit`` stays light.
 """
+
+import importlib
+from typing import Any
 
 from rnnkit import functional
 from rnnkit.cell import RNNCell
 from rnnkit.rnn import RNN
 
-__all__ = ["RNN", "RNNCell", "functional"]
+_LAZY = {
+    "CharLanguageModel": "rnnkit.toolkit.estimators",
+    "SequenceClassifier": "rnnkit.toolkit.estimators",
+    "SequenceRegressor": "rnnkit.toolkit.estimators",
+    "SequenceTagger": "rnnkit.toolkit.estimators",
+}
+
+__all__ = [
+    "RNN",
+    "CharLanguageModel",
+    "RNNCell",
+    "SequenceClassifier",
+    "SequenceRegressor",
+    "SequenceTagger",
+    "functional",
+]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

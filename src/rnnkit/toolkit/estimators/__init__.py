@@ -1,0 +1,54 @@
+"""scikit-learn-style estimators: ``fit``, ``predict``, ``score``, ``save``, ``load``.
+
+=========================  ====================  ======================================
+estimator                  y                     score
+=========================  ====================  ======================================
+``SequenceRegressor``      ``(N,)`` or ``(N, k)``  R^2 (averaged over outputs)
+``SequenceClassifier``     N labels (str / int)  accuracy
+``SequenceTagger``         N tag lists           token accuracy
+``CharLanguageModel``      none (a text is X)    log-likelihood per character, in nats
+=========================  ====================  ======================================
+
+X for the first three is a 3-D array ``(N, L, C)``, a list of arrays ``(L_i,
+C)`` of different lengths, or a list of token lists (text; the estimator
+builds a vocabulary with ``<pad>`` and ``<unk>`` and learns an embedding);
+see :mod:`rnnkit.toolkit.estimators.inputs`. Each is an
+:class:`rnnkit.RNN` encoder and a head (:mod:`rnnkit.toolkit.models`),
+trained by the :class:`~rnnkit.toolkit.trainer.Trainer` on packed batches.
+
+Hyper-parameters are keyword arguments of the constructor, which only stores
+them (``get_params`` / ``set_params`` as in scikit-learn); fit checks them and
+names a bad one. The shared ones, with their defaults:
+
+- architecture: ``hidden_size=64``, ``num_layers=1``, ``nonlinearity="tanh"``,
+  ``bidirectional=False``, ``dropout=0.0`` (between layers), ``embedding_dim=None``
+  (token input: hidden_size), ``min_freq=1`` (rarer tokens read as ``<unk>``),
+  ``pooling="last"`` (regressor and classifier: or ``"mean"``, ``"max"``),
+  ``seq_length=64`` (language model: characters per training piece);
+- training: ``epochs=10``, ``batch_size=32``, ``lr=1e-3``, ``weight_decay=0.01``
+  (AdamW), ``grad_clip=1.0``, ``early_stopping_patience=None``, ``seed=0``,
+  ``device="auto"`` (a GPU if there is one), ``verbose=None`` (a progress bar
+  when stderr is a terminal).
+
+Example:
+    >>> from rnnkit import SequenceClassifier
+    >>> model = SequenceClassifier(hidden_size=32, epochs=5).fit(X_train, y_train)
+    >>> model.score(X_test, y_test)  # accuracy
+    >>> model.save("models/sentiment")
+    >>> SequenceClassifier.load("models/sentiment").predict(X_test)
+"""
+
+from rnnkit.toolkit.estimators.base import Estimator, NotFittedError
+from rnnkit.toolkit.estimators.classifier import SequenceClassifier
+from rnnkit.toolkit.estimators.language_model import CharLanguageModel
+from rnnkit.toolkit.estimators.regressor import SequenceRegressor
+from rnnkit.toolkit.estimators.tagger import SequenceTagger
+
+__all__ = [
+    "CharLanguageModel",
+    "Estimator",
+    "NotFittedError",
+    "SequenceClassifier",
+    "SequenceRegressor",
+    "SequenceTagger",
+]
