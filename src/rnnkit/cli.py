@@ -1,0 +1,643 @@
+"""The ``rnnkit`` command: train, evaluate, predict, generate, bench.
+
+::
+
+    rnnkit train [CONFIG.toml] [--set section.key=value ...] [--out DIR] [--resume] [--force]
+    rnnkit evaluate RUN_DIR [--data PATH]
+    rnnkit predict RUN_DIR --data PATH [--output CSV]
+    rnnkit generate RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]
+    rnnkit bench [--quick] [--shapes T,N,H_in,H_out ...] ...
+
+``rnnkit train`` with no arguments is the main job: next-day close of the
+bundled Google prices from 100 days of Open/High/Low/Close (see
+``configs/goog_forecast.toml``). What a run writes is described in
+:mod:`rnnkit.toolkit.rundir`.
+
+This module owns stdout, stderr and the exit status (the library only logs):
+results go to stdout; errors are one line on stderr, ``rnnkit: error: ...``,
+with exit status 1 (2 for a malformed command line) and no traceback unless
+``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+PROG = "rnnkit"
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """The command line is malformed (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors raised as :class:`UsageError` instead of printed usage + exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``rnnkit`` command line.
+
+    Args:
+        argv: The arguments after the program name; ``sys.argv[1:]`` if None.
+
+    Returns:
+        The exit status: 0 on success, 1 on an error, 2 on a malformed
+        command line, 130 when interrupted.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        _error(str(error))
+        return 2
+    except SystemExit as exit_:  # --help and --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    with _logging(args), _one_line_warnings():
+        try:
+            return args.handler(args)
+        except UsageError as error:
+            _error(str(error))
+            return 2
+        except KeyboardInterrupt:
+            _error("interrupted")
+            return 130
+        except Exception as error:
+            if args.debug:
+                traceback.print_exc()
+            _error(_describe(error))
+            return 1
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from rnnkit import __version__
+
+    parser = _Parser(
+        prog=PROG, description="Recurrent neural networks: train, evaluate, predict, generate."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(command=None, debug=False)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show tracebacks and debug logging on errors"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model from a TOML config (no config: the GOOG forecast)",
+        description="Train a model. Without CONFIG: the main job, next-day close of the bundled "
+        "Google prices from 100 days of Open/High/Low/Close.",
+    )
+    train.add_argument("config", nargs="?", metavar="CONFIG.toml", help="configuration file")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, as a TOML literal (text that is not one stays a "
+        'string): --set train.epochs=5 --set \'data.features=["Open","Close"]\'',
+    )
+    train.add_argument("--out", metavar="DIR", help="run directory (default runs/TASK-TIMESTAMP)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run in --out (the old one stays until the new one is complete)",
+    )
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score a run's model on its test split or another file",
+        description="Score a run's model and its baseline on the run's own test split, or on "
+        "every example of another file in the training format.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--data", metavar="PATH", help="another file with the same columns")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="write a run's predictions for a file as CSV",
+        description="Predict with a run's model. forecast: a CSV with the training columns; "
+        "classify: one text per line; tag: one whitespace-tokenised sentence per line.",
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("--data", required=True, metavar="PATH", help="the inputs")
+    predict.add_argument("--output", metavar="CSV", help="write here instead of to stdout")
+    predict.set_defaults(handler=_predict)
+
+    generate = commands.add_parser(
+        "generate",
+        parents=[common],
+        help="sample text from a language-model run",
+        description="Sample text from a language-model run, one character at a time.",
+    )
+    generate.add_argument("run_dir", metavar="RUN_DIR")
+    generate.add_argument("--prompt", help="text to start from (default: a newline)")
+    generate.add_argument("--length", type=int, default=300, help="characters to generate")
+    generate.add_argument(
+        "--temperature", type=float, default=1.0, help="below 1 sharpens, above 1 flattens"
+    )
+    generate.add_argument("--top-k", type=int, help="sample among the K likeliest characters")
+    generate.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
+    generate.set_defaults(handler=_generate)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="time rnnkit.RNN against torch.nn.RNN",
+        description="Time rnnkit.RNN against torch.nn.RNN on the same weights (as "
+        "benchmarks/bench_rnn.py).",
+    )
+    from rnnkit import benchmark
+
+    benchmark.add_arguments(bench)
+    bench.add_argument("--markdown", action="store_true", help="print a GitHub markdown table")
+    bench.add_argument("--json", metavar="PATH", help="also write the results to PATH")
+    bench.add_argument("--quiet", action="store_true", help="log warnings only, no progress")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.config import ConfigError, load_config
+    from rnnkit.toolkit.tasks import get_task
+
+    started = time.perf_counter()
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        if out is None:
+            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+        if args.config:
+            raise UsageError(
+                f"--resume continues the run's own {rundir.CONFIG_FILE}; drop {args.config} "
+                "(--set train.KEY=VALUE may still change training settings)"
+            )
+        for text in args.set:
+            if not text.strip().startswith("train."):
+                raise ConfigError(
+                    f"--resume can change [train] keys only (the data and model are fixed by the "
+                    f"checkpoint), got {text!r}",
+                    source="--set",
+                )
+        rundir.prepare_run_dir(out, resume=True, force=False)
+        config = load_config(out / rundir.CONFIG_FILE, args.set)
+    else:
+        config = load_config(args.config, args.set)
+    config = config.resolve_paths()
+    if out is None:
+        out = rundir.default_run_dir(config.task)
+    work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
+    replacing = work != out
+
+    task = get_task(config.task)
+    data = task.prepare(config)
+    transform_document = data.transform_document(config.task)
+    if args.resume:
+        _check_same_transform(out, transform_document["transform"])
+    _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
+    for line in data.description:
+        _print(line)
+
+    try:
+        _train_into(work, config, task, data, transform_document, args.resume)
+    except BaseException:
+        if replacing:
+            rundir.discard(work)
+            _print(f"the run in {out} is unchanged")
+        raise
+    if replacing:
+        rundir.finish_replacement(work, out)
+
+    written = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
+    )
+    _print(f"run directory {out}: {', '.join(written)}")
+    _print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _train_into(
+    work: Path,
+    config: Any,
+    task: Any,
+    data: Any,
+    transform_document: dict[str, Any],
+    resume: bool,
+) -> dict[str, Any]:
+    """Build the model, train it into `work`, score it and write results and plots."""
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.checkpoint import atomic_write
+    from rnnkit.toolkit.models import build_model
+    from rnnkit.toolkit.seeding import seed_everything
+    from rnnkit.toolkit.tasks import first_batch, shape_trace
+    from rnnkit.toolkit.trainer import Trainer
+
+    seed_everything(config.train.seed)
+    model = build_model(data.model_config)
+    train_config = config.train.to_train_config()
+    parameters = sum(p.numel() for p in model.parameters())
+    _print(
+        f"model: {type(model).__name__}, rnnkit.RNN encoder ({config.model.nonlinearity}, "
+        f"hidden {config.model.hidden_size}, {config.model.num_layers} layer"
+        f"{'s' if config.model.num_layers > 1 else ''}"
+        f"{', bidirectional' if config.model.bidirectional else ''}) + linear head, "
+        f"{parameters:,} parameters"
+    )
+    batch = first_batch(data.train, data.collate_fn, train_config.batch_size)
+    _print("one training batch through it:")
+    trace = shape_trace(model, batch)
+    width = max(len(what) for what, _, _ in trace)
+    shapes = [str(shape) for _, shape, _ in trace]
+    shape_width = max(len(s) for s in shapes)
+    for (what, _, meaning), shape in zip(trace, shapes, strict=True):
+        _print(f"  {what:<{width}}  {shape:<{shape_width}}  # {meaning}")
+
+    work.mkdir(parents=True, exist_ok=True)
+    # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
+    atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
+    rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
+    trainer = Trainer(
+        train_config,
+        model,
+        data.train,
+        data.val,
+        loss_fn=task.loss_fn(),
+        metrics=task.metrics(),
+        collate_fn=data.collate_fn,
+        callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
+        out_dir=work,
+    )
+    _print(
+        f"training: {train_config.epochs} epoch{'s' if train_config.epochs > 1 else ''} of "
+        f"{len(data.train):,} examples, batch "
+        f"{train_config.batch_size}, {train_config.optimizer} lr {train_config.lr:g}, on "
+        f"{trainer.device}"
+    )
+    fit_started = time.perf_counter()
+    history = trainer.fit(resume=resume)
+    results: dict[str, Any] = {
+        "task": config.task,
+        "epochs": len(history),
+        "train_seconds": round(time.perf_counter() - fit_started, 2),
+    }
+    if history:
+        best = _best_epoch(
+            history,
+            trainer.monitor,
+            _higher_is_better(task, trainer.monitor),
+            train_config.early_stopping_min_delta,
+        )
+        results["monitor"] = trainer.monitor
+        results["best_epoch"] = None if best is None else int(best["epoch"])
+        if best is not None and train_config.restore_best and len(history) > 1:
+            _print(f"kept the weights of epoch {best['epoch']} ({trainer.monitor} "
+                   f"{best[trainer.monitor]:.6g})")  # fmt: skip
+    transform, baseline = data.transform, data.baseline
+    test_frame = None
+    for split, dataset in (("val", data.val), ("test", data.test)):
+        if dataset is None:
+            continue
+        scores, frame = task.score(model, dataset, transform, baseline)
+        results[split] = scores
+        name = "validation" if split == "val" else "test"
+        lines = task.report(scores)
+        _print(f"{name}: {lines[0]}")
+        for line in lines[1:]:
+            _print(line)
+        if split == "test":
+            test_frame = frame
+    rundir.write_json(work / rundir.RESULTS_FILE, results)
+    _write_plots(work, config, history, results, test_frame)
+    if test_frame is not None:
+        test_frame.to_csv(work / rundir.PREDICTIONS_CSV, index=False)
+    return results
+
+
+def _higher_is_better(task: Any, monitor: str | None) -> bool:
+    """Whether a larger `monitor` value is better (accuracy), as the trainer decides it."""
+    if not monitor:
+        return False  # val_loss or train_loss
+    name = monitor.split("_", 1)[1]
+    return any(m.name == name and m.higher_is_better for m in task.metrics())
+
+
+def _best_epoch(
+    history: Sequence[Mapping[str, float]], monitor: str, higher_is_better: bool, delta: float
+) -> Mapping[str, float] | None:
+    """The epoch whose weights the trainer keeps: the first to improve `monitor` by > `delta`."""
+    best = None
+    for row in history:
+        value = row.get(monitor)
+        if not _finite(value):
+            continue
+        if (
+            best is None
+            or (higher_is_better and value > best[monitor] + delta)
+            or (not higher_is_better and value < best[monitor] - delta)
+        ):
+            best = row
+    return best
+
+
+def _write_plots(
+    work: Path, config: Any, history: list, results: dict[str, Any], test_frame: Any
+) -> None:
+    from rnnkit.toolkit import plots, rundir
+
+    if history:
+        plots.plot_learning_curves(
+            history,
+            work / rundir.LEARNING_CURVES_PNG,
+            title=f"{config.task}: loss per epoch (hidden {config.model.hidden_size}, "
+            f"lr {config.train.lr:g})",
+        )
+    if config.task == "forecast" and test_frame is not None:
+        test = results["test"]
+        plots.plot_forecast(
+            test_frame["date"],
+            test_frame["actual"],
+            test_frame["predicted"],
+            work / rundir.FORECAST_PNG,
+            title=f"{test['target']}, test period: RMSE {test['model']['rmse']:.2f} "
+            f"(persistence {test['persistence']['rmse']:.2f})",
+            ylabel=test["target"],
+        )
+
+
+def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:
+    from rnnkit.toolkit import rundir
+
+    path = run / rundir.TRANSFORM_FILE
+    saved = rundir.read_json(path)
+    if saved.get("transform") != fitted:
+        raise rundir.RunDirError(
+            f"{path}: the data no longer give the transform this run was trained with (the "
+            "files changed since); evaluate --data PATH scores another file"
+        )
+
+
+def _config_header() -> str:
+    from rnnkit import __version__
+
+    return f"# The resolved configuration of this run (rnnkit {__version__}).\n\n"
+
+
+class _EpochPrinter:
+    """Prints about 20 epoch lines however many epochs run: the first, every k-th, the last,
+    and each new best of the monitored value (marked ``*``), through tqdm so that a progress
+    bar is not torn."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.higher_is_better = higher_is_better
+        self.best: float | None = None
+
+    def on_fit_start(self, trainer: Any) -> None:
+        for row in trainer.history:  # resumed: earlier epochs set the best so far
+            self._improves(row.get(trainer.monitor))
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        pass
+
+    def on_batch_end(self, trainer: Any, step: int, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: Mapping[str, float]) -> None:
+        from tqdm import tqdm
+
+        epochs = trainer.config.epochs
+        every = max(1, -(-epochs // 20))
+        improved = self._improves(logs.get(trainer.monitor))
+        if not (improved or epoch == 1 or epoch % every == 0 or epoch == epochs):
+            return
+        shown = [f"{k} {v:.4g}" for k, v in logs.items() if k not in ("epoch", "lr", "seconds")]
+        digits = len(str(epochs))
+        tqdm.write(
+            f"epoch {epoch:>{digits}}/{epochs}{' *' if improved else '  '} "
+            + "  ".join(shown)
+            + f"  {logs.get('seconds', 0):.2f}s",
+            file=sys.stdout,
+        )
+
+    def on_fit_end(self, trainer: Any, history: Sequence[Mapping[str, float]]) -> None:
+        pass
+
+    def _improves(self, value: float | None) -> bool:
+        if not _finite(value):
+            return False
+        better = (
+            self.best is None
+            or (self.higher_is_better and value > self.best)
+            or (not self.higher_is_better and value < self.best)
+        )
+        if better:
+            self.best = value
+        return better
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _load_run(run_dir: str) -> tuple[Path, Any, Any, Any, dict[str, Any], Any]:
+    """The run's directory, config, task, transform, baseline and model."""
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.checkpoint import load_model
+    from rnnkit.toolkit.config import load_config
+    from rnnkit.toolkit.tasks import get_task, read_transform
+
+    run = rundir.require_run(run_dir)
+    config = load_config(run / rundir.CONFIG_FILE)
+    task = get_task(config.task)
+    transform_path = run / rundir.TRANSFORM_FILE
+    transform, baseline = read_transform(task, rundir.read_json(transform_path), transform_path)
+    model = load_model(run / rundir.MODEL_DIR)
+    return run, config, task, transform, baseline, model
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.toolkit import rundir
+
+    run, config, task, transform, baseline, model = _load_run(args.run_dir)
+    if args.data:
+        dataset = task.dataset(config, transform, args.data)
+        where = args.data
+    else:
+        data = task.prepare(config)
+        _check_same_transform(run, data.transform.to_dict())
+        dataset = data.test
+        if dataset is None:
+            raise rundir.RunDirError(
+                f"{run}: the run held out no test data (data.test_fraction = 0); "
+                "--data PATH scores a file"
+            )
+        where = "the run's test split"
+    scores, _ = task.score(model, dataset, transform, baseline)
+    lines = task.report(scores)
+    _print(f"{run} on {where}: {lines[0]}")
+    for line in lines[1:]:
+        _print(line)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    _, _, task, transform, _, model = _load_run(args.run_dir)
+    frame = task.predict(model, transform, args.data)
+    if args.output:
+        from rnnkit.toolkit.checkpoint import atomic_write
+
+        atomic_write(args.output, frame.to_csv(index=False))
+        _print(f"wrote {len(frame):,} predictions to {args.output}")
+    else:
+        sys.stdout.write(frame.to_csv(index=False))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    _, config, task, transform, _, model = _load_run(args.run_dir)
+    if config.task != "language-model":
+        raise UsageError(
+            f"{args.run_dir}: is a {config.task!r} run; generate needs a 'language-model' run"
+        )
+    prompt = task.default_prompt(transform) if args.prompt is None else args.prompt
+    ids = task.encode_prompt(transform, prompt)
+    tokens = model.stream(
+        ids, args.length, temperature=args.temperature, top_k=args.top_k, seed=args.seed
+    )
+    unk = transform.vocab.unk_index
+    sys.stdout.write(prompt)
+    for token in tokens:
+        # <unk> is never a training target, but an undertrained model may still sample it:
+        # one replacement character keeps one character per step.
+        sys.stdout.write("\ufffd" if token == unk else transform.vocab.decode([token])[0])
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from rnnkit import benchmark
+
+    # Kineto, behind the memory measurement, writes lines to stderr at each profile's start
+    # and stop unless its level is above all of its own; it reads this at the first profile.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    if not args.quiet:
+        logging.getLogger("rnnkit").setLevel(min(logging.INFO, _level(args)))
+    try:
+        config = benchmark.config_from_args(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    results = benchmark.run_benchmark(config)
+    _print(benchmark.format_table(results, markdown=args.markdown))
+    if args.json:
+        report = {
+            "environment": benchmark.environment(),
+            "config": benchmark.config_to_dict(config),
+            "results": results,
+        }
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=1)
+            file.write("\n")
+        _print(f"wrote {len(results)} rows to {args.json}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _print(text: str = "", *, file: TextIO | None = None) -> None:
+    print(text, file=sys.stdout if file is None else file, flush=True)
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(error: BaseException) -> str:
+    """One line for an exception: its message, with the type for unexpected kinds."""
+    from rnnkit.toolkit.checkpoint import CheckpointError
+    from rnnkit.toolkit.trainer import TrainingDivergedError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    expected = (ValueError, OSError, CheckpointError, TrainingDivergedError)
+    if isinstance(error, expected):
+        return text
+    return f"{type(error).__name__}: {text} (--debug shows the traceback)"
+
+
+def _level(args: argparse.Namespace) -> int:
+    if args.debug:
+        return logging.DEBUG
+    return logging.INFO if args.verbose else logging.WARNING
+
+
+@contextlib.contextmanager
+def _logging(args: argparse.Namespace) -> Iterator[None]:
+    """Library log records go to stderr as ``rnnkit: message`` for this command only."""
+    logger = logging.getLogger("rnnkit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    previous = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(_level(args))
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings as ``rnnkit: warning: message`` (what, not where)."""
+
+    def show(message: Any, category: type, filename: str, lineno: int, file=None, line=None):
+        print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _finite(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,158 @@
+"""PNG plots of a run: learning curves, and a forecast against the actual series.
+
+matplotlib is imported inside the functions (importing the toolkit stays
+cheap) and draws on an Agg canvas attached to each figure, without pyplot, so
+no global backend is chosen or changed and no window ever opens.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["plot_forecast", "plot_learning_curves"]
+
+DPI = 120
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches itself as figure.canvas
+    return figure
+
+
+def plot_learning_curves(
+    history: Sequence[Mapping[str, float]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Learning curves",
+) -> Path:
+    """Train and validation loss per epoch, and the epoch whose weights were kept.
+
+    Args:
+        history: The trainer's history: one mapping per epoch with ``epoch``,
+            ``train_loss`` and, with a validation set, ``val_loss``.
+        path: Where the PNG goes.
+        title: The figure's title.
+
+    Returns:
+        `path`.
+
+    Example:
+        >>> plot_learning_curves(trainer.history, "runs/goog/learning_curves.png")
+    """
+    if not history:
+        raise ValueError(
+            "Received an invalid value for argument `history`, expected at least one epoch, got []"
+        )
+    epochs = [row["epoch"] for row in history]
+    figure = _figure(7, 4)
+    axes = figure.add_subplot()
+    for key, label, style in (("train_loss", "train", "-o"), ("val_loss", "validation", "-s")):
+        values = [row.get(key, math.nan) for row in history]
+        if any(_finite(v) for v in values):
+            axes.plot(epochs, values, style, markersize=3, label=label)
+    val = [row.get("val_loss", math.nan) for row in history]
+    if any(_finite(v) for v in val):
+        best = int(np.nanargmin(np.asarray(val, dtype=float)))
+        axes.axvline(epochs[best], color="0.6", linestyle=":", label=f"best epoch ({epochs[best]})")
+    losses = [row.get(k, math.nan) for row in history for k in ("train_loss", "val_loss")]
+    if all(v > 0 for v in losses if _finite(v)) and _spread(losses) > 10:
+        axes.set_yscale("log")  # a first epoch far above the rest would flatten the others
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(path)
+    return Path(path)
+
+
+def plot_forecast(
+    dates: Sequence[Any] | pd.Index,
+    actual: Sequence[float] | np.ndarray,
+    predicted: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Forecast on the test period",
+    ylabel: str = "value",
+    errors: bool = True,
+) -> Path:
+    """The predicted series over the actual one, dates on the x axis.
+
+    Args:
+        dates: The date of each target (a DatetimeIndex, or labels).
+        actual: The actual values, in original units.
+        predicted: The model's forecasts of the same dates.
+        path: Where the PNG goes.
+        title: The figure's title, e.g. with the RMSE against the baseline's.
+        ylabel: What the values are, e.g. ``"Close"``.
+        errors: Add a lower panel with the forecast error per date.
+
+    Returns:
+        `path`.
+
+    Shape:
+        dates, actual, predicted: ``(n,)``, one per forecast.
+    """
+    actual = np.asarray(actual, dtype=float).reshape(-1)
+    predicted = np.asarray(predicted, dtype=float).reshape(-1)
+    x = pd.Index(dates)
+    if not len(x) == len(actual) == len(predicted) or len(x) == 0:
+        raise ValueError(
+            "Received invalid values for arguments `dates`, `actual`, `predicted`, expected "
+            f"the same non-zero length, got {len(x)}, {len(actual)}, {len(predicted)}"
+        )
+    dated = isinstance(x, pd.DatetimeIndex)
+    xs = x.to_pydatetime() if dated else np.arange(len(x))
+    figure = _figure(10, 5.5 if errors else 4.2)
+    if errors:
+        top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    else:
+        top, bottom = figure.add_subplot(), None
+    top.plot(xs, actual, color="black", linewidth=1.2, label="actual")
+    top.plot(xs, predicted, color="tab:orange", linewidth=1.0, label="predicted")
+    top.set_ylabel(ylabel)
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend()
+    last = bottom if bottom is not None else top
+    if bottom is not None:
+        bottom.axhline(0, color="0.5", linewidth=0.8)
+        bottom.plot(xs, predicted - actual, color="tab:orange", linewidth=0.8)
+        bottom.set_ylabel("error")
+        bottom.grid(alpha=0.3)
+    if dated:
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+        locator = AutoDateLocator()
+        last.xaxis.set_major_locator(locator)
+        last.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    else:
+        labels = [str(v) for v in x]
+        ticks = np.linspace(0, len(x) - 1, num=min(8, len(x)), dtype=int)
+        last.set_xticks(ticks, [labels[i] for i in ticks])
+    last.set_xlabel("date" if dated else "")
+    figure.savefig(path)
+    return Path(path)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _spread(values: Sequence[float]) -> float:
+    finite = [v for v in values if _finite(v) and v > 0]
+    return max(finite) / min(finite) if finite else 1.0

@@ -1,0 +1,966 @@
+"""Wiring: from a :class:`~rnnkit.toolkit.config.RunConfig` to datasets, a model and scores.
+
+One class per run task, each built on the data layer (:mod:`rnnkit.toolkit.data`)
+and the models (:mod:`rnnkit.toolkit.models`):
+
+==================  =========================  ===================  ============================
+task                data                       model                scored against
+==================  =========================  ===================  ============================
+``forecast``        CSV -> sliding windows     ``ManyToOneModel``   persistence (``y[t]``)
+``classify``        ``label text`` lines       ``ManyToOneModel``   the majority training label
+``tag``             CoNLL-U (form, UPOS)       ``TaggingModel``     each word's usual tag
+``language-model``  plain text -> chunks       ``LanguageModel``    character frequencies
+==================  =========================  ===================  ============================
+
+Everything fitted on the training data (scalers, vocabulary, label classes, the
+baseline's statistics) goes into ``transform.json`` of the run directory, so
+``evaluate`` and ``predict`` rebuild exactly the inputs the model was trained
+on and turn its outputs back into prices, labels, tags or characters.
+
+Shapes are spelled out: ``(batch, window, features)`` for price windows,
+``(batch, window)`` token ids, ``(batch, outputs)`` many-to-one outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+from torch.utils.data import Dataset, TensorDataset, default_collate
+
+from rnnkit.toolkit.config import RunConfig
+from rnnkit.toolkit.data import (
+    DataError,
+    LabelEncoder,
+    SeriesTransform,
+    Vocabulary,
+    WindowedSeries,
+    chunk,
+    collate_classification,
+    collate_tagging,
+    goog_csv_path,
+    load_series,
+    read_conllu,
+    read_csv_series,
+    read_label_text,
+    read_text,
+    tokenize,
+)
+from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
+
+logger = logging.getLogger(__name__)
+
+TRANSFORM_FORMAT = "rnnkit-transform"
+TRANSFORM_VERSION = 1
+EVAL_BATCH_SIZE = 256  # sequences per forward pass when scoring: no gradients, so larger
+
+__all__ = [
+    "TaskData",
+    "TextTransform",
+    "get_task",
+    "shape_trace",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class TextTransform:
+    """Words or characters to ids, and labels to class ids, as fitted on the training data.
+
+    Args:
+        vocab: Token ids; ``<pad>`` = 0, ``<unk>`` = 1.
+        labels: Class labels (classify) or tags (tag); None for language models.
+        lowercase: Lowercase words before looking them up.
+    """
+
+    vocab: Vocabulary  # token -> id
+    labels: LabelEncoder | None  # label or tag -> class id; None for a language model
+    lowercase: bool = False  # words are lowercased before lookup
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`from_dict` reads back."""
+        return {
+            "vocab": self.vocab.to_dict(),
+            "labels": None if self.labels is None else self.labels.to_dict(),
+            "lowercase": self.lowercase,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TextTransform:
+        labels = state.get("labels")
+        return cls(
+            Vocabulary.from_dict(state["vocab"]),
+            None if labels is None else LabelEncoder.from_dict(labels),
+            bool(state.get("lowercase", False)),
+        )
+
+    def words(self, tokens: Sequence[str]) -> list[str]:
+        """Tokens as the vocabulary holds them (lowercased if fitted so)."""
+        return [t.lower() for t in tokens] if self.lowercase else list(tokens)
+
+
+@dataclass(eq=False)
+class TaskData:
+    """A task's datasets, batching and model sizes, and what was fitted on training data.
+
+    Attributes:
+        train, val, test: The splits; val and test are None when held out
+            nothing (a fraction of 0 and no file).
+        collate_fn: The DataLoader's collate function (None: default stacking).
+        model_config: The architecture: the ``[model]`` section plus the sizes
+            the data decide.
+        transform: ``SeriesTransform`` (forecast) or :class:`TextTransform`.
+        baseline: JSON-able statistics of the naive baseline, fitted on train.
+        description: Lines saying what was read, for the command line.
+    """
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    collate_fn: Callable[[list[Any]], Any] | None
+    model_config: Any
+    transform: Any
+    baseline: dict[str, Any] = field(default_factory=dict)
+    description: list[str] = field(default_factory=list)
+
+    def transform_document(self, task: str) -> dict[str, Any]:
+        """The content of ``transform.json``."""
+        return {
+            "format": TRANSFORM_FORMAT,
+            "version": TRANSFORM_VERSION,
+            "task": task,
+            "transform": self.transform.to_dict(),
+            "baseline": self.baseline,
+        }
+
+
+class SeriesDataset(Dataset):
+    """Windows of a series as ``(inputs, target)`` pairs; ``windows`` keeps dates and prices."""
+
+    def __init__(self, windows: WindowedSeries) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.windows.inputs[i], self.windows.targets[i]  # (window, features), (1,)
+
+
+class SequenceDataset(Dataset):
+    """Token-id sequences with a label (classify) or a tag per token (tag).
+
+    Attributes:
+        words: The words of each example, as looked up (for readable output).
+        gold: The labels or tags as written in the file.
+    """
+
+    def __init__(self, items: list[tuple[list[int], Any]], words: list[list[str]], gold: list[Any]):
+        self.items = items
+        self.words = words
+        self.gold = gold
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[list[int], Any]:
+        return self.items[i]
+
+
+class Task:
+    """What one run task does with data, models and scores; see the subclasses."""
+
+    name = ""
+
+    def prepare(self, config: RunConfig) -> TaskData:
+        """Read the data, fit the transform on the training part, build the datasets."""
+        raise NotImplementedError
+
+    def transform_from_dict(self, state: dict[str, Any]) -> Any:
+        """Rebuild the fitted transform from ``transform.json``."""
+        raise NotImplementedError
+
+    def collate_fn(self, transform: Any) -> Callable[[list[Any]], Any] | None:
+        """The collate function of this task's datasets."""
+        return None
+
+    def dataset(self, config: RunConfig, transform: Any, path: str | os.PathLike[str]) -> Dataset:
+        """Every example of another file in the training format, for ``evaluate --data``."""
+        raise NotImplementedError
+
+    def score(
+        self, model: nn.Module, dataset: Dataset, transform: Any, baseline: dict[str, Any]
+    ) -> tuple[dict[str, Any], pd.DataFrame | None]:
+        """Scores of `model` and of the naive baseline on `dataset`, and the predictions."""
+        raise NotImplementedError
+
+    def predict(
+        self, model: nn.Module, transform: Any, path: str | os.PathLike[str]
+    ) -> pd.DataFrame:
+        """Predictions for the inputs in `path`, in the data's own terms (prices, labels, tags)."""
+        raise NotImplementedError
+
+    def report(self, results: dict[str, Any]) -> list[str]:
+        """Lines that show `results` (one split's scores) to a person."""
+        raise NotImplementedError
+
+    def loss_fn(self) -> Callable[[Any, Any], Tensor]:
+        return loss_for_task(_model_task(self.name))
+
+    def metrics(self) -> tuple[Any, ...]:
+        return metrics_for_task(_model_task(self.name))
+
+
+def _model_task(task: str) -> str:
+    from rnnkit.toolkit.config import MODEL_TASKS
+
+    return MODEL_TASKS[task]
+
+
+def get_task(name: str) -> Task:
+    """The :class:`Task` of a run task name, e.g. ``"forecast"``."""
+    tasks = {
+        "forecast": ForecastTask,
+        "classify": ClassifyTask,
+        "tag": TagTask,
+        "language-model": LanguageModelTask,
+    }
+    if name not in tasks:
+        raise ValueError(
+            f"Received an invalid value for argument `name`, expected one of {list(tasks)}, "
+            f"got {name!r}"
+        )
+    return tasks[name]()
+
+
+# ----------------------------------------------------------------------------- forecast
+
+
+class ForecastTask(Task):
+    """Next value of a series from the last ``lookback`` rows of its feature columns."""
+
+    name = "forecast"
+
+    def prepare(self, config: RunConfig) -> TaskData:
+        data = config.data
+        path = data.path or goog_csv_path()
+        splits = load_series(
+            path,
+            target_column=data.target,
+            lookback=data.lookback,
+            horizon=data.horizon,
+            feature_columns=list(data.features),
+            train_fraction=1 - data.val_fraction - data.test_fraction,
+            val_fraction=data.val_fraction,
+            test_fraction=data.test_fraction,
+            target_transform=data.target_transform,
+        )
+        model_config = config.model.to_model_config(
+            "forecast", input_size=len(data.features), num_outputs=1
+        )
+        name = "bundled GOOG.csv" if not data.path else str(path)
+        description = [
+            f"data: {name}: {_count(len(splits.train), 'window')} train, "
+            f"{len(splits.val):,} validation, {len(splits.test):,} test "
+            f"(lookback {data.lookback}, horizon {data.horizon})",
+        ]
+        for label, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+            if len(part):
+                description.append(
+                    f"  {label:<5} targets {_date(part.target_index[0])} .. "
+                    f"{_date(part.target_index[-1])}"
+                )
+        return TaskData(
+            train=SeriesDataset(splits.train),
+            val=SeriesDataset(splits.val) if len(splits.val) else None,
+            test=SeriesDataset(splits.test) if len(splits.test) else None,
+            collate_fn=None,
+            model_config=model_config,
+            transform=splits.transform,
+            description=description,
+        )
+
+    def transform_from_dict(self, state: dict[str, Any]) -> SeriesTransform:
+        return SeriesTransform.from_dict(state)
+
+    def dataset(
+        self, config: RunConfig, transform: SeriesTransform, path: str | os.PathLike[str]
+    ) -> SeriesDataset:
+        frame = read_csv_series(
+            path, _unique([*transform.feature_columns, transform.target_column])
+        )
+        return SeriesDataset(transform.windows(frame, source=os.fspath(path)))
+
+    def score(
+        self,
+        model: nn.Module,
+        dataset: SeriesDataset,
+        transform: SeriesTransform,
+        baseline: dict[str, Any],
+    ) -> tuple[dict[str, Any], pd.DataFrame]:
+        windows = dataset.windows
+        outputs = _forward_all(model, dataset, None)  # (windows, 1), scaled
+        predicted = transform.to_target_values(outputs, windows.baseline).double()
+        actual = windows.target_values.double()  # (windows, 1), original units
+        last = windows.baseline.double()  # persistence: y[t]
+        moved = actual != last  # days without a change have no direction
+        up = (actual > last)[moved]
+        results = {
+            "windows": len(windows),
+            "first_target": _date(windows.target_index[0]),
+            "last_target": _date(windows.target_index[-1]),
+            "target": transform.target_column,
+            "model": {
+                "rmse": _rmse(predicted, actual),
+                "mae": _mae(predicted, actual),
+                "directional_accuracy": _share((predicted > last)[moved] == up),
+            },
+            "persistence": {"rmse": _rmse(last, actual), "mae": _mae(last, actual)},
+            # The direction a forecaster gets right by always saying "up".
+            "always_up_directional_accuracy": _share(up),
+        }
+        # float32, as the model computes: a CSV then shows 616.05, not 616.0499877929688.
+        frame = pd.DataFrame(
+            {
+                "date": windows.target_index,
+                "actual": windows.target_values[:, 0].numpy(),
+                "predicted": predicted[:, 0].float().numpy(),
+                "persistence": windows.baseline[:, 0].numpy(),
+            }
+        )
+        return results, frame
+
+    def predict(
+        self, model: nn.Module, transform: SeriesTransform, path: str | os.PathLike[str]
+    ) -> pd.DataFrame:
+        """A forecast for every window of the file, including those past its last row.
+
+        Each row is one window: ``date`` is its last observed row, ``target_date``
+        the row it forecasts (empty past the end of the file), ``predicted``
+        the forecast in original units, ``actual`` the value where the file
+        has it, ``persistence`` the last observed value.
+        """
+        source = os.fspath(path)
+        columns = _unique([*transform.feature_columns, transform.target_column])
+        frame = read_csv_series(path, columns)
+        lookback, horizon = transform.lookback, transform.horizon
+        rows = len(frame)
+        if rows < lookback:
+            raise DataError(source, f"expected at least lookback = {lookback} rows, got {rows}")
+        features = frame[list(transform.feature_columns)].to_numpy(
+            np.float64, copy=True
+        )  # (rows, features)
+        target = frame[transform.target_column].to_numpy(np.float64, copy=True)  # (rows,)
+        scaled = transform.feature_scaler.transform(features).astype(np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(scaled, lookback, axis=0)
+        inputs = torch.from_numpy(np.ascontiguousarray(windows.transpose(0, 2, 1)))
+        # inputs: (batch, window, features), one window ending at each row t >= lookback - 1
+        last = torch.from_numpy(target[lookback - 1 :, None])  # (batch, 1), y[t]
+        dataset = TensorDataset(inputs, torch.zeros(len(inputs), 1))
+        outputs = _forward_all(model, dataset, None)  # (batch, 1), scaled
+        predicted = transform.to_target_values(outputs, last.float()).double()
+        ahead = np.arange(lookback - 1, rows) + horizon  # row t + horizon
+        inside = ahead < rows
+        target_dates = pd.Series(frame.index[np.minimum(ahead, rows - 1)]).where(inside)
+        actual = np.where(inside, target[np.minimum(ahead, rows - 1)], np.nan)
+        return pd.DataFrame(
+            {
+                "date": frame.index[lookback - 1 :],
+                "target_date": target_dates.to_numpy(),
+                "predicted": predicted[:, 0].float().numpy(),  # float32, as the model computes
+                "actual": actual,
+                "persistence": last[:, 0].numpy(),
+            }
+        )
+
+    def report(self, results: dict[str, Any]) -> list[str]:
+        model, persistence = results["model"], results["persistence"]
+        target = results["target"]
+        lines = [
+            f"{_count(results['windows'], 'forecast')} of {target}, "
+            f"{results['first_target']} .. {results['last_target']}, in original units:",
+            f"  {'':<24}{'RMSE':>10}{'MAE':>10}{'direction':>11}",
+            f"  {'model':<24}{model['rmse']:>10.3f}{model['mae']:>10.3f}"
+            f"{_percent(model['directional_accuracy']):>11}",
+            f"  {'persistence (y[t+1]=y[t])':<24}{persistence['rmse']:>10.3f}"
+            f"{persistence['mae']:>10.3f}{'-':>11}",
+            f"  {'always up':<24}{'-':>10}{'-':>10}"
+            f"{_percent(results['always_up_directional_accuracy']):>11}",
+        ]
+        ratio = model["rmse"] / persistence["rmse"] if persistence["rmse"] else math.nan
+        if model["rmse"] < persistence["rmse"]:
+            verdict = f"the model beats persistence: RMSE {ratio:.3f} of the baseline's"
+        else:
+            verdict = f"persistence wins: the model's RMSE is {ratio:.3f} times the baseline's"
+        lines.append(f"  {verdict}")
+        return lines
+
+
+# ----------------------------------------------------------------------------- classify, tag
+
+
+class _TextTask(Task):
+    """Shared by classify and tag: files or a seeded split, vocabulary, labels."""
+
+    def _read(self, path: str | os.PathLike[str], lowercase: bool) -> tuple[list, list]:
+        """``(token lists, labels-or-tag-lists)`` of a file in the task's format."""
+        raise NotImplementedError
+
+    def _labels(self, gold: Sequence[Any]) -> list[Any]:
+        """Every label (classify) or tag (tag) in `gold`, to fit the label encoder."""
+        raise NotImplementedError
+
+    def _encode_gold(self, labels: LabelEncoder, gold: Any, source: str) -> Any:
+        raise NotImplementedError
+
+    def _fit_baseline(self, words: list[list[str]], gold: list[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prepare(self, config: RunConfig) -> TaskData:
+        data = config.data
+        words, gold = self._read(data.path, data.lowercase)
+        parts = _split_examples(
+            len(words), data.val_fraction if not data.val_path else 0.0,
+            data.test_fraction if not data.test_path else 0.0, config.train.seed, data.path,
+        )  # fmt: skip
+        train_idx, val_idx, test_idx = parts
+        train_words = [words[i] for i in train_idx]
+        train_gold = [gold[i] for i in train_idx]
+        vocab = Vocabulary.build(
+            train_words, min_freq=data.min_freq, max_size=data.max_vocab or None
+        )
+        labels = LabelEncoder.fit(self._labels(train_gold))
+        transform = TextTransform(vocab, labels, data.lowercase)
+        if len(labels) < 2:
+            raise DataError(
+                data.path,
+                f"expected at least two distinct labels in the training part, got {labels.classes}",
+            )
+
+        def make(idx: Sequence[int] | None, path: str, source: str) -> SequenceDataset | None:
+            if path:
+                return self.dataset(config, transform, path)
+            if not idx:
+                return None
+            return self._dataset(transform, [words[i] for i in idx], [gold[i] for i in idx], source)
+
+        train = self._dataset(transform, train_words, train_gold, data.path)
+        val = make(val_idx, data.val_path, data.path)
+        test = make(test_idx, data.test_path, data.path)
+        model_config = config.model.to_model_config(
+            self.name, vocab_size=len(vocab), num_outputs=len(labels)
+        )
+        description = [
+            f"data: {data.path}: {_count(len(train), 'example')} train"
+            + (f", {len(val):,} validation" if val is not None else ", no validation")
+            + (f", {len(test):,} test" if test is not None else ", no test"),
+            f"  vocabulary {len(vocab):,} entries (<pad>, <unk> included), "
+            f"{len(labels)} {'labels' if self.name == 'classify' else 'tags'}",
+        ]
+        return TaskData(
+            train=train,
+            val=val,
+            test=test,
+            collate_fn=self.collate_fn(transform),
+            model_config=model_config,
+            transform=transform,
+            baseline=self._fit_baseline(train_words, train_gold),
+            description=description,
+        )
+
+    def transform_from_dict(self, state: dict[str, Any]) -> TextTransform:
+        return TextTransform.from_dict(state)
+
+    def dataset(
+        self, config: RunConfig, transform: TextTransform, path: str | os.PathLike[str]
+    ) -> SequenceDataset:
+        words, gold = self._read(path, transform.lowercase)
+        return self._dataset(transform, words, gold, os.fspath(path))
+
+    def _dataset(
+        self, transform: TextTransform, words: list[list[str]], gold: list[Any], source: str
+    ) -> SequenceDataset:
+        items = [
+            (transform.vocab.encode(w), self._encode_gold(transform.labels, g, source))
+            for w, g in zip(words, gold, strict=True)
+        ]
+        return SequenceDataset(items, words, gold)
+
+
+def _unknown_label(source: str, what: str, value: Any, known: Sequence[Any]) -> DataError:
+    shown = ", ".join(repr(k) for k in known[:20]) + (", ..." if len(known) > 20 else "")
+    return DataError(source, f"expected a {what} seen in training ({shown}), got {value!r}")
+
+
+class ClassifyTask(_TextTask):
+    """One label per text: ``label<TAB or space>text`` files."""
+
+    name = "classify"
+
+    def _read(self, path, lowercase):
+        tokens, labels = read_label_text(path, lowercase=lowercase)
+        return tokens, labels
+
+    def _labels(self, gold):
+        return gold
+
+    def _encode_gold(self, labels, gold, source):
+        try:
+            return labels.encode([gold])[0]
+        except ValueError:
+            raise _unknown_label(source, "label", gold, labels.classes) from None
+
+    def _fit_baseline(self, words, gold):
+        counts = Counter(gold)
+        return {"majority": max(counts, key=lambda label: (counts[label], -gold.index(label)))}
+
+    def collate_fn(self, transform):
+        return collate_classification
+
+    def score(self, model, dataset, transform, baseline):
+        outputs = _forward_all(model, dataset, self.collate_fn(transform))  # (batch, classes)
+        predicted = outputs.argmax(dim=-1)  # (batch,)
+        targets = torch.tensor([target for _, target in dataset.items])  # (batch,)
+        majority = baseline.get("majority")
+        results = {
+            "examples": len(dataset),
+            "model": {"accuracy": _share(predicted == targets)},
+            "majority": {
+                "label": majority,
+                "accuracy": _share(torch.tensor([g == majority for g in dataset.gold])),
+            },
+        }
+        frame = pd.DataFrame(
+            {
+                "text": [" ".join(w) for w in dataset.words],
+                "label": dataset.gold,
+                "predicted": transform.labels.decode(predicted),
+            }
+        )
+        return results, frame
+
+    def predict(self, model, transform, path):
+        texts = _lines(path)
+        words = [transform.words(tokenize(text)) for text in texts]
+        dataset = [(transform.vocab.encode(w), 0) for w in words]
+        outputs = _forward_all(model, dataset, self.collate_fn(transform))  # (batch, classes)
+        probabilities = torch.softmax(outputs, dim=-1)
+        best = probabilities.max(dim=-1)
+        return pd.DataFrame(
+            {
+                "text": texts,
+                "predicted": transform.labels.decode(best.indices),
+                "probability": best.values.numpy(),
+            }
+        )
+
+    def report(self, results):
+        return [
+            f"{_count(results['examples'], 'example')}:",
+            f"  accuracy {_percent(results['model']['accuracy'])} (majority label "
+            f"{results['majority']['label']!r}: {_percent(results['majority']['accuracy'])})",
+        ]
+
+
+class TagTask(_TextTask):
+    """A tag per word: the UPOS column of CoNLL-U files."""
+
+    name = "tag"
+
+    def _read(self, path, lowercase):
+        sentences = read_conllu(path)
+        words = [[form.lower() if lowercase else form for form, _ in s] for s in sentences]
+        tags = [[tag for _, tag in s] for s in sentences]
+        return words, tags
+
+    def _labels(self, gold):
+        return [tag for tags in gold for tag in tags]
+
+    def _encode_gold(self, labels, gold, source):
+        try:
+            return labels.encode(gold)
+        except ValueError:
+            unknown = next(tag for tag in gold if tag not in labels.classes)
+            raise _unknown_label(source, "tag", unknown, labels.classes) from None
+
+    def _fit_baseline(self, words, gold):
+        counts: dict[str, Counter[str]] = {}
+        overall: Counter[str] = Counter()
+        for sentence, tags in zip(words, gold, strict=True):
+            for word, tag in zip(sentence, tags, strict=True):
+                counts.setdefault(word, Counter())[tag] += 1
+                overall[tag] += 1
+        return {
+            "default": overall.most_common(1)[0][0],
+            "word_tags": {word: c.most_common(1)[0][0] for word, c in counts.items()},
+        }
+
+    def collate_fn(self, transform):
+        return collate_tagging
+
+    def score(self, model, dataset, transform, baseline):
+        correct = total = 0
+        predicted_tags: list[list[Any]] = []
+        collate = self.collate_fn(transform)
+        for batch, outputs in _batches(model, dataset, collate):
+            predicted = outputs.argmax(dim=-1)  # (batch, max_len)
+            scored = batch.targets != -100
+            correct += int(((predicted == batch.targets) & scored).sum())
+            total += int(scored.sum())
+            for row, length in zip(predicted, batch.lengths.tolist(), strict=True):
+                predicted_tags.append(transform.labels.decode(row[:length]))
+        word_tags, default = baseline.get("word_tags", {}), baseline.get("default")
+        baseline_correct = sum(
+            word_tags.get(word, default) == tag
+            for words, tags in zip(dataset.words, dataset.gold, strict=True)
+            for word, tag in zip(words, tags, strict=True)
+        )
+        results = {
+            "sentences": len(dataset),
+            "words": total,
+            "model": {"accuracy": correct / total if total else math.nan},
+            "most_frequent_tag": {"accuracy": baseline_correct / total if total else math.nan},
+        }
+        rows = [
+            (i + 1, j + 1, word, tag, guess)
+            for i, (words, tags, guesses) in enumerate(
+                zip(dataset.words, dataset.gold, predicted_tags, strict=True)
+            )
+            for j, (word, tag, guess) in enumerate(zip(words, tags, guesses, strict=True))
+        ]
+        frame = pd.DataFrame(rows, columns=["sentence", "position", "word", "tag", "predicted"])
+        return results, frame
+
+    def predict(self, model, transform, path):
+        sentences = [tokenize(text) for text in _lines(path)]
+        dataset = [(transform.vocab.encode(transform.words(s)), [0] * len(s)) for s in sentences]
+        tags: list[list[Any]] = []
+        for batch, outputs in _batches(model, dataset, self.collate_fn(transform)):
+            predicted = outputs.argmax(dim=-1)  # (batch, max_len)
+            tags += [
+                transform.labels.decode(row[:length])
+                for row, length in zip(predicted, batch.lengths.tolist(), strict=True)
+            ]
+        records = [
+            (i + 1, j + 1, word, tag)
+            for i, (words, guesses) in enumerate(zip(sentences, tags, strict=True))
+            for j, (word, tag) in enumerate(zip(words, guesses, strict=True))
+        ]
+        return pd.DataFrame(records, columns=["sentence", "position", "word", "predicted"])
+
+    def report(self, results):
+        return [
+            f"{_count(results['sentences'], 'sentence')}, {results['words']:,} words:",
+            f"  accuracy {_percent(results['model']['accuracy'])} (each word's most frequent "
+            f"training tag: {_percent(results['most_frequent_tag']['accuracy'])})",
+        ]
+
+
+# ----------------------------------------------------------------------------- language model
+
+
+class LanguageModelTask(Task):
+    """The next character of plain text; generates text one character at a time."""
+
+    name = "language-model"
+
+    def prepare(self, config: RunConfig) -> TaskData:
+        data = config.data
+        text = read_text(data.path)
+        n = len(text)
+        test_chars = 0 if data.test_path else round(n * data.test_fraction)
+        val_chars = 0 if data.val_path else round(n * data.val_fraction)
+        train_text = text[: n - test_chars - val_chars]
+        val_text = text[n - test_chars - val_chars : n - test_chars]
+        test_text = text[n - test_chars :]
+        vocab = Vocabulary.build([train_text])
+        transform = TextTransform(vocab, None)
+        train = self._chunks(vocab, train_text, data.lookback, data.path, "training part")
+
+        def held_out(part: str, path: str, what: str) -> TensorDataset | None:
+            if path:
+                return self.dataset(config, transform, path)
+            if not part:
+                return None
+            return self._chunks(vocab, part, data.lookback, data.path, what)
+
+        val = held_out(val_text, data.val_path, "validation part")
+        test = held_out(test_text, data.test_path, "test part")
+        model_config = config.model.to_model_config(
+            self.name, vocab_size=len(vocab), num_outputs=len(vocab)
+        )
+        counts = Counter(train_text)
+        total = len(train_text) + len(vocab) - 2  # add-one smoothing over the real characters
+        unigram = [
+            math.log((counts.get(token, 0) + 1) / total) if i >= 2 else None
+            for i, token in enumerate(vocab.tokens)
+        ]
+        description = [
+            f"data: {data.path}: {len(train_text):,} characters train, {len(val_text):,} "
+            f"validation, {len(test_text):,} test; {len(vocab) - 2} distinct characters",
+            f"  chunks of {data.lookback} characters: {len(train):,} train",
+        ]
+        return TaskData(
+            train=train,
+            val=val,
+            test=test,
+            collate_fn=None,
+            model_config=model_config,
+            transform=transform,
+            baseline={"unigram_log_probs": unigram},
+            description=description,
+        )
+
+    def transform_from_dict(self, state: dict[str, Any]) -> TextTransform:
+        return TextTransform.from_dict(state)
+
+    def dataset(self, config, transform, path):
+        return self._chunks(
+            transform.vocab, read_text(path), config.data.lookback, os.fspath(path), "file"
+        )
+
+    @staticmethod
+    def _chunks(vocab: Vocabulary, text: str, length: int, source: str, what: str):
+        if len(text) < length + 1:
+            raise DataError(
+                source,
+                f"expected more than data.lookback = {length} characters in the {what}, "
+                f"got {len(text)}",
+            )
+        inputs, targets = chunk(vocab.encode(text), length)  # (batch, length) each
+        return TensorDataset(inputs, targets)
+
+    def score(self, model, dataset, transform, baseline):
+        loss_sum = correct = count = 0.0
+        unigram = torch.tensor(
+            [math.nan if p is None else p for p in baseline["unigram_log_probs"]],
+            dtype=torch.float64,
+        )
+        baseline_sum = 0.0
+        for (_, targets), logits in _batches(model, dataset, None):
+            flat = targets.reshape(-1)
+            loss_sum += float(
+                nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)).double(), flat, reduction="sum"
+                )
+            )
+            correct += int((logits.argmax(dim=-1) == targets).sum())
+            count += flat.numel()
+            # <unk> (an unseen character) has no unigram probability: score it as the rarest.
+            log_probs = unigram[flat]
+            baseline_sum -= float(torch.nan_to_num(log_probs, nan=float(unigram[2:].min())).sum())
+        loss = loss_sum / count
+        results = {
+            "characters": int(count),
+            "model": {
+                "loss": loss,
+                "perplexity": math.exp(loss),
+                "accuracy": correct / count,
+            },
+            "unigram": {"loss": baseline_sum / count, "perplexity": math.exp(baseline_sum / count)},
+        }
+        return results, None
+
+    def predict(self, model, transform, path):
+        raise ValueError(
+            "task 'language-model' predicts no file: rnnkit generate RUN_DIR writes text"
+        )
+
+    def report(self, results):
+        model, unigram = results["model"], results["unigram"]
+        return [
+            f"{results['characters']:,} characters:",
+            f"  loss {model['loss']:.3f} nats/char, perplexity {model['perplexity']:.2f}, "
+            f"next-character accuracy {_percent(model['accuracy'])}",
+            f"  (character frequencies alone: loss {unigram['loss']:.3f}, "
+            f"perplexity {unigram['perplexity']:.2f})",
+        ]
+
+    def encode_prompt(self, transform: TextTransform, prompt: str) -> list[int]:
+        """Character ids of `prompt`; characters never seen in training are refused.
+
+        Raises:
+            ValueError: `prompt` is empty or holds unseen characters.
+        """
+        if not prompt:
+            raise ValueError("Received an invalid value for --prompt, expected text, got ''")
+        unseen = sorted({c for c in prompt if c not in transform.vocab})
+        if unseen:
+            raise ValueError(
+                f"Received an invalid value for --prompt, expected characters of the training "
+                f"text, got unseen {''.join(unseen)!r}"
+            )
+        return transform.vocab.encode(prompt)
+
+    def default_prompt(self, transform: TextTransform) -> str:
+        """A newline if the text has one (the start of a paragraph), else its commonest char."""
+        return "\n" if "\n" in transform.vocab else transform.vocab.tokens[2]
+
+
+# ----------------------------------------------------------------------------- running models
+
+
+def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    """Run one real batch through ``model.encoder`` and ``model.head``, recording the shapes.
+
+    Args:
+        model: A toolkit model (an ``encoder`` and a ``head``).
+        batch: A collated batch ``(*inputs, target)``.
+
+    Returns:
+        ``(what, shape, meaning)`` rows: the input, the RNN's output and
+        ``h_n``, the head's output.
+
+    Example:
+        >>> trace = shape_trace(model, (torch.randn(30, 100, 4), torch.randn(30, 1)))
+        >>> [shape for _, shape, _ in trace]
+        [(30, 100, 4), (30, 100, 64), (1, 30, 64), (30, 1)]
+    """
+    inputs = tuple(batch[:-1])
+    x = inputs[0]
+    if isinstance(x, PackedSequence):
+        lengths = inputs[1] if len(inputs) > 1 else None
+        shown = (len(lengths), int(lengths.max())) if lengths is not None else tuple(x.data.shape)
+        input_row = ("input", shown, "(batch, max_len) token ids, packed: no step of padding")
+    elif x.dim() == 2:
+        input_row = ("input", tuple(x.shape), "(batch, window) token ids")
+    else:
+        input_row = ("input", tuple(x.shape), "(batch, window, features)")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            encoded = model.encoder(*_to_device(inputs, device))
+            output = model.head(encoded)
+    finally:
+        model.train(was_training)
+    out_meaning = (
+        "(batch, outputs)" if output.dim() == 2 else "(batch, window, outputs)"
+    )  # many-to-one or one per step
+    return [
+        input_row,
+        ("RNN output", tuple(encoded.output.shape), "(batch, window, directions * hidden)"),
+        ("RNN h_n", tuple(encoded.h_n.shape), "(directions * layers, batch, hidden)"),
+        ("head output", tuple(output.shape), out_meaning),
+    ]
+
+
+def first_batch(dataset: Dataset, collate_fn: Callable | None, batch_size: int) -> Any:
+    """The first `batch_size` examples of `dataset`, collated."""
+    items = [dataset[i] for i in range(min(batch_size, len(dataset)))]
+    return (collate_fn or default_collate)(items)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, (Tensor, PackedSequence)):
+        return value.to(device)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _batches(model: nn.Module, dataset: Any, collate_fn: Callable | None):
+    """Yield ``(batch, outputs)`` for `dataset` in order, in eval mode, outputs on the CPU."""
+    collate = collate_fn or default_collate
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), EVAL_BATCH_SIZE):
+                stop = min(start + EVAL_BATCH_SIZE, len(dataset))
+                batch = collate([dataset[i] for i in range(start, stop)])
+                inputs = _to_device(tuple(batch[:-1]), device)
+                yield batch, model(*inputs).cpu()
+    finally:
+        model.train(was_training)
+
+
+def _forward_all(model: nn.Module, dataset: Any, collate_fn: Callable | None) -> Tensor:
+    """Outputs of every example, concatenated: ``(examples, outputs)``."""
+    return torch.cat([outputs for _, outputs in _batches(model, dataset, collate_fn)])
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _split_examples(
+    n: int, val_fraction: float, test_fraction: float, seed: int, source: str
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded random train / val / test indices (in file order within each part)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    for name, fraction, size in (("test", test_fraction, n_test), ("val", val_fraction, n_val)):
+        if fraction > 0 and size == 0:
+            raise DataError(
+                source,
+                f"expected enough examples for data.{name}_fraction={fraction} to hold out at "
+                f"least one, got {n}",
+            )
+    if n - n_test - n_val < 1:
+        raise DataError(source, f"expected examples left for training, got {n} in all")
+    test = sorted(order[:n_test])
+    val = sorted(order[n_test : n_test + n_val])
+    train = sorted(order[n_test + n_val :])
+    return train, val, test
+
+
+def _lines(path: str | os.PathLike[str]) -> list[str]:
+    texts = [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    if not texts:
+        raise DataError(path, "expected one text per line, got only blank lines")
+    return texts
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _rmse(predicted: Tensor, actual: Tensor) -> float:
+    return float(torch.sqrt(torch.mean((predicted - actual) ** 2)))
+
+
+def _mae(predicted: Tensor, actual: Tensor) -> float:
+    return float(torch.mean(torch.abs(predicted - actual)))
+
+
+def _share(flags: Tensor) -> float:
+    return float(flags.double().mean()) if flags.numel() else math.nan
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _date(value: Any) -> str:
+    if isinstance(value, pd.Timestamp) and value == value.normalize():
+        return str(value.date())
+    return str(value)
+
+
+def read_transform(task: Task, document: dict[str, Any], source: Path) -> tuple[Any, dict]:
+    """The fitted transform and baseline statistics from a ``transform.json`` document."""
+    if document.get("format") != TRANSFORM_FORMAT or document.get("task") != task.name:
+        raise ValueError(
+            f"{source}: expected an {TRANSFORM_FORMAT} file of task {task.name!r}, got "
+            f"format {document.get('format')!r}, task {document.get('task')!r}"
+        )
+    try:
+        return task.transform_from_dict(document["transform"]), document.get("baseline", {})
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: malformed transform ({error})") from None

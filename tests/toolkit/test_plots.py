@@ -1,0 +1,69 @@
+"""Plots: real PNG files, dates on the x axis, no pyplot and no global backend change."""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnkit.toolkit.plots import plot_forecast, plot_learning_curves
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+HISTORY = [
+    {"epoch": 1, "train_loss": 2.0, "val_loss": 1.5},
+    {"epoch": 2, "train_loss": 0.5, "val_loss": 0.7},
+    {"epoch": 3, "train_loss": 0.1, "val_loss": 0.8},
+]
+
+
+def test_learning_curves_png(tmp_path):
+    path = plot_learning_curves(HISTORY, tmp_path / "curves.png")
+    assert path == tmp_path / "curves.png"
+    assert png_size(path) == (7 * 120, 4 * 120)
+
+
+def test_learning_curves_without_validation(tmp_path):
+    history = [{"epoch": e, "train_loss": 1 / e} for e in (1, 2)]
+    png_size(plot_learning_curves(history, tmp_path / "curves.png"))
+
+
+def test_learning_curves_need_an_epoch(tmp_path):
+    with pytest.raises(ValueError, match="`history`, expected at least one epoch, got"):
+        plot_learning_curves([], tmp_path / "curves.png")
+
+
+def test_forecast_png_with_dates(tmp_path):
+    dates = pd.bdate_range("2012-01-02", periods=120)
+    actual = 600 + np.cumsum(np.random.default_rng(0).normal(size=120))
+    path = plot_forecast(dates, actual, actual + 1, tmp_path / "forecast.png", ylabel="Close")
+    assert png_size(path) == (10 * 120, int(5.5 * 120))
+
+
+def test_forecast_png_with_labels_and_no_error_panel(tmp_path):
+    labels = [f"step {i}" for i in range(30)]
+    values = np.arange(30.0)
+    path = plot_forecast(labels, values, values, tmp_path / "forecast.png", errors=False)
+    assert png_size(path) == (10 * 120, int(4.2 * 120))
+
+
+def test_forecast_lengths_must_match(tmp_path):
+    with pytest.raises(ValueError, match="expected the same non-zero length, got 3, 3, 2"):
+        plot_forecast([1, 2, 3], [1.0, 2.0, 3.0], [1.0, 2.0], tmp_path / "f.png")
+
+
+def test_no_pyplot(tmp_path):
+    before = "matplotlib.pyplot" in sys.modules
+    plot_learning_curves(HISTORY, tmp_path / "curves.png")
+    plot_forecast(pd.bdate_range("2012-01-02", periods=5), range(5), range(5), tmp_path / "f.png")
+    assert ("matplotlib.pyplot" in sys.modules) == before
