@@ -145,7 +145,9 @@ def test_full_lengths_take_the_unpacked_path_with_the_same_result():
     model = make("regression", pooling="mean")
     x = features()
     full = torch.full((BATCH,), WINDOW)
-    torch.testing.assert_close(model(x, full), model(x), rtol=0, atol=0)
+    # Mean pooling over valid steps (sum / length) and over all steps (mean) may
+    # round differently in the last bit; the encoder's output is the same.
+    torch.testing.assert_close(model(x, full), model(x), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
