@@ -39,31 +39,33 @@ def _recurrence(out: Tensor, h0: Tensor, w_hh_t: Tensor, batch_sizes, reverse, a
         h, n_prev = o, n
 
 
-def _backward_recurrence(d, g, grad_h_n, w_hh, batch_sizes, reverse) -> None:
-    """In place, walking back in time: ``d_t *= g_t + d_next @ w_hh``.
+def _backward_recurrence(d, grad_out, grad_h_n, w_hh, batch_sizes, reverse) -> None:
+    """In place, walking back in time: ``d_t *= grad_out_t + d_next @ w_hh``.
 
-    On entry d holds act'(pre) and g the upstream dL/dh; on return d holds the
-    gradient of every pre-activation. ``grad_h_n`` enters at each sequence's
-    last step.
+    On entry d holds act'(pre); on return, the gradient of every
+    pre-activation. ``grad_h_n`` enters at each sequence's last step. dL/dh_t
+    is formed in one step-sized buffer, so grad_out is read, never copied.
 
     Shape:
-        d, g ``(R, H_out)``, grad_h_n ``(N, H_out)``, w_hh ``(H_out, H_out)``.
+        d, grad_out ``(R, H_out)``, grad_h_n ``(N, H_out)``, w_hh ``(H_out, H_out)``.
     """
-    d_steps, g_steps = d.split(batch_sizes), g.split(batch_sizes)
+    d_steps, g_steps = d.split(batch_sizes), grad_out.split(batch_sizes)
     if not reverse:  # walk back from the last step
         d_steps, g_steps, batch_sizes = d_steps[::-1], g_steps[::-1], batch_sizes[::-1]
+    grad_h = d.new_empty(max(batch_sizes[0], batch_sizes[-1]), d.size(1))  # (N, H_out)
     d_next, n_prev = None, 0
     for d_t, g_t, n in zip(d_steps, g_steps, batch_sizes, strict=True):
+        grad_h_t = grad_h[:n]  # dL/dh_t
         if d_next is None:  # the first step walked back: only dL/dh_n flows in
-            g_t += grad_h_n[:n]
+            torch.add(g_t, grad_h_n[:n], out=grad_h_t)
         elif n == n_prev:
-            g_t.addmm_(d_next, w_hh)
+            torch.addmm(g_t, d_next, w_hh, out=grad_h_t)
         elif n < n_prev:  # reverse direction: the batch shrinks
-            g_t.addmm_(d_next[:n], w_hh)
+            torch.addmm(g_t, d_next[:n], w_hh, out=grad_h_t)
         else:  # forward direction: sequences whose last step is t get dL/dh_n
-            g_t[:n_prev].addmm_(d_next, w_hh)
-            g_t[n_prev:] += grad_h_n[n_prev:n]
-        d_t.mul_(g_t)
+            torch.addmm(g_t[:n_prev], d_next, w_hh, out=grad_h_t[:n_prev])
+            torch.add(g_t[n_prev:], grad_h_n[n_prev:n], out=grad_h_t[n_prev:])
+        d_t.mul_(grad_h_t)
         d_next, n_prev = d_t, n
 
 
@@ -88,12 +90,9 @@ def forward_torch_ops(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Te
 
 def pre_activation_grad_torch_ops(grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu):
     """dL/d(pre-activation) of every row, one torch op per step. Shape: ``(R, H_out)``."""
-    # d: the activation's derivative, then (as g is walked back in time)
-    # the gradient of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
+    # d: the activation's derivative, then (walking back in time) the gradient
+    # of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
     one = out.new_ones(())
     d = (out > 0).to(out.dtype) if relu else torch.addcmul(one, out, out, value=-1)  # 1 - h^2
-    # g: dL/dh_t, the upstream gradient plus, added in place step by step,
-    # what flows back through the recurrence.
-    g = grad_out.clone(memory_format=torch.contiguous_format)  # (R, H_out)
-    _backward_recurrence(d, g, grad_h_n, w_hh, batch_sizes, reverse)
+    _backward_recurrence(d, grad_out, grad_h_n, w_hh, batch_sizes, reverse)
     return d
