@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -203,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.config:
             raise UsageError(
                 f"--resume continues the run's own {rundir.CONFIG_FILE}; drop {args.config} "
-                "(--set train.KEY=VALUE may still change training settings)"
+                "(--set may still change train.epochs, early stopping, checkpointing and device)"
             )
         for text in args.set:
             if not text.strip().startswith("train."):
@@ -214,6 +215,7 @@ def _train(args: argparse.Namespace) -> int:
                 )
         rundir.prepare_run_dir(out, resume=True, force=False)
         config = load_config(out / rundir.CONFIG_FILE, args.set)
+        _check_resumable(load_config(out / rundir.CONFIG_FILE).train, config.train)
     else:
         config = load_config(args.config, args.set)
     config = config.resolve_paths()
@@ -247,6 +249,42 @@ def _train(args: argparse.Namespace) -> int:
     _print(f"run directory {out}: {', '.join(written)}")
     _print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+# [train] keys that --resume may change: read afresh each epoch, none of them is part of the
+# optimizer's or the scheduler's state (epochs is, for "cosine": its length T_max).
+_RESUMABLE_KEYS = frozenset(
+    {"epochs", "early_stopping_patience", "early_stopping_min_delta", "checkpoint_every",
+     "keep_checkpoints", "device"}
+)  # fmt: skip
+_OPTIMIZER_KEYS = frozenset(
+    {"lr", "weight_decay", "optimizer", "momentum", "lr_schedule", "min_lr", "plateau_factor",
+     "plateau_patience"}
+)  # fmt: skip
+
+
+def _check_resumable(saved: Any, changed: Any) -> None:
+    """Refuse --set values that a resumed run would silently not apply.
+
+    Args:
+        saved: The run's own ``[train]`` section.
+        changed: The same with the --set overrides applied.
+    """
+    from rnnkit.toolkit.config import ConfigError
+
+    for field in dataclasses.fields(saved):
+        name = field.name
+        if getattr(saved, name) == getattr(changed, name):
+            continue
+        if name == "epochs" and saved.lr_schedule == "cosine":
+            why = "resuming keeps the cosine schedule, whose length is the number of epochs"
+        elif name in _RESUMABLE_KEYS:
+            continue
+        elif name in _OPTIMIZER_KEYS:
+            why = "resuming keeps the optimizer state"
+        else:
+            why = "resuming continues the run as it was set up"
+        raise ConfigError(f"{why}; start a new run to change `train.{name}`", source="--set")
 
 
 def _train_into(
@@ -285,10 +323,8 @@ def _train_into(
     for (what, _, meaning), shape in zip(trace, shapes, strict=True):
         _print(f"  {what:<{width}}  {shape:<{shape_width}}  # {meaning}")
 
-    work.mkdir(parents=True, exist_ok=True)
-    # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
-    atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
-    rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
+    # The Trainer checks the device and the monitor: build it before anything is written, so
+    # that a run refused here leaves no files that would block the next try.
     trainer = Trainer(
         train_config,
         model,
@@ -300,6 +336,10 @@ def _train_into(
         callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
         out_dir=work,
     )
+    work.mkdir(parents=True, exist_ok=True)
+    # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
+    atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
+    rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
     _print(
         f"training: {train_config.epochs} epoch{'s' if train_config.epochs > 1 else ''} of "
         f"{len(data.train):,} examples, batch "
@@ -342,7 +382,7 @@ def _train_into(
     rundir.write_json(work / rundir.RESULTS_FILE, results)
     _write_plots(work, config, history, results, test_frame)
     if test_frame is not None:
-        test_frame.to_csv(work / rundir.PREDICTIONS_CSV, index=False)
+        atomic_write(work / rundir.PREDICTIONS_CSV, test_frame.to_csv(index=False))
     return results
 
 
@@ -381,6 +421,7 @@ def _write_plots(
         plots.plot_learning_curves(
             history,
             work / rundir.LEARNING_CURVES_PNG,
+            best_epoch=results.get("best_epoch"),
             title=f"{config.task}: loss per epoch (hidden {config.model.hidden_size}, "
             f"lr {config.train.lr:g})",
         )
@@ -553,6 +594,7 @@ def _bench(args: argparse.Namespace) -> int:
     import json
 
     from rnnkit import benchmark
+    from rnnkit.toolkit.checkpoint import atomic_write
 
     # Kineto, behind the memory measurement, writes lines to stderr at each profile's start
     # and stop unless its level is above all of its own; it reads this at the first profile.
@@ -571,9 +613,7 @@ def _bench(args: argparse.Namespace) -> int:
             "config": benchmark.config_to_dict(config),
             "results": results,
         }
-        with open(args.json, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=1)
-            file.write("\n")
+        atomic_write(args.json, json.dumps(report, indent=1) + "\n")
         _print(f"wrote {len(results)} rows to {args.json}", file=sys.stderr)
     return 0
 

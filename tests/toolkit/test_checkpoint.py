@@ -180,6 +180,18 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 
+def test_atomic_write_and_checkpoints_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "results.json", "{}\n")
+        write(tmp_path / "ckpt", epoch=1)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "ckpt" / "checkpoint.json").stat().st_mode & 0o777 == 0o644
+
+
 def flip_byte(path, offset):
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01

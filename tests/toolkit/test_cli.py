@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rnnkit.cli import main
-from rnnkit.toolkit import plots, rundir
+from rnnkit.toolkit import checkpoint, plots, rundir, trainer
+from rnnkit.toolkit.config import load_config
+from rnnkit.toolkit.tasks import get_task
 
 ROWS, LOOKBACK = 200, 10
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -194,6 +197,58 @@ def test_resume_continues_from_the_last_checkpoint(files, tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.parametrize(
+    ("schedule", "override", "message"),
+    [
+        ("constant", "train.lr=0.5",
+         "--set: resuming keeps the optimizer state; start a new run to change `train.lr`"),
+        ("constant", "train.seed=3", "start a new run to change `train.seed`"),
+        ("cosine", "train.epochs=5", "resuming keeps the cosine schedule, whose length is the "
+         "number of epochs; start a new run to change `train.epochs`"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_settings_it_would_not_apply(
+    files, tmp_path, capsys, schedule, override, message
+):
+    # The check needs only the run's config.toml; no training happens.
+    out = tmp_path / "run"
+    out.mkdir()
+    config = (files / "forecast.toml").read_text() + f'lr_schedule = "{schedule}"\n'
+    (out / rundir.CONFIG_FILE).write_text(config)
+    code, _, err = run(capsys, "train", "--out", out, "--resume", "--set", override)
+    assert_one_line_error(code, err, message)
+    assert (out / rundir.CONFIG_FILE).read_text() == config
+
+
+def test_a_run_refused_before_training_leaves_no_files(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", files / "forecast.toml", "--out", out,
+                       "--set", "train.device=cuda")  # fmt: skip
+    assert code == 1 and "cuda" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_every_file_of_a_run_is_written_atomically(files, tmp_path, capsys, monkeypatch):
+    written = []
+    real = checkpoint.atomic_write
+
+    def recording(path, data):
+        written.append(Path(path).name)
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", recording)
+    monkeypatch.setattr(rundir, "atomic_write", recording)  # write_json's
+    monkeypatch.setattr(trainer, "atomic_write", recording)  # metrics.csv
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", files / "classify.toml", "--out", out,
+                       "--set", "train.epochs=1")  # fmt: skip
+    assert code == 0, err
+    on_disk = {p.name for p in out.iterdir() if p.is_file()}
+    assert on_disk <= set(written), on_disk - set(written)
+    assert {rundir.PREDICTIONS_CSV, rundir.LEARNING_CURVES_PNG} <= on_disk
+
+
 def test_force_replaces_a_run_only_once_the_new_one_is_complete(
     forecast_run, files, tmp_path, capsys, monkeypatch
 ):
@@ -218,6 +273,25 @@ def test_force_replaces_a_run_only_once_the_new_one_is_complete(
     assert code == 0, stderr
     assert json.loads((out / "results.json").read_text())["epochs"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_replacement_puts_the_old_run_back(tmp_path, monkeypatch):
+    old, new = tmp_path / "run", tmp_path / ".run.new-1"
+    for path, text in ((old, "old"), (new, "new")):
+        path.mkdir()
+        (path / rundir.CONFIG_FILE).write_text(text)
+    real = os.replace
+
+    def fail_for_the_new_run(src, dst):
+        if Path(src) == new:
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_for_the_new_run)
+    with pytest.raises(OSError, match="disk full"):
+        rundir.finish_replacement(new, old)
+    assert (old / rundir.CONFIG_FILE).read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-1", "run"]
 
 
 def test_subprocess_python_m_rnnkit_train(files, tmp_path):
@@ -270,6 +344,18 @@ def test_classify_train_evaluate_predict(files, tmp_path, capsys):
     assert all(row["predicted"] in ("0", "1") for row in rows)
 
 
+def test_the_split_of_one_file_does_not_follow_the_training_seed(files):
+    def held_out(seed: int) -> tuple[list, list]:
+        config = load_config(files / "classify.toml", [
+            "data.val_path=", "data.test_path=", "data.val_fraction=0.2",
+            "data.test_fraction=0.2", f"train.seed={seed}",
+        ]).resolve_paths()  # fmt: skip
+        data = get_task("classify").prepare(config)
+        return data.val.words, data.test.words
+
+    assert held_out(1) == held_out(2)
+
+
 def test_tag_train_and_evaluate(files, tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, stderr = run(capsys, "train", files / "tag.toml", "--out", out)
@@ -307,6 +393,14 @@ def test_language_model_train_and_generate(files, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- errors
+
+
+def test_language_model_refuses_a_fraction_that_holds_out_nothing(files, tmp_path, capsys):
+    code, _, err = run(capsys, "train", files / "lm.toml", "--out", tmp_path / "run",
+                       "--set", "data.val_fraction=0.0001")  # fmt: skip
+    assert_one_line_error(
+        code, err, "expected enough characters for data.val_fraction=0.0001 to hold out at least"
+    )
 
 
 def test_generate_refuses_a_forecast_run(forecast_run, capsys):
@@ -364,6 +458,21 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 def test_help_exits_zero(capsys):
     code, out, _ = run(capsys, "train", "--help")
     assert code == 0 and "--set SECTION.KEY=VALUE" in out
+
+
+def test_bench_json_is_written_atomically(tmp_path, capsys, monkeypatch):
+    written = []
+    real = checkpoint.atomic_write
+    monkeypatch.setattr(
+        checkpoint, "atomic_write", lambda path, data: (written.append(path), real(path, data))
+    )
+    target = tmp_path / "bench.json"
+    code, _, err = run(capsys, "bench", "--quick", "--threads", "1", "--layers", "1",
+                       "--bidirectional", "0", "--modes", "inference", "--repeats", "1",
+                       "--warmup", "1", "--no-memory", "--quiet", "--json", target)  # fmt: skip
+    assert code == 0, err
+    assert written == [str(target)]
+    assert json.loads(target.read_text())["results"]
 
 
 def test_bench_delegates_to_rnnkit_benchmark(capsys):

@@ -211,6 +211,11 @@ def test_parse_override():
         ),
         (
             "",
+            ["data.val_fraction=1"],
+            "--set: invalid value for key `data.val_fraction`, expected a number in [0, 1), got 1",
+        ),
+        (
+            "",
             ["data.val_fraction=0.5", "data.test_fraction=0.5"],
             "--set: invalid value for key `data.test_fraction`, expected a share that leaves "
             "training data next to val_fraction=0.5 (a sum below 1), got 0.5",

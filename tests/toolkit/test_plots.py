@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rnnkit.toolkit import plots
 from rnnkit.toolkit.plots import plot_forecast, plot_learning_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -36,6 +38,32 @@ def test_learning_curves_png(tmp_path):
 def test_learning_curves_without_validation(tmp_path):
     history = [{"epoch": e, "train_loss": 1 / e} for e in (1, 2)]
     png_size(plot_learning_curves(history, tmp_path / "curves.png"))
+
+
+def test_learning_curves_mark_the_epoch_given_as_best():
+    # Monitoring val_accuracy, the trainer may keep epoch 3 though epoch 2 has the lowest val_loss.
+    figure = plots._learning_curves_figure(HISTORY, 3, "curves")
+    (axes,) = figure.axes
+    marks = [line for line in axes.get_lines() if line.get_label().startswith("best epoch")]
+    assert [(line.get_label(), list(line.get_xdata())) for line in marks] == [
+        ("best epoch (3)", [3, 3])
+    ]
+    with pytest.raises(ValueError, match="`best_epoch`, expected None or one of the epochs"):
+        plot_learning_curves(HISTORY, "unused.png", best_epoch=4)
+
+
+@pytest.mark.parametrize("which", ["curves", "forecast"])
+def test_a_failed_plot_write_keeps_the_old_file(tmp_path, monkeypatch, which):
+    path = tmp_path / "plot.png"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("full")))
+    with pytest.raises(OSError, match="full"):
+        if which == "curves":
+            plot_learning_curves(HISTORY, path)
+        else:
+            plot_forecast([1, 2, 3], [1.0, 2.0, 3.0], [1.0, 2.0, 2.5], path)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
 def test_learning_curves_need_an_epoch(tmp_path):

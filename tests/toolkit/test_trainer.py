@@ -127,6 +127,26 @@ def test_learns_a_tagging_task_with_padded_targets():
     assert run.evaluate(TensorDataset(x, lengths, tags))["accuracy"] > 0.9
 
 
+@pytest.mark.parametrize("batch_size", [5, 16, SAMPLES])
+def test_the_loss_of_padded_targets_is_the_mean_over_tokens(batch_size):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(SAMPLES, WINDOW, 1, generator=generator)
+    lengths = torch.randint(1, WINDOW + 1, (SAMPLES,), generator=generator)
+    tags = (x[:, :, 0] > 0).long()  # (batch, window)
+    tags[torch.arange(WINDOW) >= lengths.unsqueeze(1)] = -100
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(task="tagging", input_size=1, hidden_size=8, num_outputs=2))
+    run = Trainer(
+        TrainConfig(epochs=1, batch_size=batch_size, device="cpu", progress=False), model,
+        TensorDataset(x, lengths, tags), loss_fn=loss_for_task("tagging"),
+    )  # fmt: skip
+    with torch.no_grad():
+        expected = cross_entropy_loss(model(x, lengths), tags)  # mean over the real tokens
+    assert run.evaluate(TensorDataset(x, lengths, tags))["loss"] == pytest.approx(
+        float(expected), rel=1e-5
+    )
+
+
 def test_trains_on_the_data_layers_packed_batches():
     """collate_* give SequenceBatch(packed inputs, lengths, targets): model(packed, lengths)."""
     generator = torch.Generator().manual_seed(0)

@@ -109,6 +109,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
+            # mkstemp makes the file private (0600); give it the mode open() would have given.
+            os.fchmod(file.fileno(), 0o666 & ~_umask())
             file.write(payload)
             file.flush()
             os.fsync(file.fileno())
@@ -118,6 +120,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
             os.unlink(tmp)
         raise
     _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    """The process's umask; reading it means setting it, so it is put back at once."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -187,6 +196,8 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     old: Path | None = None
     try:
+        # mkdtemp makes the directory private (0700); give it the mode mkdir() would have given.
+        os.chmod(tmp, 0o777 & ~_umask())
         files = {}
         for name, tensors in tensor_files.items():
             payload = safetensors_save(tensors, metadata={"format": "pt"})

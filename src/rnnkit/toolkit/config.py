@@ -128,9 +128,12 @@ def _check_int(key: str, value: object, minimum: int, note: str = "") -> None:
         raise _invalid(key, what + note, value)
 
 
-def _check_real(key: str, value: object, low: float, high: float, what: str) -> None:
-    # low / high are inclusive bounds; `what` says them in words for the message.
-    if not _is_real(value) or not low <= value <= high:
+def _check_real(
+    key: str, value: object, low: float, high: float, what: str, *, high_open: bool = False
+) -> None:
+    # low / high are inclusive bounds (high exclusive with `high_open`); `what` says them in
+    # words for the message.
+    if not _is_real(value) or not low <= value <= high or (high_open and value == high):
         raise _invalid(key, what, value)
 
 
@@ -203,7 +206,9 @@ class DataConfig:
         for name in ("path", "val_path", "test_path", "target", "target_transform"):
             _check_str(f"data.{name}", getattr(self, name))
         for name in ("val_fraction", "test_fraction"):
-            _check_real(f"data.{name}", getattr(self, name), 0.0, 1.0, "a number in [0, 1)")
+            _check_real(
+                f"data.{name}", getattr(self, name), 0.0, 1.0, "a number in [0, 1)", high_open=True
+            )
             _as_float(self, name)
         if self.val_fraction + self.test_fraction >= 1:
             raise _invalid(

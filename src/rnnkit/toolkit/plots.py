@@ -7,6 +7,7 @@ no global backend is chosen or changed and no window ever opens.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ def plot_learning_curves(
     history: Sequence[Mapping[str, float]],
     path: str | os.PathLike[str],
     *,
+    best_epoch: int | None = None,
     title: str = "Learning curves",
 ) -> Path:
     """Train and validation loss per epoch, and the epoch whose weights were kept.
@@ -42,29 +44,42 @@ def plot_learning_curves(
         history: The trainer's history: one mapping per epoch with ``epoch``,
             ``train_loss`` and, with a validation set, ``val_loss``.
         path: Where the PNG goes.
+        best_epoch: The epoch to mark as the best, as the trainer judged it by its
+            monitored value (which need not be the loss); None marks none.
         title: The figure's title.
 
     Returns:
         `path`.
 
     Example:
-        >>> plot_learning_curves(trainer.history, "runs/goog/learning_curves.png")
+        >>> plot_learning_curves(trainer.history, "runs/goog/learning_curves.png", best_epoch=7)
     """
+    figure = _learning_curves_figure(history, best_epoch, title)
+    _save(figure, path)
+    return Path(path)
+
+
+def _learning_curves_figure(
+    history: Sequence[Mapping[str, float]], best_epoch: int | None, title: str
+) -> Any:
     if not history:
         raise ValueError(
             "Received an invalid value for argument `history`, expected at least one epoch, got []"
         )
     epochs = [row["epoch"] for row in history]
+    if best_epoch is not None and best_epoch not in epochs:
+        raise ValueError(
+            "Received an invalid value for argument `best_epoch`, expected None or one of the "
+            f"epochs of `history` ({epochs[0]} to {epochs[-1]}), got {best_epoch!r}"
+        )
     figure = _figure(7, 4)
     axes = figure.add_subplot()
     for key, label, style in (("train_loss", "train", "-o"), ("val_loss", "validation", "-s")):
         values = [row.get(key, math.nan) for row in history]
         if any(_finite(v) for v in values):
             axes.plot(epochs, values, style, markersize=3, label=label)
-    val = [row.get("val_loss", math.nan) for row in history]
-    if any(_finite(v) for v in val):
-        best = int(np.nanargmin(np.asarray(val, dtype=float)))
-        axes.axvline(epochs[best], color="0.6", linestyle=":", label=f"best epoch ({epochs[best]})")
+    if best_epoch is not None:
+        axes.axvline(best_epoch, color="0.6", linestyle=":", label=f"best epoch ({best_epoch})")
     losses = [row.get(k, math.nan) for row in history for k in ("train_loss", "val_loss")]
     if all(v > 0 for v in losses if _finite(v)) and _spread(losses) > 10:
         axes.set_yscale("log")  # a first epoch far above the rest would flatten the others
@@ -76,8 +91,7 @@ def plot_learning_curves(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.savefig(path)
-    return Path(path)
+    return figure
 
 
 def plot_forecast(
@@ -145,8 +159,17 @@ def plot_forecast(
         ticks = np.linspace(0, len(x) - 1, num=min(8, len(x)), dtype=int)
         last.set_xticks(ticks, [labels[i] for i in ticks])
     last.set_xlabel("date" if dated else "")
-    figure.savefig(path)
+    _save(figure, path)
     return Path(path)
+
+
+def _save(figure: Any, path: str | os.PathLike[str]) -> None:
+    # Rendered in memory, then swapped in whole: a crash never leaves half a PNG.
+    from rnnkit.toolkit.checkpoint import atomic_write
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
+    atomic_write(path, buffer.getvalue())
 
 
 def _finite(value: float) -> bool:

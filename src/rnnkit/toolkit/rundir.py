@@ -132,7 +132,11 @@ def finish_replacement(staging: Path, path: Path) -> None:
     """Put the finished run in `staging` in the place of the old run at `path`."""
     old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
     os.replace(path, old)
-    os.replace(staging, path)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(old, path)  # else the old run would be left only under its hidden name
+        raise
     shutil.rmtree(old, ignore_errors=True)
     logger.info("replaced the run in %s", path)
 

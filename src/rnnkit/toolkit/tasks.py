@@ -431,7 +431,7 @@ class _TextTask(Task):
         words, gold = self._read(data.path, data.lowercase)
         parts = _split_examples(
             len(words), data.val_fraction if not data.val_path else 0.0,
-            data.test_fraction if not data.test_path else 0.0, config.train.seed, data.path,
+            data.test_fraction if not data.test_path else 0.0, data.path,
         )  # fmt: skip
         train_idx, val_idx, test_idx = parts
         train_words = [words[i] for i in train_idx]
@@ -678,8 +678,10 @@ class LanguageModelTask(Task):
         data = config.data
         text = read_text(data.path)
         n = len(text)
-        test_chars = 0 if data.test_path else round(n * data.test_fraction)
-        val_chars = 0 if data.val_path else round(n * data.val_fraction)
+        test_chars, val_chars = _held_out_sizes(
+            n, 0.0 if data.val_path else data.val_fraction,
+            0.0 if data.test_path else data.test_fraction, data.path, "characters",
+        )  # fmt: skip
         train_text = text[: n - test_chars - val_chars]
         val_text = text[n - test_chars - val_chars : n - test_chars]
         test_text = text[n - test_chars :]
@@ -895,25 +897,39 @@ def _forward_all(model: nn.Module, dataset: Any, collate_fn: Callable | None) ->
 # ----------------------------------------------------------------------------- small helpers
 
 
+# The split of one file into train / val / test does not follow train.seed: another seed (or
+# `--resume --set train.seed=...`) would move examples between the parts, and the model would
+# be scored on examples it was trained on.
+_SPLIT_SEED = 0
+
+
 def _split_examples(
-    n: int, val_fraction: float, test_fraction: float, seed: int, source: str
+    n: int, val_fraction: float, test_fraction: float, source: str
 ) -> tuple[list[int], list[int], list[int]]:
-    """Seeded random train / val / test indices (in file order within each part)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    for name, fraction, size in (("test", test_fraction, n_test), ("val", val_fraction, n_val)):
-        if fraction > 0 and size == 0:
-            raise DataError(
-                source,
-                f"expected enough examples for data.{name}_fraction={fraction} to hold out at "
-                f"least one, got {n}",
-            )
+    """Random train / val / test indices, the same in every run (file order within each part)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED)).tolist()
+    n_test, n_val = _held_out_sizes(n, val_fraction, test_fraction, source, "examples")
     if n - n_test - n_val < 1:
         raise DataError(source, f"expected examples left for training, got {n} in all")
     test = sorted(order[:n_test])
     val = sorted(order[n_test : n_test + n_val])
     train = sorted(order[n_test + n_val :])
     return train, val, test
+
+
+def _held_out_sizes(
+    n: int, val_fraction: float, test_fraction: float, source: str, what: str
+) -> tuple[int, int]:
+    """``(n_test, n_val)`` of `n` examples or characters; a fraction > 0 must hold out one."""
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    for name, fraction, size in (("test", test_fraction, n_test), ("val", val_fraction, n_val)):
+        if fraction > 0 and size == 0:
+            raise DataError(
+                source,
+                f"expected enough {what} for data.{name}_fraction={fraction} to hold out at "
+                f"least one, got {n}",
+            )
+    return n_test, n_val
 
 
 def _lines(path: str | os.PathLike[str]) -> list[str]:

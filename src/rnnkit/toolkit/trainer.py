@@ -59,7 +59,7 @@ from rnnkit.toolkit.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from rnnkit.toolkit.metrics import Metric
+from rnnkit.toolkit.metrics import IGNORE_INDEX, Metric
 from rnnkit.toolkit.seeding import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -413,7 +413,8 @@ class Trainer:
         """Loss and metrics of the model on `dataset`, e.g. a test set.
 
         Returns:
-            ``{"loss": ..., <metric name>: ...}``, over every sample (and every process).
+            ``{"loss": ..., <metric name>: ...}``, over every sample (every non-ignored
+            target for class ids) and every process.
         """
         return self._logs(self._evaluate(self._eval_loader(dataset)), prefix="")
 
@@ -506,13 +507,16 @@ class Trainer:
         return totals
 
     def _zero_totals(self) -> Tensor:
-        # (loss sum, samples, then a (sum, count) pair per metric), summed over batches
+        # (loss sum, what the loss averaged over (samples, or non-ignored targets), then a
+        # (sum, count) pair per metric), summed over batches
         return torch.zeros(2 + 2 * len(self.metrics), dtype=torch.float64, device=self.device)
 
     def _batch_totals(self, loss: Tensor, output: Any, target: Any) -> Tensor:
-        # The loss is a batch mean: weight it by the batch's samples for the epoch mean.
-        count = _num_samples(target)
+        # The loss is a batch mean: weight it by what it averaged over for the epoch mean.
+        count = _loss_weight(target)
         loss_total = loss.detach().to(torch.float64).reshape(1) * count
+        if count == 0:
+            loss_total = torch.zeros_like(loss_total)  # a mean over no targets is NaN
         parts = [loss_total, torch.tensor([count], dtype=torch.float64, device=self.device)]
         parts += [metric.totals(output, target).to(self.device) for metric in self.metrics]
         return torch.cat(parts)  # (2 + 2 * metrics,)
@@ -522,8 +526,8 @@ class Trainer:
         if dist.is_available() and dist.is_initialized() and self.env.world_size > 1:
             dist.all_reduce(totals)
         values = totals.tolist()
-        loss_sum, samples = values[0], values[1]
-        logs = {f"{prefix}loss": loss_sum / samples if samples else math.nan}
+        loss_sum, weight = values[0], values[1]
+        logs = {f"{prefix}loss": loss_sum / weight if weight else math.nan}
         for i, metric in enumerate(self.metrics):
             logs[f"{prefix}{metric.name}"] = metric.value(values[2 + 2 * i], values[3 + 2 * i])
         return logs
@@ -794,6 +798,18 @@ def _split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
         "A batch must be (*inputs, target) or a mapping with a 'target' key, got "
         f"{type(batch).__name__}{size}"
     )
+
+
+def _loss_weight(target: Any) -> int:
+    """How many values a mean loss of `target` averages over.
+
+    Class ids: the targets that are not IGNORE_INDEX, as cross-entropy averages over those
+    (tokens for tagging and language models, so padded sequences weigh by their length).
+    Anything else: the samples.
+    """
+    if isinstance(target, Tensor) and not target.is_floating_point() and not target.is_complex():
+        return int((target != IGNORE_INDEX).sum())
+    return _num_samples(target)
 
 
 def _num_samples(target: Any) -> int:
