@@ -51,6 +51,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
+from rnnkit.toolkit.models import NONLINEARITIES, POOLINGS
+from rnnkit.toolkit.trainer import LR_SCHEDULES, OPTIMIZERS
+
 TASKS = ("forecast", "classify", "tag", "language-model")
 # The ModelConfig task each run task trains.
 MODEL_TASKS = {
@@ -66,11 +70,6 @@ TASK_METRICS = {
     "tag": ("accuracy",),
     "language-model": ("accuracy", "perplexity"),
 }
-TARGET_TRANSFORMS = ("none", "log_return")
-NONLINEARITIES = ("tanh", "relu")
-POOLINGS = ("last", "mean", "max")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "plateau")
 SECTIONS = ("data", "model", "train")
 SET_SOURCE = "--set"  # how errors name values given on the command line
 

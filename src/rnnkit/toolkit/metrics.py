@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnkit.toolkit.data.batching import IGNORE_INDEX
 from rnnkit.toolkit.models import TASKS
-
-IGNORE_INDEX = -100
 
 __all__ = [
     "IGNORE_INDEX",

@@ -35,15 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.toolkit.checkpoint import atomic_write
+from rnnkit.toolkit.trainer import MODEL_DIR  # the trainer writes it
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.toml"
 TRANSFORM_FILE = "transform.json"
 RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.csv"  # written by the trainer
-MODEL_DIR = "model"  # written by the trainer
-CHECKPOINTS_DIR = "checkpoints"  # written by the trainer
 LEARNING_CURVES_PNG = "learning_curves.png"
 FORECAST_PNG = "forecast.png"
 PREDICTIONS_CSV = "test_predictions.csv"

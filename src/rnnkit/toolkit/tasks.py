@@ -57,7 +57,8 @@ from rnnkit.toolkit.data import (
     read_text,
     tokenize,
 )
-from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
+from rnnkit.toolkit.data.tables import index_label, unique_names
+from rnnkit.toolkit.metrics import loss_for_task, mae, metrics_for_task, rmse
 
 logger = logging.getLogger(__name__)
 
@@ -277,8 +278,8 @@ class ForecastTask(Task):
         for label, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
             if len(part):
                 description.append(
-                    f"  {label:<5} targets {_date(part.target_index[0])} .. "
-                    f"{_date(part.target_index[-1])}"
+                    f"  {label:<5} targets {index_label(part.target_index[0])} .. "
+                    f"{index_label(part.target_index[-1])}"
                 )
         return TaskData(
             train=SeriesDataset(splits.train),
@@ -297,7 +298,7 @@ class ForecastTask(Task):
         self, config: RunConfig, transform: SeriesTransform, path: str | os.PathLike[str]
     ) -> SeriesDataset:
         frame = read_csv_series(
-            path, _unique([*transform.feature_columns, transform.target_column])
+            path, unique_names([*transform.feature_columns, transform.target_column])
         )
         return SeriesDataset(transform.windows(frame, source=os.fspath(path)))
 
@@ -317,15 +318,15 @@ class ForecastTask(Task):
         up = (actual > last)[moved]
         results = {
             "windows": len(windows),
-            "first_target": _date(windows.target_index[0]),
-            "last_target": _date(windows.target_index[-1]),
+            "first_target": index_label(windows.target_index[0]),
+            "last_target": index_label(windows.target_index[-1]),
             "target": transform.target_column,
             "model": {
-                "rmse": _rmse(predicted, actual),
-                "mae": _mae(predicted, actual),
+                "rmse": float(rmse(predicted, actual)),
+                "mae": float(mae(predicted, actual)),
                 "directional_accuracy": _share((predicted > last)[moved] == up),
             },
-            "persistence": {"rmse": _rmse(last, actual), "mae": _mae(last, actual)},
+            "persistence": {"rmse": float(rmse(last, actual)), "mae": float(mae(last, actual))},
             # The direction a forecaster gets right by always saying "up".
             "always_up_directional_accuracy": _share(up),
         }
@@ -351,7 +352,7 @@ class ForecastTask(Task):
         has it, ``persistence`` the last observed value.
         """
         source = os.fspath(path)
-        columns = _unique([*transform.feature_columns, transform.target_column])
+        columns = unique_names([*transform.feature_columns, transform.target_column])
         frame = read_csv_series(path, columns)
         lookback, horizon = transform.lookback, transform.horizon
         rows = len(frame)
@@ -939,18 +940,6 @@ def _lines(path: str | os.PathLike[str]) -> list[str]:
     return texts
 
 
-def _unique(names: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys(names))
-
-
-def _rmse(predicted: Tensor, actual: Tensor) -> float:
-    return float(torch.sqrt(torch.mean((predicted - actual) ** 2)))
-
-
-def _mae(predicted: Tensor, actual: Tensor) -> float:
-    return float(torch.mean(torch.abs(predicted - actual)))
-
-
 def _share(flags: Tensor) -> float:
     return float(flags.double().mean()) if flags.numel() else math.nan
 
@@ -961,12 +950,6 @@ def _percent(value: float | None) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
-
-
-def _date(value: Any) -> str:
-    if isinstance(value, pd.Timestamp) and value == value.normalize():
-        return str(value.date())
-    return str(value)
 
 
 def read_transform(task: Task, document: dict[str, Any], source: Path) -> tuple[Any, dict]:

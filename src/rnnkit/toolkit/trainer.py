@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from rnnkit.toolkit.checkpoint import (
+    EPOCH_DIR,
     MODEL_FILE,
     OPTIMIZER_FILE,
     CheckpointError,
@@ -59,7 +60,8 @@ from rnnkit.toolkit.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from rnnkit.toolkit.metrics import IGNORE_INDEX, Metric
+from rnnkit.toolkit.data.batching import IGNORE_INDEX
+from rnnkit.toolkit.metrics import Metric
 from rnnkit.toolkit.seeding import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -829,16 +831,13 @@ def _csv(history: Sequence[Mapping[str, float]]) -> str:
     return buffer.getvalue()
 
 
-_EPOCH_DIR = re.compile(r"epoch-(\d+)")
-
-
 def _prune(directory: Path, keep: int, newest: int) -> None:
     """Keep the `keep` latest checkpoints up to epoch `newest`; later ones belong to an
     abandoned run that was resumed from an earlier checkpoint."""
     epochs = sorted(
         (int(match.group(1)), entry)
         for entry in directory.iterdir()
-        if (match := _EPOCH_DIR.fullmatch(entry.name))
+        if (match := EPOCH_DIR.fullmatch(entry.name))
     )
     kept = {entry for _, entry in [pair for pair in epochs if pair[0] <= newest][-keep:]}
     for _, entry in epochs:

@@ -256,6 +256,11 @@ def _parse_index(
     return dates
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """`names` without repeats, in first-seen order (a column may be both feature and target)."""
+    return list(dict.fromkeys(names))
+
+
 def index_label(value: object) -> str:
     """An index value for a message: dates at midnight as ``2024-01-02``."""
     if isinstance(value, pd.Timestamp) and value == value.normalize():

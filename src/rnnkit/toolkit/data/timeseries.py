@@ -40,7 +40,13 @@ import torch
 
 from rnnkit.toolkit.data.errors import DataError
 from rnnkit.toolkit.data.scaling import StandardScaler
-from rnnkit.toolkit.data.tables import FRAME_SOURCE, frame_values, index_label, read_csv_series
+from rnnkit.toolkit.data.tables import (
+    FRAME_SOURCE,
+    frame_values,
+    index_label,
+    read_csv_series,
+    unique_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +360,9 @@ def load_series(
     else:
         name = os.fspath(source)
         wanted = None if feature_columns is None else [*feature_columns, target_column]
-        frame = read_csv_series(source, _unique(wanted), index_column=index_column)
+        frame = read_csv_series(
+            source, None if wanted is None else unique_names(wanted), index_column=index_column
+        )
         if feature_columns is None:
             feature_columns = list(frame.columns)
     if not feature_columns:
@@ -407,7 +415,7 @@ def load_series(
 def _columns(
     frame: pd.DataFrame, feature_columns: Sequence[str], target_column: str, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    names = _unique([*feature_columns, target_column])
+    names = unique_names([*feature_columns, target_column])
     values = frame_values(frame, names, source=source)
     features = values[:, [names.index(c) for c in feature_columns]]  # (rows, features)
     target = values[:, names.index(target_column)]  # (rows,)
@@ -469,10 +477,6 @@ def _split_bounds(
                 f"{split}_fraction={fractions[k]} of them rounds to 0",
             )
     return bounds
-
-
-def _unique(names: Sequence[str] | None) -> list[str] | None:
-    return None if names is None else list(dict.fromkeys(names))
 
 
 def _check_positive_int(name: str, value: object) -> None:
