@@ -319,8 +319,7 @@ def rnn_layer(
             f"tensors or both None, got b_ih={_describe(b_ih)} and b_hh={_describe(b_hh)}."
         )
     _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes)
-    engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
-    args = (tuple(batch_sizes), reverse, nonlinearity, engine)
+    args = (tuple(batch_sizes), reverse, nonlinearity, engine)  # run_layer resolves engine
     return run_layer(x, h0, w_ih, w_hh, b_ih, b_hh, *args)
 
 
