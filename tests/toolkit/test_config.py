@@ -249,8 +249,8 @@ def test_parse_override():
         (
             "",
             ["task=regression"],
-            "--set: invalid value for key `task`, expected one of 'forecast', 'classify', 'tag', "
-            "'language-model', got 'regression'",
+            "--set: invalid value for key `task`, expected one of 'forecast', 'classify', "
+            "'classify-series', 'tag', 'language-model', got 'regression'",
         ),
     ],
 )

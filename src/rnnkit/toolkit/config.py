@@ -51,15 +51,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from rnnkit.toolkit.data.series_archive import is_aeon_source
 from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
 from rnnkit.toolkit.models import NONLINEARITIES, POOLINGS
 from rnnkit.toolkit.trainer import LR_SCHEDULES, OPTIMIZERS
 
-TASKS = ("forecast", "classify", "tag", "language-model")
+TASKS = ("forecast", "classify", "classify-series", "tag", "language-model")
 # The ModelConfig task each run task trains.
 MODEL_TASKS = {
     "forecast": "regression",
     "classify": "classification",
+    "classify-series": "classification",
     "tag": "tagging",
     "language-model": "language_model",
 }
@@ -67,6 +69,7 @@ MODEL_TASKS = {
 TASK_METRICS = {
     "forecast": ("rmse", "mae"),
     "classify": ("accuracy",),
+    "classify-series": ("accuracy",),
     "tag": ("accuracy",),
     "language-model": ("accuracy", "perplexity"),
 }
@@ -168,7 +171,8 @@ class DataConfig:
     """
 
     # Training data: a CSV with a date column first (forecast), `label text` lines (classify),
-    # CoNLL-U (tag) or plain text (language-model). "" means the bundled GOOG.csv (forecast).
+    # a .ts file or "aeon:NAME:train" (classify-series), CoNLL-U (tag) or plain text
+    # (language-model). "" means the bundled GOOG.csv (forecast).
     path: str = ""
     # Validation file in the same format (classify, tag, language-model); "" holds out
     # val_fraction of `path` instead.
@@ -200,6 +204,9 @@ class DataConfig:
     min_freq: int = 1
     # Classify, tag: most entries of the vocabulary (with <pad> and <unk>); 0 means no limit.
     max_vocab: int = 0
+    # Keep only the first `limit` examples of each file (characters for language-model; not
+    # for forecast), for quick smoke runs; 0 means everything.
+    limit: int = 0
 
     def __post_init__(self) -> None:
         for name in ("path", "val_path", "test_path", "target", "target_transform"):
@@ -239,6 +246,7 @@ class DataConfig:
                 "data.max_vocab", "0 (no limit) or an integer >= 2 (<pad> and <unk>)",
                 self.max_vocab,
             )  # fmt: skip
+        _check_int("data.limit", self.limit, 0, " (0 means no limit)")
 
 
 @dataclass(frozen=True)
@@ -265,6 +273,15 @@ class ModelSection:
     # Classify and forecast: how a sequence is summarised for the head: "last" state, "mean"
     # or "max" of the outputs over the steps.
     pooling: str = "last"
+    # Dropout probability, in training, on the RNN's input (embedded tokens or features) and
+    # on the features the linear head reads.
+    input_dropout: float = 0.0
+    output_dropout: float = 0.0
+    # Classify, tag: hidden features per direction of a bidirectional character RNN that
+    # reads each word's spelling, next to its word embedding; 0 means word ids alone.
+    char_hidden_size: int = 0
+    # Width of the character embedding; 0 means char_hidden_size.
+    char_embedding_dim: int = 0
 
     def __post_init__(self) -> None:
         _check_int("model.hidden_size", self.hidden_size, 1)
@@ -275,6 +292,14 @@ class ModelSection:
         _as_float(self, "dropout")
         _check_int("model.embedding_dim", self.embedding_dim, 0, " (0 means hidden_size)")
         _check_choice("model.pooling", self.pooling, POOLINGS)
+        for name in ("input_dropout", "output_dropout"):
+            _check_real(f"model.{name}", getattr(self, name), 0.0, 1.0, "a number in [0, 1)",
+                        high_open=True)  # fmt: skip
+            _as_float(self, name)
+        _check_int("model.char_hidden_size", self.char_hidden_size, 0, " (0 means none)")
+        _check_int(
+            "model.char_embedding_dim", self.char_embedding_dim, 0, " (0 means char_hidden_size)"
+        )
 
     def to_model_config(self, task: str, **sizes: int) -> Any:
         """The :class:`~rnnkit.toolkit.models.ModelConfig` of this section for a run task.
@@ -282,14 +307,19 @@ class ModelSection:
         Args:
             task: A run task, e.g. ``"forecast"``.
             sizes: What the data decide: ``input_size`` or ``vocab_size``, and
-                ``num_outputs``.
+                ``num_outputs``; ``char_vocab_size`` with a character RNN.
         """
         from rnnkit.toolkit.models import ModelConfig
 
         values = dataclasses.asdict(self)
         embedding_dim = values.pop("embedding_dim") or None
+        char_hidden_size = values.pop("char_hidden_size") or None
+        char_embedding_dim = values.pop("char_embedding_dim") or None
         if "vocab_size" in sizes:
             values["embedding_dim"] = embedding_dim
+        if "char_vocab_size" in sizes:
+            values["char_hidden_size"] = char_hidden_size
+            values["char_embedding_dim"] = char_embedding_dim
         return ModelConfig(task=MODEL_TASKS[task], **values, **sizes)
 
 
@@ -442,8 +472,30 @@ class RunConfig:
                     "model.embedding_dim", "0 for task 'forecast' (its inputs are numbers)",
                     model.embedding_dim,
                 )  # fmt: skip
+            if data.limit:
+                raise _invalid(
+                    "data.limit", "0 for task 'forecast' (windows are cut from one series)",
+                    data.limit,
+                )  # fmt: skip
         elif not data.path:
             raise _invalid("data.path", f"the training file of task {self.task!r}", data.path)
+        if self.task == "classify-series" and model.embedding_dim:
+            raise _invalid(
+                "model.embedding_dim", "0 for task 'classify-series' (its inputs are numbers)",
+                model.embedding_dim,
+            )  # fmt: skip
+        if model.char_hidden_size and self.task not in ("classify", "tag"):
+            raise _invalid(
+                "model.char_hidden_size",
+                f"0 for task {self.task!r} (a character RNN reads words: classify and tag)",
+                model.char_hidden_size,
+            )
+        if model.char_embedding_dim and not model.char_hidden_size:
+            raise _invalid(
+                "model.char_embedding_dim",
+                "0 without a character RNN (set model.char_hidden_size for one)",
+                model.char_embedding_dim,
+            )
         if self.task in ("tag", "language-model") and model.pooling != "last":
             raise _invalid(
                 "model.pooling", f"'last' for task {self.task!r} (it predicts every step)",
@@ -480,7 +532,7 @@ class RunConfig:
         paths = {
             name: str((base / getattr(self.data, name)).resolve())
             for name in ("path", "val_path", "test_path")
-            if getattr(self.data, name)
+            if getattr(self.data, name) and not is_aeon_source(getattr(self.data, name))
         }
         return self.replace(data=dataclasses.replace(self.data, **paths))
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.rnn import RNN
+from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
 TASKS = ("regression", "classification", "tagging", "language_model")
 MANY_TO_ONE_TASKS = ("regression", "classification")
@@ -120,6 +121,17 @@ class ModelConfig:
     # How a many-to-one model summarises a sequence: the "last" hidden state of both
     # directions, or the "mean" or "max" of the top layer's outputs over valid steps.
     pooling: str = "last"
+    # Dropout probability on the encoder's input (the embedded tokens or the features) and
+    # on the features the head reads, in training. Regularises small data sets.
+    input_dropout: float = 0.0
+    output_dropout: float = 0.0
+    # Token input only: character ids (0 = padding) for a bidirectional character RNN
+    # per word (see rnnkit.toolkit.word_embedding); None means word ids alone.
+    char_vocab_size: int | None = None
+    # Width of the character embedding; None means char_hidden_size.
+    char_embedding_dim: int | None = None
+    # Hidden features per direction of the character RNN (needs char_vocab_size).
+    char_hidden_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -161,6 +173,11 @@ class ModelConfig:
             raise _invalid("dropout", "a number in [0, 1]", self.dropout)
         if self.pooling not in POOLINGS:
             raise _invalid("pooling", f"one of {POOLINGS}", self.pooling)
+        for name in ("input_dropout", "output_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+                raise _invalid(name, "a number in [0, 1)", value)
+        self._check_chars()
         if self.task not in MANY_TO_ONE_TASKS and self.pooling != "last":
             raise _invalid(
                 "pooling", f"the default 'last' for task {self.task!r} (it predicts every step)",
@@ -178,9 +195,28 @@ class ModelConfig:
                 self.num_outputs,
             )  # fmt: skip
 
+    def _check_chars(self) -> None:
+        if self.char_vocab_size is None:
+            for name in ("char_embedding_dim", "char_hidden_size"):
+                if getattr(self, name) is not None:
+                    raise _invalid(name, "None without char_vocab_size", getattr(self, name))
+            return
+        if self.vocab_size is None:
+            raise _invalid("char_vocab_size", "None for real-valued input", self.char_vocab_size)
+        _check_int("char_vocab_size", self.char_vocab_size, 2)
+        _check_int("char_hidden_size", self.char_hidden_size, 1)
+        _check_int("char_embedding_dim", self.char_embedding_dim, 1, optional=True)
+        if self.char_embedding_dim is None:
+            object.__setattr__(self, "char_embedding_dim", self.char_hidden_size)
+
     def _check_language_model(self) -> None:
         if self.vocab_size is None:
             raise _invalid("vocab_size", "a positive integer for task 'language_model'", None)
+        if self.char_vocab_size is not None:
+            raise _invalid(
+                "char_vocab_size", "None for task 'language_model' (its tokens are characters)",
+                self.char_vocab_size,
+            )  # fmt: skip
         if self.bidirectional:
             raise ValueError(
                 "Received an invalid value for argument `bidirectional`, expected False for "
@@ -224,10 +260,15 @@ class RecurrentEncoder(nn.Module):
         embedding_dim: width of the token embedding; default hidden_size.
         padding_idx: token id embedded as zeros (``nn.Embedding``'s padding_idx).
         num_layers, nonlinearity, bidirectional, dropout: as in :class:`rnnkit.RNN`.
+        input_dropout: dropout probability on the RNN's input in training.
+        char_vocab_size, char_embedding_dim, char_hidden_size: give these to read
+            each token as ``[word id, char ids...]`` through
+            :class:`~rnnkit.toolkit.word_embedding.WordCharEmbedding`.
 
     Shape:
-        - x: ``(batch, window, features)`` floats, ``(batch, window)`` token ids,
-          or a ``PackedSequence`` of either.
+        - x: ``(batch, window, features)`` floats, ``(batch, window)`` token ids
+          (``(batch, window, 1 + chars)`` with a character RNN), or a
+          ``PackedSequence`` of either.
         - lengths: ``(batch,)`` valid steps per sequence of a padded ``x``; with a
           PackedSequence None or its own lengths.
         - hx: ``(directions * num_layers, batch, hidden)`` or None for zeros.
@@ -255,6 +296,10 @@ class RecurrentEncoder(nn.Module):
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        char_vocab_size: int | None = None,
+        char_embedding_dim: int | None = None,
+        char_hidden_size: int | None = None,
     ) -> None:
         super().__init__()
         if (input_size is None) == (vocab_size is None):
@@ -263,13 +308,22 @@ class RecurrentEncoder(nn.Module):
                 f"exactly one of them, got input_size={input_size!r} and "
                 f"vocab_size={vocab_size!r}"
             )
+        self.spelled = char_vocab_size is not None
         if vocab_size is None:
             self.embedding = None
             rnn_input_size = input_size
         else:
             embedding_dim = hidden_size if embedding_dim is None else embedding_dim
-            self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-            rnn_input_size = embedding_dim
+            if self.spelled:
+                self.embedding = WordCharEmbedding(
+                    vocab_size, embedding_dim, char_vocab_size,
+                    char_embedding_dim or char_hidden_size, char_hidden_size, padding_idx,
+                )  # fmt: skip
+                rnn_input_size = self.embedding.embedding_dim
+            else:
+                self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+                rnn_input_size = embedding_dim
+        self.input_dropout = nn.Dropout(input_dropout)
         self.rnn = RNN(
             rnn_input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
             batch_first=True, dropout=dropout, bidirectional=bidirectional,
@@ -283,6 +337,9 @@ class RecurrentEncoder(nn.Module):
             embedding_dim=config.embedding_dim, padding_idx=config.padding_idx,
             num_layers=config.num_layers, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
+            input_dropout=config.input_dropout, char_vocab_size=config.char_vocab_size,
+            char_embedding_dim=config.char_embedding_dim,
+            char_hidden_size=config.char_hidden_size,
         )  # fmt: skip
 
     @property
@@ -327,14 +384,13 @@ class RecurrentEncoder(nn.Module):
                 )  # (batch, window, directions * hidden), zeros past each length
                 return EncoderOutput(output, h_n, lengths)
         x = x if self.embedding is None else self.embedding(x)  # (batch, window, features)
-        output, h_n = self.rnn(x, hx)  # (batch, window, directions * hidden)
+        output, h_n = self.rnn(self.input_dropout(x), hx)  # (batch, window, directions * hidden)
         return EncoderOutput(output, h_n, lengths)
 
     def _embed_packed(self, packed: PackedSequence) -> PackedSequence:
-        if self.embedding is None:
-            return packed
         # Embedding the packed rows only: padded ids are never looked up.
-        data = self.embedding(packed.data)  # (rows, embedding_dim)
+        data = packed.data if self.embedding is None else self.embedding(packed.data)
+        data = self.input_dropout(data)  # (rows, features)
         return PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
                               packed.unsorted_indices)  # fmt: skip
 
@@ -342,10 +398,13 @@ class RecurrentEncoder(nn.Module):
         if not isinstance(x, Tensor):
             raise _invalid("x", "a tensor or a PackedSequence", type(x).__name__)
         if self.embedding is not None:
-            if x.dim() != 2 or x.dtype.is_floating_point or x.dtype.is_complex:
+            dims, shape = (2, "(batch, window)")
+            if self.spelled:
+                dims, shape = (3, "(batch, window, 1 + chars)")
+            if x.dim() != dims or x.dtype.is_floating_point or x.dtype.is_complex:
                 raise ValueError(
                     "Received an invalid value for argument `x`, expected integer token ids "
-                    f"of shape (batch, window), got a {x.dtype} tensor of shape {tuple(x.shape)}"
+                    f"of shape {shape}, got a {x.dtype} tensor of shape {tuple(x.shape)}"
                 )
         elif x.dim() != 3:
             raise ValueError(
@@ -395,19 +454,26 @@ class ManyToOneHead(nn.Module):
         num_outputs: values per sequence (classes for classification).
         pooling: ``"last"``, ``"mean"`` or ``"max"``.
         num_directions: the encoder's directions, for ``"last"``.
+        dropout: dropout probability on the pooled features in training.
 
     Shape:
         :class:`EncoderOutput` -> ``(batch, num_outputs)``.
     """
 
     def __init__(
-        self, in_features: int, num_outputs: int, pooling: str = "last", num_directions: int = 1
+        self,
+        in_features: int,
+        num_outputs: int,
+        pooling: str = "last",
+        num_directions: int = 1,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise _invalid("pooling", f"one of {POOLINGS}", pooling)
         self.pooling = pooling
         self.num_directions = num_directions
+        self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, num_outputs)
 
     def pool(self, encoded: EncoderOutput) -> Tensor:
@@ -427,7 +493,7 @@ class ManyToOneHead(nn.Module):
         return output.masked_fill(~valid, -math.inf).amax(dim=1)  # (batch, D * hidden)
 
     def forward(self, encoded: EncoderOutput) -> Tensor:
-        return self.linear(self.pool(encoded))  # (batch, num_outputs)
+        return self.linear(self.dropout(self.pool(encoded)))  # (batch, num_outputs)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}"
@@ -440,16 +506,22 @@ class TaggingHead(nn.Module):
     mean nothing: give those steps the target ``-100`` so losses and metrics
     ignore them.
 
+    Args:
+        in_features: features of the encoder's output, directions * hidden.
+        num_outputs: classes per step.
+        dropout: dropout probability on the encoder's output in training.
+
     Shape:
         :class:`EncoderOutput` -> ``(batch, window, num_outputs)``.
     """
 
-    def __init__(self, in_features: int, num_outputs: int) -> None:
+    def __init__(self, in_features: int, num_outputs: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, num_outputs)
 
     def forward(self, encoded: EncoderOutput) -> Tensor:
-        return self.linear(encoded.output)  # (batch, window, num_outputs)
+        return self.linear(self.dropout(encoded.output))  # (batch, window, num_outputs)
 
 
 def _check_task(config: ModelConfig, tasks: Sequence[str], model: str) -> None:
@@ -483,8 +555,9 @@ class ManyToOneModel(nn.Module):
         self.config = config
         self.encoder = RecurrentEncoder.from_config(config)
         self.head = ManyToOneHead(
-            self.encoder.output_size, config.num_outputs, config.pooling, config.num_directions
-        )
+            self.encoder.output_size, config.num_outputs, config.pooling, config.num_directions,
+            config.output_dropout,
+        )  # fmt: skip
 
     def features(self, x: Tensor | PackedSequence, lengths: Tensor | None = None) -> Tensor:
         """The pooled sequence summary the head reads, ``(batch, directions * hidden)``."""
@@ -515,7 +588,7 @@ class TaggingModel(nn.Module):
         _check_task(config, ("tagging",), type(self).__name__)
         self.config = config
         self.encoder = RecurrentEncoder.from_config(config)
-        self.head = TaggingHead(self.encoder.output_size, config.num_outputs)
+        self.head = TaggingHead(self.encoder.output_size, config.num_outputs, config.output_dropout)
 
     def forward(self, x: Tensor | PackedSequence, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.encoder(x, lengths))  # (batch, window, num_outputs)
@@ -544,7 +617,7 @@ class LanguageModel(nn.Module):
         _check_task(config, ("language_model",), type(self).__name__)
         self.config = config
         self.encoder = RecurrentEncoder.from_config(config)
-        self.head = TaggingHead(self.encoder.output_size, config.vocab_size)
+        self.head = TaggingHead(self.encoder.output_size, config.vocab_size, config.output_dropout)
 
     def forward(self, tokens: Tensor | PackedSequence, lengths: Tensor | None = None) -> Tensor:
         return self.head(self.encoder(tokens, lengths))  # (batch, window, vocab_size)

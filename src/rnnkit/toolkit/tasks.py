@@ -8,6 +8,7 @@ task                data                       model                scored again
 ==================  =========================  ===================  ============================
 ``forecast``        CSV -> sliding windows     ``ManyToOneModel``   persistence (``y[t]``)
 ``classify``        ``label text`` lines       ``ManyToOneModel``   the majority training label
+``classify-series`` ``.ts`` / aeon archive     ``ManyToOneModel``   the majority training label
 ``tag``             CoNLL-U (form, UPOS)       ``TaggingModel``     each word's usual tag
 ``language-model``  plain text -> chunks       ``LanguageModel``    character frequencies
 ==================  =========================  ===================  ============================
@@ -59,6 +60,7 @@ from rnnkit.toolkit.data import (
 )
 from rnnkit.toolkit.data.tables import index_label, unique_names
 from rnnkit.toolkit.metrics import loss_for_task, mae, metrics_for_task, rmse
+from rnnkit.toolkit.word_embedding import MAX_WORD_CHARS, spell
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,13 @@ class TextTransform:
         vocab: Token ids; ``<pad>`` = 0, ``<unk>`` = 1.
         labels: Class labels (classify) or tags (tag); None for language models.
         lowercase: Lowercase words before looking them up.
+        chars: Character ids for a character RNN per word; None without one.
     """
 
     vocab: Vocabulary  # token -> id
     labels: LabelEncoder | None  # label or tag -> class id; None for a language model
     lowercase: bool = False  # words are lowercased before lookup
+    chars: Vocabulary | None = None  # character -> id, when words are also spelled out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict that :meth:`from_dict` reads back."""
@@ -94,20 +98,31 @@ class TextTransform:
             "vocab": self.vocab.to_dict(),
             "labels": None if self.labels is None else self.labels.to_dict(),
             "lowercase": self.lowercase,
+            "chars": None if self.chars is None else self.chars.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> TextTransform:
-        labels = state.get("labels")
+        labels, chars = state.get("labels"), state.get("chars")
         return cls(
             Vocabulary.from_dict(state["vocab"]),
             None if labels is None else LabelEncoder.from_dict(labels),
             bool(state.get("lowercase", False)),
+            None if chars is None else Vocabulary.from_dict(chars),
         )
 
     def words(self, tokens: Sequence[str]) -> list[str]:
         """Tokens as the vocabulary holds them (lowercased if fitted so)."""
         return [t.lower() for t in tokens] if self.lowercase else list(tokens)
+
+    def encode(self, words: Sequence[str]) -> list[int] | Tensor:
+        """Model input of looked-up words: ids ``(words,)``, or with character ids
+        ``(words, 1 + MAX_WORD_CHARS)`` rows ``[word id, char ids...]``."""
+        ids = self.vocab.encode(words)
+        if self.chars is None:
+            return ids
+        rows = [spell(i, self.chars.encode(w)) for i, w in zip(ids, words, strict=True)]
+        return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), 1 + MAX_WORD_CHARS)
 
 
 @dataclass(eq=False)
@@ -230,9 +245,12 @@ def _model_task(task: str) -> str:
 
 def get_task(name: str) -> Task:
     """The :class:`Task` of a run task name, e.g. ``"forecast"``."""
+    from rnnkit.toolkit.series_task import ClassifySeriesTask  # it builds on this module
+
     tasks = {
         "forecast": ForecastTask,
         "classify": ClassifyTask,
+        "classify-series": ClassifySeriesTask,
         "tag": TagTask,
         "language-model": LanguageModelTask,
     }
@@ -429,7 +447,7 @@ class _TextTask(Task):
 
     def prepare(self, config: RunConfig) -> TaskData:
         data = config.data
-        words, gold = self._read(data.path, data.lowercase)
+        words, gold = self._read_limited(data.path, data.lowercase, data.limit)
         parts = _split_examples(
             len(words), data.val_fraction if not data.val_path else 0.0,
             data.test_fraction if not data.test_path else 0.0, data.path,
@@ -441,7 +459,10 @@ class _TextTask(Task):
             train_words, min_freq=data.min_freq, max_size=data.max_vocab or None
         )
         labels = LabelEncoder.fit(self._labels(train_gold))
-        transform = TextTransform(vocab, labels, data.lowercase)
+        chars = None
+        if config.model.char_hidden_size:
+            chars = Vocabulary.build([list(w) for sentence in train_words for w in sentence])
+        transform = TextTransform(vocab, labels, data.lowercase, chars)
         if len(labels) < 2:
             raise DataError(
                 data.path,
@@ -450,7 +471,8 @@ class _TextTask(Task):
 
         def make(idx: Sequence[int] | None, path: str, source: str) -> SequenceDataset | None:
             if path:
-                return self.dataset(config, transform, path)
+                part_words, part_gold = self._read_limited(path, transform.lowercase, data.limit)
+                return self._dataset(transform, part_words, part_gold, path)
             if not idx:
                 return None
             return self._dataset(transform, [words[i] for i in idx], [gold[i] for i in idx], source)
@@ -458,15 +480,17 @@ class _TextTask(Task):
         train = self._dataset(transform, train_words, train_gold, data.path)
         val = make(val_idx, data.val_path, data.path)
         test = make(test_idx, data.test_path, data.path)
+        sizes = {} if chars is None else {"char_vocab_size": len(chars)}
         model_config = config.model.to_model_config(
-            self.name, vocab_size=len(vocab), num_outputs=len(labels)
+            self.name, vocab_size=len(vocab), num_outputs=len(labels), **sizes
         )
         description = [
             f"data: {data.path}: {_count(len(train), 'example')} train"
             + (f", {len(val):,} validation" if val is not None else ", no validation")
             + (f", {len(test):,} test" if test is not None else ", no test"),
             f"  vocabulary {len(vocab):,} entries (<pad>, <unk> included), "
-            f"{len(labels)} {'labels' if self.name == 'classify' else 'tags'}",
+            f"{len(labels)} {'labels' if self.name == 'classify' else 'tags'}"
+            + ("" if chars is None else f", {len(chars) - 2} distinct characters"),
         ]
         return TaskData(
             train=train,
@@ -488,11 +512,15 @@ class _TextTask(Task):
         words, gold = self._read(path, transform.lowercase)
         return self._dataset(transform, words, gold, os.fspath(path))
 
+    def _read_limited(self, path: str, lowercase: bool, limit: int) -> tuple[list, list]:
+        words, gold = self._read(path, lowercase)
+        return (words[:limit], gold[:limit]) if limit else (words, gold)
+
     def _dataset(
         self, transform: TextTransform, words: list[list[str]], gold: list[Any], source: str
     ) -> SequenceDataset:
         items = [
-            (transform.vocab.encode(w), self._encode_gold(transform.labels, g, source))
+            (transform.encode(w), self._encode_gold(transform.labels, g, source))
             for w, g in zip(words, gold, strict=True)
         ]
         return SequenceDataset(items, words, gold)
@@ -522,8 +550,7 @@ class ClassifyTask(_TextTask):
             raise _unknown_label(source, "label", gold, labels.classes) from None
 
     def _fit_baseline(self, words, gold):
-        counts = Counter(gold)
-        return {"majority": max(counts, key=lambda label: (counts[label], -gold.index(label)))}
+        return {"majority": majority_label(gold)}
 
     def collate_fn(self, transform):
         return collate_classification
@@ -553,7 +580,7 @@ class ClassifyTask(_TextTask):
     def predict(self, model, transform, path):
         texts = _lines(path)
         words = [transform.words(tokenize(text)) for text in texts]
-        dataset = [(transform.vocab.encode(w), 0) for w in words]
+        dataset = [(transform.encode(w), 0) for w in words]
         outputs = _forward_all(model, dataset, self.collate_fn(transform))  # (batch, classes)
         probabilities = torch.softmax(outputs, dim=-1)
         best = probabilities.max(dim=-1)
@@ -644,7 +671,7 @@ class TagTask(_TextTask):
 
     def predict(self, model, transform, path):
         sentences = [tokenize(text) for text in _lines(path)]
-        dataset = [(transform.vocab.encode(transform.words(s)), [0] * len(s)) for s in sentences]
+        dataset = [(transform.encode(transform.words(s)), [0] * len(s)) for s in sentences]
         tags: list[list[Any]] = []
         for batch, outputs in _batches(model, dataset, self.collate_fn(transform)):
             predicted = outputs.argmax(dim=-1)  # (batch, max_len)
@@ -677,7 +704,7 @@ class LanguageModelTask(Task):
 
     def prepare(self, config: RunConfig) -> TaskData:
         data = config.data
-        text = read_text(data.path)
+        text = read_text(data.path)[: data.limit or None]
         n = len(text)
         test_chars, val_chars = _held_out_sizes(
             n, 0.0 if data.val_path else data.val_fraction,
@@ -692,7 +719,8 @@ class LanguageModelTask(Task):
 
         def held_out(part: str, path: str, what: str) -> TensorDataset | None:
             if path:
-                return self.dataset(config, transform, path)
+                part_text = read_text(path)[: data.limit or None]
+                return self._chunks(vocab, part_text, data.lookback, path, "file")
             if not part:
                 return None
             return self._chunks(vocab, part, data.lookback, data.path, what)
@@ -813,6 +841,14 @@ class LanguageModelTask(Task):
 # ----------------------------------------------------------------------------- running models
 
 
+# What an input of (batch, window, *step) holds, by (len(step), floating point).
+_STEP_MEANINGS = {
+    (0, False): "(batch, max_len) token ids",
+    (1, False): "(batch, max_len, 1 + chars) word ids, then their characters",
+    (1, True): "(batch, window, features)",
+}
+
+
 def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...], str]]:
     """Run one real batch through ``model.encoder`` and ``model.head``, recording the shapes.
 
@@ -833,12 +869,13 @@ def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...]
     x = inputs[0]
     if isinstance(x, PackedSequence):
         lengths = inputs[1] if len(inputs) > 1 else None
-        shown = (len(lengths), int(lengths.max())) if lengths is not None else tuple(x.data.shape)
-        input_row = ("input", shown, "(batch, max_len) token ids, packed: no step of padding")
-    elif x.dim() == 2:
-        input_row = ("input", tuple(x.shape), "(batch, window) token ids")
+        step = tuple(x.data.shape[1:])  # () token ids, (features,) or (1 + chars,) per step
+        shown = (len(lengths), int(lengths.max()), *step) if lengths is not None else x.data.shape
+        meaning = _STEP_MEANINGS[(len(step), x.data.dtype.is_floating_point)]
+        input_row = ("input", tuple(shown), f"{meaning}, packed: no step of padding")
     else:
-        input_row = ("input", tuple(x.shape), "(batch, window, features)")
+        meaning = _STEP_MEANINGS[(x.dim() - 2, x.dtype.is_floating_point)]
+        input_row = ("input", tuple(x.shape), meaning)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -931,6 +968,12 @@ def _held_out_sizes(
                 f"least one, got {n}",
             )
     return n_test, n_val
+
+
+def majority_label(labels: Sequence[Any]) -> Any:
+    """The commonest label; ties go to the one seen first."""
+    counts = Counter(labels)
+    return max(counts, key=lambda label: (counts[label], -labels.index(label)))
 
 
 def _lines(path: str | os.PathLike[str]) -> list[str]:
