@@ -227,7 +227,7 @@ def _train(args: argparse.Namespace) -> int:
     task = get_task(config.task)
     data = task.prepare(config)
     transform_document = data.transform_document(config.task)
-    if args.resume:
+    if args.resume and not _killed_before_training(out):
         _check_same_transform(out, transform_document["transform"])
     _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
     for line in data.description:
@@ -415,6 +415,7 @@ def _best_epoch(
 def _write_plots(
     work: Path, config: Any, history: list, results: dict[str, Any], test_frame: Any
 ) -> None:
+    """The learning curves; the forecast or the confusion matrix on the test set."""
     from rnnkit.toolkit import plots, rundir
 
     if history:
@@ -436,6 +437,16 @@ def _write_plots(
             f"(persistence {test['persistence']['rmse']:.2f})",
             ylabel=test["target"],
         )
+    if config.task in ("classify", "classify-series") and test_frame is not None:
+        labels, predicted = test_frame["label"].tolist(), test_frame["predicted"].tolist()
+        plots.plot_confusion_matrix(
+            labels,
+            predicted,
+            sorted(set(labels) | set(predicted)),  # a class neither true nor predicted: no row
+            work / rundir.CONFUSION_PNG,
+            title=f"{config.task}, test set: accuracy "
+            f"{results['test']['model']['accuracy']:.1%} ({len(labels):,} examples)",
+        )
 
 
 def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:
@@ -448,6 +459,20 @@ def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:
             f"{path}: the data no longer give the transform this run was trained with (the "
             "files changed since); evaluate --data PATH scores another file"
         )
+
+
+def _killed_before_training(run: Path) -> bool:
+    """A run stopped between writing config.toml and transform.json: nothing to compare with.
+
+    The transform is written before the first epoch, so a run without one has
+    no checkpoint either; resuming it starts from scratch and writes both.
+    """
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.checkpoint import latest_checkpoint
+    from rnnkit.toolkit.trainer import CHECKPOINTS_DIR
+
+    missing = not (run / rundir.TRANSFORM_FILE).exists()
+    return missing and latest_checkpoint(run / CHECKPOINTS_DIR) is None
 
 
 def _config_header() -> str:

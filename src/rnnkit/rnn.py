@@ -196,7 +196,8 @@ class RNN(nn.Module):
         packed = isinstance(input, PackedSequence)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            batch = int(batch_sizes[0])
+            sizes = _packed_sizes(batch_sizes, data.size(0) if data.dim() else 0)
+            batch = sizes[0]
             if hx is not None:
                 hx = hx.index_select(1, sorted_indices) if sorted_indices is not None else hx
         else:
@@ -231,9 +232,7 @@ class RNN(nn.Module):
                 dtype=data.dtype, device=data.device,
             )  # fmt: skip
 
-        if packed:
-            sizes = batch_sizes.tolist()
-        else:
+        if not packed:
             if self.batch_first:
                 data = data.transpose(0, 1)  # (L, N, H_in)
             seq_len = data.size(0)
@@ -339,3 +338,31 @@ def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_fir
             raise ValueError(f"{name} must be greater than zero")
     if num_layers <= 0:
         raise ValueError("num_layers must be greater than zero")
+
+
+def _packed_sizes(batch_sizes: Tensor, rows: int) -> list[int]:
+    """The rows per step of a PackedSequence, checked against the rows of its ``data``.
+
+    The compiled loops index rows by these sizes without bounds checks, so a
+    malformed PackedSequence (built by hand, not by ``pack_padded_sequence``)
+    is refused here, with torch.nn.RNN's exception type for the same input.
+    torch ignores rows of ``data`` beyond the sum, and the steps after a zero
+    size; we refuse those too rather than drop data silently.
+    """
+    expected = "PackedSequence batch_sizes, expected a 1-D int64 tensor"
+    if batch_sizes.dim() != 1:
+        error = IndexError if batch_sizes.dim() == 0 else TypeError
+        raise error(f"{expected}, got a {batch_sizes.dim()}-D tensor")
+    if batch_sizes.dtype != torch.int64:
+        error = TypeError if batch_sizes.is_floating_point() else RuntimeError
+        raise error(f"{expected}, got dtype {batch_sizes.dtype}")
+    sizes = batch_sizes.tolist()
+    if not sizes:
+        raise IndexError(f"{expected} with one entry per step, got an empty tensor")
+    if sizes[-1] < 0 or sum(sizes) != rows or sizes != sorted(sizes, reverse=True):
+        shown = ", ".join(map(str, sizes[:8])) + (", ..." if len(sizes) > 8 else "")
+        raise RuntimeError(
+            "PackedSequence batch_sizes, expected non-negative, non-increasing sizes summing "
+            f"to the {rows} rows of data, got [{shown}] (sum {sum(sizes)})"
+        )
+    return sizes

@@ -138,6 +138,7 @@ def test_train_forecast_writes_a_complete_run(files, tmp_path, capsys):
     assert (out / "model" / "model.safetensors").is_file()
     assert_png(out / "learning_curves.png")
     assert_png(out / "forecast.png")
+    assert not (out / "confusion_matrix.png").exists()
     with (out / "metrics.csv").open() as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
     results = json.loads((out / "results.json").read_text())
@@ -333,6 +334,7 @@ def test_classify_train_evaluate_predict(files, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert 0 <= results["test"]["model"]["accuracy"] <= 1
     assert results["test"]["majority"]["label"] in ("0", "1")
+    assert_png(out / "confusion_matrix.png")
     code, stdout, _ = run(capsys, "evaluate", out, "--data", files / "reviews.dev")
     assert code == 0 and "accuracy" in stdout
     texts = tmp_path / "texts.txt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 
@@ -11,7 +12,12 @@ import pandas as pd
 import pytest
 
 from rnnkit.toolkit import plots
-from rnnkit.toolkit.plots import plot_forecast, plot_learning_curves
+from rnnkit.toolkit.plots import (
+    confusion_counts,
+    plot_confusion_matrix,
+    plot_forecast,
+    plot_learning_curves,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -52,7 +58,7 @@ def test_learning_curves_mark_the_epoch_given_as_best():
         plot_learning_curves(HISTORY, "unused.png", best_epoch=4)
 
 
-@pytest.mark.parametrize("which", ["curves", "forecast"])
+@pytest.mark.parametrize("which", ["curves", "forecast", "confusion"])
 def test_a_failed_plot_write_keeps_the_old_file(tmp_path, monkeypatch, which):
     path = tmp_path / "plot.png"
     path.write_bytes(b"old")
@@ -60,6 +66,8 @@ def test_a_failed_plot_write_keeps_the_old_file(tmp_path, monkeypatch, which):
     with pytest.raises(OSError, match="full"):
         if which == "curves":
             plot_learning_curves(HISTORY, path)
+        elif which == "confusion":
+            plot_confusion_matrix([0, 1], [1, 1], [0, 1], path)
         else:
             plot_forecast([1, 2, 3], [1.0, 2.0, 3.0], [1.0, 2.0, 2.5], path)
     assert path.read_bytes() == b"old"
@@ -94,4 +102,61 @@ def test_no_pyplot(tmp_path):
     before = "matplotlib.pyplot" in sys.modules
     plot_learning_curves(HISTORY, tmp_path / "curves.png")
     plot_forecast(pd.bdate_range("2012-01-02", periods=5), range(5), range(5), tmp_path / "f.png")
+    plot_confusion_matrix(["a", "b"], ["b", "b"], ["a", "b"], tmp_path / "c.png")
     assert ("matplotlib.pyplot" in sys.modules) == before
+
+
+def test_confusion_counts_by_hand():
+    labels = ["cat", "cat", "cat", "dog", "dog", "eel"]
+    predicted = ["cat", "dog", "cat", "dog", "eel", "eel"]
+    counts = confusion_counts(labels, predicted, ["dog", "cat", "eel"])
+    # Rows true, columns predicted, both in the order of `classes`.
+    np.testing.assert_array_equal(counts, [[1, 0, 1], [1, 2, 0], [0, 0, 1]])
+    assert counts.dtype == np.int64
+
+
+def test_confusion_matrix_png(tmp_path):
+    classes = [str(c) for c in range(1, 10)]
+    labels = classes * 3
+    path = plot_confusion_matrix(labels, labels[1:] + labels[:1], classes, tmp_path / "cm.png")
+    assert path == tmp_path / "cm.png"
+    width, height = png_size(path)
+    assert width > height > 100
+
+
+def test_confusion_matrix_annotates_counts_and_colours_rows_by_share():
+    # 90 of class 0 (9 wrong), 10 of class 1 (5 wrong): row shares, not counts, set the colour.
+    counts = np.array([[81, 9], [5, 5]])
+    figure = plots._confusion_figure(counts, ["neg", "pos"], "cm")
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.texts] == ["81", "9", "5", "5"]
+    np.testing.assert_allclose(axes.images[0].get_array(), [[0.9, 0.1], [0.5, 0.5]])
+
+
+def test_confusion_matrix_with_a_class_never_seen():
+    counts = np.array([[2, 0], [0, 0]])  # no example of the second class: its row stays 0
+    figure = plots._confusion_figure(counts, ["a", "b"], "cm")
+    np.testing.assert_allclose(figure.axes[0].images[0].get_array(), [[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize(
+    ("labels", "predicted", "classes", "message"),
+    [
+        ([0, 1], [0, 1], [], "argument `classes`, expected distinct classes, got []"),
+        ([0, 1], [0, 1], [0, 1, 0], "argument `classes`, expected distinct classes"),
+        ([0, 1], [0], [0, 1], "`labels`, `predicted`, expected the same non-zero length, got 2, 1"),
+        ([], [], [0, 1], "expected the same non-zero length, got 0, 0"),
+        (
+            [0, 2],
+            [0, 1],
+            [0, 1],
+            "argument `labels`, expected values among `classes` [0, 1], got 2",
+        ),
+        ([0, 1], [0, "x"], [0, 1], "argument `predicted`, expected values among .*got 'x'"),
+    ],
+)
+def test_confusion_matrix_refuses_bad_input(tmp_path, labels, predicted, classes, message):
+    path = tmp_path / "cm.png"
+    with pytest.raises(ValueError, match=message if ".*" in message else re.escape(message)):
+        plot_confusion_matrix(labels, predicted, classes, path)
+    assert not path.exists()

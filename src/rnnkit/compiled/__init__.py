@@ -59,10 +59,47 @@ def _single_threaded_scipy_blas() -> None:
             lib.set_num_threads(1)
 
 
-def _sizes_array(batch_sizes: Sequence[int]) -> np.ndarray:
-    if batch_sizes[0] == batch_sizes[-1]:  # equal lengths: no per-element conversion
-        return np.full(len(batch_sizes), batch_sizes[0], dtype=np.int64)
-    return np.asarray(batch_sizes, dtype=np.int64)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarray:
+    """``batch_sizes`` as int64, checked: the kernels slice rows by them unchecked."""
+    if len(batch_sizes) and batch_sizes[0] == batch_sizes[-1]:  # equal lengths: O(1)
+        sizes = np.full(len(batch_sizes), batch_sizes[0], dtype=np.int64)
+        valid = batch_sizes[0] >= 0 and len(batch_sizes) * batch_sizes[0] == rows
+    else:
+        sizes = np.asarray(batch_sizes, dtype=np.int64)
+        valid = sizes.ndim == 1 and sizes.size > 0 and sizes[-1] >= 0
+        valid = valid and sizes.sum() == rows and not np.any(sizes[1:] > sizes[:-1])
+    if not valid or sizes[0] != batch:
+        raise ValueError(
+            "rnnkit.compiled: expected batch_sizes non-negative, non-increasing, summing to "
+            f"the {rows} rows and starting with the batch of {batch}, got {list(batch_sizes)}"
+        )
+    return sizes
+
+
+def _check_arrays(rows: int, batch: int, **arrays: np.ndarray) -> None:
+    """Refuse arrays whose shapes, dtypes or layout the kernels would misread.
+
+    The kernels trust their arrays (compiled code does not bounds-check, and
+    BLAS reads each operand by the first one's dtype), so this is the gate in
+    front of them, checked on the very arrays they get: C-contiguous, one float
+    dtype, ``(rows, H)`` per packed row, ``(batch, H)`` per sequence.
+    """
+    first = next(iter(arrays.values()))
+    dtype, hidden = first.dtype, first.shape[-1]
+    if dtype not in _FLOATS:
+        raise ValueError(f"rnnkit.compiled: expected float32 or float64, got {dtype}")
+    per_sequence = (batch, hidden)
+    expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
+    for name, array in arrays.items():
+        shape = expected.get(name, (hidden, hidden) if name.startswith("w_hh") else (rows, hidden))
+        if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+            raise ValueError(
+                f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
+                f"got shape {array.shape} in {array.dtype} with strides {array.strides}"
+            )
 
 
 def _as_numpy(tensor: Tensor) -> np.ndarray:
@@ -93,20 +130,20 @@ def forward(
     Shape:
         out ``(R, H)``, h0 ``(N, H)``, w_hh ``(H, H)``, bias ``(H,)``.
     """
+    if out.dim() != 2:
+        raise ValueError(f"rnnkit.compiled: expected out to be 2-D, got shape {tuple(out.shape)}")
+    if kind == "fast_tanh" and out.dtype != torch.float32:
+        raise ValueError(f"rnnkit.compiled: fast_tanh is float32 only, got {out.dtype}")
+    rows = out.size(0)
+    sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
+    out_np = out.numpy()  # written in place: checked to be C-contiguous, never copied
+    h0_np, w_hh_t = _as_numpy(h0), _as_numpy(w_hh.t())
+    bias_np = np.zeros(out_np.shape[1], out_np.dtype) if bias is None else _as_numpy(bias)
+    _check_arrays(rows, int(sizes[0]), out=out_np, h0=h0_np, w_hh_t=w_hh_t, bias=bias_np)
     kernels = _kernels()
     _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
-    out_np = out.numpy()
-    kernels.forward_loop(
-        out_np,
-        _as_numpy(h0),
-        _as_numpy(w_hh.t()),
-        np.zeros(out_np.shape[1], out_np.dtype) if bias is None else _as_numpy(bias),
-        _sizes_array(batch_sizes),
-        reverse,
-        code,
-        SMALL_GEMM,
-    )
+    kernels.forward_loop(out_np, h0_np, w_hh_t, bias_np, sizes, reverse, code, SMALL_GEMM)
 
 
 def backward(
@@ -124,17 +161,24 @@ def backward(
         grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``;
         returns ``(R, H)``.
     """
+    if out.dim() != 2:
+        raise ValueError(f"rnnkit.compiled: expected out to be 2-D, got shape {tuple(out.shape)}")
+    rows = out.size(0)
+    sizes = _sizes_array(batch_sizes, rows, grad_h_n.size(0) if grad_h_n.dim() else -1)
+    d = torch.empty_like(out, memory_format=torch.contiguous_format)
+    arrays = {
+        "d": d.numpy(),
+        "grad_out": _as_numpy(grad_out),
+        "grad_h_n": _as_numpy(grad_h_n),
+        "out": _as_numpy(out),
+        "w_hh": _as_numpy(w_hh),
+    }
+    _check_arrays(rows, int(sizes[0]), **arrays)
     kernels = _kernels()
     _single_threaded_scipy_blas()
-    d = torch.empty_like(out, memory_format=torch.contiguous_format)
-    d_np = d.numpy()
     kernels.backward_loop(
-        d_np,
-        _as_numpy(grad_out),
-        _as_numpy(grad_h_n),
-        _as_numpy(out),
-        _as_numpy(w_hh),
-        _sizes_array(batch_sizes),
+        *arrays.values(),
+        sizes,
         reverse,
         relu,
         out.dtype == torch.float32,

@@ -33,6 +33,11 @@ _A7, _A9 = np.float32(5.12229709037114e-08), np.float32(-8.60467152213735e-11)
 _A11, _A13 = np.float32(2.00018790482477e-13), np.float32(-2.76076847742355e-16)
 _B0, _B2 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03)
 _B4, _B6 = np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
+# Beyond this, float32 tanh is exactly +-1 (torch's from about 9.01): saturate exactly, so
+# that 1 - h^2 is 0 as in torch (the clamped polynomial gives 1 - 2.4e-7, and infinite
+# inputs would get a finite gradient where torch's is 0 or NaN).
+_SATURATED = np.float32(9.1)
+_ONE = np.float32(1.0)
 
 
 # fastmath without "nnan"/"ninf": NaN and infinity must propagate as in torch.
@@ -41,7 +46,11 @@ _FAST = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 @njit(inline="always", fastmath=_FAST, error_model="numpy")
 def _fast_tanh(x):
-    if x > _CLAMP:  # comparisons, not min/max, so that NaN stays NaN
+    if x > _SATURATED:  # comparisons, not min/max, so that NaN stays NaN
+        return _ONE
+    if x < -_SATURATED:
+        return -_ONE
+    if x > _CLAMP:
         x = _CLAMP
     elif x < -_CLAMP:
         x = -_CLAMP
@@ -148,8 +157,8 @@ def _times_derivative_body(d_rows, h_rows, relu):
     for i in range(d_rows.shape[0]):
         for j in range(d_rows.shape[1]):
             h = h_rows[i, j]
-            if relu:
-                d_rows[i, j] = d_rows[i, j] if h > 0 else 0.0
+            if relu:  # as torch: zero where h <= 0 only, so a NaN state passes the gradient
+                d_rows[i, j] = 0.0 if h <= 0 else d_rows[i, j]
             else:
                 d_rows[i, j] *= 1 - h * h
 

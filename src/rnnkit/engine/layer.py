@@ -325,13 +325,23 @@ def rnn_layer(
 
 def _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes) -> None:
     """Refuse shapes the loops would misread (the compiled ones do not bounds-check)."""
-    if any(not isinstance(n, int) or n <= 0 for n in batch_sizes) or any(
-        later > earlier for earlier, later in itertools.pairwise(batch_sizes)
+    if (
+        not batch_sizes
+        or any(not isinstance(n, int) or n <= 0 for n in batch_sizes)
+        or any(later > earlier for earlier, later in itertools.pairwise(batch_sizes))
     ):
         raise ValueError(
             "Received an invalid value for argument `batch_sizes`, expected positive "
             f"non-increasing ints, got {list(batch_sizes)}."
         )
+    received = {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    for name, tensor in received.items():
+        dims = 1 if name.startswith("b_") else 2
+        if tensor is not None and tensor.dim() != dims:
+            raise ValueError(
+                f"Received an invalid value for argument `{name}`, expected shape of "
+                f"{dims} dimensions, got {tuple(tensor.shape)}."
+            )
     hidden = w_hh.size(0)
     expected = {
         "x": (sum(batch_sizes), x.size(-1)),
@@ -341,7 +351,6 @@ def _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes) -> None:
         "b_ih": (hidden,),
         "b_hh": (hidden,),
     }
-    received = {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
     for name, tensor in received.items():
         if tensor is not None and tuple(tensor.shape) != expected[name]:
             raise ValueError(

@@ -92,7 +92,8 @@ def pre_activation_grad_torch_ops(grad_out, grad_h_n, out, w_hh, batch_sizes, re
     """dL/d(pre-activation) of every row, one torch op per step. Shape: ``(R, H_out)``."""
     # d: the activation's derivative, then (walking back in time) the gradient
     # of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
+    # relu': 0 where h <= 0, as torch's (a NaN state passes the gradient on); tanh': 1 - h^2
     one = out.new_ones(())
-    d = (out > 0).to(out.dtype) if relu else torch.addcmul(one, out, out, value=-1)  # 1 - h^2
+    d = out.le(0).logical_not_().to(out.dtype) if relu else torch.addcmul(one, out, out, value=-1)
     _backward_recurrence(d, grad_out, grad_h_n, w_hh, batch_sizes, reverse)
     return d

@@ -1,4 +1,4 @@
-"""PNG plots of a run: learning curves, and a forecast against the actual series.
+"""PNG plots of a run: learning curves, a forecast against the actual series, a confusion matrix.
 
 matplotlib is imported inside the functions (importing the toolkit stays
 cheap) and draws on an Agg canvas attached to each figure, without pyplot, so
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_forecast", "plot_learning_curves"]
+__all__ = ["confusion_counts", "plot_confusion_matrix", "plot_forecast", "plot_learning_curves"]
 
 DPI = 120
 
@@ -161,6 +161,114 @@ def plot_forecast(
     last.set_xlabel("date" if dated else "")
     _save(figure, path)
     return Path(path)
+
+
+def plot_confusion_matrix(
+    labels: Sequence[Any],
+    predicted: Sequence[Any],
+    classes: Sequence[Any],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Confusion matrix on the test set",
+) -> Path:
+    """Counts of each (true, predicted) class pair, coloured by the share of the true class.
+
+    Args:
+        labels: The true class of each example.
+        predicted: The model's class for the same examples.
+        classes: Every class, in the order of the rows and columns; each label and
+            prediction must be one of them.
+        path: Where the PNG goes.
+        title: The figure's title, e.g. with the accuracy.
+
+    Returns:
+        `path`.
+
+    Shape:
+        labels, predicted: ``(n,)``, one per example; the matrix is ``(classes, classes)``,
+        rows true, columns predicted.
+
+    Example:
+        >>> plot_confusion_matrix(["neg", "pos", "pos"], ["neg", "neg", "pos"], ["neg", "pos"],
+        ...                       "runs/sst2/confusion_matrix.png")
+    """
+    counts = confusion_counts(labels, predicted, classes)
+    figure = _confusion_figure(counts, [str(c) for c in classes], title)
+    _save(figure, path)
+    return Path(path)
+
+
+def confusion_counts(
+    labels: Sequence[Any], predicted: Sequence[Any], classes: Sequence[Any]
+) -> np.ndarray:
+    """The confusion matrix: ``counts[i, j]`` examples of ``classes[i]`` predicted ``classes[j]``.
+
+    Args:
+        labels: The true class of each example.
+        predicted: The model's class for the same examples.
+        classes: Every class, in the order of the rows and columns.
+
+    Returns:
+        An int64 array of shape ``(len(classes), len(classes))``.
+
+    Raises:
+        ValueError: `classes` is empty or repeats a class, `labels` and `predicted` differ
+            in length or are empty, or either holds a value that is not in `classes`.
+    """
+    classes, labels, predicted = list(classes), list(labels), list(predicted)
+    index = {c: i for i, c in enumerate(classes)}
+    if not classes or len(index) != len(classes):
+        raise ValueError(
+            "Received an invalid value for argument `classes`, expected distinct classes, "
+            f"got {classes!r}"
+        )
+    if not len(labels) == len(predicted) or not labels:
+        raise ValueError(
+            "Received invalid values for arguments `labels`, `predicted`, expected the same "
+            f"non-zero length, got {len(labels)}, {len(predicted)}"
+        )
+    for name, values in (("labels", labels), ("predicted", predicted)):
+        unknown = sorted({repr(v) for v in values if v not in index})
+        if unknown:
+            raise ValueError(
+                f"Received an invalid value for argument `{name}`, expected values among "
+                f"`classes` {classes!r}, got {', '.join(unknown[:5])}"
+            )
+    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)  # (true, predicted)
+    np.add.at(counts, ([index[v] for v in labels], [index[v] for v in predicted]), 1)
+    return counts
+
+
+def _confusion_figure(counts: np.ndarray, names: list[str], title: str) -> Any:
+    # Colour by the row's share, so that a rare class's errors show as clearly as a common one's.
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    side = min(3.5 + 0.45 * len(names), 12)
+    figure = _figure(side + 1, side)
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, label="share of the true class", shrink=0.8)
+    ticks = np.arange(len(names))
+    if max(map(len, names)) > 3:  # long names overlap unless turned
+        axes.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        axes.set_xticks(ticks, names)
+    axes.set_yticks(ticks, names)
+    small = len(names) > 12
+    for (row, column), count in np.ndenumerate(counts):
+        axes.text(
+            column,
+            row,
+            f"{count:,}",
+            ha="center",
+            va="center",
+            fontsize=6 if small else 9,
+            color="white" if shares[row, column] > 0.5 else "black",  # legible on dark cells
+        )
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    return figure
 
 
 def _save(figure: Any, path: str | os.PathLike[str]) -> None:

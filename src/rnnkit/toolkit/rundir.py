@@ -44,6 +44,7 @@ TRANSFORM_FILE = "transform.json"
 RESULTS_FILE = "results.json"
 LEARNING_CURVES_PNG = "learning_curves.png"
 FORECAST_PNG = "forecast.png"
+CONFUSION_PNG = "confusion_matrix.png"
 PREDICTIONS_CSV = "test_predictions.csv"
 
 __all__ = [
@@ -104,6 +105,7 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool, force: bool) 
             non-empty directory that is not a run (never replaced, even with `force`).
     """
     path = Path(path)
+    _recover_interrupted_replacement(path)
     if resume and force:
         raise RunDirError("--resume and --force exclude each other: continue the run or replace it")
     if path.exists() and not path.is_dir():
@@ -139,6 +141,26 @@ def finish_replacement(staging: Path, path: Path) -> None:
     logger.info("replaced the run in %s", path)
 
 
+def _recover_interrupted_replacement(path: Path) -> None:
+    """Put an old run back if a process was killed between the two renames of a replacement.
+
+    :func:`finish_replacement` moves the old run aside before it renames the new
+    one in; a kill between the two leaves `path` missing and the old run under
+    ``.NAME.old-XXXX``. The replacing command did not finish, so, as for any
+    failed replacement, the old run is the one that stays.
+    """
+    if path.exists() or not path.parent.is_dir():
+        return
+    prefix = f".{path.name}.old-"
+    aside = sorted(
+        (p for p in path.parent.iterdir() if p.name.startswith(prefix)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if aside and is_run(aside[-1]):
+        os.replace(aside[-1], path)
+        logger.warning("put back the run in %s, left aside by an interrupted replacement", path)
+
+
 def discard(staging: Path) -> None:
     """Remove a replacing run that did not finish; the old run stays as it was."""
     shutil.rmtree(staging, ignore_errors=True)
@@ -152,6 +174,7 @@ def require_run(path: str | os.PathLike[str], *, model: bool = True) -> Path:
             (training did not finish: ``rnnkit train --out RUN --resume`` finishes it).
     """
     path = Path(path)
+    _recover_interrupted_replacement(path)
     if not path.exists():
         raise RunDirError(f"{path}: expected a run directory, got no such directory")
     if not path.is_dir():

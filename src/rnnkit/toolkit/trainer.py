@@ -427,6 +427,7 @@ class Trainer:
         val_loader = None if self.val_dataset is None else self._eval_loader(self.val_dataset)
         if self.out_dir is not None and self.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            _remove_stale(self.out_dir)  # metrics.csv's, the final model's
             _remove_stale(self.out_dir / CHECKPOINTS_DIR)
         for callback in self.callbacks:
             callback.on_fit_start(self)
@@ -846,9 +847,23 @@ def _prune(directory: Path, keep: int, newest: int) -> None:
 
 
 def _remove_stale(directory: Path) -> None:
-    """Remove temporary directories left by a checkpoint write that was interrupted."""
+    """Clean up after a write that was interrupted (a killed process) in `directory`.
+
+    Temporary files and directories (``.NAME.XXXX.tmp``) go. A previous version
+    moved aside (``.NAME.XXXX.old``) goes too, unless the kill came before the new
+    version took its place: then it is put back, as the write would have done.
+    """
     if not directory.is_dir():
         return
     for entry in directory.iterdir():
-        if entry.name.startswith(".") and entry.name.endswith((".tmp", ".old")):
+        name = entry.name
+        if not name.startswith(".") or not name.endswith((".tmp", ".old")):
+            continue
+        original = directory / name[1:].rsplit(".", 2)[0]  # .epoch-0003.<hex>.old -> epoch-0003
+        if name.endswith(".old") and not original.exists():
+            os.replace(entry, original)
+            logger.warning("put back %s, moved aside by an interrupted write", original)
+        elif entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
