@@ -53,6 +53,8 @@ RESULTS = {
 }
 TASK_NAMES = {"goog": "forecast", "vowels": "classify-series", "ewt": "tag", "sst2": "classify",
               "shakespeare": "language-model"}  # fmt: skip
+# The five tasks of the issue; goog-levels is goog's config with one --set (tested below).
+KEYS = list(TASK_NAMES)
 
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
@@ -101,11 +103,11 @@ def fake_run(runs: Path, key: str, parameters: int = 12_345) -> Path:
 @pytest.fixture
 def reports(tmp_path, monkeypatch) -> list:
     runs = tmp_path / "runs"
-    for key in rr.TASKS:
+    for key in KEYS:
         fake_run(runs, key)
     monkeypatch.setattr(rr, "_generate", lambda run_dir, smoke: "ROMEO:\nWhat say you?\n")
     made = []
-    for key in rr.TASKS:
+    for key in KEYS:
         report = rr.run_task(rr.TASKS[key], runs, smoke=False, train=False)
         if report.error == f"{rr.TASKS[key].config} does not exist":
             # The vowels config may not exist yet: the writers are tested on its run all the same.
@@ -189,7 +191,7 @@ def test_results_md_samples_and_plots(reports, tmp_path):
     text = rr.write_results_md(reports, docs, smoke=True).read_text()
     assert "**Smoke run**" in text
     copied = {"goog_forecast.png", "vowels_confusion.png", "sst2_confusion.png"}
-    copied |= {f"{key}_learning_curves.png" for key in rr.TASKS}
+    copied |= {f"{key}_learning_curves.png" for key in KEYS}
     assert {p.name for p in docs.iterdir()} == copied | {"results.md"}
     for name in copied:
         assert f"]({name})" in text
@@ -215,7 +217,7 @@ def test_unknown_task_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         rr.main(["--tasks", "goog,mnist", "--skip-training"])
     assert exit_info.value.code == 2
-    assert "--tasks: expected names among goog, vowels, ewt, sst2, shakespeare" in (
+    assert "--tasks: expected names among goog, goog-levels, vowels, ewt, sst2, shakespeare" in (
         capsys.readouterr().err
     )
 
@@ -250,7 +252,7 @@ COLUMNS = {
 PLOTS = {"goog": "forecast.png", "vowels": "confusion_matrix.png", "sst2": "confusion_matrix.png"}
 
 
-@pytest.mark.parametrize("key", list(rr.TASKS))
+@pytest.mark.parametrize("key", KEYS)
 def test_smoke_run_gives_the_figures_the_script_reads(key, tmp_path, monkeypatch, capsys):
     task = rr.TASKS[key]
     if key != "goog" and not SHARED_DATA.is_dir():
@@ -278,3 +280,11 @@ def test_smoke_run_gives_the_figures_the_script_reads(key, tmp_path, monkeypatch
     if key == "shakespeare":
         assert rnnkit_main(rr.generate_argv(run, smoke=True)) == 0
         assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_a_variant_task_trains_its_config_with_its_settings(tmp_path):
+    task = rr.TASKS["goog-levels"]
+    argv = rr.train_argv(task, tmp_path / "run", smoke=True)
+    assert argv[:2] == ["train", "configs/goog_forecast.toml"]
+    sets = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+    assert sets == ["data.target_transform=none", *rr.smoke_sets(task)]

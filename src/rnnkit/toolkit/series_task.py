@@ -23,12 +23,12 @@ from rnnkit.toolkit.tasks import (
     SequenceDataset,
     Task,
     TaskData,
-    _forward_all,
-    _percent,
-    _share,
     _split_examples,
     _unknown_label,
     majority_label,
+    predict_labels,
+    report_labels,
+    score_labels,
 )
 
 __all__ = ["ClassifySeriesTask", "SeriesLabelTransform"]
@@ -123,46 +123,23 @@ class ClassifySeriesTask(Task):
         return self._dataset(transform, *self._read(path, 0), os.fspath(path))
 
     def score(self, model, dataset, transform, baseline):
-        outputs = _forward_all(model, dataset, collate_classification)  # (series, classes)
-        predicted = outputs.argmax(dim=-1)  # (series,)
-        targets = torch.tensor([label for _, label in dataset.items])  # (series,)
-        majority = baseline.get("majority")
-        results = {
-            "examples": len(dataset),
-            "model": {"accuracy": _share(predicted == targets)},
-            "majority": {
-                "label": majority,
-                "accuracy": _share(torch.tensor([g == majority for g in dataset.gold])),
-            },
-        }
+        results, predicted = score_labels(model, dataset, transform.labels, baseline)
         frame = pd.DataFrame(
-            {
-                "series": range(1, len(dataset) + 1),
-                "label": dataset.gold,
-                "predicted": transform.labels.decode(predicted),
-            }
+            {"series": range(1, len(dataset) + 1), "label": dataset.gold, "predicted": predicted}
         )
         return results, frame
 
     def predict(self, model, transform, path):
         series, _ = read_labelled_series(path, labelled=False)
         inputs = transform.inputs(series, os.fspath(path))
-        outputs = _forward_all(model, [(x, 0) for x in inputs], collate_classification)
-        best = torch.softmax(outputs, dim=-1).max(dim=-1)  # (series,)
+        predicted, probability = predict_labels(model, inputs, transform.labels)
         return pd.DataFrame(
-            {
-                "series": range(1, len(series) + 1),
-                "predicted": transform.labels.decode(best.indices),
-                "probability": best.values.numpy(),
-            }
-        )
+            {"series": range(1, len(series) + 1), "predicted": predicted,
+             "probability": probability}
+        )  # fmt: skip
 
     def report(self, results):
-        return [
-            f"{results['examples']:,} series:",
-            f"  accuracy {_percent(results['model']['accuracy'])} (majority label "
-            f"{results['majority']['label']!r}: {_percent(results['majority']['accuracy'])})",
-        ]
+        return report_labels(results, f"{results['examples']:,} series")
 
     @staticmethod
     def _read(path: str | os.PathLike[str], limit: int) -> tuple[list[np.ndarray], list[str]]:

@@ -556,48 +556,22 @@ class ClassifyTask(_TextTask):
         return collate_classification
 
     def score(self, model, dataset, transform, baseline):
-        outputs = _forward_all(model, dataset, self.collate_fn(transform))  # (batch, classes)
-        predicted = outputs.argmax(dim=-1)  # (batch,)
-        targets = torch.tensor([target for _, target in dataset.items])  # (batch,)
-        majority = baseline.get("majority")
-        results = {
-            "examples": len(dataset),
-            "model": {"accuracy": _share(predicted == targets)},
-            "majority": {
-                "label": majority,
-                "accuracy": _share(torch.tensor([g == majority for g in dataset.gold])),
-            },
-        }
+        results, predicted = score_labels(model, dataset, transform.labels, baseline)
         frame = pd.DataFrame(
-            {
-                "text": [" ".join(w) for w in dataset.words],
-                "label": dataset.gold,
-                "predicted": transform.labels.decode(predicted),
-            }
-        )
+            {"text": [" ".join(w) for w in dataset.words], "label": dataset.gold,
+             "predicted": predicted}
+        )  # fmt: skip
         return results, frame
 
     def predict(self, model, transform, path):
         texts = _lines(path)
         words = [transform.words(tokenize(text)) for text in texts]
-        dataset = [(transform.encode(w), 0) for w in words]
-        outputs = _forward_all(model, dataset, self.collate_fn(transform))  # (batch, classes)
-        probabilities = torch.softmax(outputs, dim=-1)
-        best = probabilities.max(dim=-1)
-        return pd.DataFrame(
-            {
-                "text": texts,
-                "predicted": transform.labels.decode(best.indices),
-                "probability": best.values.numpy(),
-            }
-        )
+        predicted, probability = predict_labels(model, [transform.encode(w) for w in words],
+                                                transform.labels)  # fmt: skip
+        return pd.DataFrame({"text": texts, "predicted": predicted, "probability": probability})
 
     def report(self, results):
-        return [
-            f"{_count(results['examples'], 'example')}:",
-            f"  accuracy {_percent(results['model']['accuracy'])} (majority label "
-            f"{results['majority']['label']!r}: {_percent(results['majority']['accuracy'])})",
-        ]
+        return report_labels(results, _count(results["examples"], "example"))
 
 
 class TagTask(_TextTask):
@@ -968,6 +942,43 @@ def _held_out_sizes(
                 f"least one, got {n}",
             )
     return n_test, n_val
+
+
+def score_labels(
+    model: nn.Module, dataset: SequenceDataset, labels: LabelEncoder, baseline: dict[str, Any]
+) -> tuple[dict[str, Any], list[Any]]:
+    """Accuracy of a many-to-one classifier and of the majority label; the predicted labels."""
+    outputs = _forward_all(model, dataset, collate_classification)  # (examples, classes)
+    predicted = outputs.argmax(dim=-1)  # (examples,)
+    targets = torch.tensor([target for _, target in dataset.items])  # (examples,)
+    majority = baseline.get("majority")
+    results = {
+        "examples": len(dataset),
+        "model": {"accuracy": _share(predicted == targets)},
+        "majority": {
+            "label": majority,
+            "accuracy": _share(torch.tensor([g == majority for g in dataset.gold])),
+        },
+    }
+    return results, labels.decode(predicted)
+
+
+def predict_labels(
+    model: nn.Module, inputs: Sequence[Any], labels: LabelEncoder
+) -> tuple[list[Any], np.ndarray]:
+    """The most likely label of each input sequence, and its softmax probability."""
+    outputs = _forward_all(model, [(x, 0) for x in inputs], collate_classification)
+    best = torch.softmax(outputs, dim=-1).max(dim=-1)  # (examples,)
+    return labels.decode(best.indices), best.values.numpy()
+
+
+def report_labels(results: dict[str, Any], examples: str) -> list[str]:
+    """The lines of :func:`score_labels`'s results, `examples` saying what was scored."""
+    return [
+        f"{examples}:",
+        f"  accuracy {_percent(results['model']['accuracy'])} (majority label "
+        f"{results['majority']['label']!r}: {_percent(results['majority']['accuracy'])})",
+    ]
 
 
 def majority_label(labels: Sequence[Any]) -> Any:
