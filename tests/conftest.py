@@ -57,6 +57,26 @@ def fused(request, monkeypatch) -> str:
     return request.param
 
 
+@pytest.fixture
+def layer_operands():
+    """A factory of valid ``rnn_layer`` operands, a fresh dict per call, to spoil one of.
+
+    Returns ``x, h0, w_ih, w_hh, b_ih, b_hh`` for `batch_sizes` (default (3, 2, 2)):
+    x ``(sum(batch_sizes), h_in)``, h0 ``(batch_sizes[0], hidden)``.
+    """
+
+    def make(batch_sizes=(3, 2, 2), h_in=2, hidden=4) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(sum(batch_sizes), h_in, generator=gen)
+        h0 = torch.randn(batch_sizes[0], hidden, generator=gen)
+        w_ih = torch.randn(hidden, h_in, generator=gen)
+        w_hh = torch.randn(hidden, hidden, generator=gen)
+        b = torch.randn(hidden, generator=gen)
+        return {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b, "b_hh": b.clone()}
+
+    return make
+
+
 @pytest.fixture(params=LAYER_ENGINES)
 def layer_engine(request) -> str:
     """The ``engine`` argument of ``rnnkit.engine.rnn_layer``, once per fast engine."""

@@ -72,16 +72,6 @@ def test_compiled_engine_refuses_what_it_cannot_run():
         resolve_engine("gpu", torch.zeros(2, 3), 2, 4)
 
 
-def _layer_args(batch_sizes=(3, 2, 2), h_in=2, hidden=4):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(sum(batch_sizes), h_in, generator=gen)
-    h0 = torch.randn(batch_sizes[0], hidden, generator=gen)
-    w_ih = torch.randn(hidden, h_in, generator=gen)
-    w_hh = torch.randn(hidden, hidden, generator=gen)
-    b = torch.randn(hidden, generator=gen)
-    return {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b, "b_hh": b.clone()}
-
-
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
@@ -92,16 +82,16 @@ def _layer_args(batch_sizes=(3, 2, 2), h_in=2, hidden=4):
         ("b_ih", torch.zeros(5)),
     ],
 )
-def test_rnn_layer_checks_shapes_before_any_kernel_runs(name, bad):
-    args = _layer_args()
+def test_rnn_layer_checks_shapes_before_any_kernel_runs(layer_operands, name, bad):
+    args = layer_operands()
     args[name] = bad
     with pytest.raises(ValueError, match=rf"argument `{name}`, expected shape"):
         rnn_layer(*args.values(), (3, 2, 2), False, "tanh", "compiled")
 
 
 @pytest.mark.parametrize("batch_sizes", [(3, 2, 4), (3, 0, 0), (3, 2.0, 2)])
-def test_rnn_layer_checks_batch_sizes(batch_sizes):
-    args = _layer_args()
+def test_rnn_layer_checks_batch_sizes(layer_operands, batch_sizes):
+    args = layer_operands()
     with pytest.raises(ValueError, match=r"argument `batch_sizes`, expected positive"):
         rnn_layer(*args.values(), batch_sizes, False, "tanh", "compiled")
 

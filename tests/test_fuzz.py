@@ -422,25 +422,17 @@ def test_compiled_kernels_get_only_arrays_they_handle(monkeypatch, kernel_spy, c
         assert "forward" in kernel_spy, "the compiled engine was not used"
 
 
-def _layer_operands(batch_sizes=(3, 2, 2), h_in=2, hidden=4):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(sum(batch_sizes), h_in, generator=gen)
-    h0 = torch.randn(batch_sizes[0], hidden, generator=gen)
-    w_ih = torch.randn(hidden, h_in, generator=gen)
-    w_hh = torch.randn(hidden, hidden, generator=gen)
-    b = torch.randn(hidden, generator=gen)
-    return {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b, "b_hh": b.clone()}
-
-
 @settings(FUZZ, max_examples=40)
 @given(
     name=st.sampled_from(["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"]),
     shape=st.lists(st.integers(0, 8), min_size=0, max_size=3).map(tuple),
     batch_sizes=st.lists(st.integers(-1, 4), min_size=0, max_size=4).map(tuple),
 )
-def test_rnn_layer_refuses_bad_operands_before_any_kernel(kernel_spy, name, shape, batch_sizes):
+def test_rnn_layer_refuses_bad_operands_before_any_kernel(
+    kernel_spy, layer_operands, name, shape, batch_sizes
+):
     """Operands of a wrong shape, or batch sizes that are malformed or do not fit x and h0."""
-    operands = _layer_operands()  # for batch_sizes (3, 2, 2)
+    operands = layer_operands()  # for batch_sizes (3, 2, 2)
     if shape != tuple(operands[name].shape):
         operands[name] = torch.zeros(shape)
         # w_hh sets the hidden size, so a wrong w_hh may be reported as the h0 it does not fit
@@ -451,7 +443,7 @@ def test_rnn_layer_refuses_bad_operands_before_any_kernel(kernel_spy, name, shap
     fits = valid and sum(batch_sizes) == 7 and batch_sizes[0] == 3
     if not fits:
         with pytest.raises(ValueError, match=r"argument `(batch_sizes|x|h0)`, expected"):
-            rnn_layer(*_layer_operands().values(), batch_sizes, False, "tanh", "compiled")
+            rnn_layer(*layer_operands().values(), batch_sizes, False, "tanh", "compiled")
     assert kernel_spy == []
 
 
