@@ -39,12 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rnnkit.toolkit.rundir import (
+    CONFUSION_PNG,
+    FORECAST_PNG,
+    LEARNING_CURVES_PNG,
+    PREDICTIONS_CSV,
+    RESULTS_FILE,
+)
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS_FILE = "results.json"  # as rnnkit.toolkit.rundir names them
-PREDICTIONS_CSV = "test_predictions.csv"
-LEARNING_CURVES_PNG = "learning_curves.png"
-FORECAST_PNG = "forecast.png"
-CONFUSION_PNG = "confusion_matrix.png"
 
 # A smoke run's model: small enough that each task trains in seconds on two CPU cores.
 SMOKE_SETS = ("train.epochs=1", "model.hidden_size=16")

@@ -467,23 +467,17 @@ class RunConfig:
                         "val_fraction and test_fraction)",
                         getattr(data, name),
                     )
-            if model.embedding_dim:
-                raise _invalid(
-                    "model.embedding_dim", "0 for task 'forecast' (its inputs are numbers)",
-                    model.embedding_dim,
-                )  # fmt: skip
-            if data.limit:
-                raise _invalid(
-                    "data.limit", "0 for task 'forecast' (windows are cut from one series)",
-                    data.limit,
-                )  # fmt: skip
         elif not data.path:
             raise _invalid("data.path", f"the training file of task {self.task!r}", data.path)
-        if self.task == "classify-series" and model.embedding_dim:
+        if self.task in ("forecast", "classify-series") and model.embedding_dim:
             raise _invalid(
-                "model.embedding_dim", "0 for task 'classify-series' (its inputs are numbers)",
+                "model.embedding_dim", f"0 for task {self.task!r} (its inputs are numbers)",
                 model.embedding_dim,
             )  # fmt: skip
+        if self.task == "forecast" and data.limit:
+            raise _invalid(
+                "data.limit", "0 for task 'forecast' (windows are cut from one series)", data.limit
+            )
         if model.char_hidden_size and self.task not in ("classify", "tag"):
             raise _invalid(
                 "model.char_hidden_size",
