@@ -259,3 +259,20 @@ def test_timing_stops_at_the_limit_after_three_repeats():
     calls = []
     samples = benchmark._time_interleaved(recording_steps(calls), repeats=100, limit_s=0.0)
     assert [len(samples[name]) for name in ("torch", "rnnkit")] == [3, 3]
+
+
+def test_rnnkit_peak_memory_stays_within_the_engine_targets():
+    """On the reference shape: a training step of one layer holds at most twice the
+    output beyond what it held before (output, half of it for the chunked
+    backward, input gradient), inference at most the output plus a sixteenth
+    for the in-place projection of stacked layers and the small h_n / weight
+    copies; torch holds 3-6x. Allocation sizes do not depend on timing: exact."""
+    rows = run_benchmark(tiny_config(shapes=((100, 30, 4, 64),), repeats=1))
+    for row in rows:
+        peak = row["rnnkit"]["peak_x_output"]
+        label = (row["num_layers"], row["bidirectional"], row["mode"])
+        assert peak < row["torch"]["peak_x_output"], label
+        if row["mode"] == "inference":
+            assert peak <= 1.25, label
+        elif row["num_layers"] == 1:
+            assert peak <= 2.0, label

@@ -28,7 +28,7 @@ def test_fast_tanh_is_within_1e_6_of_torch_tanh():
     x = torch.linspace(-20, 20, 400_001, dtype=torch.float32)
     x = torch.cat([x, torch.tensor([1e-30, -1e-30, 0.0, 3e-4, -3e-4])])
     rows = x.numpy().reshape(1, -1).copy()
-    kernels._activate(rows, np.zeros(rows.shape[1], np.float32), kernels.FAST_TANH)
+    kernels._activate(rows, 0, 1, 0, np.zeros(rows.shape[1], np.float32), kernels.FAST_TANH)
     error = (torch.from_numpy(rows[0]) - torch.tanh(x)).abs().max().item()
     assert error <= 1e-6
 
@@ -38,11 +38,11 @@ def test_fast_tanh_and_relu_propagate_nan_and_saturate_at_infinity():
 
     special = np.array([[np.nan, np.inf, -np.inf]], np.float32)
     tanh = special.copy()
-    kernels._activate(tanh, np.zeros(3, np.float32), kernels.FAST_TANH)
+    kernels._activate(tanh, 0, 1, 0, np.zeros(3, np.float32), kernels.FAST_TANH)
     assert np.isnan(tanh[0, 0])
     np.testing.assert_allclose(tanh[0, 1:], [1.0, -1.0], atol=1e-6)
     relu = special.copy()
-    kernels._activate(relu, np.zeros(3, np.float32), kernels.RELU)
+    kernels._activate(relu, 0, 1, 0, np.zeros(3, np.float32), kernels.RELU)
     assert np.isnan(relu[0, 0]) and relu[0, 1] == np.inf and relu[0, 2] == 0
 
 

@@ -340,3 +340,29 @@ def test_unknown_engine_is_rejected(monkeypatch):
     monkeypatch.setenv("RNNKIT_ENGINE", "bogus")
     with pytest.raises(ValueError, match=r"RNNKIT_ENGINE.*'bogus'"):
         rnn(torch.randn(2, 1, 3))
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+def test_stacked_inference_matches_torch_and_leaves_the_input_alone(
+    fused, grad_mode, bidirectional, packed, rnn_pair, close
+):
+    """Without autograd, layers above the first project their input in place (a
+    layer's output that nothing else reads); the caller's input is never written.
+    130 rows: more than one chunk of the in-place projection."""
+    theirs, ours = rnn_pair(
+        input_size=5, hidden_size=4, num_layers=3, bidirectional=bidirectional,
+        dtype=torch.float64,
+    )  # fmt: skip
+    x = torch.randn(13, 10, 5, dtype=torch.float64)
+    if packed:
+        x = pack_padded_sequence(x, torch.arange(13, 3, -1), enforce_sorted=True)
+    before = (x.data if packed else x).clone()
+    context = torch.no_grad if grad_mode == "no_grad" else torch.inference_mode
+    with context():
+        out, h_n = ours(x)
+        expected_out, expected_h_n = theirs(x)
+    close(out.data if packed else out, expected_out.data if packed else expected_out)
+    close(h_n, expected_h_n)
+    assert torch.equal(x.data if packed else x, before)

@@ -368,29 +368,32 @@ def kernel_spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
-    def spy_forward(out, h0, w_hh_t, bias, sizes, *rest):
-        _check_kernel_arrays(sizes, out, {"out": out, "h0": h0, "w_hh_t": w_hh_t, "bias": bias})
+    def spy_forward(out, column, h0, w_hh_t, bias, sizes, *rest):
+        arrays = {"out": out, "h0": h0, "w_hh_t": w_hh_t, "bias": bias}
+        _check_kernel_arrays(sizes, out, column, arrays)
         calls.append("forward")
-        return forward(out, h0, w_hh_t, bias, sizes, *rest)
+        return forward(out, column, h0, w_hh_t, bias, sizes, *rest)
 
-    def spy_backward(d, grad_out, grad_h_n, out, w_hh, sizes, *rest):
+    def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
         arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "w_hh": w_hh}
-        _check_kernel_arrays(sizes, out, arrays)
+        _check_kernel_arrays(sizes, out, column, arrays)
         calls.append("backward")
-        return backward(d, grad_out, grad_h_n, out, w_hh, sizes, *rest)
+        return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
     monkeypatch.setattr(kernels, "forward_loop", spy_forward)
     monkeypatch.setattr(kernels, "backward_loop", spy_backward)
     return calls
 
 
-def _check_kernel_arrays(sizes: np.ndarray, out: np.ndarray, arrays: dict) -> None:
-    rows, hidden = out.shape
+def _check_kernel_arrays(sizes: np.ndarray, out: np.ndarray, column: int, arrays: dict) -> None:
+    rows, width = out.shape
+    hidden = arrays.get("w_hh", arrays.get("w_hh_t")).shape[0]
+    assert column >= 0 and column + hidden <= width, (column, hidden, width)
     assert sizes.dtype == np.int64 and sizes.ndim == 1 and sizes.size >= 1
     assert sizes.min() >= 0 and np.all(np.diff(sizes) <= 0), sizes
     assert sizes.sum() == rows, (sizes, rows)
     batch = int(sizes[0])
-    shapes = {"out": (rows, hidden), "d": (rows, hidden), "grad_out": (rows, hidden),
+    shapes = {"out": (rows, width), "d": (rows, width), "grad_out": (rows, width),
               "h0": (batch, hidden), "grad_h_n": (batch, hidden), "w_hh_t": (hidden, hidden),
               "w_hh": (hidden, hidden), "bias": (hidden,)}  # fmt: skip
     for name, array in arrays.items():
@@ -450,7 +453,7 @@ def test_rnn_layer_refuses_bad_operands_before_any_kernel(
 def _wrapper_operands(**overrides):
     """Arguments of ``compiled.forward``/``backward`` for 4 sequences of 2 steps, hidden 4."""
     operands = {"out": torch.zeros(8, 4), "h0": torch.zeros(4, 4), "w_hh": torch.zeros(4, 4)}
-    operands["bias"], operands["sizes"], operands["kind"] = None, (4, 4), "tanh"
+    operands |= {"bias": None, "sizes": (4, 4), "kind": "tanh", "column": 0}
     return operands | overrides
 
 
@@ -461,7 +464,7 @@ WRAPPER_CASES = [
     ("sizes past the rows", {"sizes": (4, 3, 2)}, "batch_sizes"),
     ("sizes increase", {"sizes": (3, 5)}, "batch_sizes"),
     ("no sizes", {"sizes": ()}, "batch_sizes"),
-    ("w_hh of another size", {"w_hh": torch.zeros(2, 4)}, "w_hh_t of shape"),
+    ("w_hh of another size", {"w_hh": torch.zeros(2, 4)}, "(h0|w_hh_t) of shape"),
     ("bias of another size", {"bias": torch.zeros(2)}, "bias of shape"),
     ("mixed dtypes", {"out": torch.zeros(8, 4, dtype=torch.float64)}, "h0 of shape .* in float64"),
     ("float16", {k: torch.zeros(s, dtype=torch.float16) for k, s in
@@ -471,6 +474,9 @@ WRAPPER_CASES = [
     ("backward: sizes", {"sizes": (5, 3)}, "batch_sizes"),
     ("backward: grad_out", {"grad_out": torch.zeros(7, 4)}, "grad_out of shape"),
     ("backward: grad_h_n", {"h0": torch.zeros(4, 3)}, "grad_h_n of shape"),
+    ("column past the width", {"column": 1}, "columns 1:5 within the 4 columns"),
+    ("backward: column past the width", {"column": 4}, "columns 4:8 within the 4 columns"),
+    ("backward: negative column", {"column": -1}, "columns -1:3"),
 ]  # fmt: skip
 
 
@@ -483,8 +489,10 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
     o = _wrapper_operands(**overrides)
     with pytest.raises(ValueError, match=match):
         if name.startswith("backward"):
-            grad_out = o.get("grad_out", o["out"])
-            compiled.backward(grad_out, o["h0"], o["out"], o["w_hh"], o["sizes"], False, False)
+            grad_out, d = o.get("grad_out", o["out"]), torch.empty_like(o["out"])
+            args = (o["h0"], o["out"], o["w_hh"], o["sizes"], False, False, o["column"])
+            compiled.backward(d, grad_out, *args)
         else:
-            compiled.forward(o["out"], o["h0"], o["w_hh"], o["bias"], o["sizes"], False, o["kind"])
+            args = (o["bias"], o["sizes"], False, o["kind"], o["column"])
+            compiled.forward(o["out"], o["h0"], o["w_hh"], *args)
     assert kernel_spy == []

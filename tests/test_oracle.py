@@ -273,3 +273,45 @@ def test_long_bidirectional_packed_matches_torch(
     g_hn = torch.randn(4, N, H_out, generator=gen, dtype=dtype)
     pack = dict(pack_lengths=lengths, enforce_sorted=False)
     check_long(theirs, ours, x, hx, g_out, g_hn, (run_module, run_pair, check_runs), **pack)
+
+
+# ---------------------------------------------------------------------------
+# The backward pass walks through time in chunks (rnnkit.engine.layer) only
+# above a buffer size the drawn cases never reach. Forcing chunks of a step or
+# two puts chunk boundaries everywhere: sequences that end, start (in reverse)
+# or run on across a boundary, in every layout.
+
+
+def _force_backward_chunks(monkeypatch, chunks: int) -> None:
+    from rnnkit.engine import layer
+
+    monkeypatch.setattr(layer, "_CHUNKED_BACKWARD_BYTES", 0)
+    monkeypatch.setattr(layer, "_BACKWARD_CHUNKS", chunks)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=rnn_cases(), chunks=st.integers(2, 7))
+def test_rnn_matches_torch_with_the_backward_in_chunks(
+    case, chunks, fused, monkeypatch, rnn_pair, run_pair, check_runs
+):
+    _force_backward_chunks(monkeypatch, chunks)
+    check_case(case, rnn_pair, run_pair, check_runs)
+
+
+def test_the_backward_pass_runs_in_the_chunks_it_is_given(fused, monkeypatch, rnn_pair):
+    """Guards the property above: each direction of each layer walks 3 chunks."""
+    from rnnkit.engine import layer
+
+    _force_backward_chunks(monkeypatch, 3)
+    chunk_steps = []
+    run_chunk = layer._pre_activation_grad
+
+    def spy(engine, d, grad_out, grad_h_n, out, w_hh, sizes, *rest):
+        chunk_steps.append(len(sizes))
+        return run_chunk(engine, d, grad_out, grad_h_n, out, w_hh, sizes, *rest)
+
+    monkeypatch.setattr(layer, "_pre_activation_grad", spy)
+    _, ours = rnn_pair(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    out, h_n = ours(torch.randn(7, 2, 3))
+    (out.sum() + h_n.sum()).backward()
+    assert sorted(chunk_steps) == sorted([2, 2, 3] * 4)  # 7 steps in 3 chunks, 2 x 2 passes

@@ -79,22 +79,28 @@ def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarra
     return sizes
 
 
-def _check_arrays(rows: int, batch: int, **arrays: np.ndarray) -> None:
+def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.ndarray) -> None:
     """Refuse arrays whose shapes, dtypes or layout the kernels would misread.
 
     The kernels trust their arrays (compiled code does not bounds-check, and
     BLAS reads each operand by the first one's dtype), so this is the gate in
     front of them, checked on the very arrays they get: C-contiguous, one float
-    dtype, ``(rows, H)`` per packed row, ``(batch, H)`` per sequence.
+    dtype, ``(rows, W)`` per packed row with the direction's columns
+    ``column : column + hidden`` inside ``W``, ``(batch, hidden)`` per sequence.
     """
     first = next(iter(arrays.values()))
-    dtype, hidden = first.dtype, first.shape[-1]
+    dtype, width = first.dtype, first.shape[-1]
     if dtype not in _FLOATS:
         raise ValueError(f"rnnkit.compiled: expected float32 or float64, got {dtype}")
+    if column < 0 or column + hidden > width:
+        raise ValueError(
+            f"rnnkit.compiled: expected columns {column}:{column + hidden} within the "
+            f"{width} columns of {next(iter(arrays))}"
+        )
     per_sequence = (batch, hidden)
     expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
     for name, array in arrays.items():
-        shape = expected.get(name, (hidden, hidden) if name.startswith("w_hh") else (rows, hidden))
+        shape = expected.get(name, (hidden, hidden) if name.startswith("w_hh") else (rows, width))
         if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
             raise ValueError(
                 f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
@@ -106,6 +112,15 @@ def _as_numpy(tensor: Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
+def _written_in_place(tensor: Tensor, name: str) -> np.ndarray:
+    """The numpy view of a 2-D tensor the kernels write (checked C-contiguous later)."""
+    if tensor.dim() != 2:
+        raise ValueError(
+            f"rnnkit.compiled: expected {name} to be 2-D, got shape {tuple(tensor.shape)}"
+        )
+    return tensor.detach().numpy()
+
+
 def forward(
     out: Tensor,
     h0: Tensor,
@@ -114,6 +129,7 @@ def forward(
     batch_sizes: Sequence[int],
     reverse: bool,
     kind: str,
+    column: int = 0,
 ) -> None:
     """In place on ``out`` (the input projection): run the recurrence.
 
@@ -126,27 +142,30 @@ def forward(
         batch_sizes: rows per step.
         reverse: run from the last step to the first.
         kind: ``"tanh"``, ``"fast_tanh"`` (float32 only) or ``"relu"``.
+        column: this direction's first column in ``out`` (the directions of a
+            bidirectional layer share one buffer).
 
     Shape:
-        out ``(R, H)``, h0 ``(N, H)``, w_hh ``(H, H)``, bias ``(H,)``.
+        out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
+        bias ``(H,)``.
     """
-    if out.dim() != 2:
-        raise ValueError(f"rnnkit.compiled: expected out to be 2-D, got shape {tuple(out.shape)}")
+    out_np = _written_in_place(out, "out")  # never copied: checked C-contiguous below
     if kind == "fast_tanh" and out.dtype != torch.float32:
         raise ValueError(f"rnnkit.compiled: fast_tanh is float32 only, got {out.dtype}")
-    rows = out.size(0)
+    rows, hidden = out_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
-    out_np = out.numpy()  # written in place: checked to be C-contiguous, never copied
     h0_np, w_hh_t = _as_numpy(h0), _as_numpy(w_hh.t())
-    bias_np = np.zeros(out_np.shape[1], out_np.dtype) if bias is None else _as_numpy(bias)
-    _check_arrays(rows, int(sizes[0]), out=out_np, h0=h0_np, w_hh_t=w_hh_t, bias=bias_np)
+    bias_np = np.zeros(hidden, out_np.dtype) if bias is None else _as_numpy(bias)
+    arrays = {"out": out_np, "h0": h0_np, "w_hh_t": w_hh_t, "bias": bias_np}
+    _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
     kernels = _kernels()
     _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
-    kernels.forward_loop(out_np, h0_np, w_hh_t, bias_np, sizes, reverse, code, SMALL_GEMM)
+    kernels.forward_loop(out_np, column, h0_np, w_hh_t, bias_np, sizes, reverse, code, SMALL_GEMM)
 
 
 def backward(
+    d: Tensor,
     grad_out: Tensor,
     grad_h_n: Tensor,
     out: Tensor,
@@ -154,34 +173,38 @@ def backward(
     batch_sizes: Sequence[int],
     reverse: bool,
     relu: bool,
-) -> Tensor:
-    """The gradient of every pre-activation (see ``kernels.backward_loop``).
+    column: int = 0,
+) -> None:
+    """Fills ``d`` with the gradient of every pre-activation (see ``kernels.backward_loop``).
+
+    Args:
+        d: written in place, this direction's columns only.
+        grad_out, grad_h_n: upstream gradients of the hidden sequence and the last states.
+        out: the forward's hidden sequence.
+        w_hh, batch_sizes, reverse: as in :func:`forward`.
+        relu: the activation was relu (else tanh).
+        column: as in :func:`forward`, the same in ``d``, ``grad_out`` and ``out``.
 
     Shape:
-        grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``;
-        returns ``(R, H)``.
+        d, grad_out, out ``(R, W)`` with ``W >= column + H``, grad_h_n ``(N, H)``,
+        w_hh ``(H, H)``.
     """
-    if out.dim() != 2:
-        raise ValueError(f"rnnkit.compiled: expected out to be 2-D, got shape {tuple(out.shape)}")
-    rows = out.size(0)
+    d_np = _written_in_place(d, "d")
+    rows, hidden = d_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, grad_h_n.size(0) if grad_h_n.dim() else -1)
-    d = torch.empty_like(out, memory_format=torch.contiguous_format)
     arrays = {
-        "d": d.numpy(),
+        "d": d_np,
         "grad_out": _as_numpy(grad_out),
-        "grad_h_n": _as_numpy(grad_h_n),
         "out": _as_numpy(out),
+        "grad_h_n": _as_numpy(grad_h_n),
         "w_hh": _as_numpy(w_hh),
     }
-    _check_arrays(rows, int(sizes[0]), **arrays)
+    _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
     kernels = _kernels()
     _single_threaded_scipy_blas()
+    fast = d.dtype == torch.float32
+    d_np, grad_out_np, out_np, grad_h_n_np, w_hh_np = arrays.values()
     kernels.backward_loop(
-        *arrays.values(),
-        sizes,
-        reverse,
-        relu,
-        out.dtype == torch.float32,
-        SMALL_GEMM,
-    )
-    return d
+        d_np, grad_out_np, grad_h_n_np, out_np, w_hh_np, column,
+        sizes, reverse, relu, fast, SMALL_GEMM,
+    )  # fmt: skip

@@ -8,7 +8,8 @@ or to a plain loop when it is so small that the BLAS call costs more
 
 Rows are in the packed layout described in :mod:`rnnkit.engine`: step ``t``
 owns rows ``offsets[t] : offsets[t] + batch_sizes[t]``. All arrays are
-C-contiguous.
+C-contiguous. The directions of a bidirectional layer share one ``(R, D * H)``
+buffer, so a direction is the columns ``column : column + H`` of it.
 """
 
 from __future__ import annotations
@@ -71,27 +72,37 @@ def _fast_tanh(x):
     return r
 
 
+# Column indices in the loops below are unsigned: a signed index makes numba wrap
+# negative values around, a branch per element that stops LLVM vectorising the
+# loop (measured: 444 against 66 us for a 3000x64 fast tanh).
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
-def _activate_fast_tanh(rows, bias):
-    for i in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
-            rows[i, j] = _fast_tanh(rows[i, j] + bias[j])
+def _activate_fast_tanh(out, first, count, column, bias):
+    for i in range(first, first + count):
+        for j in range(bias.shape[0]):
+            c = np.uint64(column) + np.uint64(j)
+            out[i, c] = _fast_tanh(out[i, c] + bias[j])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _activate(rows, bias, kind):
-    """In place: ``rows = act(rows + bias)``."""
+def _activate(out, first, count, column, bias, kind):
+    """In place on rows ``first : first + count``, columns ``column : column + H``:
+    ``act(rows + bias)``. Indexing the C-contiguous buffer, not a strided view of
+    it, keeps the unit column stride known to the compiler, so the loops vectorise."""
     if kind == FAST_TANH:
-        _activate_fast_tanh(rows, bias)
+        _activate_fast_tanh(out, first, count, column, bias)
     elif kind == TANH:
-        for i in range(rows.shape[0]):
-            for j in range(rows.shape[1]):
-                rows[i, j] = np.tanh(rows[i, j] + bias[j])
+        for i in range(first, first + count):
+            for j in range(bias.shape[0]):
+                c = np.uint64(column) + np.uint64(j)
+                out[i, c] = np.tanh(out[i, c] + bias[j])
     else:
-        for i in range(rows.shape[0]):
-            for j in range(rows.shape[1]):
-                value = rows[i, j] + bias[j]
-                rows[i, j] = 0.0 if value < 0 else value  # NaN stays NaN, as in torch.relu
+        for i in range(first, first + count):
+            for j in range(bias.shape[0]):
+                c = np.uint64(column) + np.uint64(j)
+                value = out[i, c] + bias[j]
+                out[i, c] = 0.0 if value < 0 else value  # NaN stays NaN, as torch.relu
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -118,11 +129,13 @@ def _offsets(batch_sizes):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def forward_loop(out, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
+def forward_loop(out, column, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
     """In place: ``out_t = act(out_t + h_prev(t) @ w_hh_t)``, step by step.
 
     Args:
-        out: each step's input projection (no bias); becomes the hidden sequence.
+        out: each step's input projection (no bias); its columns
+            ``column : column + H`` become the hidden sequence.
+        column: first column of this direction in ``out``.
         h0: initial state of each sequence.
         w_hh_t: the recurrent weight, transposed.
         bias: added to every step's pre-activation (``b_ih + b_hh``, or zeros).
@@ -132,39 +145,42 @@ def forward_loop(out, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
         small_gemm: largest ``m*k*n`` computed without BLAS.
 
     Shape:
-        out ``(R, H)``, h0 ``(N, H)``, w_hh_t ``(H, H)``, bias ``(H,)``,
-        batch_sizes ``(L,)``.
+        out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh_t ``(H, H)``,
+        bias ``(H,)``, batch_sizes ``(L,)``.
     """
     int_args, scalar_args = scratch(out.dtype)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
+    end = column + h0.shape[1]
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
-        rows = out[start : start + n]
+        rows = out[start : start + n, column:end]
         if not reverse:
-            previous = h0[:n] if t == 0 else out[offsets[t - 1] : offsets[t - 1] + n]
+            first = offsets[t - 1] if t else 0
+            previous = out[first : first + n, column:end] if t else h0[:n]
             _matmul_accumulate(previous, w_hh_t, rows, small_gemm, int_args, scalar_args)
         else:
             # sequences running at t + 1 continue; the others start here from h0
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
-            previous = out[offsets[t + 1] : offsets[t + 1] + n_next]
+            previous = out[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
             _matmul_accumulate(previous, w_hh_t, rows[:n_next], small_gemm, int_args, scalar_args)
             _matmul_accumulate(
                 h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
             )
-        _activate(rows, bias, kind)
+        _activate(out, start, n, column, bias, kind)
 
 
-def _times_derivative_body(d_rows, h_rows, relu):
-    """In place: ``d *= act'(pre)``, from ``h = act(pre)``."""
-    for i in range(d_rows.shape[0]):
-        for j in range(d_rows.shape[1]):
-            h = h_rows[i, j]
+def _times_derivative_body(d, h, first, count, column, hidden, relu):
+    """In place on rows ``first : first + count``, columns ``column : column + hidden``:
+    ``d *= act'(pre)``, from ``h = act(pre)``."""
+    for i in range(first, first + count):
+        for j in range(hidden):
+            c = np.uint64(column) + np.uint64(j)  # unsigned: see _activate_fast_tanh
             if relu:  # as torch: zero where h <= 0 only, so a NaN state passes the gradient
-                d_rows[i, j] = 0.0 if h <= 0 else d_rows[i, j]
+                d[i, c] = 0.0 if h[i, c] <= 0 else d[i, c]
             else:
-                d_rows[i, j] *= 1 - h * h
+                d[i, c] *= 1 - h[i, c] * h[i, c]
 
 
 # One body, two compilations: float32 may reorder arithmetic, float64 stays exact.
@@ -175,7 +191,9 @@ _times_derivative_fast = njit(cache=True, nogil=True, fastmath=_FAST, error_mode
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def backward_loop(d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu, fast, small_gemm):
+def backward_loop(
+    d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm
+):
     """Backpropagation through time: fills ``d`` with dL/d(pre-activation).
 
     Walking back in time, ``dL/dh_t = grad_out_t + d_{t'} @ w_hh`` for the step
@@ -183,39 +201,43 @@ def backward_loop(d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu, 
     step), and ``d_t = dL/dh_t * act'(pre_t)``, computed from ``h_t``.
 
     Args:
-        d: output, every row written.
+        d: output, every row of this direction's columns written.
         grad_out: upstream gradient of the hidden sequence.
         grad_h_n: upstream gradient of each sequence's last state.
         out: the hidden sequence of the forward pass.
         w_hh: the recurrent weight (not transposed).
+        column: first column of this direction in ``d``, ``grad_out`` and ``out``.
         batch_sizes, reverse: as in :func:`forward_loop`.
         relu: the activation was relu (else tanh).
         fast: float32 arithmetic may be reordered (fastmath).
         small_gemm: as in :func:`forward_loop`.
 
     Shape:
-        d, grad_out, out ``(R, H)``, grad_h_n ``(N, H)``, w_hh ``(H, H)``.
+        d, grad_out, out ``(R, W)`` with ``W >= column + H``, grad_h_n ``(N, H)``,
+        w_hh ``(H, H)``.
     """
     int_args, scalar_args = scratch(d.dtype)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
+    hidden = w_hh.shape[0]
+    end = column + hidden
     for i in range(steps):
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
-        rows = d[start : start + n]
-        rows[:] = grad_out[start : start + n]
+        rows = d[start : start + n, column:end]
+        rows[:] = grad_out[start : start + n, column:end]
         if reverse:
             if t == 0:
                 rows += grad_h_n[:n]
             else:  # h_t was read by step t - 1, whose first n rows continue it
-                later = d[offsets[t - 1] : offsets[t - 1] + n]
+                later = d[offsets[t - 1] : offsets[t - 1] + n, column:end]
                 _matmul_accumulate(later, w_hh, rows, small_gemm, int_args, scalar_args)
         else:
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
-            later = d[offsets[t + 1] : offsets[t + 1] + n_next]
+            later = d[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
             _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args)
             rows[n_next:] += grad_h_n[n_next:n]  # sequences whose last step is t
         if fast:
-            _times_derivative_fast(rows, out[start : start + n], relu)
+            _times_derivative_fast(d, out, start, n, column, hidden, relu)
         else:
-            _times_derivative(rows, out[start : start + n], relu)
+            _times_derivative(d, out, start, n, column, hidden, relu)

@@ -1,4 +1,4 @@
-"""One layer and direction: the forward and backward of the fused engine.
+"""One layer, all its directions: the forward and backward of the fused engine.
 
 ``layer_forward`` and ``layer_backward`` are plain functions; two thin wrappers
 give them to autograd: ``RNNLayerFunction`` (an ``autograd.Function``, the
@@ -32,85 +32,279 @@ AUTO_COMPILED_MAX = 512 * 1024
 # Input widths up to which the backward GEMMs run transposed (see layer_backward).
 _NARROW_INPUT = 8
 
-
-def _forward_compiled(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Tensor:
-    """The recurrence in compiled loops (CPU, float32/float64)."""
-    # The kernels add the bias in their activation loop: a bias here would cost
-    # one more pass over the output (GEMM with beta=1 on a broadcast copy).
-    out = x.mm(w_ih.t())  # (R, H_out), contiguous
-    kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
-    compiled.forward(out, h0, w_hh, bias, batch_sizes, reverse, kind)
-    return out
+# In inference, a stacked layer's input projection overwrites its input (the layer
+# below's output, which nothing else reads) in row chunks of a sixteenth of it, so
+# that the stack holds one layer's output at a time plus a chunk; chunks have at
+# least _IN_PLACE_MIN_ROWS rows, so short inputs do not pay for many small GEMMs.
+_IN_PLACE_CHUNKS = 16
+_IN_PLACE_MIN_ROWS = 64
 
 
-def layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
-    """The forward pass of one layer and direction; ``engine`` already resolved.
+def _per_direction(weights: Sequence[Tensor], num_directions: int) -> list[tuple]:
+    """``(w_ih, w_hh, b_ih, b_hh)`` per direction from the flat list (biases None if absent)."""
+    per = len(weights) // num_directions
+    return [(*weights[k * per : (k + 1) * per], None, None)[:4] for k in range(num_directions)]
+
+
+def _project(x: Tensor, w_ih: Tensor, x_is_scratch: bool) -> Tensor:
+    """``x @ w_ih^T`` without bias, overwriting ``x`` chunk by chunk where allowed.
+
+    A GEMM with the bias costs far more than without it plus one pass adding it
+    (9.9 ms against 6.1 + 0.4 ms at 6400x64 -> 512, 1 thread).
+
+    Shape:
+        x ``(R, H_in)``, w_ih ``(D * H_out, H_in)``; returns ``(R, D * H_out)``.
+    """
+    if not (x_is_scratch and x.size(1) == w_ih.size(0) and x.is_contiguous() and x.size(0)):
+        return x.mm(w_ih.t())
+    rows = max(-(-x.size(0) // _IN_PLACE_CHUNKS), _IN_PLACE_MIN_ROWS)
+    buffer = x.new_empty(min(rows, x.size(0)), w_ih.size(0))
+    for chunk in x.split(rows):
+        product = buffer[: chunk.size(0)]
+        torch.mm(chunk, w_ih.t(), out=product)
+        chunk.copy_(product)
+    return x
+
+
+def layer_forward(
+    x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False
+):
+    """The forward pass of every direction of one layer; ``engine`` already resolved.
+
+    The directions share one output buffer: a single GEMM projects the input
+    for all of them, and each direction's recurrence runs in place in its
+    columns, so no concatenation is needed.
+
+    Args:
+        x: packed input rows.
+        h0: initial state per direction.
+        weights: per direction ``w_ih, w_hh[, b_ih, b_hh]``, flattened.
+        batch_sizes: rows per step.
+        directions: per direction, whether it runs in reverse.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        engine: ``"compiled"`` or ``"fused"``.
+        x_is_scratch: ``x`` may be overwritten (a stacked layer's input in inference).
 
     Returns:
-        ``(out, h_n)``, as :func:`rnn_layer`.
+        ``(out, h_n)``: the state of every direction at every packed row, and
+        each sequence's state after its last processed step.
+
+    Shape:
+        x ``(R, H_in)``, h0 ``(D, N, H_out)``; out ``(R, D * H_out)``, h_n ``(D, N, H_out)``.
     """
     relu = nonlinearity == "relu"
-    bias = None if b_ih is None else b_ih + b_hh
-    run = _forward_compiled if engine == "compiled" else forward_torch_ops
-    out = run(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu)  # (R, H_out)
-    # h_n: (N, H_out), each sequence's state after its last processed step
-    if reverse:
-        h_n = out[: batch_sizes[0]].clone()
-    elif batch_sizes[-1] == batch_sizes[0]:
-        h_n = out[out.size(0) - batch_sizes[-1] :].clone()
+    layers = _per_direction(weights, len(directions))
+    w_ih = layers[0][0] if len(layers) == 1 else torch.cat([w[0] for w in layers])
+    biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
+    w_hhs = [w[1] for w in layers]
+    if engine == "compiled":
+        out = _project(x, w_ih, x_is_scratch)  # (R, D * H_out); the kernels add the bias
+        kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
+        hidden = w_hhs[0].size(0)
+        for k, reverse in enumerate(directions):
+            column = k * hidden
+            compiled.forward(out, h0[k], w_hhs[k], biases[k], batch_sizes, reverse, kind, column)
     else:
-        h_n = out.index_select(0, last_step_rows(batch_sizes, out.device))
-    return out, h_n
+        out = forward_torch_ops(
+            lambda w: _project(x, w, x_is_scratch), w_ih, h0, w_hhs, biases,
+            batch_sizes, directions, relu,
+        )  # fmt: skip
+    return out, _last_states(out, batch_sizes, directions)
+
+
+def _last_states(out: Tensor, batch_sizes, directions) -> Tensor:
+    """Each sequence's state after its last processed step, per direction.
+
+    Shape:
+        out ``(R, D * H_out)``; returns ``(D, N, H_out)``.
+    """
+    hidden, n = out.size(1) // len(directions), batch_sizes[0]
+    h_n = out.new_empty(len(directions), n, hidden)
+    last_rows = None
+    for k, reverse in enumerate(directions):
+        columns = out[:, k * hidden : (k + 1) * hidden]
+        if reverse:
+            h_n[k].copy_(columns[:n])
+        elif batch_sizes[-1] == n:
+            h_n[k].copy_(columns[out.size(0) - n :])
+        else:
+            last_rows = last_step_rows(batch_sizes, out.device) if last_rows is None else last_rows
+            torch.index_select(columns, 0, last_rows, out=h_n[k])
+    return h_n
 
 
 def layer_backward(
-    grad_out, grad_h_n, x, h0, w_ih, w_hh, out, batch_sizes, reverse, nonlinearity, engine, needs
+    grad_out, grad_h_n, x, h0, weights, out, batch_sizes, directions, nonlinearity, engine, needs
 ):
-    """Backpropagation through time for one layer and direction.
+    """Backpropagation through time for every direction of one layer.
+
+    Each direction walks back through time in a few chunks of steps (see
+    :func:`_time_chunks`): the gradient of the pre-activations of one chunk is
+    computed into a chunk-sized buffer, turned into its share of every weight,
+    input and ``h_0`` gradient with a few GEMMs, and the buffer is reused for the
+    next chunk. A chunk boundary needs only ``d @ w_hh`` of the step just past it,
+    which enters the next chunk as if it were ``grad_h_n``.
 
     Args:
         grad_out, grad_h_n: upstream gradients of ``out`` and ``h_n``.
-        x, h0, w_ih, w_hh: the forward inputs; out: the forward's hidden sequence.
-        batch_sizes, reverse, nonlinearity, engine: as in the forward.
-        needs: which of ``(x, h0, w_ih, w_hh, bias)`` need a gradient.
+        x, h0, weights: the forward inputs; out: the forward's hidden sequence.
+        batch_sizes, directions, nonlinearity, engine: as in :func:`layer_forward`.
+        needs: whether ``x``, ``h0`` and the weights need a gradient.
 
     Returns:
-        ``(grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias)``, None where not needed.
+        ``(grad_x, grad_h0, grad_weights)``; grad_weights in the order of ``weights``
+        (None where ``needs`` says no).
+
+    Shape:
+        as in :func:`layer_forward`; grad_x ``(R, H_in)``, grad_h0 ``(D, N, H_out)``.
     """
     relu = nonlinearity == "relu"
+    hidden = out.size(1) // len(directions)
+    grad_out = grad_out.contiguous()  # (R, D * H_out), each direction reads its columns
+    chunks = _time_chunks(batch_sizes, out)
+    offsets = [0, *itertools.accumulate(batch_sizes)]
+    rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
+    d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
+    grad_x = x.new_zeros(x.shape) if needs[0] else None
+    grad_h0 = torch.zeros_like(h0) if needs[1] else None
+    grad_weights = [] if needs[2] else None
+    for k, (w_ih, w_hh, b_ih, _) in enumerate(_per_direction(weights, len(directions))):
+        reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
+        grads = _DirectionGrads(w_ih, w_hh, needs, b_ih is not None)
+        into = _ChunkTarget(grad_x, None if grad_h0 is None else grad_h0[k], grads)
+        entering = grad_h_n[k]  # dL/dh entering each sequence's last step in the chunk
+        for lo, hi in chunks[::-1] if not reverse else chunks:
+            r0, r1, sizes = offsets[lo], offsets[hi], batch_sizes[lo:hi]
+            n = sizes[0]
+            # The states the chunk's first step (in its direction) read.
+            after = batch_sizes[hi] if hi < len(batch_sizes) else 0  # sequences running on
+            if not reverse:
+                before = h0[k] if lo == 0 else out[offsets[lo - 1] : offsets[lo - 1] + n, columns]
+            elif after == n:
+                before = out[r1 : r1 + n, columns]
+            else:  # those running on read step hi, the others start here from h0
+                before = h0[k][:n].clone()
+                before[:after] = out[r1 : r1 + after, columns]
+            d_chunk = d[: r1 - r0]
+            _pre_activation_grad(
+                engine, d_chunk, grad_out[r0:r1], entering[:n], out[r0:r1], w_hh,
+                sizes, reverse, relu, columns,
+            )  # fmt: skip
+            d_k = d_chunk[:, columns]
+            ended = after if reverse else 0
+            into.add(d_k, x[r0:r1], out[r0:r1, columns], before, sizes, reverse, r0, ended)
+            # dL/dh entering the next chunk (earlier in time, or later in reverse).
+            if not reverse and lo > 0:
+                entering = grad_h_n[k].clone()  # for the sequences that end in it
+                entering[:n] = d_k[:n].mm(w_hh)  # for those that continue into this chunk
+            elif reverse and after:
+                last = offsets[hi - 1] - r0
+                entering = d_k[last : last + after].mm(w_hh)
+        if grad_weights is not None:
+            grad_weights += grads.result()
+    return grad_x, grad_h0, grad_weights
+
+
+# Chunks of time steps in the backward pass when its gradient buffer would exceed
+# _CHUNKED_BACKWARD_BYTES: two chunks halve that buffer, which keeps a training
+# step's peak extra memory under twice the output (output + half + input gradient)
+# for a few more small GEMMs per chunk. Below, one chunk: no extra calls.
+_BACKWARD_CHUNKS = 2
+_CHUNKED_BACKWARD_BYTES = 256 * 1024
+
+
+def _time_chunks(batch_sizes, out: Tensor) -> list[tuple[int, int]]:
+    """Step ranges ``[lo, hi)`` the backward pass walks, in time order."""
+    steps = len(batch_sizes)
+    if out.numel() * out.element_size() < _CHUNKED_BACKWARD_BYTES or steps < _BACKWARD_CHUNKS:
+        return [(0, steps)]
+    bounds = [steps * i // _BACKWARD_CHUNKS for i in range(_BACKWARD_CHUNKS + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _pre_activation_grad(engine, d, grad_out, grad_h_n, out, w_hh, sizes, reverse, relu, columns):
+    """One direction's dL/d(pre-activation) over a run of steps, into ``d[:, columns]``.
+
+    Shape:
+        d, grad_out, out ``(R, D * H_out)``, grad_h_n ``(N, H_out)``.
+    """
     if engine == "compiled":
-        pre_activation_grad = compiled.backward
+        compiled.backward(d, grad_out, grad_h_n, out, w_hh, sizes, reverse, relu, columns.start)
     else:
-        pre_activation_grad = pre_activation_grad_torch_ops
-    d = pre_activation_grad(grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu)
-    grad_x = grad_h0 = grad_w_ih = grad_w_hh = grad_bias = None
-    # BLAS is slow (4-7x, measured) on products with an output this narrow
-    # (H_in columns); the transposed products are the same numbers, fast.
-    narrow = x.size(1) <= _NARROW_INPUT
-    if needs[0]:
-        grad_x = w_ih.t().mm(d.t()).t() if narrow else d.mm(w_ih)  # (R, H_in)
-    if needs[1]:
-        if not reverse:
-            first = d[: batch_sizes[0]]  # every sequence starts at step 0
-        elif batch_sizes[-1] == batch_sizes[0]:
-            first = d[d.size(0) - batch_sizes[0] :]
-        else:
-            first = d.index_select(0, last_step_rows(batch_sizes, d.device))
-        grad_h0 = first.mm(w_hh)  # (N, H_out)
-    if needs[2]:
-        grad_w_ih = x.t().mm(d).t() if narrow else d.t().mm(x)  # (H_out, H_in)
-    if needs[3]:
-        grad_w_hh = _weight_hh_grad(d, out, h0, batch_sizes, reverse)
-    if needs[4]:
-        grad_bias = d.sum(0)  # (H_out,)
-    return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias
+        args = (grad_h_n, out[:, columns], w_hh, sizes, reverse, relu)
+        pre_activation_grad_torch_ops(d[:, columns], grad_out[:, columns], *args)
+
+
+class _DirectionGrads:
+    """One direction's weight gradients, summed over chunks of time steps."""
+
+    def __init__(self, w_ih: Tensor, w_hh: Tensor, needs, has_bias: bool):
+        self.w_ih, self.w_hh, self.needs, self.has_bias = w_ih, w_hh, needs, has_bias
+        self.w_ih_t = self.w_hh_grad = self.bias = None
+
+    def add(self, d: Tensor, x: Tensor, out: Tensor, before: Tensor, sizes, reverse: bool):
+        """Shape: d, out ``(r, H_out)``, x ``(r, H_in)``, before ``(n, H_out)``."""
+        w_ih_t = x.t().mm(d)  # (H_in, H_out): transposed, fast also for a narrow H_in
+        w_hh = _weight_hh_grad(d, out, before, sizes, reverse)  # (H_out, H_out)
+        bias = d.sum(0) if self.has_bias else None
+        if self.w_ih_t is None:
+            self.w_ih_t, self.w_hh_grad, self.bias = w_ih_t, w_hh, bias
+            return
+        self.w_ih_t += w_ih_t
+        self.w_hh_grad += w_hh
+        if bias is not None:
+            self.bias += bias
+
+    def result(self) -> list[Tensor]:
+        grads = [self.w_ih_t.t(), self.w_hh_grad]
+        if self.has_bias:
+            # b_hh gets a separate tensor: autograd may accumulate into it in place.
+            grads += [self.bias, self.bias.clone()]
+        return grads
+
+
+class _ChunkTarget:
+    """Where one direction's chunks of dL/d(pre-activation) go: input, ``h_0`` and weights."""
+
+    def __init__(self, grad_x: Tensor | None, grad_h0: Tensor | None, grads: _DirectionGrads):
+        self.grad_x, self.grad_h0, self.grads = grad_x, grad_h0, grads
+
+    def add(self, d, x, out, before, sizes, reverse, first_row, ended) -> None:
+        """Adds one chunk's share.
+
+        Args:
+            d: the chunk's dL/d(pre-activation); x, out: its input and states.
+            before: the state before the chunk's first step (in its direction).
+            sizes: the chunk's batch sizes; reverse: the direction.
+            first_row: the chunk's first packed row.
+            ended: in reverse, sequences ``ended:`` have their first processed step here.
+
+        Shape:
+            d, out ``(r, H_out)``, x ``(r, H_in)``, before ``(sizes[0], H_out)``.
+        """
+        w_ih, w_hh = self.grads.w_ih, self.grads.w_hh
+        if self.grad_x is not None:
+            rows = self.grad_x[first_row : first_row + d.size(0)]
+            # BLAS is slow (4-7x, measured) on products with an output this narrow
+            # (H_in columns); the transposed product is the same numbers, fast.
+            narrow = x.size(1) <= _NARROW_INPUT
+            rows += w_ih.t().mm(d.t()).t() if narrow else d.mm(w_ih)  # (r, H_in)
+        if self.grad_h0 is not None:
+            if not reverse and first_row == 0:  # every sequence starts at step 0
+                self.grad_h0 += d[: sizes[0]].mm(w_hh)
+            elif reverse:  # each sequence starts at its last step
+                first = last_step_rows(sizes, d.device)[ended:]
+                self.grad_h0[ended : sizes[0]] += d.index_select(0, first).mm(w_hh)
+        if self.grads.needs[2]:
+            self.grads.add(d, x, out, before, sizes, reverse)
 
 
 def _weight_hh_grad(d: Tensor, out: Tensor, h0: Tensor, batch_sizes, reverse: bool) -> Tensor:
     """``sum_t dpre_t^T @ h_prev(t)`` as (at most) two GEMMs.
 
     Shape:
-        d, out ``(R, H_out)``, h0 ``(N, H_out)``; returns ``(H_out, H_out)``.
+        d, out ``(R, H_out)`` (column views are fine), h0 ``(N, H_out)``;
+        returns ``(H_out, H_out)``.
     """
     n = batch_sizes[0]
     if batch_sizes[-1] == n:  # equal lengths: previous states are a shifted slice
@@ -126,47 +320,43 @@ class RNNLayerFunction(torch.autograd.Function):
     """``layer_forward``/``layer_backward`` for eager autograd (see module doc)."""
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
-        out, h_n = layer_forward(
-            x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine
-        )
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
-        ctx.args = (batch_sizes, reverse, nonlinearity, engine)
+    def forward(ctx, x, h0, batch_sizes, directions, nonlinearity, engine, *weights):
+        out, h_n = layer_forward(x, h0, weights, batch_sizes, directions, nonlinearity, engine)
+        ctx.save_for_backward(x, h0, out, *weights)
+        ctx.args = (batch_sizes, directions, nonlinearity, engine)
         return out, h_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h_n):
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        x, h0, out, *weights = ctx.saved_tensors
         need = ctx.needs_input_grad
-        needs = (need[0], need[1], need[2], need[3], need[4] or need[5])
-        grads = layer_backward(grad_out, grad_h_n, x, h0, w_ih, w_hh, out, *ctx.args, needs)
-        grad_bias = grads[4]
-        # b_hh gets a separate tensor: autograd may accumulate into it in place.
-        grad_b_hh = None if grad_bias is None else grad_bias.clone()
-        return (*grads, grad_b_hh, None, None, None, None)
+        needs = (need[0], need[1], any(need[6:]))
+        grad_x, grad_h0, grad_weights = layer_backward(
+            grad_out, grad_h_n, x, h0, weights, out, *ctx.args, needs
+        )
+        grad_weights = grad_weights or [None] * len(weights)
+        grad_weights = [g if n else None for g, n in zip(grad_weights, need[6:], strict=True)]
+        return grad_x, grad_h0, None, None, None, None, *grad_weights
 
 
 @torch.library.custom_op("rnnkit::rnn_layer", mutates_args=())
 def _rnn_layer_op(
     x: Tensor,
     h0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
+    weights: list[Tensor],
     batch_sizes: list[int],
-    reverse: bool,
+    directions: list[bool],
     nonlinearity: str,
     engine: str,
 ) -> tuple[Tensor, Tensor]:
-    engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
-    return layer_forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine)
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    return layer_forward(x, h0, weights, batch_sizes, directions, nonlinearity, engine)
 
 
 @_rnn_layer_op.register_fake
-def _(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
-    return x.new_empty(x.size(0), w_hh.size(0)), h0.new_empty(h0.shape)
+def _(x, h0, weights, batch_sizes, directions, nonlinearity, engine):
+    return x.new_empty(x.size(0), h0.size(0) * h0.size(2)), h0.new_empty(h0.shape)
 
 
 @torch.library.custom_op("rnnkit::rnn_layer_backward", mutates_args=())
@@ -175,72 +365,70 @@ def _rnn_layer_backward_op(
     grad_h_n: Tensor,
     x: Tensor,
     h0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
+    weights: list[Tensor],
     out: Tensor,
     batch_sizes: list[int],
-    reverse: bool,
+    directions: list[bool],
     nonlinearity: str,
     engine: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
-    args = (x, h0, w_ih, w_hh, out, batch_sizes, reverse, nonlinearity, engine, (True,) * 5)
-    grads = layer_backward(grad_out.contiguous(), grad_h_n.contiguous(), *args)
-    # Contiguous, as the fake implementation promises (some come out transposed).
-    return tuple(grad.contiguous() for grad in grads)
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    args = (out, batch_sizes, directions, nonlinearity, engine, (True,) * 3)
+    grad_x, grad_h0, grad_weights = layer_backward(
+        grad_out.contiguous(), grad_h_n.contiguous(), x, h0, weights, *args
+    )
+    # Contiguous and unaliased, as the fake implementation promises (some are
+    # transposed or column views).
+    contiguous = torch.contiguous_format
+    return grad_x.contiguous(), grad_h0, [g.clone(memory_format=contiguous) for g in grad_weights]
 
 
 @_rnn_layer_backward_op.register_fake
-def _(grad_out, grad_h_n, x, h0, w_ih, w_hh, out, batch_sizes, reverse, nonlinearity, engine):
-    hidden = w_hh.size(0)
-    return (
-        torch.empty_like(x),
-        torch.empty_like(h0),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        w_hh.new_empty(hidden),
-    )
+def _(grad_out, grad_h_n, x, h0, weights, out, batch_sizes, directions, nonlinearity, engine):
+    return torch.empty_like(x), torch.empty_like(h0), [torch.empty_like(w) for w in weights]
 
 
 def _setup_context(ctx, inputs, output):
-    x, h0, w_ih, w_hh, b_ih, _, batch_sizes, reverse, nonlinearity, engine = inputs
-    ctx.save_for_backward(x, h0, w_ih, w_hh, output[0])
-    ctx.args = (batch_sizes, reverse, nonlinearity, engine)
-    ctx.has_bias = b_ih is not None
+    x, h0, weights, batch_sizes, directions, nonlinearity, engine = inputs
+    ctx.save_for_backward(x, h0, output[0], *weights)
+    ctx.args = (batch_sizes, directions, nonlinearity, engine)
 
 
 def _op_backward(ctx, grad_out, grad_h_n):
-    x, h0, w_ih, w_hh, out = ctx.saved_tensors
+    x, h0, out, *weights = ctx.saved_tensors
     grad_out = torch.zeros_like(out) if grad_out is None else grad_out
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-    grads = _rnn_layer_backward_op(grad_out, grad_h_n, x, h0, w_ih, w_hh, out, *ctx.args)
-    grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias = grads
-    if not ctx.has_bias:
-        return grad_x, grad_h0, grad_w_ih, grad_w_hh, None, None, None, None, None, None
-    return (
-        grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias.clone(),
-        None, None, None, None,
-    )  # fmt: skip
+    grad_x, grad_h0, grad_weights = _rnn_layer_backward_op(
+        grad_out, grad_h_n, x, h0, weights, out, *ctx.args
+    )
+    return grad_x, grad_h0, grad_weights, None, None, None, None
 
 
 _rnn_layer_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
-def run_layer(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, engine):
-    """One layer through autograd: the custom op while torch.compile/export traces
-    (one opaque node with a fake implementation), the autograd.Function in eager
-    mode (a few microseconds cheaper per call), neither when no gradient is needed."""
+def run_layer(x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False):
+    """One layer (all directions) through autograd: the custom op while
+    torch.compile/export traces (one opaque node with a fake implementation),
+    the autograd.Function in eager mode (a few microseconds cheaper per call),
+    neither when no gradient is needed (then ``x_is_scratch`` lets the input
+    projection overwrite ``x``).
+
+    Shape:
+        as in :func:`layer_forward`.
+    """
     if torch.compiler.is_compiling():
         return _rnn_layer_op(
-            x, h0, w_ih, w_hh, b_ih, b_hh, list(batch_sizes), reverse, nonlinearity, engine
+            x, h0, list(weights), list(batch_sizes), list(directions), nonlinearity, engine
         )
-    engine = resolve_engine(engine, x, h0.size(0), w_hh.size(0))
-    args = (x, h0, w_ih, w_hh, b_ih, b_hh, tuple(batch_sizes), reverse, nonlinearity, engine)
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, w_ih, w_hh, b_ih, b_hh)
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    args = (tuple(batch_sizes), tuple(directions), nonlinearity, engine)
+    if torch.is_grad_enabled() and (
+        x.requires_grad or h0.requires_grad or any(w.requires_grad for w in weights)
     ):
-        return RNNLayerFunction.apply(*args)
-    return layer_forward(*args)  # nothing to differentiate: skip autograd's bookkeeping
+        return RNNLayerFunction.apply(x, h0, *args, *weights)
+    # nothing to differentiate: skip autograd's bookkeeping
+    return layer_forward(x, h0, weights, *args, x_is_scratch=x_is_scratch)
 
 
 def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:
@@ -319,8 +507,9 @@ def rnn_layer(
             f"tensors or both None, got b_ih={_describe(b_ih)} and b_hh={_describe(b_hh)}."
         )
     _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes)
-    args = (tuple(batch_sizes), reverse, nonlinearity, engine)  # run_layer resolves engine
-    return run_layer(x, h0, w_ih, w_hh, b_ih, b_hh, *args)
+    weights = [w_ih, w_hh] if b_ih is None else [w_ih, w_hh, b_ih, b_hh]
+    out, h_n = run_layer(x, h0.unsqueeze(0), weights, batch_sizes, (reverse,), nonlinearity, engine)
+    return out, h_n[0]
 
 
 def _check_layer_args(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes) -> None:

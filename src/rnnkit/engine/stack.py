@@ -46,19 +46,18 @@ def rnn_stack(
     num_directions = 2 if bidirectional else 1
     num_layers = len(all_weights) // num_directions
     batch_sizes = tuple(batch_sizes)
+    directions = (False, True) if bidirectional else (False,)
+    num_layers = len(all_weights) // len(directions)
+    batch_sizes = tuple(batch_sizes)
     layer_input, h_n = x, []
     for layer in range(num_layers):
-        outputs = []
-        for direction in range(num_directions):
-            index = layer * num_directions + direction
-            w_ih, w_hh, b_ih, b_hh = (*all_weights[index], None, None)[:4]
-            out, h_last = run_layer(
-                layer_input, hx[index], w_ih, w_hh, b_ih, b_hh,
-                batch_sizes, direction == 1, nonlinearity, engine,
-            )  # fmt: skip
-            outputs.append(out)
-            h_n.append(h_last)
-        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, 1)
+        first = layer * len(directions)
+        weights = [w for index in range(first, first + len(directions)) for w in all_weights[index]]
+        layer_input, h_last = run_layer(
+            layer_input, hx[first : first + len(directions)], weights, batch_sizes,
+            directions, nonlinearity, engine, x_is_scratch=layer > 0,
+        )  # fmt: skip  # (R, D * H_out), (D, N, H_out)
+        h_n.append(h_last)
         if dropout and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, True)
-    return layer_input, h_n[0].unsqueeze(0) if len(h_n) == 1 else torch.stack(h_n)
+    return layer_input, h_n[0] if len(h_n) == 1 else torch.cat(h_n)

@@ -8,7 +8,6 @@ per step; :mod:`rnnkit.compiled` removes that cost on CPU.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -69,31 +68,63 @@ def _backward_recurrence(d, grad_out, grad_h_n, w_hh, batch_sizes, reverse) -> N
         d_next, n_prev = d_t, n
 
 
-def forward_torch_ops(x, h0, w_ih, w_hh, bias, batch_sizes, reverse, relu) -> Tensor:
-    """The recurrence with one torch op per step (any device and dtype)."""
-    if relu or x.dtype != torch.float32 or x.device.type != "cpu":
+def forward_torch_ops(project, w_ih, h0, w_hhs, biases, batch_sizes, directions, relu) -> Tensor:
+    """The recurrence with one torch op per step (any device and dtype), every direction.
+
+    Args:
+        project: ``w -> x @ w^T``, the input projection (see ``layer._project``).
+        w_ih: every direction's input weight, stacked.
+        h0: initial state per direction.
+        w_hhs, biases: per direction, the recurrent weight and ``b_ih + b_hh`` (or None).
+        batch_sizes, directions, relu: as in ``layer.layer_forward``.
+
+    Shape:
+        w_ih ``(D * H_out, H_in)``, h0 ``(D, N, H_out)``; returns ``(R, D * H_out)``.
+    """
+    hidden = w_hhs[0].size(0)
+    columns = [slice(k * hidden, (k + 1) * hidden) for k in range(len(directions))]
+    has_bias = biases[0] is not None
+    if relu or w_ih.dtype != torch.float32 or w_ih.device.type != "cpu":
         # The input projection of every step in one GEMM; the recurrence
         # then runs in place, so this buffer ends up holding the output.
-        out = F.linear(x, w_ih, bias)  # (R, H_out)
+        out = project(w_ih)  # (R, D * H_out)
+        if has_bias:
+            out.add_(torch.cat(biases))
         activate_ = Tensor.relu_ if relu else Tensor.tanh_
-        _recurrence(out, h0, w_hh.t().contiguous(), batch_sizes, reverse, activate_)
+        for k, reverse in enumerate(directions):
+            w_hh_t = w_hhs[k].t().contiguous()
+            _recurrence(out[:, columns[k]], h0[k], w_hh_t, batch_sizes, reverse, activate_)
         return out
     # float32 tanh on CPU costs 3x a sigmoid, and tanh(p) = 2 sigmoid(2p) - 1,
     # so run the recurrence on s = (h + 1) / 2 = sigmoid(2p):
     # 2 p_t = 2 (W_ih x_t + b - W_hh 1) + (4 W_hh) s_{t-1}.
-    shift = -w_hh.sum(1) if bias is None else bias - w_hh.sum(1)
-    out = F.linear(x, 2 * w_ih, 2 * shift)  # (R, H_out)
+    shifts = [-w.sum(1) if b is None else b - w.sum(1) for w, b in zip(w_hhs, biases, strict=True)]
+    out = project(2 * w_ih)  # (R, D * H_out)
+    out.add_(2 * torch.cat(shifts))
     s0 = (h0 + 1) * 0.5
-    _recurrence(out, s0, (4 * w_hh).t().contiguous(), batch_sizes, reverse, Tensor.sigmoid_)
+    for k, reverse in enumerate(directions):
+        w_hh_t = (4 * w_hhs[k]).t().contiguous()
+        _recurrence(out[:, columns[k]], s0[k], w_hh_t, batch_sizes, reverse, Tensor.sigmoid_)
     return out.mul_(2).sub_(1)
 
 
-def pre_activation_grad_torch_ops(grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu):
-    """dL/d(pre-activation) of every row, one torch op per step. Shape: ``(R, H_out)``."""
+def pre_activation_grad_torch_ops(d, grad_out, grad_h_n, out, w_hh, batch_sizes, reverse, relu):
+    """Fills ``d`` with dL/d(pre-activation) of every row, one torch op per step.
+
+    Args:
+        d: written in place (a column view of a wider buffer is fine).
+        grad_out, grad_h_n: upstream gradients of the hidden sequence and the last states.
+        out: the forward's hidden sequence.
+        w_hh, batch_sizes, reverse, relu: as in the forward.
+
+    Shape:
+        d, grad_out, out ``(R, H_out)``, grad_h_n ``(N, H_out)``.
+    """
     # d: the activation's derivative, then (walking back in time) the gradient
     # of the pre-activation, dpre_t = dL/dh_t * act'(pre_t).
     # relu': 0 where h <= 0, as torch's (a NaN state passes the gradient on); tanh': 1 - h^2
-    one = out.new_ones(())
-    d = out.le(0).logical_not_().to(out.dtype) if relu else torch.addcmul(one, out, out, value=-1)
+    if relu:
+        d.copy_(out.le(0).logical_not_())
+    else:
+        torch.addcmul(out.new_ones(()), out, out, value=-1, out=d)
     _backward_recurrence(d, grad_out, grad_h_n, w_hh, batch_sizes, reverse)
-    return d
