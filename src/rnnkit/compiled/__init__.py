@@ -62,10 +62,18 @@ def _single_threaded_scipy_blas() -> None:
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+@functools.lru_cache(maxsize=64)
+def _equal_sizes(batch: int, steps: int) -> np.ndarray:
+    """``[batch] * steps`` as int64, read-only: shared by every call with that shape."""
+    sizes = np.full(steps, batch, dtype=np.int64)
+    sizes.flags.writeable = False
+    return sizes
+
+
 def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarray:
     """``batch_sizes`` as int64, checked: the kernels slice rows by them unchecked."""
     if len(batch_sizes) and batch_sizes[0] == batch_sizes[-1]:  # equal lengths: O(1)
-        sizes = np.full(len(batch_sizes), batch_sizes[0], dtype=np.int64)
+        sizes = _equal_sizes(batch_sizes[0], len(batch_sizes))
         valid = batch_sizes[0] >= 0 and len(batch_sizes) * batch_sizes[0] == rows
     else:
         sizes = np.asarray(batch_sizes, dtype=np.int64)
@@ -99,8 +107,9 @@ def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.
         )
     per_sequence = (batch, hidden)
     expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
+    expected["w_hh"] = (hidden, hidden)
     for name, array in arrays.items():
-        shape = expected.get(name, (hidden, hidden) if name.startswith("w_hh") else (rows, width))
+        shape = expected.get(name, (rows, width))
         if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
             raise ValueError(
                 f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
@@ -109,7 +118,10 @@ def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.
 
 
 def _as_numpy(tensor: Tensor) -> np.ndarray:
-    return tensor.detach().contiguous().numpy()
+    """A numpy view (a contiguous copy only if the tensor is not contiguous)."""
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return (tensor if tensor.is_contiguous() else tensor.contiguous()).numpy()
 
 
 def _written_in_place(tensor: Tensor, name: str) -> np.ndarray:
@@ -118,7 +130,7 @@ def _written_in_place(tensor: Tensor, name: str) -> np.ndarray:
         raise ValueError(
             f"rnnkit.compiled: expected {name} to be 2-D, got shape {tuple(tensor.shape)}"
         )
-    return tensor.detach().numpy()
+    return (tensor.detach() if tensor.requires_grad else tensor).numpy()
 
 
 def forward(
@@ -154,14 +166,14 @@ def forward(
         raise ValueError(f"rnnkit.compiled: fast_tanh is float32 only, got {out.dtype}")
     rows, hidden = out_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
-    h0_np, w_hh_t = _as_numpy(h0), _as_numpy(w_hh.t())
+    h0_np, w_hh_np = _as_numpy(h0), _as_numpy(w_hh)
     bias_np = np.zeros(hidden, out_np.dtype) if bias is None else _as_numpy(bias)
-    arrays = {"out": out_np, "h0": h0_np, "w_hh_t": w_hh_t, "bias": bias_np}
+    arrays = {"out": out_np, "h0": h0_np, "w_hh": w_hh_np, "bias": bias_np}
     _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
     kernels = _kernels()
     _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
-    kernels.forward_loop(out_np, column, h0_np, w_hh_t, bias_np, sizes, reverse, code, SMALL_GEMM)
+    kernels.forward_loop(out_np, column, h0_np, w_hh_np, bias_np, sizes, reverse, code, SMALL_GEMM)
 
 
 def backward(

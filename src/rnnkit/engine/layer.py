@@ -165,13 +165,14 @@ def layer_backward(
     offsets = [0, *itertools.accumulate(batch_sizes)]
     rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
     d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
-    grad_x = x.new_zeros(x.shape) if needs[0] else None
-    grad_h0 = torch.zeros_like(h0) if needs[1] else None
+    # Every row is written by the first direction's chunks, then added to.
+    grad_x = x.new_empty(x.shape) if needs[0] else None
+    grad_h0 = torch.empty_like(h0) if needs[1] else None
     grad_weights = [] if needs[2] else None
     for k, (w_ih, w_hh, b_ih, _) in enumerate(_per_direction(weights, len(directions))):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
         grads = _DirectionGrads(w_ih, w_hh, needs, b_ih is not None)
-        into = _ChunkTarget(grad_x, None if grad_h0 is None else grad_h0[k], grads)
+        into = _ChunkTarget(grad_x, None if grad_h0 is None else grad_h0[k], grads, k == 0)
         entering = grad_h_n[k]  # dL/dh entering each sequence's last step in the chunk
         for lo, hi in chunks[::-1] if not reverse else chunks:
             r0, r1, sizes = offsets[lo], offsets[hi], batch_sizes[lo:hi]
@@ -264,10 +265,19 @@ class _DirectionGrads:
 
 
 class _ChunkTarget:
-    """Where one direction's chunks of dL/d(pre-activation) go: input, ``h_0`` and weights."""
+    """Where one direction's chunks of dL/d(pre-activation) go: input, ``h_0`` and weights.
 
-    def __init__(self, grad_x: Tensor | None, grad_h0: Tensor | None, grads: _DirectionGrads):
-        self.grad_x, self.grad_h0, self.grads = grad_x, grad_h0, grads
+    Args:
+        grad_x: the input gradient, shared by the directions: the first writes
+            each row (its chunks are disjoint), the others add to it.
+        grad_h0: this direction's ``h_0`` gradient, each row written once (in
+            the chunk holding that sequence's first processed step).
+        grads: this direction's weight gradients.
+        first: this is the first direction.
+    """
+
+    def __init__(self, grad_x: Tensor | None, grad_h0: Tensor | None, grads, first: bool):
+        self.grad_x, self.grad_h0, self.grads, self.first = grad_x, grad_h0, grads, first
 
     def add(self, d, x, out, before, sizes, reverse, first_row, ended) -> None:
         """Adds one chunk's share.
@@ -288,13 +298,17 @@ class _ChunkTarget:
             # BLAS is slow (4-7x, measured) on products with an output this narrow
             # (H_in columns); the transposed product is the same numbers, fast.
             narrow = x.size(1) <= _NARROW_INPUT
-            rows += w_ih.t().mm(d.t()).t() if narrow else d.mm(w_ih)  # (r, H_in)
+            if self.first and not narrow:
+                torch.mm(d, w_ih, out=rows)
+            else:
+                share = w_ih.t().mm(d.t()).t() if narrow else d.mm(w_ih)  # (r, H_in)
+                rows.copy_(share) if self.first else rows.add_(share)
         if self.grad_h0 is not None:
             if not reverse and first_row == 0:  # every sequence starts at step 0
-                self.grad_h0 += d[: sizes[0]].mm(w_hh)
+                torch.mm(d[: sizes[0]], w_hh, out=self.grad_h0)
             elif reverse:  # each sequence starts at its last step
                 first = last_step_rows(sizes, d.device)[ended:]
-                self.grad_h0[ended : sizes[0]] += d.index_select(0, first).mm(w_hh)
+                self.grad_h0[ended : sizes[0]] = d.index_select(0, first).mm(w_hh)
         if self.grads.needs[2]:
             self.grads.add(d, x, out, before, sizes, reverse)
 
