@@ -23,31 +23,27 @@ _GEMM = types.void(*([types.intp] * 13))
 _sgemm = types.ExternalFunction("rnnkit_sgemm", _GEMM)
 _dgemm = types.ExternalFunction("rnnkit_dgemm", _GEMM)
 
-_NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
+_NO_TRANSPOSE = 78  # ord("N")
 
 
 @njit(cache=True, nogil=True)
-def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_b=False):
-    """``c += a @ b`` (or ``a @ b.T``) with BLAS, for row-major 2-D arrays with
-    unit column stride.
+def gemm_accumulate(a, b, c, int_args, scalar_args):
+    """``c += a @ b`` with BLAS, for row-major 2-D arrays with unit column stride.
 
     Args:
         a, b, c: float32 or float64 arrays (the same dtype); rows may be strided.
-        int_args: int32 scratch of length >= 8 for BLAS's by-pointer integers.
+        int_args: int32 scratch of length >= 7 for BLAS's by-pointer integers.
         scalar_args: scratch of c's dtype, length >= 2, for alpha and beta.
-        transpose_b: multiply by ``b.T``, read in place (no transposed copy).
 
     Shape:
-        a ``(m, k)``, b ``(k, n)`` (``(n, k)`` if transpose_b), c ``(m, n)``.
+        a ``(m, k)``, b ``(k, n)``, c ``(m, n)``.
     """
     m, k = a.shape
-    n = b.shape[0] if transpose_b else b.shape[1]
+    n = b.shape[1]
     if m == 0 or n == 0 or k == 0:
         return
-    # Row-major c = a @ b is column-major c^T = b^T @ a^T: swap the operands. b's
-    # memory is column-major b^T, so b.T is BLAS's transpose of it.
-    int_args[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
-    int_args[7] = _NO_TRANSPOSE
+    # Row-major c = a @ b is column-major c^T = b^T @ a^T: swap the operands.
+    int_args[0] = _NO_TRANSPOSE
     int_args[1] = n
     int_args[2] = m
     int_args[3] = k
@@ -60,7 +56,7 @@ def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_b=False):
     s = scalar_args.ctypes.data
     i4 = int_args.itemsize
     sx = scalar_args.itemsize
-    args = (p, p + 7 * i4, p + i4, p + 2 * i4, p + 3 * i4, s, b.ctypes.data, p + 4 * i4)
+    args = (p, p, p + i4, p + 2 * i4, p + 3 * i4, s, b.ctypes.data, p + 4 * i4)
     if c.itemsize == 4:
         _sgemm(*args, a.ctypes.data, p + 5 * i4, s + sx, c.ctypes.data, p + 6 * i4)
     else:

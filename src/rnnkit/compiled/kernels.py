@@ -106,19 +106,18 @@ def _activate(out, first, count, column, bias, kind):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b=False):
-    """``c += a @ b`` (``a @ b.T`` if transpose_b): a plain loop when
-    ``m*k*n <= small_gemm``, else BLAS."""
+def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args):
+    """``c += a @ b``: a plain loop when ``m*k*n <= small_gemm``, else BLAS."""
     m, k = a.shape
-    n = c.shape[1]
+    n = b.shape[1]
     if m * k * n > small_gemm:
-        gemm_accumulate(a, b, c, int_args, scalar_args, transpose_b)
+        gemm_accumulate(a, b, c, int_args, scalar_args)
         return
     for i in range(m):
         for p in range(k):
             a_ip = a[i, p]
             for j in range(n):
-                c[i, j] += a_ip * (b[j, p] if transpose_b else b[p, j])
+                c[i, j] += a_ip * b[p, j]
 
 
 @njit(cache=True, nogil=True)
@@ -130,15 +129,15 @@ def _offsets(batch_sizes):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm):
-    """In place: ``out_t = act(out_t + h_prev(t) @ w_hh.T)``, step by step.
+def forward_loop(out, column, h0, w_hh_t, bias, batch_sizes, reverse, kind, small_gemm):
+    """In place: ``out_t = act(out_t + h_prev(t) @ w_hh_t)``, step by step.
 
     Args:
         out: each step's input projection (no bias); its columns
             ``column : column + H`` become the hidden sequence.
         column: first column of this direction in ``out``.
         h0: initial state of each sequence.
-        w_hh: the recurrent weight (BLAS reads it transposed in place).
+        w_hh_t: the recurrent weight, transposed.
         bias: added to every step's pre-activation (``b_ih + b_hh``, or zeros).
         batch_sizes: rows per step (int64), non-increasing.
         reverse: run from the last step to the first.
@@ -146,7 +145,7 @@ def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_
         small_gemm: largest ``m*k*n`` computed without BLAS.
 
     Shape:
-        out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
+        out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh_t ``(H, H)``,
         bias ``(H,)``, batch_sizes ``(L,)``.
     """
     int_args, scalar_args = scratch(out.dtype)
@@ -160,16 +159,14 @@ def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_
         if not reverse:
             first = offsets[t - 1] if t else 0
             previous = out[first : first + n, column:end] if t else h0[:n]
-            _matmul_accumulate(previous, w_hh, rows, small_gemm, int_args, scalar_args, True)
+            _matmul_accumulate(previous, w_hh_t, rows, small_gemm, int_args, scalar_args)
         else:
             # sequences running at t + 1 continue; the others start here from h0
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
             previous = out[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
+            _matmul_accumulate(previous, w_hh_t, rows[:n_next], small_gemm, int_args, scalar_args)
             _matmul_accumulate(
-                previous, w_hh, rows[:n_next], small_gemm, int_args, scalar_args, True
-            )
-            _matmul_accumulate(
-                h0[n_next:n], w_hh, rows[n_next:], small_gemm, int_args, scalar_args, True
+                h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
             )
         _activate(out, start, n, column, bias, kind)
 

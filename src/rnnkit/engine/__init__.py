@@ -1,12 +1,13 @@
 """The fused recurrence engine: equivalent to ``rnnkit.functional.rnn_reference``.
 
-One custom autograd function per layer and direction. Its forward computes the
-input projection of all steps in one GEMM, then runs the recurrence in place
-in that buffer, which becomes the output. Its backward (backpropagation through
-time) loops over steps computing only the gradient of the pre-activation, then
-gets every weight gradient, the bias gradient and the input gradient with one
-large GEMM each. It saves only the input, ``h_0`` and the hidden sequence: no
-per-step autograd graph.
+One custom autograd function per layer, covering its directions. Its forward
+computes the input projection of all steps and both directions in one GEMM,
+then runs each direction's recurrence in place in its columns of that buffer,
+which becomes the output. Its backward (backpropagation through time) loops
+over steps computing only the gradient of the pre-activation, in chunks of
+time steps, and gets the weight gradients, the bias gradient and the input
+gradient with a few large GEMMs per chunk. It saves only the input, ``h_0``
+and the hidden sequence: no per-step autograd graph.
 
 Sequences are held in the packed layout of ``torch.nn.utils.rnn.PackedSequence``:
 the rows of all steps stacked, step ``t`` holding ``batch_sizes[t]`` rows (the
@@ -18,8 +19,8 @@ step (:mod:`rnnkit.engine.torch_ops`, every device and dtype) and compiled CPU
 loops (:mod:`rnnkit.compiled`); :func:`resolve_engine` picks one per layer.
 
 Modules: ``rows`` (packed-layout index arithmetic), ``torch_ops`` (the loops
-in torch ops), ``layer`` (one layer and direction, its autograd and custom
-ops), ``stack`` (layers and directions).
+in torch ops), ``layer`` (one layer, its autograd and custom ops), ``stack``
+(layers and dropout).
 
 Shape symbols: ``R = sum(batch_sizes)`` packed rows, ``N = batch_sizes[0]``,
 ``H_in`` input features, ``H_out`` hidden features.

@@ -298,11 +298,13 @@ class _ChunkTarget:
             # BLAS is slow (4-7x, measured) on products with an output this narrow
             # (H_in columns); the transposed product is the same numbers, fast.
             narrow = x.size(1) <= _NARROW_INPUT
-            if self.first and not narrow:
+            if narrow:
+                share = w_ih.t().mm(d.t()).t()  # (r, H_in)
+                rows.copy_(share) if self.first else rows.add_(share)
+            elif self.first:
                 torch.mm(d, w_ih, out=rows)
             else:
-                share = w_ih.t().mm(d.t()).t() if narrow else d.mm(w_ih)  # (r, H_in)
-                rows.copy_(share) if self.first else rows.add_(share)
+                rows.addmm_(d, w_ih)
         if self.grad_h0 is not None:
             if not reverse and first_row == 0:  # every sequence starts at step 0
                 torch.mm(d[: sizes[0]], w_hh, out=self.grad_h0)

@@ -43,9 +43,6 @@ def rnn_stack(
         x ``(R, H_in)``, hx ``(D * num_layers, N, H_out)``;
         out ``(R, D * H_out)``, h_n ``(D * num_layers, N, H_out)``.
     """
-    num_directions = 2 if bidirectional else 1
-    num_layers = len(all_weights) // num_directions
-    batch_sizes = tuple(batch_sizes)
     directions = (False, True) if bidirectional else (False,)
     num_layers = len(all_weights) // len(directions)
     batch_sizes = tuple(batch_sizes)
