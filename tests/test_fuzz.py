@@ -380,9 +380,33 @@ def kernel_spy(monkeypatch) -> list[str]:
         calls.append("backward")
         return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
+    def spy_weights(d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, *grads):
+        arrays = {"d": d, "out": out, "h0": h0, "w_hh": w_hh}
+        _check_kernel_arrays(_equal_sizes(d.shape[0], h0.shape[0]), out, column, arrays)
+        rows, hidden, width = d.shape[0], w_hh.shape[0], x.shape[1]
+        shapes = [
+            (rows, width),
+            (h0.shape[0], hidden),
+            (hidden, width),
+            (hidden, hidden),
+            (hidden,),
+        ]
+        for array, shape in zip((x, *grads), [(rows, width), *shapes], strict=True):
+            assert array.size == 0 or array.shape == shape, (array.shape, shape)
+            assert array.flags.c_contiguous and array.dtype == d.dtype
+        assert w_ih.shape == (hidden, width) and w_ih.flags.c_contiguous
+        calls.append("weights")
+        return weights(d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, *grads)
+
+    weights = kernels.weight_grads_equal_lengths
     monkeypatch.setattr(kernels, "forward_loop", spy_forward)
     monkeypatch.setattr(kernels, "backward_loop", spy_backward)
+    monkeypatch.setattr(kernels, "weight_grads_equal_lengths", spy_weights)
     return calls
+
+
+def _equal_sizes(rows: int, batch: int) -> np.ndarray:
+    return np.full(rows // batch if batch else 0, batch, np.int64)
 
 
 def _check_kernel_arrays(sizes: np.ndarray, out: np.ndarray, column: int, arrays: dict) -> None:
@@ -495,4 +519,33 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
         else:
             args = (o["bias"], o["sizes"], False, o["kind"], o["column"])
             compiled.forward(o["out"], o["h0"], o["w_hh"], *args)
+    assert kernel_spy == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "match"),
+    [
+        ("grad_w_hh", torch.zeros(4, 3), "grad_w_hh of shape"),
+        ("grad_x", torch.zeros(8, 2).t(), "grad_x of shape"),
+        ("grad_bias", torch.zeros(4, dtype=torch.float64), "grad_bias of shape .* in float32"),
+        ("h0", torch.zeros(3, 4), "whole steps of the batch of 3"),
+    ],
+)
+def test_the_weight_gradient_wrapper_refuses_what_its_kernel_would_misread(
+    kernel_spy, name, bad, match
+):
+    operands = {
+        "d": torch.zeros(8, 4),
+        "x": torch.zeros(8, 2),
+        "out": torch.zeros(8, 4),
+        "h0": torch.zeros(4, 4),
+        "w_ih": torch.zeros(4, 2),
+        "w_hh": torch.zeros(4, 4),
+    }
+    grads = {"grad_x": torch.zeros(8, 2), "grad_h0": torch.zeros(4, 4),
+             "grad_w_ih": torch.zeros(4, 2), "grad_w_hh": torch.zeros(4, 4),
+             "grad_bias": torch.zeros(4)}  # fmt: skip
+    (grads if name in grads else operands)[name] = bad
+    with pytest.raises(ValueError, match=match):
+        compiled.weight_grads_equal_lengths(*operands.values(), 0, False, grads, False)
     assert kernel_spy == []

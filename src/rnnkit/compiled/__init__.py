@@ -222,3 +222,66 @@ def backward(
         d_np, grad_out_np, grad_h_n_np, out_np, w_hh_np, column,
         sizes, reverse, relu, fast, SMALL_GEMM,
     )  # fmt: skip
+
+
+def weight_grads_equal_lengths(
+    d: Tensor,
+    x: Tensor,
+    out: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    column: int,
+    reverse: bool,
+    grads: dict[str, Tensor | None],
+    accumulate_x: bool,
+) -> None:
+    """After :func:`backward`, one direction's input, ``h_0``, weight and bias
+    gradients in one compiled call (see ``kernels.weight_grads_equal_lengths``).
+
+    Args:
+        d: dL/d(pre-activation), filled by :func:`backward`.
+        x, out, h0, w_ih, w_hh: the layer's input, hidden sequence, initial
+            states and this direction's weights.
+        column, reverse: this direction's columns and time order.
+        grads: ``grad_x``, ``grad_h0``, ``grad_w_ih``, ``grad_w_hh``,
+            ``grad_bias``, each written in place, or None to skip it (no
+            ``grad_w_ih``: no weight or bias gradient).
+        accumulate_x: add into ``grad_x`` instead of overwriting it.
+
+    Shape:
+        d, out ``(R, W)``, x ``(R, H_in)``, h0 ``(N, H)`` with ``R = L * N``;
+        gradients as their operands.
+    """
+    rows, hidden = d.size(0), w_hh.size(0)
+    batch = h0.size(0) if h0.dim() else -1
+    if batch <= 0 or rows % batch:
+        raise ValueError(
+            f"rnnkit.compiled: expected {rows} rows to be whole steps of the batch of {batch}"
+        )
+    arrays = {"d": _written_in_place(d, "d"), "out": _as_numpy(out), "h0": _as_numpy(h0),
+              "w_hh": _as_numpy(w_hh)}  # fmt: skip
+    _check_arrays(rows, batch, hidden, column, **arrays)
+    inputs = {"x": _as_numpy(x), "w_ih": _as_numpy(w_ih)}
+    width = inputs["x"].shape[1]
+    expected = {"x": (rows, width), "w_ih": (hidden, width), "grad_x": (rows, width),
+                "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
+                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,)}  # fmt: skip
+    dtype = arrays["d"].dtype
+    for name, tensor in grads.items():  # a skipped gradient: an empty array of its rank
+        skipped = np.empty((0,) * len(expected[name]), dtype)
+        inputs[name] = skipped if tensor is None else tensor.detach().numpy()
+    for name, array in inputs.items():
+        if array.size and (
+            array.shape != expected[name] or array.dtype != dtype or not array.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"rnnkit.compiled: expected {name} of shape {expected[name]} in {dtype}, "
+                f"C-contiguous; got shape {array.shape} in {array.dtype}"
+            )
+    _single_threaded_scipy_blas()
+    _kernels().weight_grads_equal_lengths(
+        arrays["d"], inputs["x"], arrays["out"], arrays["h0"], inputs["w_ih"], arrays["w_hh"],
+        column, reverse, accumulate_x, inputs["grad_x"], inputs["grad_h0"],
+        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
+    )  # fmt: skip

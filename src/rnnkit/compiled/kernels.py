@@ -241,3 +241,54 @@ def backward_loop(
             _times_derivative_fast(d, out, start, n, column, hidden, relu)
         else:
             _times_derivative(d, out, start, n, column, hidden, relu)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def weight_grads_equal_lengths(
+    d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, grad_x, grad_h0, grad_w_ih,
+    grad_w_hh, grad_bias,
+):  # fmt: skip
+    """After :func:`backward_loop`, one direction's other gradients, all sequences
+    of equal length: a few BLAS products over all steps, in one compiled call
+    (at small sizes the call overhead of a torch op per product costs more).
+
+    Args:
+        d: dL/d(pre-activation) from :func:`backward_loop`, this direction's columns.
+        x: the layer input; out: the hidden sequence; h0: initial states.
+        w_ih, w_hh: this direction's weights.
+        column, reverse: this direction's columns and time order.
+        accumulate_x: add to grad_x (another direction wrote it) rather than overwrite.
+        grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias: written; a 0-row
+            array skips that gradient (grad_w_ih's skips every weight gradient).
+
+    Shape:
+        d, out ``(R, W)``, x ``(R, H_in)``, h0 ``(N, H)``, w_ih ``(H, H_in)``,
+        w_hh ``(H, H)``; grad_x ``(R, H_in)``, grad_h0 ``(N, H)``, grad_w_ih
+        ``(H, H_in)``, grad_w_hh ``(H, H)``, grad_bias ``(H,)``; ``R = L * N``.
+    """
+    int_args, scalar_args = scratch(d.dtype)
+    hidden, n, rows = w_hh.shape[0], h0.shape[0], d.shape[0]
+    own = d[:, column : column + hidden]
+    states = out[:, column : column + hidden]
+    if grad_x.shape[0]:
+        beta = 1.0 if accumulate_x else 0.0
+        gemm_accumulate(own, w_ih, grad_x, int_args, scalar_args, False, beta)
+    # The first processed step read h0: step 0, or the last step in reverse.
+    first = own[rows - n :] if reverse else own[:n]
+    if grad_h0.shape[0]:
+        gemm_accumulate(first, w_hh, grad_h0, int_args, scalar_args, False, 0.0)
+    if not grad_w_ih.shape[0]:
+        return
+    gemm_accumulate(own, x, grad_w_ih, int_args, scalar_args, True, 0.0)
+    gemm_accumulate(first, h0, grad_w_hh, int_args, scalar_args, True, 0.0)
+    # every other step read the state of the step before it (after it, in reverse)
+    later, earlier = (own[: rows - n], states[n:]) if reverse else (own[n:], states[: rows - n])
+    gemm_accumulate(later, earlier, grad_w_hh, int_args, scalar_args, True, 1.0)
+    if grad_bias.shape[0]:
+        # Summed in float64: a float32 running sum over thousands of rows drifts
+        # (measured 2.8e-4 against torch's 5e-6 on sums of size 66).
+        total = np.zeros(hidden, np.float64)
+        for i in range(rows):
+            for j in range(hidden):
+                total[j] += d[i, np.uint64(column) + np.uint64(j)]  # unsigned: vectorises
+        grad_bias[:] = total
