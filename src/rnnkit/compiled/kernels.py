@@ -171,6 +171,25 @@ def forward_loop(out, column, h0, w_hh_t, bias, batch_sizes, reverse, kind, smal
         _activate(out, start, n, column, bias, kind)
 
 
+@njit(cache=True, nogil=True)
+def _copy_columns(dst, src, first, count, column, hidden):
+    """``dst[rows, columns] = src[rows, columns]`` for rows ``first : first + count``
+    and columns ``column : column + hidden`` (loops over the C-contiguous arrays, not
+    strided views, so that they vectorise: see _activate_fast_tanh)."""
+    for i in range(first, first + count):
+        for j in range(hidden):
+            c = np.uint64(column) + np.uint64(j)
+            dst[i, c] = src[i, c]
+
+
+@njit(cache=True, nogil=True)
+def _add_rows(dst, first, column, src, lo, hi):
+    """``dst[first + i, column : column + H] += src[i]`` for ``lo <= i < hi``."""
+    for i in range(lo, hi):
+        for j in range(src.shape[1]):
+            dst[first + i, np.uint64(column) + np.uint64(j)] += src[i, j]
+
+
 def _times_derivative_body(d, h, first, count, column, hidden, relu):
     """In place on rows ``first : first + count``, columns ``column : column + hidden``:
     ``d *= act'(pre)``, from ``h = act(pre)``."""
@@ -225,10 +244,10 @@ def backward_loop(
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
         rows = d[start : start + n, column:end]
-        rows[:] = grad_out[start : start + n, column:end]
+        _copy_columns(d, grad_out, start, n, column, hidden)
         if reverse:
             if t == 0:
-                rows += grad_h_n[:n]
+                _add_rows(d, start, column, grad_h_n, 0, n)
             else:  # h_t was read by step t - 1, whose first n rows continue it
                 later = d[offsets[t - 1] : offsets[t - 1] + n, column:end]
                 _matmul_accumulate(later, w_hh, rows, small_gemm, int_args, scalar_args)
@@ -236,7 +255,7 @@ def backward_loop(
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
             later = d[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
             _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args)
-            rows[n_next:] += grad_h_n[n_next:n]  # sequences whose last step is t
+            _add_rows(d, start, column, grad_h_n, n_next, n)  # sequences whose last step is t
         if fast:
             _times_derivative_fast(d, out, start, n, column, hidden, relu)
         else:
