@@ -17,7 +17,12 @@ import pytest
 import torch
 
 from rnnkit import compiled
-from rnnkit.engine import AUTO_COMPILED_MAX, resolve_engine, rnn_layer
+from rnnkit.engine import (
+    AUTO_COMPILED_MAX,
+    AUTO_COMPILED_MAX_ONE_THREAD,
+    resolve_engine,
+    rnn_layer,
+)
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba or scipy not installed")
 
@@ -47,22 +52,30 @@ def test_fast_tanh_and_relu_propagate_nan_and_saturate_at_infinity():
 
 
 @pytest.mark.parametrize(
-    ("dtype", "batch", "hidden", "expected"),
+    ("dtype", "batch", "hidden", "threads", "expected"),
     [
-        (torch.float32, 30, 64, "compiled"),
-        (torch.float64, 1, 64, "compiled"),
-        (torch.float32, 30, 128, "compiled"),
-        (torch.float32, 64, 128, "fused"),  # a step's product too large to gain
-        (torch.bfloat16, 30, 64, "fused"),  # the compiled loops have no bfloat16
+        (torch.float32, 30, 64, 2, "compiled"),
+        (torch.float64, 1, 64, 2, "compiled"),
+        (torch.float32, 30, 128, 2, "compiled"),
+        (torch.float32, 64, 128, 2, "fused"),  # torch parallelises a step this large
+        (torch.float32, 64, 128, 1, "compiled"),  # ... unless it runs on one thread
+        (torch.float32, 30, 256, 1, "fused"),  # a step's product too large to gain
+        (torch.bfloat16, 30, 64, 1, "fused"),  # the compiled loops have no bfloat16
     ],
 )
-def test_auto_picks_compiled_only_where_it_runs_and_wins(dtype, batch, hidden, expected):
-    x = torch.zeros(2, 3, dtype=dtype)
-    assert (batch * hidden * hidden <= AUTO_COMPILED_MAX) == (expected == "compiled") or (
+def test_auto_picks_compiled_only_where_it_runs_and_wins(dtype, batch, hidden, threads, expected):
+    limit = AUTO_COMPILED_MAX_ONE_THREAD if threads == 1 else AUTO_COMPILED_MAX
+    assert (batch * hidden * hidden <= limit) == (expected == "compiled") or (
         dtype == torch.bfloat16
     )
-    assert resolve_engine("auto", x, batch, hidden) == expected
-    assert resolve_engine("fused", x, batch, hidden) == "fused"
+    x = torch.zeros(2, 3, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert resolve_engine("auto", x, batch, hidden) == expected
+        assert resolve_engine("fused", x, batch, hidden) == "fused"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_compiled_engine_refuses_what_it_cannot_run():

@@ -366,3 +366,21 @@ def test_stacked_inference_matches_torch_and_leaves_the_input_alone(
     close(out.data if packed else out, expected_out.data if packed else expected_out)
     close(h_n, expected_h_n)
     assert torch.equal(x.data if packed else x, before)
+
+
+@pytest.mark.parametrize("hidden_size", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_forward_and_backward_leave_weights_and_input_alone(fused, hidden_size, dtype):
+    """Scaled or transposed copies of the weights must be copies: a 1x1 weight's
+    transpose is contiguous, so ``.t().contiguous()`` would be the weight itself."""
+    model = rnnkit.RNN(2, hidden_size, num_layers=2, bidirectional=True, dtype=dtype)
+    x = torch.randn(4, 3, 2, dtype=dtype, requires_grad=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    x_before = x.detach().clone()
+    out, h_n = model(x)
+    (out.sum() + h_n.sum()).backward()
+    with torch.no_grad():
+        model(x)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name]), name
+    assert torch.equal(x.detach(), x_before)

@@ -28,6 +28,7 @@ Shape symbols: ``R = sum(batch_sizes)`` packed rows, ``N = batch_sizes[0]``,
 
 from rnnkit.engine.layer import (
     AUTO_COMPILED_MAX,
+    AUTO_COMPILED_MAX_ONE_THREAD,
     RNNLayerFunction,
     layer_backward,
     layer_forward,
@@ -38,6 +39,7 @@ from rnnkit.engine.stack import rnn_stack
 
 __all__ = [
     "AUTO_COMPILED_MAX",
+    "AUTO_COMPILED_MAX_ONE_THREAD",
     "RNNLayerFunction",
     "layer_backward",
     "layer_forward",

@@ -28,6 +28,11 @@ from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch
 # parallelises them (200x32x64x512 inference: torch ops 1.32x nn.RNN, compiled
 # 0.77x). Measured with benchmarks/bench_rnn.py and rnnkit.bound.
 AUTO_COMPILED_MAX = 512 * 1024
+# The same limit when torch runs on one thread, where nothing parallelises torch's
+# per-step GEMM: at 50x64x32x128 (64 * 128**2 = 2**20) the compiled loops beat the
+# torch-ops engine in all 8 layer/direction/mode rows, by 6-25%, at 1 thread, and
+# lose by 7-12% at 2 (interleaved in one process); at 100x30x4x256 they tie.
+AUTO_COMPILED_MAX_ONE_THREAD = 1 << 20
 
 # Input widths up to which the backward GEMMs run transposed (see layer_backward).
 _NARROW_INPUT = 8
@@ -46,22 +51,34 @@ def _per_direction(weights: Sequence[Tensor], num_directions: int) -> list[tuple
     return [(*weights[k * per : (k + 1) * per], None, None)[:4] for k in range(num_directions)]
 
 
-def _project(x: Tensor, w_ih: Tensor, x_is_scratch: bool) -> Tensor:
-    """``x @ w_ih^T`` without bias, overwriting ``x`` chunk by chunk where allowed.
+def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool) -> Tensor:
+    """``x @ w_ih^T`` of every direction, side by side, without bias; overwriting
+    ``x`` chunk by chunk where allowed.
 
-    A GEMM with the bias costs far more than without it plus one pass adding it
-    (9.9 ms against 6.1 + 0.4 ms at 6400x64 -> 512, 1 thread).
+    Each direction's GEMM writes its own columns (BLAS takes the row stride), so
+    the weights are never concatenated. A GEMM with the bias costs far more than
+    without it plus one pass adding it (9.9 ms against 6.1 + 0.4 ms at 6400x64 ->
+    512, 1 thread).
 
     Shape:
-        x ``(R, H_in)``, w_ih ``(D * H_out, H_in)``; returns ``(R, D * H_out)``.
+        x ``(R, H_in)``, each w_ih ``(H_out, H_in)``; returns ``(R, D * H_out)``.
     """
-    if not (x_is_scratch and x.size(1) == w_ih.size(0) and x.is_contiguous() and x.size(0)):
-        return x.mm(w_ih.t())
+    hidden = w_ihs[0].size(0)
+    width = hidden * len(w_ihs)
+
+    def into(rows: Tensor, out: Tensor) -> None:
+        for k, w_ih in enumerate(w_ihs):
+            torch.mm(rows, w_ih.t(), out=out[:, k * hidden : (k + 1) * hidden])
+
+    if not (x_is_scratch and x.size(1) == width and x.is_contiguous() and x.size(0)):
+        out = x.new_empty(x.size(0), width)
+        into(x, out)
+        return out
     rows = max(-(-x.size(0) // _IN_PLACE_CHUNKS), _IN_PLACE_MIN_ROWS)
-    buffer = x.new_empty(min(rows, x.size(0)), w_ih.size(0))
+    buffer = x.new_empty(min(rows, x.size(0)), width)
     for chunk in x.split(rows):
         product = buffer[: chunk.size(0)]
-        torch.mm(chunk, w_ih.t(), out=product)
+        into(chunk, product)
         chunk.copy_(product)
     return x
 
@@ -94,21 +111,17 @@ def layer_forward(
     """
     relu = nonlinearity == "relu"
     layers = _per_direction(weights, len(directions))
-    w_ih = layers[0][0] if len(layers) == 1 else torch.cat([w[0] for w in layers])
     biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
     w_hhs = [w[1] for w in layers]
+    out = _project(x, [w[0] for w in layers], x_is_scratch)  # (R, D * H_out), no bias yet
     if engine == "compiled":
-        out = _project(x, w_ih, x_is_scratch)  # (R, D * H_out); the kernels add the bias
         kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
         hidden = w_hhs[0].size(0)
         for k, reverse in enumerate(directions):
-            column = k * hidden
+            column = k * hidden  # the kernels add the bias in their activation loop
             compiled.forward(out, h0[k], w_hhs[k], biases[k], batch_sizes, reverse, kind, column)
     else:
-        out = forward_torch_ops(
-            lambda w: _project(x, w, x_is_scratch), w_ih, h0, w_hhs, biases,
-            batch_sizes, directions, relu,
-        )  # fmt: skip
+        forward_torch_ops(out, h0, w_hhs, biases, batch_sizes, directions, relu)
     return out, _last_states(out, batch_sizes, directions)
 
 
@@ -494,7 +507,8 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
     float64, numba and SciPy installed) and a step's product is small enough
-    that they win (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``); the
+    that they win (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``, or
+    ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread); the
     torch-ops engine everywhere else. ``"compiled"`` insists on the compiled
     loops; ``"fused"`` on torch ops.
 
@@ -524,7 +538,9 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
             "Received an invalid value for argument `engine`, expected one of "
             f"'auto', 'compiled', 'fused', got {requested!r}."
         )
-    small_step = batch * hidden_size * hidden_size <= AUTO_COMPILED_MAX
+    one_thread = torch.get_num_threads() == 1
+    limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX
+    small_step = batch * hidden_size * hidden_size <= limit
     return "compiled" if runs_compiled and small_step and compiled.available() else "fused"
 
 
