@@ -266,13 +266,14 @@ def test_rnnkit_peak_memory_stays_within_the_engine_targets():
     output beyond what it held before (output, half of it for the chunked
     backward, input gradient), inference at most the output plus a sixteenth
     for the in-place projection of stacked layers and the small h_n / weight
-    copies; torch holds 3-6x. Allocation sizes do not depend on timing: exact."""
+    copies (1.0-1.1x measured); torch holds 3-6x. Allocation sizes do not depend
+    on timing: exact."""
     rows = run_benchmark(tiny_config(shapes=((100, 30, 4, 64),), repeats=1))
     for row in rows:
         peak = row["rnnkit"]["peak_x_output"]
         label = (row["num_layers"], row["bidirectional"], row["mode"])
         assert peak < row["torch"]["peak_x_output"], label
         if row["mode"] == "inference":
-            assert peak <= 1.25, label
+            assert peak <= 1.15, label
         elif row["num_layers"] == 1:
             assert peak <= 2.0, label
