@@ -1,13 +1,14 @@
 """The fused recurrence engine: equivalent to ``rnnkit.functional.rnn_reference``.
 
 One custom autograd function per layer, covering its directions. Its forward
-computes the input projection of all steps and both directions in one GEMM,
-then runs each direction's recurrence in place in its columns of that buffer,
-which becomes the output. Its backward (backpropagation through time) loops
-over steps computing only the gradient of the pre-activation, in chunks of
-time steps, and gets the weight gradients, the bias gradient and the input
-gradient with a few large GEMMs per chunk. It saves only the input, ``h_0``
-and the hidden sequence: no per-step autograd graph.
+computes the input projection of all steps with one GEMM per direction, each
+into its own columns of one buffer, then runs each direction's recurrence in
+place in its columns; the buffer becomes the output. Its backward
+(backpropagation through time) loops over steps computing only the gradient of
+the pre-activation, in chunks of time steps, and gets the weight gradients,
+the bias gradient and the input gradient with a few large GEMMs per chunk. It
+saves only the input, ``h_0`` and the hidden sequence: no per-step autograd
+graph.
 
 Sequences are held in the packed layout of ``torch.nn.utils.rnn.PackedSequence``:
 the rows of all steps stacked, step ``t`` holding ``batch_sizes[t]`` rows (the

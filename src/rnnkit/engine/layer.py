@@ -88,9 +88,9 @@ def layer_forward(
 ):
     """The forward pass of every direction of one layer; ``engine`` already resolved.
 
-    The directions share one output buffer: a single GEMM projects the input
-    for all of them, and each direction's recurrence runs in place in its
-    columns, so no concatenation is needed.
+    The directions share one output buffer: each direction's input projection
+    is written into its columns and its recurrence runs there in place, so
+    nothing is concatenated.
 
     Args:
         x: packed input rows.
