@@ -123,9 +123,12 @@ def test_cold_start_with_an_empty_compile_cache(tmp_path):
             (out, h_n), (ref_out, ref_h_n) = ours(x), theirs(x)
             torch.testing.assert_close(out, ref_out)
             torch.testing.assert_close(h_n, ref_h_n)
-            grad, = torch.autograd.grad(out.sum() + h_n.sum(), x)
-            ref_grad, = torch.autograd.grad(ref_out.sum() + ref_h_n.sum(), x)
-            torch.testing.assert_close(grad, ref_grad)
+            grads = torch.autograd.grad(out.sum() + h_n.sum(), [x, *ours.parameters()])
+            ref_grads = torch.autograd.grad(
+                ref_out.sum() + ref_h_n.sum(), [x, *theirs.parameters()]
+            )
+            for grad, ref_grad in zip(grads, ref_grads):
+                torch.testing.assert_close(grad, ref_grad)
         print("ok")
         """
     )
