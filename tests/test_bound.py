@@ -14,7 +14,7 @@ from rnnkit import bound, compiled
 def test_the_bound_counts_every_dependent_step_and_the_training_products():
     short = bound.sequential_gemm_bound_ms(10, 8, 4, 64, 1, False, train=False)
     long = bound.sequential_gemm_bound_ms(1000, 8, 4, 64, 1, False, train=False)
-    assert 0 < short and long > 10 * short  # 100x the steps
+    assert short > 0 and long > 10 * short  # 100x the steps
     train = bound.sequential_gemm_bound_ms(1000, 8, 4, 64, 2, True, train=True)
     assert train > 4 * long  # 2 layers x 2 directions, forward and backward
 
