@@ -109,12 +109,16 @@ def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.
     expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
     expected["w_hh"] = expected["w_hh_t"] = (hidden, hidden)
     for name, array in arrays.items():
-        shape = expected.get(name, (rows, width))
-        if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
-            raise ValueError(
-                f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
-                f"got shape {array.shape} in {array.dtype} with strides {array.strides}"
-            )
+        _check_array(name, array, expected.get(name, (rows, width)), dtype)
+
+
+def _check_array(name: str, array: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse one array that is not C-contiguous ``shape`` in ``dtype``."""
+    if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+        raise ValueError(
+            f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
+            f"got shape {array.shape} in {array.dtype} with strides {array.strides}"
+        )
 
 
 def _as_numpy(tensor: Tensor) -> np.ndarray:
@@ -272,13 +276,8 @@ def weight_grads_equal_lengths(
         skipped = np.empty((0,) * len(expected[name]), dtype)
         inputs[name] = skipped if tensor is None else tensor.detach().numpy()
     for name, array in inputs.items():
-        if array.size and (
-            array.shape != expected[name] or array.dtype != dtype or not array.flags.c_contiguous
-        ):
-            raise ValueError(
-                f"rnnkit.compiled: expected {name} of shape {expected[name]} in {dtype}, "
-                f"C-contiguous; got shape {array.shape} in {array.dtype}"
-            )
+        if name in ("x", "w_ih") or grads[name] is not None:
+            _check_array(name, array, expected[name], dtype)
     _single_threaded_scipy_blas()
     _kernels().weight_grads_equal_lengths(
         arrays["d"], inputs["x"], arrays["out"], arrays["h0"], inputs["w_ih"], arrays["w_hh"],

@@ -188,8 +188,9 @@ def layer_backward(
         return _backward_compiled_equal_lengths(*args, grad_x, grad_h0, grad_weights)
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
-        grads = _DirectionGrads(w_ih, w_hh, needs, b_ih is not None)
-        into = _ChunkTarget(grad_x, None if grad_h0 is None else grad_h0[k], grads, k == 0)
+        grads = _DirectionGrads(b_ih is not None) if needs[2] else None
+        grad_h0_k = None if grad_h0 is None else grad_h0[k]
+        into = _ChunkTarget(grad_x, grad_h0_k, w_ih, w_hh, grads, k == 0)
         entering = grad_h_n[k]  # dL/dh entering each sequence's last step in the chunk
         for lo, hi in chunks[::-1] if not reverse else chunks:
             r0, r1, sizes = offsets[lo], offsets[hi], batch_sizes[lo:hi]
@@ -218,8 +219,8 @@ def layer_backward(
             elif reverse and after:
                 last = offsets[hi - 1] - r0
                 entering = d_k[last : last + after].mm(w_hh)
-        if grad_weights is not None:
-            grad_weights += grads.result()
+        if grads is not None:
+            grad_weights += _direction_weight_grads(grads.w_ih_t.t(), grads.w_hh, grads.bias)
     return grad_x, grad_h0, grad_weights
 
 
@@ -252,11 +253,17 @@ def _backward_compiled_equal_lengths(
         args = (d, x, out, h0[k], w_ih, w_hh, column, reverse, grads, k > 0)
         compiled.weight_grads_equal_lengths(*args)
         if weights:
-            grad_weights += [grads["grad_w_ih"], grads["grad_w_hh"]]
-            if b_ih is not None:
-                # b_hh gets a separate tensor: autograd may accumulate into it in place.
-                grad_weights += [grads["grad_bias"], grads["grad_bias"].clone()]
+            names = ("grad_w_ih", "grad_w_hh", "grad_bias")
+            grad_weights += _direction_weight_grads(*(grads[name] for name in names))
     return grad_x, grad_h0, grad_weights
+
+
+def _direction_weight_grads(w_ih: Tensor, w_hh: Tensor, bias: Tensor | None) -> list[Tensor]:
+    """One direction's gradients in the order of its weights ``w_ih, w_hh[, b_ih, b_hh]``."""
+    if bias is None:
+        return [w_ih, w_hh]
+    # b_hh gets a separate tensor: autograd may accumulate into it in place.
+    return [w_ih, w_hh, bias, bias.clone()]
 
 
 # Chunks of time steps in the backward pass when its gradient buffer would exceed
@@ -290,11 +297,12 @@ def _pre_activation_grad(engine, d, grad_out, grad_h_n, out, w_hh, sizes, revers
 
 
 class _DirectionGrads:
-    """One direction's weight gradients, summed over chunks of time steps."""
+    """One direction's weight gradients, summed over chunks of time steps: ``w_ih_t``
+    (transposed), ``w_hh`` and ``bias`` (None without biases)."""
 
-    def __init__(self, w_ih: Tensor, w_hh: Tensor, needs, has_bias: bool):
-        self.w_ih, self.w_hh, self.needs, self.has_bias = w_ih, w_hh, needs, has_bias
-        self.w_ih_t = self.w_hh_grad = self.bias = None
+    def __init__(self, has_bias: bool):
+        self.has_bias = has_bias
+        self.w_ih_t = self.w_hh = self.bias = None
 
     def add(self, d: Tensor, x: Tensor, out: Tensor, before: Tensor, sizes, reverse: bool):
         """Shape: d, out ``(r, H_out)``, x ``(r, H_in)``, before ``(n, H_out)``."""
@@ -302,19 +310,12 @@ class _DirectionGrads:
         w_hh = _weight_hh_grad(d, out, before, sizes, reverse)  # (H_out, H_out)
         bias = d.sum(0) if self.has_bias else None
         if self.w_ih_t is None:
-            self.w_ih_t, self.w_hh_grad, self.bias = w_ih_t, w_hh, bias
+            self.w_ih_t, self.w_hh, self.bias = w_ih_t, w_hh, bias
             return
         self.w_ih_t += w_ih_t
-        self.w_hh_grad += w_hh
+        self.w_hh += w_hh
         if bias is not None:
             self.bias += bias
-
-    def result(self) -> list[Tensor]:
-        grads = [self.w_ih_t.t(), self.w_hh_grad]
-        if self.has_bias:
-            # b_hh gets a separate tensor: autograd may accumulate into it in place.
-            grads += [self.bias, self.bias.clone()]
-        return grads
 
 
 class _ChunkTarget:
@@ -325,12 +326,14 @@ class _ChunkTarget:
             each row (its chunks are disjoint), the others add to it.
         grad_h0: this direction's ``h_0`` gradient, each row written once (in
             the chunk holding that sequence's first processed step).
-        grads: this direction's weight gradients.
+        w_ih, w_hh: this direction's weights.
+        grads: this direction's weight gradients, or None when none is needed.
         first: this is the first direction.
     """
 
-    def __init__(self, grad_x: Tensor | None, grad_h0: Tensor | None, grads, first: bool):
+    def __init__(self, grad_x, grad_h0, w_ih: Tensor, w_hh: Tensor, grads, first: bool):
         self.grad_x, self.grad_h0, self.grads, self.first = grad_x, grad_h0, grads, first
+        self.w_ih, self.w_hh = w_ih, w_hh
 
     def add(self, d, x, out, before, sizes, reverse, first_row, ended) -> None:
         """Adds one chunk's share.
@@ -345,7 +348,7 @@ class _ChunkTarget:
         Shape:
             d, out ``(r, H_out)``, x ``(r, H_in)``, before ``(sizes[0], H_out)``.
         """
-        w_ih, w_hh = self.grads.w_ih, self.grads.w_hh
+        w_ih, w_hh = self.w_ih, self.w_hh
         if self.grad_x is not None:
             rows = self.grad_x[first_row : first_row + d.size(0)]
             # BLAS is slow (4-7x, measured) on products with an output this narrow
@@ -364,7 +367,7 @@ class _ChunkTarget:
             elif reverse:  # each sequence starts at its last step
                 first = last_step_rows(sizes, d.device)[ended:]
                 self.grad_h0[ended : sizes[0]] = d.index_select(0, first).mm(w_hh)
-        if self.grads.needs[2]:
+        if self.grads is not None:
             self.grads.add(d, x, out, before, sizes, reverse)
 
 
