@@ -108,8 +108,9 @@ def test_learns_a_tiny_regression_task():
         assert row["train_rmse"] == pytest.approx(math.sqrt(row["train_loss"]), rel=1e-5)
 
 
-def test_learns_a_tagging_task_with_padded_targets():
-    """Tag = sign of the token's own feature; padded steps carry -100 and are ignored."""
+def tagging_problem():
+    """Tag = sign of the token's own feature, steps past each length tagged -100; a
+    fresh tagging model. Returns ``(x, lengths, tags, model)``."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(SAMPLES, WINDOW, 1, generator=generator)
     lengths = torch.randint(1, WINDOW + 1, (SAMPLES,), generator=generator)
@@ -117,6 +118,12 @@ def test_learns_a_tagging_task_with_padded_targets():
     tags[torch.arange(WINDOW) >= lengths.unsqueeze(1)] = -100
     torch.manual_seed(0)
     model = build_model(ModelConfig(task="tagging", input_size=1, hidden_size=8, num_outputs=2))
+    return x, lengths, tags, model
+
+
+def test_learns_a_tagging_task_with_padded_targets():
+    """Tag = sign of the token's own feature; padded steps carry -100 and are ignored."""
+    x, lengths, tags, model = tagging_problem()
     run = Trainer(
         TrainConfig(epochs=5, batch_size=16, lr=0.05, device="cpu", progress=False), model,
         TensorDataset(x, lengths, tags), loss_fn=loss_for_task("tagging"),
@@ -129,13 +136,7 @@ def test_learns_a_tagging_task_with_padded_targets():
 
 @pytest.mark.parametrize("batch_size", [5, 16, SAMPLES])
 def test_the_loss_of_padded_targets_is_the_mean_over_tokens(batch_size):
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(SAMPLES, WINDOW, 1, generator=generator)
-    lengths = torch.randint(1, WINDOW + 1, (SAMPLES,), generator=generator)
-    tags = (x[:, :, 0] > 0).long()  # (batch, window)
-    tags[torch.arange(WINDOW) >= lengths.unsqueeze(1)] = -100
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(task="tagging", input_size=1, hidden_size=8, num_outputs=2))
+    x, lengths, tags, model = tagging_problem()
     run = Trainer(
         TrainConfig(epochs=1, batch_size=batch_size, device="cpu", progress=False), model,
         TensorDataset(x, lengths, tags), loss_fn=loss_for_task("tagging"),
