@@ -34,6 +34,8 @@ AUTO_COMPILED_MAX = 512 * 1024
 # lose by 7-12% at 2 (interleaved in one process); at 100x30x4x256 they tie.
 AUTO_COMPILED_MAX_ONE_THREAD = 1 << 20
 
+_FULL_PRECISION = (torch.float32, torch.float64)
+
 # Input widths up to which the backward GEMMs run transposed (see layer_backward).
 _NARROW_INPUT = 8
 
@@ -51,14 +53,16 @@ def _per_direction(weights: Sequence[Tensor], num_directions: int) -> list[tuple
     return [(*weights[k * per : (k + 1) * per], None, None)[:4] for k in range(num_directions)]
 
 
-def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool) -> Tensor:
-    """``x @ w_ih^T`` of every direction, side by side, without bias; overwriting
-    ``x`` chunk by chunk where allowed.
+def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool, biases=None) -> Tensor:
+    """``x @ w_ih^T`` of every direction, side by side (plus ``biases`` if given, one
+    per direction); overwriting ``x`` chunk by chunk where allowed.
 
     Each direction's GEMM writes its own columns (BLAS takes the row stride), so
-    the weights are never concatenated. A GEMM with the bias costs far more than
-    without it plus one pass adding it (9.9 ms against 6.1 + 0.4 ms at 6400x64 ->
-    512, 1 thread).
+    the weights are never concatenated. In float32/float64 the bias is left to
+    the caller: a GEMM with the bias costs far more than without it plus one
+    pass adding it (9.9 ms against 6.1 + 0.4 ms at 6400x64 -> 512, 1 thread). In
+    half precision that pass would round the sum a second time, so there the
+    GEMM adds it (see :func:`layer_forward`).
 
     Shape:
         x ``(R, H_in)``, each w_ih ``(H_out, H_in)``; returns ``(R, D * H_out)``.
@@ -68,7 +72,11 @@ def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool) -> Tensor:
 
     def into(rows: Tensor, out: Tensor) -> None:
         for k, w_ih in enumerate(w_ihs):
-            torch.mm(rows, w_ih.t(), out=out[:, k * hidden : (k + 1) * hidden])
+            columns = out[:, k * hidden : (k + 1) * hidden]
+            if biases is None:
+                torch.mm(rows, w_ih.t(), out=columns)
+            else:
+                torch.addmm(biases[k], rows, w_ih.t(), out=columns)
 
     if not (x_is_scratch and x.size(1) == width and x.is_contiguous() and x.size(0)):
         out = x.new_empty(x.size(0), width)
@@ -113,7 +121,9 @@ def layer_forward(
     layers = _per_direction(weights, len(directions))
     biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
     w_hhs = [w[1] for w in layers]
-    out = _project(x, [w[0] for w in layers], x_is_scratch)  # (R, D * H_out), no bias yet
+    # Other dtypes (half precision: torch ops only) add the bias in the GEMM, rounding once.
+    in_gemm = biases[0] is not None and x.dtype not in _FULL_PRECISION
+    out = _project(x, [w[0] for w in layers], x_is_scratch, biases if in_gemm else None)
     if engine == "compiled":
         kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
         hidden = w_hhs[0].size(0)
@@ -121,7 +131,8 @@ def layer_forward(
             column = k * hidden  # the kernels add the bias in their activation loop
             compiled.forward(out, h0[k], w_hhs[k], biases[k], batch_sizes, reverse, kind, column)
     else:
-        forward_torch_ops(out, h0, w_hhs, biases, batch_sizes, directions, relu)
+        remaining = [None] * len(biases) if in_gemm else biases
+        forward_torch_ops(out, h0, w_hhs, remaining, batch_sizes, directions, relu)
     return out, _last_states(out, batch_sizes, directions)
 
 
