@@ -63,11 +63,19 @@ def test_fast_tanh_and_relu_propagate_nan_and_saturate_at_infinity():
         (torch.bfloat16, 30, 64, 1, "fused"),  # the compiled loops have no bfloat16
     ],
 )
-def test_auto_picks_compiled_only_where_it_runs_and_wins(dtype, batch, hidden, threads, expected):
+@pytest.mark.parametrize("large_gemm_library", ["scipy", "torch"])
+def test_auto_picks_compiled_only_where_it_runs_and_wins(
+    monkeypatch, dtype, batch, hidden, threads, expected, large_gemm_library
+):
+    """With only SciPy's BLAS, large steps stay on torch ops; with torch's BLAS
+    for large products, the compiled loops take every CPU float32/float64 step."""
     limit = AUTO_COMPILED_MAX_ONE_THREAD if threads == 1 else AUTO_COMPILED_MAX
     assert (batch * hidden * hidden <= limit) == (expected == "compiled") or (
         dtype == torch.bfloat16
     )
+    monkeypatch.setattr(compiled, "large_gemm_library", lambda: large_gemm_library)
+    if large_gemm_library == "torch" and dtype != torch.bfloat16:
+        expected = "compiled"
     x = torch.zeros(2, 3, dtype=dtype)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -1,4 +1,5 @@
-"""The compiled CPU engine: numba time loops around SciPy's BLAS.
+"""The compiled CPU engine: numba time loops around BLAS (SciPy's, and torch's own
+for large products: see :mod:`rnnkit.compiled.blas`).
 
 Imported lazily by :mod:`rnnkit.engine` (numba costs about half a second to
 import); :func:`available` says whether it can run here. Kernels compile on
@@ -32,6 +33,14 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("numba", "scipy"))
 
 
+def large_gemm_library() -> str:
+    """The BLAS the kernels give large products: ``"torch"`` (the one bundled in
+    torch's library, on torch's threads) or ``"scipy"`` where that is not usable."""
+    from rnnkit.compiled import blas
+
+    return blas.LARGE_GEMM_LIBRARY
+
+
 @functools.cache
 def _kernels():
     from rnnkit.compiled import kernels
@@ -43,9 +52,10 @@ def _kernels():
 def _single_threaded_scipy_blas() -> None:
     """Put SciPy's BLAS, the one the kernels call, on one thread, once per process.
 
-    Per-step products are small (``auto`` sends large ones to torch, whose
-    GEMMs use ``torch.get_num_threads()``); a second BLAS thread pool would
-    only spin against torch's threads on the same cores. This also applies to
+    SciPy's BLAS gets only small products (large ones go to torch's BLAS, on
+    torch's ``torch.get_num_threads()`` threads, or, without it, ``auto``
+    leaves large steps to the torch-ops engine); a second BLAS thread pool
+    would only spin against torch's threads on the same cores. This also applies to
     ``scipy.linalg`` elsewhere in the process, so it is logged.
     """
     import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so threadpoolctl sees it)

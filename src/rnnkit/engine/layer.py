@@ -21,12 +21,14 @@ from rnnkit import compiled
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
 
-# Largest batch * hidden_size**2 for which "auto" picks the compiled loops.
-# Beyond it a step's product dwarfs the interpreter's few microseconds per step,
-# and torch's GEMM (MKL) beats SciPy's OpenBLAS on such steps: at 1 thread,
-# 4.9 ms against 6.2 ms for 100 steps of 30x256x256; at 2 threads torch also
-# parallelises them (200x32x64x512 inference: torch ops 1.32x nn.RNN, compiled
-# 0.77x). Measured with benchmarks/bench_rnn.py and rnnkit.bound.
+# Largest batch * hidden_size**2 for which "auto" picks the compiled loops when
+# they have only SciPy's BLAS (torch's own BLAS not usable: see
+# rnnkit.compiled.blas). Beyond it SciPy's OpenBLAS, on one thread, loses to
+# torch's GEMM (MKL) on a step's product: at 1 thread, 4.9 ms against 6.2 ms for
+# 100 steps of 30x256x256; at 2 threads torch also parallelises them
+# (200x32x64x512 inference: torch ops 1.32x nn.RNN, compiled 0.77x). With
+# torch's BLAS the compiled loops call it for large products and win at every
+# size measured (see resolve_engine). Measured with benchmarks/bench_rnn.py.
 AUTO_COMPILED_MAX = 512 * 1024
 # The same limit when torch runs on one thread, where nothing parallelises torch's
 # per-step GEMM: at 50x64x32x128 (64 * 128**2 = 2**20) the compiled loops beat the
@@ -520,9 +522,10 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
     """The one place that picks the engine of a layer: ``"compiled"`` or ``"fused"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
-    float64, numba and SciPy installed) and a step's product is small enough
-    that they win (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``, or
-    ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread); the
+    float64, numba and SciPy installed) and win: at every size when they can
+    call torch's own BLAS for large products, else only while a step's product
+    is small (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``, or
+    ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread). The
     torch-ops engine everywhere else. ``"compiled"`` insists on the compiled
     loops; ``"fused"`` on torch ops.
 
@@ -552,10 +555,19 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
             "Received an invalid value for argument `engine`, expected one of "
             f"'auto', 'compiled', 'fused', got {requested!r}."
         )
+    if not (runs_compiled and compiled.available()):
+        return "fused"
     one_thread = torch.get_num_threads() == 1
     limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX
-    small_step = batch * hidden_size * hidden_size <= limit
-    return "compiled" if runs_compiled and small_step and compiled.available() else "fused"
+    if batch * hidden_size * hidden_size <= limit:
+        return "compiled"
+    # Large steps: compiled only where its loops can hand large products to torch's
+    # BLAS. Interleaved with the torch-ops engine in one process, it then won 47 of
+    # 48 rows of 100x30x4x256, 200x32x64x512 and 50x64x32x128 (1-2 layers, uni/bi,
+    # train/inference, 1 and 2 threads; the one loss a noisy 0.91 against 1.16),
+    # and tied at 50x256x64x1024 (1.23 against 1.25 train, 1.07 against 1.04
+    # inference, 2 threads).
+    return "compiled" if compiled.large_gemm_library() == "torch" else "fused"
 
 
 def rnn_layer(

@@ -1,0 +1,134 @@
+"""The two BLAS libraries of the compiled loops: SciPy's and torch's bundled one.
+
+Large products go to torch's BLAS only after a probe checks it; these tests
+check the probe can refuse, that both libraries compute the same products, and
+that with torch's BLAS refused (``RNNKIT_BLAS=scipy``) the compiled engine still
+matches torch.nn.RNN on steps large enough to have used it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit import compiled
+
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba or scipy not installed")
+
+
+@pytest.fixture(scope="module")
+def blas():
+    from rnnkit.compiled import blas
+
+    return blas
+
+
+@pytest.fixture(scope="module")
+def gemm(blas):
+    """``gemm(a, b, c, transpose_a, beta)`` through the compiled ``gemm_accumulate``."""
+    from numba import njit
+
+    @njit
+    def call(a, b, c, transpose_a, beta):
+        int_args, scalar_args = blas.scratch(c.dtype)
+        blas.gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta)
+
+    return call
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize(("m", "k", "n"), [(3, 5, 7), (30, 64, 64), (64, 128, 128), (33, 257, 130)])
+def test_products_small_and_large_match_numpy(blas, gemm, dtype, transpose_a, beta, m, k, n):
+    """Below LARGE_GEMM the product runs in SciPy's BLAS, from it in torch's
+    (where usable); both read strided rows and transposed operands in place."""
+    rng = np.random.default_rng(m * k * n)
+    a_full = rng.standard_normal((k, 2 * m) if transpose_a else (m, 2 * k)).astype(dtype)
+    a = a_full[:, :m] if transpose_a else a_full[:, :k]  # rows strided, columns unit
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ b + beta * c
+    gemm(a, b, c, transpose_a, beta)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, expected, rtol=tolerance, atol=tolerance * k)
+
+
+def test_large_products_go_to_torch_blas_where_the_probe_accepts_it(blas):
+    expected = "scipy" if blas._TORCH_BLAS is None else "torch"
+    assert expected == blas.LARGE_GEMM_LIBRARY
+    assert compiled.large_gemm_library() == blas.LARGE_GEMM_LIBRARY
+    bundles_mkl = torch.backends.mkl.is_available() and platform.machine() == "x86_64"
+    if bundles_mkl and os.environ.get("RNNKIT_BLAS", "auto") == "auto":
+        # torch's x86 wheels link MKL into libtorch_cpu and export its Fortran GEMMs
+        assert blas.LARGE_GEMM_LIBRARY == "torch"
+
+
+def test_probe_accepts_a_correct_gemm_and_refuses_a_wrong_one(blas):
+    single = blas._scipy_address("sgemm")
+    assert blas._gemm_is_correct(single, np.float32)
+    # single precision reading double precision numbers: a wrong product
+    assert not blas._gemm_is_correct(single, np.float64)
+
+
+def test_a_library_without_blas_symbols_leaves_every_product_to_scipy(blas, monkeypatch):
+    without_blas = next((Path(torch.__file__).parent / "lib").glob("*c10*"))
+    monkeypatch.setattr(blas, "_torch_library", lambda: without_blas)
+    assert blas.torch_blas_addresses() is None
+
+
+def test_rnnkit_blas_selects_or_refuses(blas, monkeypatch):
+    monkeypatch.setenv("RNNKIT_BLAS", "scipy")
+    assert blas.torch_blas_addresses() is None
+    monkeypatch.setenv("RNNKIT_BLAS", "mkl")
+    with pytest.raises(ValueError, match=r"RNNKIT_BLAS: expected 'auto' or 'scipy', got 'mkl'"):
+        blas.torch_blas_addresses()
+
+
+LARGE_STEPS = """
+import torch, rnnkit
+from rnnkit import compiled
+from rnnkit.engine import resolve_engine
+print(compiled.large_gemm_library())
+torch.manual_seed(0)
+# N * H * H = 64 * 128 * 128 = 2**20: every step's product is a large one
+ours = rnnkit.RNN(32, 128, 2, bidirectional=True, dtype=torch.float64)
+theirs = torch.nn.RNN(32, 128, 2, bidirectional=True, dtype=torch.float64)
+theirs.load_state_dict(ours.state_dict())
+x = torch.randn(6, 64, 32, dtype=torch.float64, requires_grad=True)
+(out, h_n), (ref_out, ref_h_n) = ours(x), theirs(x)
+torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+torch.testing.assert_close(h_n, ref_h_n, rtol=1e-10, atol=1e-10)
+grads = torch.autograd.grad((out ** 2).sum() + h_n.sum(), [x, *ours.parameters()])
+ref_grads = torch.autograd.grad((ref_out ** 2).sum() + ref_h_n.sum(), [x, *theirs.parameters()])
+for grad, ref_grad in zip(grads, ref_grads):
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
+torch.set_num_threads(2)
+print(resolve_engine("auto", x, 64, 128))
+"""
+
+
+@pytest.mark.parametrize("library", ["auto", "scipy"])
+def test_large_steps_match_torch_with_either_blas(library):
+    """In a fresh process (the library is chosen at import): the compiled engine
+    on steps of 2**20 multiply-adds matches torch.nn.RNN in float64; with SciPy's
+    BLAS only, ``auto`` leaves such steps to the torch-ops engine at 2 threads."""
+    env = {**os.environ, "RNNKIT_BLAS": library, "RNNKIT_ENGINE": "compiled"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LARGE_STEPS)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    used, auto = result.stdout.split()
+    if library == "scipy":
+        assert (used, auto) == ("scipy", "fused")
+    else:
+        assert auto == ("compiled" if used == "torch" else "fused")
