@@ -375,11 +375,11 @@ def kernel_spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
-    def spy_forward(out, column, h0, w_hh_t, bias, sizes, *rest):
-        arrays = {"out": out, "h0": h0, "w_hh_t": w_hh_t, "bias": bias}
+    def spy_forward(out, column, h0, w_hh, bias, sizes, *rest):
+        arrays = {"out": out, "h0": h0, "w_hh": w_hh, "bias": bias}
         _check_kernel_arrays(sizes, out, column, arrays)
         calls.append("forward")
-        return forward(out, column, h0, w_hh_t, bias, sizes, *rest)
+        return forward(out, column, h0, w_hh, bias, sizes, *rest)
 
     def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
         arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "w_hh": w_hh}
@@ -418,7 +418,7 @@ def _equal_sizes(rows: int, batch: int) -> np.ndarray:
 
 def _check_kernel_arrays(sizes: np.ndarray, out: np.ndarray, column: int, arrays: dict) -> None:
     rows, width = out.shape
-    hidden = arrays.get("w_hh", arrays.get("w_hh_t")).shape[0]
+    hidden = arrays["w_hh"].shape[0]
     assert column >= 0 and column + hidden <= width, (column, hidden, width)
     assert sizes.dtype == np.int64 and sizes.ndim == 1 and sizes.size >= 1
     assert sizes.min() >= 0 and np.all(np.diff(sizes) <= 0), sizes
@@ -426,7 +426,7 @@ def _check_kernel_arrays(sizes: np.ndarray, out: np.ndarray, column: int, arrays
     batch = int(sizes[0])
     shapes = {"out": (rows, width), "d": (rows, width), "grad_out": (rows, width),
               "h0": (batch, hidden), "grad_h_n": (batch, hidden),
-              "w_hh": (hidden, hidden), "w_hh_t": (hidden, hidden), "bias": (hidden,)}  # fmt: skip
+              "w_hh": (hidden, hidden), "bias": (hidden,)}  # fmt: skip
     for name, array in arrays.items():
         assert array.shape == shapes[name], (name, array.shape, shapes[name])
         assert array.flags.c_contiguous, f"{name} is not C-contiguous: strides {array.strides}"
@@ -495,7 +495,7 @@ WRAPPER_CASES = [
     ("sizes past the rows", {"sizes": (4, 3, 2)}, "batch_sizes"),
     ("sizes increase", {"sizes": (3, 5)}, "batch_sizes"),
     ("no sizes", {"sizes": ()}, "batch_sizes"),
-    ("w_hh of another size", {"w_hh": torch.zeros(2, 4)}, "(h0|w_hh_t) of shape"),
+    ("w_hh of another size", {"w_hh": torch.zeros(2, 4)}, "(h0|w_hh) of shape"),
     ("bias of another size", {"bias": torch.zeros(2)}, "bias of shape"),
     ("mixed dtypes", {"out": torch.zeros(8, 4, dtype=torch.float64)}, "h0 of shape .* in float64"),
     ("float16", {k: torch.zeros(s, dtype=torch.float16) for k, s in
