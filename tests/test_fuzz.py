@@ -375,11 +375,18 @@ def kernel_spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
-    def spy_forward(out, column, h0, w_hh, bias, sizes, *rest):
+    def spy_forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, x, w_ih, h_n):
         arrays = {"out": out, "h0": h0, "w_hh": w_hh, "bias": bias}
         _check_kernel_arrays(sizes, out, column, arrays)
+        hidden, batch = w_hh.shape[0], int(sizes[0])
+        assert x.shape[0] == 0 or (
+            x.shape[0] == out.shape[0] and w_ih.shape == (hidden, x.shape[1])
+        )
+        assert h_n.shape[0] == 0 or h_n.shape == (batch, hidden), (h_n.shape, batch, hidden)
+        for array in (x, w_ih, h_n):
+            assert array.flags.c_contiguous and array.dtype == out.dtype
         calls.append("forward")
-        return forward(out, column, h0, w_hh, bias, sizes, *rest)
+        return forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, x, w_ih, h_n)
 
     def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
         arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "w_hh": w_hh}
@@ -508,6 +515,13 @@ WRAPPER_CASES = [
     ("column past the width", {"column": 1}, "columns 1:5 within the 4 columns"),
     ("backward: column past the width", {"column": 4}, "columns 4:8 within the 4 columns"),
     ("backward: negative column", {"column": -1}, "columns -1:3"),
+    ("x without w_ih", {"x": torch.zeros(8, 2)}, "x and w_ih both given or both None"),
+    ("x with too few rows", {"x": torch.zeros(7, 2), "w_ih": torch.zeros(4, 2)}, "x of shape"),
+    ("w_ih of another width", {"x": torch.zeros(8, 2), "w_ih": torch.zeros(4, 3)},
+     "w_ih of shape"),
+    ("h_n of another batch", {"h_n": torch.zeros(3, 4)}, "h_n of shape"),
+    ("x in float64", {"x": torch.zeros(8, 2, dtype=torch.float64), "w_ih": torch.zeros(4, 2)},
+     "x of shape .* in float32"),
 ]  # fmt: skip
 
 
@@ -525,7 +539,8 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
             compiled.backward(d, grad_out, *args)
         else:
             args = (o["bias"], o["sizes"], False, o["kind"], o["column"])
-            compiled.forward(o["out"], o["h0"], o["w_hh"], *args)
+            extra = {name: o[name] for name in ("x", "w_ih", "h_n") if name in o}
+            compiled.forward(o["out"], o["h0"], o["w_hh"], *args, **extra)
     assert kernel_spy == []
 
 

@@ -156,12 +156,17 @@ def forward(
     reverse: bool,
     kind: str,
     column: int = 0,
+    *,
+    x: Tensor | None = None,
+    w_ih: Tensor | None = None,
+    h_n: Tensor | None = None,
 ) -> None:
-    """In place on ``out`` (the input projection): run the recurrence.
+    """Run one direction's recurrence in its columns of ``out``.
 
     Args:
-        out: contiguous CPU float32/float64 tensor, each step's input projection
-            without bias.
+        out: contiguous CPU float32/float64 tensor: written with the hidden
+            sequence; without ``x``, it holds each step's input projection
+            (without bias) and is updated in place.
         h0: initial state of each sequence.
         w_hh: recurrent weight.
         bias: ``b_ih + b_hh``, or None.
@@ -170,24 +175,42 @@ def forward(
         kind: ``"tanh"``, ``"fast_tanh"`` (float32 only) or ``"relu"``.
         column: this direction's first column in ``out`` (the directions of a
             bidirectional layer share one buffer).
+        x, w_ih: the layer input and this direction's input weight: the kernel
+            projects ``x`` itself (both or neither).
+        h_n: if given, written with each sequence's last state.
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
-        bias ``(H,)``.
+        bias ``(H,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``, h_n ``(N, H)``.
     """
     out_np = _written_in_place(out, "out")  # never copied: checked C-contiguous below
     if kind == "fast_tanh" and out.dtype != torch.float32:
         raise ValueError(f"rnnkit.compiled: fast_tanh is float32 only, got {out.dtype}")
+    if (x is None) != (w_ih is None):
+        raise ValueError("rnnkit.compiled: expected x and w_ih both given or both None")
     rows, hidden = out_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
     h0_np, w_hh_np = _as_numpy(h0), _as_numpy(w_hh)
-    bias_np = np.zeros(hidden, out_np.dtype) if bias is None else _as_numpy(bias)
+    dtype = out_np.dtype
+    bias_np = np.zeros(hidden, dtype) if bias is None else _as_numpy(bias)
     arrays = {"out": out_np, "h0": h0_np, "w_hh": w_hh_np, "bias": bias_np}
     _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
+    skipped = np.empty((0, 0), dtype)
+    x_np, w_ih_np = (skipped, skipped) if x is None else (_as_numpy(x), _as_numpy(w_ih))
+    if x is not None:
+        width = x_np.shape[1] if x_np.ndim == 2 else -1
+        _check_array("x", x_np, (rows, width), dtype)
+        _check_array("w_ih", w_ih_np, (hidden, width), dtype)
+    h_n_np = skipped if h_n is None else _written_in_place(h_n, "h_n")
+    if h_n is not None:
+        _check_array("h_n", h_n_np, (int(sizes[0]), hidden), dtype)
     kernels = _kernels()
     _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
-    kernels.forward_loop(out_np, column, h0_np, w_hh_np, bias_np, sizes, reverse, code, SMALL_GEMM)
+    kernels.forward_loop(
+        out_np, column, h0_np, w_hh_np, bias_np, sizes, reverse, code, SMALL_GEMM,
+        x_np, w_ih_np, h_n_np,
+    )  # fmt: skip
 
 
 def backward(

@@ -150,12 +150,15 @@ def _transposed(w):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm):
-    """In place: ``out_t = act(out_t + h_prev(t) @ w_hh.T)``, step by step.
+def forward_loop(
+    out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm, x, w_ih, h_n
+):  # fmt: skip
+    """``out_t = act(x_t @ w_ih.T + bias + h_prev(t) @ w_hh.T)``, step by step, in
+    this direction's columns of ``out``; then each sequence's last state into ``h_n``.
 
     Args:
-        out: each step's input projection (no bias); its columns
-            ``column : column + H`` become the hidden sequence.
+        out: written; if ``x`` has no rows, it already holds each step's input
+            projection (no bias) and is updated in place.
         column: first column of this direction in ``out``.
         h0: initial state of each sequence.
         w_hh: the recurrent weight.
@@ -164,16 +167,24 @@ def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_
         reverse: run from the last step to the first.
         kind: TANH, FAST_TANH or RELU.
         small_gemm: largest ``m*k*n`` computed without BLAS.
+        x, w_ih: the layer input and input weight, projected here (one GEMM over
+            all steps); 0 rows: ``out`` holds the projection already.
+        h_n: written with each sequence's state after its last processed step;
+            0 rows: skipped.
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
-        bias ``(H,)``, batch_sizes ``(L,)``.
+        bias ``(H,)``, batch_sizes ``(L,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``,
+        h_n ``(N, H)``.
     """
     int_args, scalar_args = scratch(out.dtype)
     w_hh_t = _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
     end = column + h0.shape[1]
+    if x.shape[0]:
+        projection = out[:, column:end]
+        gemm_accumulate(x, _transposed(w_ih), projection, int_args, scalar_args, False, 0.0)
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
@@ -191,6 +202,22 @@ def forward_loop(out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_
                 h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
             )
         _activate(out, start, n, column, bias, kind)
+    if h_n.shape[0]:
+        _last_states(out, column, batch_sizes, offsets, reverse, h_n)
+
+
+@njit(cache=True, nogil=True)
+def _last_states(out, column, batch_sizes, offsets, reverse, h_n):
+    """Each sequence's state after its last processed step: step 0 in reverse;
+    else the step after which it stops running (rows ``n_next : n`` of step t)."""
+    hidden = h_n.shape[1]
+    steps = batch_sizes.shape[0]
+    for t in range(1 if reverse else steps):
+        n = batch_sizes[t]
+        n_next = 0 if reverse or t + 1 == steps else batch_sizes[t + 1]
+        for i in range(n_next, n):
+            for j in range(hidden):
+                h_n[i, j] = out[offsets[t] + i, np.uint64(column) + np.uint64(j)]
 
 
 @njit(cache=True, nogil=True)

@@ -80,7 +80,7 @@ def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool, biases=None
             else:
                 torch.addmm(biases[k], rows, w_ih.t(), out=columns)
 
-    if not (x_is_scratch and x.size(1) == width and x.is_contiguous() and x.size(0)):
+    if not _projects_in_place(x, width, x_is_scratch):
         out = x.new_empty(x.size(0), width)
         into(x, out)
         return out
@@ -91,6 +91,11 @@ def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool, biases=None
         into(chunk, product)
         chunk.copy_(product)
     return x
+
+
+def _projects_in_place(x: Tensor, width: int, x_is_scratch: bool) -> bool:
+    """Whether :func:`_project` writes its ``width`` columns over ``x``."""
+    return x_is_scratch and x.size(1) == width and x.is_contiguous() and x.size(0) > 0
 
 
 def layer_forward(
@@ -122,20 +127,46 @@ def layer_forward(
     relu = nonlinearity == "relu"
     layers = _per_direction(weights, len(directions))
     biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
-    w_hhs = [w[1] for w in layers]
+    if engine == "compiled":
+        return _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is_scratch)
     # Other dtypes (half precision: torch ops only) add the bias in the GEMM, rounding once.
     in_gemm = biases[0] is not None and x.dtype not in _FULL_PRECISION
     out = _project(x, [w[0] for w in layers], x_is_scratch, biases if in_gemm else None)
-    if engine == "compiled":
-        kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
-        hidden = w_hhs[0].size(0)
-        for k, reverse in enumerate(directions):
-            column = k * hidden  # the kernels add the bias in their activation loop
-            compiled.forward(out, h0[k], w_hhs[k], biases[k], batch_sizes, reverse, kind, column)
-    else:
-        remaining = [None] * len(biases) if in_gemm else biases
-        forward_torch_ops(out, h0, w_hhs, remaining, batch_sizes, directions, relu)
+    remaining = [None] * len(biases) if in_gemm else biases
+    forward_torch_ops(out, h0, [w[1] for w in layers], remaining, batch_sizes, directions, relu)
     return out, _last_states(out, batch_sizes, directions)
+
+
+def _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is_scratch):
+    """:func:`layer_forward` on the compiled loops: one kernel call per direction
+    projects the input into the direction's columns, runs the recurrence and
+    writes ``h_n`` (at small sizes the torch ops around a kernel cost more than
+    it: 100 steps of 1 x 64). A stacked layer's input that may be overwritten is
+    projected in place first, as in the torch-ops engine.
+
+    Args:
+        as :func:`layer_forward`; layers: per direction ``(w_ih, w_hh, b_ih,
+        b_hh)``; biases: per direction ``b_ih + b_hh`` or None; relu: the
+        activation.
+    """
+    hidden = h0.size(2)
+    width = hidden * len(directions)
+    kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
+    in_place = _projects_in_place(x, width, x_is_scratch)
+    if in_place:
+        out = _project(x, [w[0] for w in layers], x_is_scratch)
+    else:
+        x, out = x.contiguous(), x.new_empty(x.size(0), width)
+    h_n = h0.new_empty(h0.shape)
+    for k, reverse in enumerate(directions):
+        w_ih, w_hh = layers[k][:2]
+        projected = {} if in_place else {"x": x, "w_ih": w_ih}
+        column = k * hidden  # the kernels add the bias in their activation loop
+        compiled.forward(
+            out, h0[k], w_hh, biases[k], batch_sizes, reverse, kind, column,
+            h_n=h_n[k], **projected,
+        )  # fmt: skip
+    return out, h_n
 
 
 def _last_states(out: Tensor, batch_sizes, directions) -> Tensor:
