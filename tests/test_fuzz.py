@@ -394,8 +394,12 @@ def kernel_spy(monkeypatch) -> list[str]:
         calls.append("backward")
         return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
-    def spy_weights(d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, *grads):
-        arrays = {"d": d, "out": out, "h0": h0, "w_hh": w_hh}
+    def spy_equal_lengths(
+        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
+        accumulate_x, *grads,
+    ):  # fmt: skip
+        arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "h0": h0,
+                  "w_hh": w_hh}  # fmt: skip
         _check_kernel_arrays(_equal_sizes(d.shape[0], h0.shape[0]), out, column, arrays)
         rows, hidden, width = d.shape[0], w_hh.shape[0], x.shape[1]
         shapes = [
@@ -409,13 +413,16 @@ def kernel_spy(monkeypatch) -> list[str]:
             assert array.size == 0 or array.shape == shape, (array.shape, shape)
             assert array.flags.c_contiguous and array.dtype == d.dtype
         assert w_ih.shape == (hidden, width) and w_ih.flags.c_contiguous
-        calls.append("weights")
-        return weights(d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, *grads)
+        calls.append("backward_equal_lengths")
+        return equal_lengths(
+            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
+            accumulate_x, *grads,
+        )  # fmt: skip
 
-    weights = kernels.weight_grads_equal_lengths
+    equal_lengths = kernels.backward_equal_lengths
     monkeypatch.setattr(kernels, "forward_loop", spy_forward)
     monkeypatch.setattr(kernels, "backward_loop", spy_backward)
-    monkeypatch.setattr(kernels, "weight_grads_equal_lengths", spy_weights)
+    monkeypatch.setattr(kernels, "backward_equal_lengths", spy_equal_lengths)
     return calls
 
 
@@ -558,6 +565,8 @@ def test_the_weight_gradient_wrapper_refuses_what_its_kernel_would_misread(
 ):
     operands = {
         "d": torch.zeros(8, 4),
+        "grad_out": torch.zeros(8, 4),
+        "grad_h_n": torch.zeros(4, 4),
         "x": torch.zeros(8, 2),
         "out": torch.zeros(8, 4),
         "h0": torch.zeros(4, 4),
@@ -569,5 +578,5 @@ def test_the_weight_gradient_wrapper_refuses_what_its_kernel_would_misread(
              "grad_bias": torch.zeros(4)}  # fmt: skip
     (grads if name in grads else operands)[name] = bad
     with pytest.raises(ValueError, match=match):
-        compiled.weight_grads_equal_lengths(*operands.values(), 0, False, grads, False)
+        compiled.backward_equal_lengths(*operands.values(), 0, False, False, grads, False)
     assert kernel_spy == []

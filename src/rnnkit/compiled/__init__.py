@@ -259,8 +259,10 @@ def backward(
     )  # fmt: skip
 
 
-def weight_grads_equal_lengths(
+def backward_equal_lengths(
     d: Tensor,
+    grad_out: Tensor,
+    grad_h_n: Tensor,
     x: Tensor,
     out: Tensor,
     h0: Tensor,
@@ -268,25 +270,29 @@ def weight_grads_equal_lengths(
     w_hh: Tensor,
     column: int,
     reverse: bool,
+    relu: bool,
     grads: dict[str, Tensor | None],
     accumulate_x: bool,
 ) -> None:
-    """After :func:`backward`, one direction's input, ``h_0``, weight and bias
-    gradients in one compiled call (see ``kernels.weight_grads_equal_lengths``).
+    """All sequences of equal length: one direction's whole backward in one
+    compiled call, :func:`backward`'s loop then its input, ``h_0``, weight and
+    bias gradients as a few BLAS products (see ``kernels.backward_equal_lengths``).
 
     Args:
-        d: dL/d(pre-activation), filled by :func:`backward`.
-        x, out, h0, w_ih, w_hh: the layer's input, hidden sequence, initial
-            states and this direction's weights.
-        column, reverse: this direction's columns and time order.
+        d: written with dL/d(pre-activation) in this direction's columns.
+        grad_out, grad_h_n: upstream gradients of the hidden sequence and of
+            this direction's last states.
+        x, out, h0, w_ih, w_hh: the layer's input, hidden sequence, this
+            direction's initial states and weights.
+        column, reverse, relu: this direction's columns, time order, activation.
         grads: ``grad_x``, ``grad_h0``, ``grad_w_ih``, ``grad_w_hh``,
             ``grad_bias``, each written in place, or None to skip it (no
             ``grad_w_ih``: no weight or bias gradient).
         accumulate_x: add into ``grad_x`` instead of overwriting it.
 
     Shape:
-        d, out ``(R, W)``, x ``(R, H_in)``, h0 ``(N, H)`` with ``R = L * N``;
-        gradients as their operands.
+        d, grad_out, out ``(R, W)``, x ``(R, H_in)``, h0 and grad_h_n ``(N, H)``
+        with ``R = L * N``; gradients as their operands.
     """
     rows, hidden = d.size(0), w_hh.size(0)
     batch = h0.size(0) if h0.dim() else -1
@@ -294,11 +300,12 @@ def weight_grads_equal_lengths(
         raise ValueError(
             f"rnnkit.compiled: expected {rows} rows to be whole steps of the batch of {batch}"
         )
-    arrays = {"d": _written_in_place(d, "d"), "out": _as_numpy(out), "h0": _as_numpy(h0),
+    arrays = {"d": _written_in_place(d, "d"), "grad_out": _as_numpy(grad_out),
+              "out": _as_numpy(out), "h0": _as_numpy(h0), "grad_h_n": _as_numpy(grad_h_n),
               "w_hh": _as_numpy(w_hh)}  # fmt: skip
     _check_arrays(rows, batch, hidden, column, **arrays)
     inputs = {"x": _as_numpy(x), "w_ih": _as_numpy(w_ih)}
-    width = inputs["x"].shape[1]
+    width = inputs["x"].shape[1] if inputs["x"].ndim == 2 else -1
     expected = {"x": (rows, width), "w_ih": (hidden, width), "grad_x": (rows, width),
                 "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
                 "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,)}  # fmt: skip
@@ -310,8 +317,9 @@ def weight_grads_equal_lengths(
         if name in ("x", "w_ih") or grads[name] is not None:
             _check_array(name, array, expected[name], dtype)
     _single_threaded_scipy_blas()
-    _kernels().weight_grads_equal_lengths(
-        arrays["d"], inputs["x"], arrays["out"], arrays["h0"], inputs["w_ih"], arrays["w_hh"],
-        column, reverse, accumulate_x, inputs["grad_x"], inputs["grad_h0"],
-        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
+    _kernels().backward_equal_lengths(
+        arrays["d"], arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"],
+        arrays["h0"], inputs["w_ih"], arrays["w_hh"], column, reverse, relu,
+        d.dtype == torch.float32, SMALL_GEMM, accumulate_x, inputs["grad_x"],
+        inputs["grad_h0"], inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
     )  # fmt: skip

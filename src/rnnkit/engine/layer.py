@@ -273,7 +273,7 @@ def _backward_compiled_equal_lengths(
     grad_x, grad_h0, grad_weights,
 ):  # fmt: skip
     """:func:`layer_backward` in one chunk, sequences of equal length, compiled
-    engine: per direction, two compiled calls (the time loop, then every other
+    engine: per direction, one compiled call (the time loop, then every other
     gradient as BLAS products), instead of a dozen torch ops, which cost more
     than the arithmetic at small sizes (measured: 100 steps of 1 x 64).
 
@@ -285,7 +285,6 @@ def _backward_compiled_equal_lengths(
     hidden = out.size(1) // len(directions)
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
         reverse, column = directions[k], k * hidden
-        compiled.backward(d, grad_out, grad_h_n[k], out, w_hh, batch_sizes, reverse, relu, column)
         weights = grad_weights is not None
         grads = {
             "grad_x": grad_x,
@@ -294,8 +293,8 @@ def _backward_compiled_equal_lengths(
             "grad_w_hh": w_hh.new_empty(w_hh.shape) if weights else None,
             "grad_bias": b_ih.new_empty(b_ih.shape) if weights and b_ih is not None else None,
         }
-        args = (d, x, out, h0[k], w_ih, w_hh, column, reverse, grads, k > 0)
-        compiled.weight_grads_equal_lengths(*args)
+        args = (d, grad_out, grad_h_n[k], x, out, h0[k], w_ih, w_hh, column, reverse, relu)
+        compiled.backward_equal_lengths(*args, grads, k > 0)
         if weights:
             names = ("grad_w_ih", "grad_w_hh", "grad_bias")
             grad_weights += _direction_weight_grads(*(grads[name] for name in names))
