@@ -93,6 +93,12 @@ def _project(x: Tensor, w_ihs: Sequence[Tensor], x_is_scratch: bool, biases=None
     return x
 
 
+def _empty_like(tensor: Tensor) -> Tensor:
+    """An uninitialised contiguous tensor like ``tensor``: ``t.new_empty(t.shape)``
+    parses the size as a sequence of symbolic ints (2.1 against 0.9 us)."""
+    return torch.empty_like(tensor, memory_format=torch.contiguous_format)
+
+
 def _projects_in_place(x: Tensor, width: int, x_is_scratch: bool) -> bool:
     """Whether :func:`_project` writes its ``width`` columns over ``x``."""
     return x_is_scratch and x.size(1) == width and x.is_contiguous() and x.size(0) > 0
@@ -157,7 +163,7 @@ def _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is
         out = _project(x, [w[0] for w in layers], x_is_scratch)
     else:
         x, out = x.contiguous(), x.new_empty(x.size(0), width)
-    h_n = h0.new_empty(h0.shape)
+    h_n = _empty_like(h0)
     for k, reverse in enumerate(directions):
         w_ih, w_hh = layers[k][:2]
         projected = {} if in_place else {"x": x, "w_ih": w_ih}
@@ -223,8 +229,8 @@ def layer_backward(
     rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
     d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
     # Every row is written by the first direction's chunks, then added to.
-    grad_x = x.new_empty(x.shape) if needs[0] else None
-    grad_h0 = h0.new_empty(h0.shape) if needs[1] else None
+    grad_x = _empty_like(x) if needs[0] else None
+    grad_h0 = _empty_like(h0) if needs[1] else None
     grad_weights = [] if needs[2] else None
     layers = _per_direction(weights, len(directions))
     if engine == "compiled" and len(chunks) == 1 and batch_sizes[-1] == batch_sizes[0] > 0:
@@ -289,9 +295,9 @@ def _backward_compiled_equal_lengths(
         grads = {
             "grad_x": grad_x,
             "grad_h0": None if grad_h0 is None else grad_h0[k],
-            "grad_w_ih": w_ih.new_empty(w_ih.shape) if weights else None,
-            "grad_w_hh": w_hh.new_empty(w_hh.shape) if weights else None,
-            "grad_bias": b_ih.new_empty(b_ih.shape) if weights and b_ih is not None else None,
+            "grad_w_ih": _empty_like(w_ih) if weights else None,
+            "grad_w_hh": _empty_like(w_hh) if weights else None,
+            "grad_bias": _empty_like(b_ih) if weights and b_ih is not None else None,
         }
         args = (d, grad_out, grad_h_n[k], x, out, h0[k], w_ih, w_hh, column, reverse, relu)
         compiled.backward_equal_lengths(*args, grads, k > 0)
