@@ -225,17 +225,18 @@ def layer_backward(
     hidden = out.size(1) // len(directions)
     grad_out = grad_out.contiguous()  # (R, D * H_out), each direction reads its columns
     chunks = _time_chunks(batch_sizes, out)
-    offsets = [0, *itertools.accumulate(batch_sizes)]
-    rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
-    d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
     # Every row is written by the first direction's chunks, then added to.
     grad_x = _empty_like(x) if needs[0] else None
     grad_h0 = _empty_like(h0) if needs[1] else None
     grad_weights = [] if needs[2] else None
     layers = _per_direction(weights, len(directions))
     if engine == "compiled" and len(chunks) == 1 and batch_sizes[-1] == batch_sizes[0] > 0:
+        d = _empty_like(out)  # dL/d(pre-activation)
         args = (grad_out, grad_h_n, x, h0, layers, out, batch_sizes, directions, relu, d)
         return _backward_compiled_equal_lengths(*args, grad_x, grad_h0, grad_weights)
+    offsets = [0, *itertools.accumulate(batch_sizes)]
+    rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
+    d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
         grads = _DirectionGrads(b_ih is not None) if needs[2] else None
