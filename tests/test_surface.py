@@ -743,6 +743,37 @@ def test_rnn_functional_call_with_partial_dict():
     assert not torch.allclose(plain_ours, out_ours)  # the substitution mattered
 
 
+class _Symmetric(nn.Module):
+    """A parametrization: the weight used is ``(W + W^T) / 2``."""
+
+    def forward(self, weight):
+        return (weight + weight.t()) / 2
+
+
+def test_rnn_parametrized_weight_matches_torch():
+    """torch.nn.utils.parametrize moves the weight out of ``_parameters`` behind a
+    property; the module must use the parametrized value, and its gradient must
+    reach the original."""
+    from torch.nn.utils import parametrize
+
+    cfg = dict(input_size=3, hidden_size=4, num_layers=2)
+    ref, ours = _pair(**cfg)
+    for module in (ref, ours):
+        parametrize.register_parametrization(module, "weight_hh_l1", _Symmetric())
+    x = _input(cfg)
+    (out_ref, h_ref), (out_ours, h_ours) = ref(x), ours(x)
+    torch.testing.assert_close(out_ours, out_ref)
+    torch.testing.assert_close(h_ours, h_ref)
+    (out_ref.square().sum() + h_ref.sum()).backward()
+    (out_ours.square().sum() + h_ours.sum()).backward()
+    original = "parametrizations.weight_hh_l1.original"
+    grads = {n: p.grad for n, p in ours.named_parameters()}
+    ref_grads = {n: p.grad for n, p in ref.named_parameters()}
+    assert grads.keys() == ref_grads.keys() and original in grads
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, msg=name)
+
+
 # --------------------------------------------------------------------------- RNNCell surface
 
 

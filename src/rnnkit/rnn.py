@@ -153,7 +153,14 @@ class RNN(nn.Module):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """Parameters per (layer, direction): ``[w_ih, w_hh, b_ih, b_hh]``."""
-        return [[getattr(self, name) for name in names] for names in self._all_weights]
+        # _parameters first: Module.__getattr__ costs about 1 us per name. It holds
+        # what torch.func.functional_call swaps in; a name it lacks (moved by
+        # torch.nn.utils.parametrize, say) is looked up as an attribute.
+        parameters = self._parameters
+        return [
+            [parameters[name] if name in parameters else getattr(self, name) for name in names]
+            for names in self._all_weights
+        ]
 
     def reset_parameters(self) -> None:
         """Draw every parameter from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``."""
