@@ -9,10 +9,12 @@ plus ``T`` dependent ``(N, H) @ (H, H)`` GEMMs. A training step adds the same
 out, so the bound is optimistic and a real engine reaches a fraction of it.
 
 The dependent GEMMs are timed two ways and the faster counts: in a compiled
-loop calling BLAS (as :mod:`rnnkit.compiled` does, one thread), where no
-interpreter cost enters, and with ``torch.mm`` in a Python loop at the caller's
-thread count, which wins on large steps with several threads (torch splits each
-GEMM; timing only the one-thread loop let torch beat the "bound" at 2 threads).
+loop calling BLAS as :mod:`rnnkit.compiled` does (SciPy's on one thread for
+small products, torch's bundled BLAS for large ones), where no interpreter cost
+enters, and with ``torch.mm`` in a Python loop at the caller's thread count
+(timing only a one-thread loop once let torch beat the "bound" at 2 threads).
+Each GEMM is timed best-of-5 on its own, so on a noisy machine an engine can
+show more than 100% of the bound.
 The large GEMMs are timed with ``torch.mm`` at the caller's thread count.
 Without numba only the torch loop is timed, which overstates the bound at
 small sizes.
