@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from torch import nn
 
 from rnnkit import benchmark
 from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
+from rnnkit.compiled import available as compiled_available
 
 TINY = (5, 2, 3, 4)  # (T, N, H_in, H_out)
 IMPL_KEYS = {
@@ -212,9 +214,9 @@ def test_config_from_args_defaults_and_overrides():
     assert config.measure_memory is False
 
 
-def load_script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
-    spec = importlib.util.spec_from_file_location("bench_rnn", path)
+def load_script(name: str = "bench_rnn"):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -232,6 +234,31 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
     assert set(report) == {"environment", "config", "results"}
     assert len(report["results"]) == 1
     assert report["config"]["repeats"] == 1
+
+
+def table_rows(printed: str, columns: int) -> list[list[str]]:
+    """The data rows of a markdown table in `printed`, each checked to have `columns` cells."""
+    rows = [line.strip("|").split("|") for line in printed.splitlines() if line.startswith("| ")]
+    assert rows and all(len(row) == columns for row in rows), printed
+    return [[cell.strip() for cell in row] for row in rows[1:]]  # below the header
+
+
+@pytest.mark.skipif(not compiled_available(), reason="numba or scipy not installed")
+def test_engine_comparison_prints_a_ratio_per_engine_and_restores_the_engine(monkeypatch, capsys):
+    monkeypatch.setenv("RNNKIT_ENGINE", "reference")
+    argv = ["--shapes", "5,2,3,4", "--layers", "1", "--threads", "1", "--modes", "train"]
+    assert load_script("compare_engines").main([*argv, "--repeats", "1"]) == 0
+    rows = table_rows(capsys.readouterr().out, columns=8)
+    assert [row[:5] for row in rows] == [["5x2x3x4", "1", d, "train", "1"] for d in ("uni", "bi")]
+    assert all(float(cell) > 0 for row in rows for cell in row[5:])
+    assert os.environ["RNNKIT_ENGINE"] == "reference"
+
+
+@pytest.mark.skipif(not compiled_available(), reason="numba or scipy not installed")
+def test_blas_comparison_times_each_library_and_torch(capsys):
+    assert load_script("compare_blas").main(["--products", "2x3x4", "--threads", "1"]) == 0
+    (row,) = table_rows(capsys.readouterr().out, columns=5)
+    assert row[:2] == ["2x3x4", "1"] and all(float(cell) > 0 for cell in row[2:])
 
 
 def test_script_rejects_invalid_options(capsys):
