@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # ones to SciPy's. Measured per product, float32, in a compiled loop, 1 thread:
 # SciPy wins at 32 x 128 x 128 (10.2 against 13.6 us), torch's MKL at
 # 64 x 128 x 128 (21.1 against 24.5 us) and 30 x 256 x 256 (above).
+# benchmarks/compare_blas.py measures it. numba compiles this module into the
+# kernels that call it, and its disk cache checks only the kernels' own source
+# file: after editing this file, delete the __pycache__/*.nb* files.
 LARGE_GEMM = 1 << 20
 
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
