@@ -17,6 +17,7 @@ from torch import nn
 from rnnkit import benchmark
 from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
 from rnnkit.compiled import available as compiled_available
+from rnnkit.compiled import large_gemm_library as compiled_large_gemm_library
 
 TINY = (5, 2, 3, 4)  # (T, N, H_in, H_out)
 IMPL_KEYS = {
@@ -232,6 +233,8 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
     assert "| 5x2x3x4 | 1 | uni | train | 1 |" in printed
     report = json.loads(out.read_text())
     assert set(report) == {"environment", "config", "results"}
+    expected = compiled_large_gemm_library() if compiled_available() else None
+    assert report["environment"]["large_gemm_library"] == expected
     assert len(report["results"]) == 1
     assert report["config"]["repeats"] == 1
 

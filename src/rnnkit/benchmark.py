@@ -72,6 +72,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit import compiled
 from rnnkit.bound import sequential_gemm_bound_ms
 
 logger = logging.getLogger(__name__)
@@ -744,7 +745,8 @@ def environment() -> dict[str, Any]:
     """Describes the machine and versions, to store next to the results.
 
     Returns:
-        Versions of Python, torch and rnnkit, the platform and the CPU count.
+        Versions of Python, torch and rnnkit, the platform, the CPU count and
+        the BLAS the compiled loops give large products (None without them).
     """
     try:
         from importlib.metadata import version
@@ -759,6 +761,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "large_gemm_library": compiled.large_gemm_library() if compiled.available() else None,
     }
 
 
