@@ -264,6 +264,16 @@ def test_blas_comparison_times_each_library_and_torch(capsys):
     assert row[:2] == ["2x3x4", "1"] and all(float(cell) > 0 for cell in row[2:])
 
 
+def test_interleave_effect_prints_alone_and_interleaved_times(capsys):
+    argv = ["--shape", "5,2,3,4", "--repeats", "3"]
+    assert load_script("interleave_effect").main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = table_rows(printed, columns=4)
+    assert [row[0] for row in rows] == ["alone", "each after the other"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+    assert "empty autograd.Function step (alone):" in printed
+
+
 def test_script_rejects_invalid_options(capsys):
     assert load_script().main(["--threads", "0"]) == 2  # a usage error, as `rnnkit bench`
     err = capsys.readouterr().err

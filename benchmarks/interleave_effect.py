@@ -1,0 +1,107 @@
+"""How much a call of rnnkit slows down when each follows a call of torch.nn.RNN.
+
+``bench_rnn.py`` interleaves the two implementations so that machine noise
+falls on both alike. At tiny shapes that interleaving itself costs rnnkit
+time: torch's long step leaves the CPU's branch predictors and instruction
+cache to its own code, and every Python-level operation of ours pays for it.
+This prints, for one row, the median time of each implementation run in a loop
+of its own and run interleaved, and the time of a step through an empty
+``autograd.Function`` with the same inputs and outputs (the part of a step
+that torch's autograd costs whatever the engine does).
+
+Example:
+    python benchmarks/interleave_effect.py --shape 100,1,4,64 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import rnnkit
+from rnnkit.benchmark import _gc_paused, _make_steps, parse_shape
+
+
+class _Empty(torch.autograd.Function):
+    """Outputs and gradients of the right shapes, nothing computed."""
+
+    @staticmethod
+    def forward(ctx, x, h0, *weights):
+        ctx.save_for_backward(x, h0, *weights)
+        return x.new_empty(x.size(0), h0.size(0) * h0.size(2)), torch.empty_like(h0)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_n):
+        x, h0, *weights = ctx.saved_tensors
+        return torch.empty_like(x), torch.empty_like(h0), *map(torch.empty_like, weights)
+
+
+def _empty_step(shape, num_layers: int, bidirectional: bool):
+    """A training step of the empty Function over one layer's worth of leaves."""
+    T, N, H_in, H_out = shape
+    D = 2 if bidirectional else 1
+    x = torch.randn(T * N, H_in, requires_grad=True)
+    h0 = torch.randn(D * num_layers, N, H_out)
+    weights = [p.detach().requires_grad_() for p in rnnkit.RNN(H_in, H_out).parameters()]
+    grad_out, grad_h_n = torch.randn(T * N, D * num_layers * H_out), torch.randn(h0.shape)
+
+    def step():
+        for leaf in (x, *weights):
+            leaf.grad = None
+        out, h_n = _Empty.apply(x, h0, *weights)
+        torch.autograd.backward((out, h_n), (grad_out, grad_h_n))
+
+    return step
+
+
+def _median_us(calls, repeats: int, before=None) -> float:
+    times = []
+    with _gc_paused():
+        for _ in range(repeats):
+            if before is not None:
+                before()
+            start = time.perf_counter()
+            calls()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--shape", type=parse_shape, default=(100, 1, 4, 64), metavar="T,N,H_in,H_out"
+    )
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--bidirectional", action="store_true")
+    parser.add_argument("--mode", choices=["train", "inference"], default="train")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    steps = _make_steps(rnnkit.RNN, args.shape, args.layers, args.bidirectional, args.mode, 0)
+    theirs, ours = steps["torch"], steps["rnnkit"]
+    for _ in range(20):
+        theirs(), ours()
+    alone = {name: _median_us(step, args.repeats) for name, step in steps.items()}
+    after = {"torch": _median_us(theirs, args.repeats, before=ours),
+             "rnnkit": _median_us(ours, args.repeats, before=theirs)}  # fmt: skip
+    direction = "bi" if args.bidirectional else "uni"
+    label = "x".join(map(str, args.shape))
+    print(f"{label}, {args.layers} layer(s), {direction}, {args.mode}, {args.threads} thread(s)")
+    print("| | torch us | rnnkit us | ratio |")
+    print("|---|---:|---:|---:|")
+    for label, times in (("alone", alone), ("each after the other", after)):
+        ratio = times["torch"] / times["rnnkit"]
+        print(f"| {label} | {times['torch']:.0f} | {times['rnnkit']:.0f} | {ratio:.2f} |")
+    if args.mode == "train":
+        empty = _median_us(_empty_step(args.shape, args.layers, args.bidirectional), args.repeats)
+        print(f"empty autograd.Function step (alone): {empty:.0f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
