@@ -27,22 +27,14 @@ PRODUCTS = ("1x64x64", "8x64x64", "30x64x64", "32x128x128", "64x128x128", "8x256
 
 
 def _loop(gemm):
-    """A compiled loop of ``steps`` products ``c += a @ b`` through ``gemm``."""
+    """A compiled loop of ``steps`` products ``c += a @ b`` through ``gemm``,
+    called as :func:`rnnkit.compiled.blas.gemm_accumulate` calls it."""
 
     @njit
     def loop(a, b, c, steps):
         int_args, scalar_args = blas.scratch(c.dtype)
-        m, k = a.shape
-        n = b.shape[1]
-        # the argument layout of blas.gemm_accumulate (column-major c^T = b^T @ a^T)
-        int_args[0] = int_args[7] = 78  # "N"
-        int_args[1], int_args[2], int_args[3] = n, m, k
-        int_args[4], int_args[5], int_args[6] = n, k, n
-        scalar_args[0] = scalar_args[1] = 1.0
-        p, s = int_args.ctypes.data, scalar_args.ctypes.data
         for _ in range(steps):
-            gemm(p, p + 56, p + 8, p + 16, p + 24, s, b.ctypes.data, p + 32,
-                 a.ctypes.data, p + 40, s + 4, c.ctypes.data, p + 48)  # fmt: skip
+            gemm(*blas.gemm_arguments(a, b, c, int_args, scalar_args, False, 1.0))
 
     return loop
 

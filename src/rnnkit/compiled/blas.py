@@ -118,6 +118,36 @@ _sgemm_large = types.ExternalFunction("rnnkit_sgemm_large", _GEMM)
 _dgemm_large = types.ExternalFunction("rnnkit_dgemm_large", _GEMM)
 
 
+@njit(inline="always")
+def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta):
+    """The 13 by-pointer arguments of a Fortran GEMM computing ``c = a @ b + beta * c``
+    (``a.T @ b`` if transpose_a) for row-major arrays, written into the scratch
+    buffers; see :func:`gemm_accumulate` for the operands.
+
+    Returns:
+        The arguments in BLAS's order, each an address (intp).
+    """
+    k, m = a.shape if transpose_a else (a.shape[1], a.shape[0])
+    # Row-major c = a @ b is column-major c^T = b^T @ a^T: swap the operands.
+    # a's memory read column-major is a^T, so a.T is BLAS's transpose of it.
+    int_args[0] = _NO_TRANSPOSE
+    int_args[7] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
+    int_args[1] = b.shape[1]
+    int_args[2] = m
+    int_args[3] = k
+    int_args[4] = b.strides[0] // b.itemsize
+    int_args[5] = a.strides[0] // a.itemsize
+    int_args[6] = c.strides[0] // c.itemsize
+    scalar_args[0] = 1.0
+    scalar_args[1] = beta
+    p = int_args.ctypes.data
+    s = scalar_args.ctypes.data
+    i8 = int_args.itemsize
+    sx = scalar_args.itemsize
+    return (p, p + 7 * i8, p + i8, p + 2 * i8, p + 3 * i8, s, b.ctypes.data, p + 4 * i8,
+            a.ctypes.data, p + 5 * i8, s + sx, c.ctypes.data, p + 6 * i8)  # fmt: skip
+
+
 @njit(cache=True, nogil=True)
 def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0):
     """``c = a @ b + beta * c`` (``a.T @ b`` if transpose_a) with BLAS, for
@@ -142,34 +172,17 @@ def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0)
         if beta == 0.0:
             c[:] = 0.0
         return
-    # Row-major c = a @ b is column-major c^T = b^T @ a^T: swap the operands.
-    # a's memory read column-major is a^T, so a.T is BLAS's transpose of it.
-    int_args[0] = _NO_TRANSPOSE
-    int_args[7] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
-    int_args[1] = n
-    int_args[2] = m
-    int_args[3] = k
-    int_args[4] = b.strides[0] // b.itemsize
-    int_args[5] = a.strides[0] // a.itemsize
-    int_args[6] = c.strides[0] // c.itemsize
-    scalar_args[0] = 1.0
-    scalar_args[1] = beta
-    p = int_args.ctypes.data
-    s = scalar_args.ctypes.data
-    i8 = int_args.itemsize
-    sx = scalar_args.itemsize
-    args = (p, p + 7 * i8, p + i8, p + 2 * i8, p + 3 * i8, s, b.ctypes.data, p + 4 * i8)
-    rest = (a.ctypes.data, p + 5 * i8, s + sx, c.ctypes.data, p + 6 * i8)
+    args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta)
     large = m * k * n >= LARGE_GEMM
     if c.itemsize == 4:
         if large:
-            _sgemm_large(*args, *rest)
+            _sgemm_large(*args)
         else:
-            _sgemm(*args, *rest)
+            _sgemm(*args)
     elif large:
-        _dgemm_large(*args, *rest)
+        _dgemm_large(*args)
     else:
-        _dgemm(*args, *rest)
+        _dgemm(*args)
 
 
 @njit(cache=True, nogil=True)
