@@ -457,12 +457,13 @@ def kernel_spy(monkeypatch) -> list[str]:
         return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
     def spy_equal_lengths(
-        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
+        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, sizes, reverse, relu, fast, small,
         accumulate_x, *grads,
     ):  # fmt: skip
         arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "h0": h0,
                   "w_hh": w_hh}  # fmt: skip
-        _check_kernel_arrays(_equal_sizes(d.shape[0], h0.shape[0]), out, column, arrays)
+        assert np.array_equal(sizes, _equal_sizes(d.shape[0], h0.shape[0])), sizes
+        _check_kernel_arrays(sizes, out, column, arrays)
         rows, hidden, width = d.shape[0], w_hh.shape[0], x.shape[1]
         shapes = [
             (rows, width),
@@ -477,8 +478,8 @@ def kernel_spy(monkeypatch) -> list[str]:
         assert w_ih.shape == (hidden, width) and w_ih.flags.c_contiguous
         calls.append("backward_equal_lengths")
         return equal_lengths(
-            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
-            accumulate_x, *grads,
+            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, sizes, reverse, relu, fast,
+            small, accumulate_x, *grads,
         )  # fmt: skip
 
     equal_lengths = kernels.backward_equal_lengths

@@ -319,7 +319,7 @@ def backward_equal_lengths(
     _single_threaded_scipy_blas()
     _kernels().backward_equal_lengths(
         arrays["d"], arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"],
-        arrays["h0"], inputs["w_ih"], arrays["w_hh"], column, reverse, relu,
-        d.dtype == torch.float32, SMALL_GEMM, accumulate_x, inputs["grad_x"],
+        arrays["h0"], inputs["w_ih"], arrays["w_hh"], column, _equal_sizes(batch, rows // batch),
+        reverse, relu, d.dtype == torch.float32, SMALL_GEMM, accumulate_x, inputs["grad_x"],
         inputs["grad_h0"], inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
     )  # fmt: skip

@@ -364,13 +364,15 @@ def weight_grads_equal_lengths(
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def backward_equal_lengths(
-    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small_gemm,
-    accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias,
+    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, batch_sizes, reverse, relu, fast,
+    small_gemm, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias,
 ):  # fmt: skip
     """:func:`backward_loop` then :func:`weight_grads_equal_lengths`, in one call
-    (each call from Python converts and checks its arrays: about 10 us)."""
-    sizes = np.full(d.shape[0] // h0.shape[0], h0.shape[0], np.int64)
-    backward_loop(d, grad_out, grad_h_n, out, w_hh, column, sizes, reverse, relu, fast, small_gemm)
+    (each call from Python converts and checks its arrays: about 10 us);
+    ``batch_sizes`` all equal."""
+    backward_loop(
+        d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm
+    )  # fmt: skip
     weight_grads_equal_lengths(
         d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, grad_x, grad_h0, grad_w_ih,
         grad_w_hh, grad_bias,
