@@ -1,13 +1,16 @@
 """Times one per-step product in each BLAS the compiled loops can call.
 
-The measurement behind ``rnnkit.compiled.blas.LARGE_GEMM``: for each
-``m x k x n`` product, the best-of-5 time per product of a compiled loop
-calling SciPy's BLAS (on one thread, as the kernels run it), torch's bundled
-BLAS (at torch's thread count), and ``torch.addmm`` in a Python loop.
+The measurement behind ``rnnkit.compiled.blas.LARGE_GEMM`` and its exceptions
+(``NARROW_COLUMNS``, ``TALL_ROWS_ONE_THREAD``): for each ``m x k x n`` product
+(``T`` in front: ``a.T @ b`` with ``a`` stored ``k x m``, as in the weight
+gradients), the best-of-5 time per product of a compiled loop calling SciPy's
+BLAS (on one thread, as the kernels run it), torch's bundled BLAS (at torch's
+thread count), and ``torch.addmm`` in a Python loop; and which of the two
+libraries ``gemm_accumulate`` gives it at that thread count.
 
 Example:
     python benchmarks/compare_blas.py --threads 1 2
-    python benchmarks/compare_blas.py --products 30x256x256 64x128x128
+    python benchmarks/compare_blas.py --products 30x256x256 3000x256x4 T256x3000x256
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ def _loop(gemm):
     called as :func:`rnnkit.compiled.blas.gemm_accumulate` calls it."""
 
     @njit
-    def loop(a, b, c, steps):
+    def loop(a, b, c, steps, transpose_a):
         int_args, scalar_args = blas.scratch(c.dtype)
         for _ in range(steps):
-            gemm(*blas.gemm_arguments(a, b, c, int_args, scalar_args, False, 1.0))
+            gemm(*blas.gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, 1.0))
 
     return loop
 
@@ -49,18 +52,26 @@ def _best_us(call, steps: int) -> float:
     return best / steps * 1e6
 
 
+def parse_product(product: str) -> tuple[bool, int, int, int]:
+    """``"T256x3000x4"`` -> ``(True, 256, 3000, 4)``: transposed a, m, k, n."""
+    transpose_a = product[:1].upper() == "T"
+    m, k, n = map(int, product[transpose_a:].lower().split("x"))
+    return transpose_a, m, k, n
+
+
 def time_product(loops: dict, product: str) -> list[float]:
     """Microseconds per product in each compiled loop, then in ``torch.addmm``."""
-    m, k, n = map(int, product.lower().split("x"))
+    transpose_a, m, k, n = parse_product(product)
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k), dtype=np.float32)
+    a = rng.standard_normal((k, m) if transpose_a else (m, k), dtype=np.float32)
     b = rng.standard_normal((k, n), dtype=np.float32) * 0.01
     c = np.zeros((m, n), np.float32)
     steps = max(20, int(3e7 / (m * k * n)))
     times = []
     for loop in loops.values():
-        times.append(_best_us(lambda s, loop=loop: loop(a, b, c, s), steps))
+        times.append(_best_us(lambda s, loop=loop: loop(a, b, c, s, transpose_a), steps))
     at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
+    at = at.t() if transpose_a else at
 
     def addmm(s):
         for _ in range(s):
@@ -81,13 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"float32; large products (>= {blas.LARGE_GEMM} multiply-adds) go to "
           f"{blas.LARGE_GEMM_LIBRARY}'s BLAS")  # fmt: skip
     names = " | ".join(f"{name} us" for name in loops)
-    print(f"| m x k x n | threads | {names} | torch.addmm us |")
-    print("|---|---:|" + "---:|" * (len(loops) + 1))
+    print(f"| m x k x n | threads | {names} | torch.addmm us | gemm_accumulate uses |")
+    print("|---|---:|" + "---:|" * (len(loops) + 1) + "---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for product in args.products:
             times = " | ".join(f"{t:.2f}" for t in time_product(loops, product))
-            print(f"| {product} | {threads} | {times} |")
+            transpose_a, m, k, n = parse_product(product)
+            large = blas.goes_to_large_library(m, k, n, transpose_a, blas.tall_rows())
+            used = blas.LARGE_GEMM_LIBRARY if large else "scipy"
+            print(f"| {product} | {threads} | {times} | {used} |")
     return 0
 
 

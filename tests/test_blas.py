@@ -33,33 +33,75 @@ def blas():
 
 @pytest.fixture(scope="module")
 def gemm(blas):
-    """``gemm(a, b, c, transpose_a, beta)`` through the compiled ``gemm_accumulate``."""
+    """``gemm(a, b, c, transpose_a, beta, transpose_b, tall_rows)`` through the
+    compiled ``gemm_accumulate``."""
     from numba import njit
 
     @njit
-    def call(a, b, c, transpose_a, beta):
-        int_args, scalar_args = blas.scratch(c.dtype)
-        blas.gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta)
+    def call(a, b, c, transpose_a, beta, transpose_b, tall_rows):
+        int_args, scalar_args = blas.scratch(c.dtype, tall_rows)
+        blas.gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
 
     return call
 
 
+# (m, k, n): small; large; large and narrow (SciPy's BLAS); large with 320 rows
+# (SciPy's when tall_rows is TALL_ROWS_ONE_THREAD and a is not transposed)
+PRODUCTS = [(3, 5, 7), (30, 64, 64), (64, 128, 128), (33, 257, 130), (256, 1024, 4), (320, 64, 64)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize(
+    ("transpose_a", "transpose_b"), [(False, False), (True, False), (False, True)]
+)
 @pytest.mark.parametrize("beta", [0.0, 1.0])
-@pytest.mark.parametrize(("m", "k", "n"), [(3, 5, 7), (30, 64, 64), (64, 128, 128), (33, 257, 130)])
-def test_products_small_and_large_match_numpy(blas, gemm, dtype, transpose_a, beta, m, k, n):
-    """Below LARGE_GEMM the product runs in SciPy's BLAS, from it in torch's
-    (where usable); both read strided rows and transposed operands in place."""
+@pytest.mark.parametrize("tall_rows", ["one thread", "none"])
+@pytest.mark.parametrize(("m", "k", "n"), PRODUCTS)
+def test_products_small_and_large_match_numpy(
+    blas, gemm, dtype, transpose_a, transpose_b, beta, tall_rows, m, k, n
+):
+    """Each product in whichever library it goes to (see goes_to_large_library),
+    strided rows and transposed operands read in place."""
     rng = np.random.default_rng(m * k * n)
     a_full = rng.standard_normal((k, 2 * m) if transpose_a else (m, 2 * k)).astype(dtype)
     a = a_full[:, :m] if transpose_a else a_full[:, :k]  # rows strided, columns unit
-    b = rng.standard_normal((k, n)).astype(dtype)
+    b_full = rng.standard_normal((n, 2 * k) if transpose_b else (k, 2 * n)).astype(dtype)
+    b = b_full[:, :k] if transpose_b else b_full[:, :n]
     c = rng.standard_normal((m, n)).astype(dtype)
-    expected = (a.T if transpose_a else a).astype(np.float64) @ b + beta * c
-    gemm(a, b, c, transpose_a, beta)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    expected += beta * c
+    limit = blas.TALL_ROWS_ONE_THREAD if tall_rows == "one thread" else blas.NO_TALL_LIMIT
+    gemm(a, b, c, transpose_a, beta, transpose_b, limit)
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(c, expected, rtol=tolerance, atol=tolerance * k)
+
+
+def test_products_go_to_the_library_measured_faster_for_them(blas):
+    """Large products to torch's BLAS, except narrow ones, and (at one thread)
+    tall ones not transposed: the choices measured in blas.py."""
+    one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
+    choose = blas.goes_to_large_library
+    assert not choose(32, 128, 128, False, none)  # small: 2**19
+    assert choose(64, 128, 128, False, none) and choose(64, 128, 128, False, one_thread)
+    assert not choose(3000, 256, 8, False, none)  # narrow output
+    assert not choose(256, 3000, 4, True, none)  # narrow, transposed
+    assert choose(3000, 4, 256, False, none)  # narrow inner dimension: fine
+    assert choose(3000, 256, 512, False, none)
+    assert not choose(3000, 256, 512, False, one_thread)  # tall, one thread
+    assert choose(256, 3000, 512, True, one_thread)  # a weight gradient: transposed
+    assert choose(255, 128, 64, False, one_thread)
+    assert not choose(256, 128, 64, False, one_thread)
+
+
+def test_tall_rows_follow_torch_threads(blas):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert blas.tall_rows() == blas.TALL_ROWS_ONE_THREAD
+        torch.set_num_threads(2)
+        assert blas.tall_rows() == blas.NO_TALL_LIMIT
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_large_products_go_to_torch_blas_where_the_probe_accepts_it(blas):
@@ -103,15 +145,18 @@ torch.manual_seed(0)
 ours = rnnkit.RNN(32, 128, 2, bidirectional=True, dtype=torch.float64)
 theirs = torch.nn.RNN(32, 128, 2, bidirectional=True, dtype=torch.float64)
 theirs.load_state_dict(ours.state_dict())
+# 6 steps of 64: 384 rows, so at one thread the products over all steps that
+# are not transposed go to SciPy's BLAS, at two to torch's
 x = torch.randn(6, 64, 32, dtype=torch.float64, requires_grad=True)
-(out, h_n), (ref_out, ref_h_n) = ours(x), theirs(x)
-torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
-torch.testing.assert_close(h_n, ref_h_n, rtol=1e-10, atol=1e-10)
-grads = torch.autograd.grad((out ** 2).sum() + h_n.sum(), [x, *ours.parameters()])
-ref_grads = torch.autograd.grad((ref_out ** 2).sum() + ref_h_n.sum(), [x, *theirs.parameters()])
-for grad, ref_grad in zip(grads, ref_grads):
-    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
-torch.set_num_threads(2)
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    (out, h_n), (ref_out, ref_h_n) = ours(x), theirs(x)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h_n, ref_h_n, rtol=1e-10, atol=1e-10)
+    grads = torch.autograd.grad((out ** 2).sum() + h_n.sum(), [x, *ours.parameters()])
+    ref_grads = torch.autograd.grad((ref_out ** 2).sum() + ref_h_n.sum(), [x, *theirs.parameters()])
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
 print(resolve_engine("auto", x, 64, 128))
 """
 

@@ -432,12 +432,12 @@ def _timed_out(signum, frame):
 @pytest.fixture
 def kernel_spy(monkeypatch) -> list[str]:
     """Wrap the compiled kernels: check every array they receive, then run them."""
-    from rnnkit.compiled import kernels
+    from rnnkit.compiled import blas, kernels
 
     calls: list[str] = []
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
-    def spy_forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, x, w_ih, h_n):
+    def spy_forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, tall, x, w_ih, h_n):
         arrays = {"out": out, "h0": h0, "w_hh": w_hh, "bias": bias}
         _check_kernel_arrays(sizes, out, column, arrays)
         hidden, batch = w_hh.shape[0], int(sizes[0])
@@ -448,7 +448,10 @@ def kernel_spy(monkeypatch) -> list[str]:
         for array in (x, w_ih, h_n):
             assert array.flags.c_contiguous and array.dtype == out.dtype
         calls.append("forward")
-        return forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, x, w_ih, h_n)
+        assert tall in (blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT), tall
+        return forward(
+            out, column, h0, w_hh, bias, sizes, reverse, kind, small, tall, x, w_ih, h_n
+        )  # fmt: skip
 
     def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
         arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "w_hh": w_hh}
@@ -457,17 +460,19 @@ def kernel_spy(monkeypatch) -> list[str]:
         return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
     def spy_equal_lengths(
-        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, sizes, reverse, relu, fast, small,
+        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small, tall,
         accumulate_x, *grads,
     ):  # fmt: skip
-        arrays = {"d": d, "grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "h0": h0,
-                  "w_hh": w_hh}  # fmt: skip
-        assert np.array_equal(sizes, _equal_sizes(d.shape[0], h0.shape[0])), sizes
-        _check_kernel_arrays(sizes, out, column, arrays)
-        rows, hidden, width = d.shape[0], w_hh.shape[0], x.shape[1]
+        arrays = {"grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "h0": h0, "w_hh": w_hh}
+        rows, hidden, width, batch = out.shape[0], w_hh.shape[0], x.shape[1], h0.shape[0]
+        _check_kernel_arrays(_equal_sizes(rows, batch), out, column, arrays)
+        # d: one chunk of whole steps, this direction's columns only
+        assert d.shape[1] == hidden and d.shape[0] % batch == 0 and 0 < d.shape[0] <= rows
+        assert d.flags.c_contiguous and d.dtype == out.dtype
+        assert tall in (blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT), tall
         shapes = [
             (rows, width),
-            (h0.shape[0], hidden),
+            (batch, hidden),
             (hidden, width),
             (hidden, hidden),
             (hidden,),
@@ -478,8 +483,8 @@ def kernel_spy(monkeypatch) -> list[str]:
         assert w_ih.shape == (hidden, width) and w_ih.flags.c_contiguous
         calls.append("backward_equal_lengths")
         return equal_lengths(
-            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, sizes, reverse, relu, fast,
-            small, accumulate_x, *grads,
+            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
+            tall, accumulate_x, *grads,
         )  # fmt: skip
 
     equal_lengths = kernels.backward_equal_lengths
@@ -621,6 +626,9 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
         ("grad_x", torch.zeros(8, 2).t(), "grad_x of shape"),
         ("grad_bias", torch.zeros(4, dtype=torch.float64), "grad_bias of shape .* in float32"),
         ("h0", torch.zeros(3, 4), "whole steps of the batch of 3"),
+        ("d", torch.zeros(6, 4), "the 6 rows of d to be whole steps"),
+        ("d", torch.zeros(12, 4), "d at most all of them"),
+        ("d", torch.zeros(8, 8), "d of shape \\(8, 4\\)"),
     ],
 )
 def test_the_weight_gradient_wrapper_refuses_what_its_kernel_would_misread(

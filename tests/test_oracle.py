@@ -18,6 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
 
 # ---------------------------------------------------------------------------
 # Random configurations
@@ -299,19 +300,37 @@ def test_rnn_matches_torch_with_the_backward_in_chunks(
 
 
 def test_the_backward_pass_runs_in_the_chunks_it_is_given(fused, monkeypatch, rnn_pair):
-    """Guards the property above: each direction of each layer walks 3 chunks."""
+    """Guards the property above: each direction of each layer walks 3 chunks,
+    of equal lengths too (there the compiled engine walks them in one call
+    with a buffer of the longest chunk)."""
+    from rnnkit import compiled
     from rnnkit.engine import layer
 
     _force_backward_chunks(monkeypatch, 3)
-    chunk_steps = []
-    run_chunk = layer._pre_activation_grad
+    chunk_steps, equal_lengths_chunk_steps = [], []
+    run_chunk, run_equal_lengths = layer._pre_activation_grad, compiled.backward_equal_lengths
 
     def spy(engine, d, grad_out, grad_h_n, out, w_hh, sizes, *rest):
         chunk_steps.append(len(sizes))
         return run_chunk(engine, d, grad_out, grad_h_n, out, w_hh, sizes, *rest)
 
+    def spy_equal_lengths(d, grad_out, grad_h_n, x, out, h0, *rest):
+        equal_lengths_chunk_steps.append(d.size(0) // h0.size(0))
+        return run_equal_lengths(d, grad_out, grad_h_n, x, out, h0, *rest)
+
     monkeypatch.setattr(layer, "_pre_activation_grad", spy)
+    monkeypatch.setattr(compiled, "backward_equal_lengths", spy_equal_lengths)
     _, ours = rnn_pair(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
-    out, h_n = ours(torch.randn(7, 2, 3))
+    x = torch.randn(7, 2, 3)
+    lengths = torch.tensor([7, 5])
+    out, h_n = ours(x)
     (out.sum() + h_n.sum()).backward()
-    assert sorted(chunk_steps) == sorted([2, 2, 3] * 4)  # 7 steps in 3 chunks, 2 x 2 passes
+    packed_out, h_n = ours(pack_padded_sequence(x, lengths))  # lengths differ
+    (packed_out.data.sum() + h_n.sum()).backward()
+    # 7 steps in 3 chunks, 2 layers x 2 directions, per input
+    if fused == "compiled":
+        assert equal_lengths_chunk_steps == [3] * 4  # chunks of at most 3 steps
+        assert sorted(chunk_steps) == sorted([2, 2, 3] * 4)  # the packed input's
+    else:
+        assert equal_lengths_chunk_steps == []
+        assert sorted(chunk_steps) == sorted([2, 2, 3] * 8)

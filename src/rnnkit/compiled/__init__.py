@@ -36,9 +36,14 @@ def available() -> bool:
 def large_gemm_library() -> str:
     """The BLAS the kernels give large products: ``"torch"`` (the one bundled in
     torch's library, on torch's threads) or ``"scipy"`` where that is not usable."""
+    return _blas().LARGE_GEMM_LIBRARY
+
+
+@functools.cache
+def _blas():
     from rnnkit.compiled import blas
 
-    return blas.LARGE_GEMM_LIBRARY
+    return blas
 
 
 @functools.cache
@@ -209,7 +214,7 @@ def forward(
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
     kernels.forward_loop(
         out_np, column, h0_np, w_hh_np, bias_np, sizes, reverse, code, SMALL_GEMM,
-        x_np, w_ih_np, h_n_np,
+        _blas().tall_rows(), x_np, w_ih_np, h_n_np,
     )  # fmt: skip
 
 
@@ -255,7 +260,7 @@ def backward(
     d_np, grad_out_np, out_np, grad_h_n_np, w_hh_np = arrays.values()
     kernels.backward_loop(
         d_np, grad_out_np, grad_h_n_np, out_np, w_hh_np, column,
-        sizes, reverse, relu, fast, SMALL_GEMM,
+        sizes, reverse, relu, fast, SMALL_GEMM, _blas().tall_rows(),
     )  # fmt: skip
 
 
@@ -275,11 +280,12 @@ def backward_equal_lengths(
     accumulate_x: bool,
 ) -> None:
     """All sequences of equal length: one direction's whole backward in one
-    compiled call, :func:`backward`'s loop then its input, ``h_0``, weight and
-    bias gradients as a few BLAS products (see ``kernels.backward_equal_lengths``).
+    compiled call, in chunks of steps that share the buffer ``d`` (see
+    ``kernels.backward_equal_lengths``).
 
     Args:
-        d: written with dL/d(pre-activation) in this direction's columns.
+        d: scratch for dL/d(pre-activation) of one chunk; its rows (a whole
+            number of steps) set the chunk's length.
         grad_out, grad_h_n: upstream gradients of the hidden sequence and of
             this direction's last states.
         x, out, h0, w_ih, w_hh: the layer's input, hidden sequence, this
@@ -291,25 +297,29 @@ def backward_equal_lengths(
         accumulate_x: add into ``grad_x`` instead of overwriting it.
 
     Shape:
-        d, grad_out, out ``(R, W)``, x ``(R, H_in)``, h0 and grad_h_n ``(N, H)``
-        with ``R = L * N``; gradients as their operands.
+        d ``(S * N, H)`` with ``1 <= S <= L``, grad_out and out ``(R, W)``, x
+        ``(R, H_in)``, h0 and grad_h_n ``(N, H)`` with ``R = L * N``;
+        gradients as their operands.
     """
-    rows, hidden = d.size(0), w_hh.size(0)
+    rows, hidden = out.size(0), w_hh.size(0)
     batch = h0.size(0) if h0.dim() else -1
-    if batch <= 0 or rows % batch:
+    chunk_rows = d.size(0) if d.dim() else -1
+    if batch <= 0 or rows % batch or chunk_rows % batch or not 0 < chunk_rows <= rows:
         raise ValueError(
-            f"rnnkit.compiled: expected {rows} rows to be whole steps of the batch of {batch}"
+            f"rnnkit.compiled: expected {rows} rows and the {chunk_rows} rows of d to be "
+            f"whole steps of the batch of {batch}, d at most all of them"
         )
-    arrays = {"d": _written_in_place(d, "d"), "grad_out": _as_numpy(grad_out),
-              "out": _as_numpy(out), "h0": _as_numpy(h0), "grad_h_n": _as_numpy(grad_h_n),
-              "w_hh": _as_numpy(w_hh)}  # fmt: skip
+    arrays = {"grad_out": _as_numpy(grad_out), "out": _as_numpy(out), "h0": _as_numpy(h0),
+              "grad_h_n": _as_numpy(grad_h_n), "w_hh": _as_numpy(w_hh)}  # fmt: skip
     _check_arrays(rows, batch, hidden, column, **arrays)
+    dtype = arrays["out"].dtype
+    d_np = _written_in_place(d, "d")
+    _check_array("d", d_np, (chunk_rows, hidden), dtype)
     inputs = {"x": _as_numpy(x), "w_ih": _as_numpy(w_ih)}
     width = inputs["x"].shape[1] if inputs["x"].ndim == 2 else -1
     expected = {"x": (rows, width), "w_ih": (hidden, width), "grad_x": (rows, width),
                 "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
                 "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,)}  # fmt: skip
-    dtype = arrays["d"].dtype
     for name, tensor in grads.items():  # a skipped gradient: an empty array of its rank
         skipped = np.empty((0,) * len(expected[name]), dtype)
         inputs[name] = skipped if tensor is None else tensor.detach().numpy()
@@ -318,8 +328,8 @@ def backward_equal_lengths(
             _check_array(name, array, expected[name], dtype)
     _single_threaded_scipy_blas()
     _kernels().backward_equal_lengths(
-        arrays["d"], arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"],
-        arrays["h0"], inputs["w_ih"], arrays["w_hh"], column, _equal_sizes(batch, rows // batch),
-        reverse, relu, d.dtype == torch.float32, SMALL_GEMM, accumulate_x, inputs["grad_x"],
-        inputs["grad_h0"], inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
+        d_np, arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"], arrays["h0"],
+        inputs["w_ih"], arrays["w_hh"], column, reverse, relu, d.dtype == torch.float32,
+        SMALL_GEMM, _blas().tall_rows(), accumulate_x, inputs["grad_x"], inputs["grad_h0"],
+        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
     )  # fmt: skip

@@ -44,6 +44,22 @@ logger = logging.getLogger(__name__)
 # kernels that call it, and its disk cache checks only the kernels' own source
 # file: after editing this file, delete the __pycache__/*.nb* files.
 LARGE_GEMM = 1 << 20
+# Exceptions, where SciPy's OpenBLAS beats torch's MKL on large products too
+# (benchmarks/compare_blas.py --products with a T prefix for a.T @ b):
+# - Products with an output this narrow, at any thread count: 3000 x 256 x 4
+#   (an input gradient, 4 input features) 0.18 against 0.87 ms at 1 thread and
+#   0.47-0.51 at 2; T256 x 3000 x 4 (its weight gradient) 0.35 against 0.97.
+NARROW_COLUMNS = 8
+# - When torch runs on one thread, products of at least this many rows that
+#   are not transposed (input projections and input gradients over all steps):
+#   2048 x 256 x 256 3.1 against 3.8-4.1 ms, 6400 x 128 x 512 10.0 against
+#   16-18 ms, 3000 x 256 x 512 8.3-9.4 against 11.4-14.6 ms; the two are even
+#   at 128 rows and MKL wins below (32 x 256 x 256 0.051 against 0.062 ms) and
+#   on transposed ones (the weight gradients, T256 x 3000 x 256 4.3 against
+#   5.7-6.0 ms). At two threads MKL uses both and wins those too.
+TALL_ROWS_ONE_THREAD = 256
+NO_TALL_LIMIT = 1 << 62
+_TALL_ROWS_SLOT = 8  # where scratch() keeps the tall-rows limit
 
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
 _ENVIRONMENT = "RNNKIT_BLAS"
@@ -119,20 +135,21 @@ _dgemm_large = types.ExternalFunction("rnnkit_dgemm_large", _GEMM)
 
 
 @njit(inline="always")
-def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta):
-    """The 13 by-pointer arguments of a Fortran GEMM computing ``c = a @ b + beta * c``
-    (``a.T @ b`` if transpose_a) for row-major arrays, written into the scratch
-    buffers; see :func:`gemm_accumulate` for the operands.
+def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b=False):
+    """The 13 by-pointer arguments of a Fortran GEMM computing ``c = op(a) @ op(b) +
+    beta * c`` (op transposes where asked) for row-major arrays, written into the
+    scratch buffers; see :func:`gemm_accumulate` for the operands.
 
     Returns:
         The arguments in BLAS's order, each an address (intp).
     """
     k, m = a.shape if transpose_a else (a.shape[1], a.shape[0])
     # Row-major c = a @ b is column-major c^T = b^T @ a^T: swap the operands.
-    # a's memory read column-major is a^T, so a.T is BLAS's transpose of it.
-    int_args[0] = _NO_TRANSPOSE
+    # An operand's memory read column-major is its transpose, so a transposed
+    # operand is BLAS's transpose of that memory.
+    int_args[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
     int_args[7] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
-    int_args[1] = b.shape[1]
+    int_args[1] = b.shape[0] if transpose_b else b.shape[1]
     int_args[2] = m
     int_args[3] = k
     int_args[4] = b.strides[0] // b.itemsize
@@ -149,31 +166,45 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta):
 
 
 @njit(cache=True, nogil=True)
-def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0):
-    """``c = a @ b + beta * c`` (``a.T @ b`` if transpose_a) with BLAS, for
-    row-major 2-D arrays with unit column stride; products of ``LARGE_GEMM``
-    multiply-adds or more go to torch's BLAS (see the module doc).
+def goes_to_large_library(m, k, n, transpose_a, tall_rows):
+    """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product to
+    the large-product library (torch's BLAS where usable): large, not narrow,
+    and transposed or fewer than ``tall_rows`` rows."""
+    if m * k * n < LARGE_GEMM or n <= NARROW_COLUMNS:
+        return False
+    return transpose_a or m < tall_rows
+
+
+@njit(cache=True, nogil=True)
+def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0, transpose_b=False):
+    """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
+    place), for row-major 2-D arrays with unit column stride; products of
+    ``LARGE_GEMM`` multiply-adds or more go to torch's BLAS, except narrow and
+    (at one thread) tall ones (see the module constants).
 
     Args:
         a, b, c: float32 or float64 arrays (the same dtype); rows may be strided.
-        int_args: int64 scratch of length >= 8 for BLAS's by-pointer integers.
+        int_args: int64 scratch from :func:`scratch`: BLAS's by-pointer integers,
+            and in its last slot the row count from which products that are
+            not transposed stay in SciPy's BLAS.
         scalar_args: scratch of c's dtype, length >= 2, for alpha and beta.
-        transpose_a: multiply by ``a.T``, read in place.
+        transpose_a, transpose_b: multiply by ``a.T`` / ``b.T``.
         beta: 1 accumulates into c; 0 overwrites it (c is not read).
 
     Shape:
-        a ``(m, k)`` (``(k, m)`` if transpose_a), b ``(k, n)``, c ``(m, n)``.
+        a ``(m, k)`` (``(k, m)`` if transpose_a), b ``(k, n)`` (``(n, k)`` if
+        transpose_b), c ``(m, n)``.
     """
     k, m = a.shape if transpose_a else (a.shape[1], a.shape[0])
-    n = b.shape[1]
+    n = b.shape[0] if transpose_b else b.shape[1]
     if m == 0 or n == 0:
         return
     if k == 0:  # an empty sum
         if beta == 0.0:
             c[:] = 0.0
         return
-    args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta)
-    large = m * k * n >= LARGE_GEMM
+    args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
+    large = goes_to_large_library(m, k, n, transpose_a, int_args[_TALL_ROWS_SLOT])
     if c.itemsize == 4:
         if large:
             _sgemm_large(*args)
@@ -186,6 +217,20 @@ def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0)
 
 
 @njit(cache=True, nogil=True)
-def scratch(dtype):
-    """Fresh by-pointer argument buffers for :func:`gemm_accumulate`."""
-    return np.zeros(8, np.int64), np.zeros(2, dtype)
+def scratch(dtype, tall_rows=NO_TALL_LIMIT):
+    """Fresh argument buffers for :func:`gemm_accumulate`.
+
+    Args:
+        dtype: the products' dtype.
+        tall_rows: products of at least this many rows, not transposed, stay in
+            SciPy's BLAS: ``TALL_ROWS_ONE_THREAD`` when torch runs on one thread
+            (see :func:`tall_rows`).
+    """
+    int_args = np.zeros(_TALL_ROWS_SLOT + 1, np.int64)
+    int_args[_TALL_ROWS_SLOT] = tall_rows
+    return int_args, np.zeros(2, dtype)
+
+
+def tall_rows() -> int:
+    """The ``tall_rows`` of :func:`scratch` for torch's current thread count."""
+    return TALL_ROWS_ONE_THREAD if torch.get_num_threads() == 1 else NO_TALL_LIMIT

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnkit.compiled.blas import gemm_accumulate, scratch
+from rnnkit.compiled.blas import LARGE_GEMM, gemm_accumulate, scratch
 
 TANH, FAST_TANH, RELU = 0, 1, 2
 
@@ -106,18 +106,19 @@ def _activate(out, first, count, column, bias, kind):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args):
-    """``c += a @ b``: a plain loop when ``m*k*n <= small_gemm``, else BLAS."""
+def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b=False):
+    """``c += a @ op(b)`` (op: ``.T`` if transpose_b): a plain loop when
+    ``m*k*n <= small_gemm``, else BLAS."""
     m, k = a.shape
-    n = b.shape[1]
+    n = b.shape[0] if transpose_b else b.shape[1]
     if m * k * n > small_gemm:
-        gemm_accumulate(a, b, c, int_args, scalar_args)
+        gemm_accumulate(a, b, c, int_args, scalar_args, False, 1.0, transpose_b)
         return
     for i in range(m):
         for p in range(k):
             a_ip = a[i, p]
             for j in range(n):
-                c[i, j] += a_ip * b[p, j]
+                c[i, j] += a_ip * (b[j, p] if transpose_b else b[p, j])
 
 
 @njit(cache=True, nogil=True)
@@ -136,9 +137,11 @@ _TILE = 32
 def _transposed(w):
     """``w.T``, C-contiguous, copied tile by tile (row by row, the writes of a
     512 x 512 float32 transpose miss the cache: 560 against 240 us tiled).
-    BLAS reads a transposed operand in place at half speed on small per-step
-    products (30x64x64: 5.0 against 2.4 us), so the loops copy it once; here,
-    not in torch, whose transposed copy of a 64 x 64 weight took 11 us."""
+    SciPy's BLAS reads a transposed operand in place at half speed on small
+    per-step products (30x64x64: 3.8 against 2.2 us), so the loops copy it once
+    for those; here, not in torch, whose transposed copy of a 64 x 64 weight
+    took 11 us. Large products (torch's BLAS: no slower transposed) and the
+    input projection read the weight in place, which saves the copy's memory."""
     rows, columns = w.shape
     result = np.empty((columns, rows), w.dtype)
     for i0 in range(0, rows, _TILE):
@@ -151,7 +154,7 @@ def _transposed(w):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def forward_loop(
-    out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm, x, w_ih, h_n
+    out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm, tall_rows, x, w_ih, h_n
 ):  # fmt: skip
     """``out_t = act(x_t @ w_ih.T + bias + h_prev(t) @ w_hh.T)``, step by step, in
     this direction's columns of ``out``; then each sequence's last state into ``h_n``.
@@ -167,6 +170,7 @@ def forward_loop(
         reverse: run from the last step to the first.
         kind: TANH, FAST_TANH or RELU.
         small_gemm: largest ``m*k*n`` computed without BLAS.
+        tall_rows: as in :func:`rnnkit.compiled.blas.scratch`.
         x, w_ih: the layer input and input weight, projected here (one GEMM over
             all steps); 0 rows: ``out`` holds the projection already.
         h_n: written with each sequence's state after its last processed step;
@@ -177,14 +181,17 @@ def forward_loop(
         bias ``(H,)``, batch_sizes ``(L,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``,
         h_n ``(N, H)``.
     """
-    int_args, scalar_args = scratch(out.dtype)
-    w_hh_t = _transposed(w_hh)
+    int_args, scalar_args = scratch(out.dtype, tall_rows)
+    hidden = h0.shape[1]
+    # The largest step's product reads w_hh in place if it is large (see _transposed).
+    in_place = batch_sizes.shape[0] and batch_sizes[0] * hidden * hidden >= LARGE_GEMM
+    w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
-    end = column + h0.shape[1]
+    end = column + hidden
     if x.shape[0]:
         projection = out[:, column:end]
-        gemm_accumulate(x, _transposed(w_ih), projection, int_args, scalar_args, False, 0.0)
+        gemm_accumulate(x, w_ih, projection, int_args, scalar_args, False, 0.0, True)
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
@@ -192,14 +199,16 @@ def forward_loop(
         if not reverse:
             first = offsets[t - 1] if t else 0
             previous = out[first : first + n, column:end] if t else h0[:n]
-            _matmul_accumulate(previous, w_hh_t, rows, small_gemm, int_args, scalar_args)
+            _matmul_accumulate(previous, w_hh_t, rows, small_gemm, int_args, scalar_args, in_place)
         else:
             # sequences running at t + 1 continue; the others start here from h0
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
             previous = out[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
-            _matmul_accumulate(previous, w_hh_t, rows[:n_next], small_gemm, int_args, scalar_args)
             _matmul_accumulate(
-                h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args
+                previous, w_hh_t, rows[:n_next], small_gemm, int_args, scalar_args, in_place
+            )
+            _matmul_accumulate(
+                h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args, in_place
             )
         _activate(out, start, n, column, bias, kind)
     if h_n.shape[0]:
@@ -239,16 +248,18 @@ def _add_rows(dst, first, column, src, lo, hi):
             dst[first + i, np.uint64(column) + np.uint64(j)] += src[i, j]
 
 
-def _times_derivative_body(d, h, first, count, column, hidden, relu):
-    """In place on rows ``first : first + count``, columns ``column : column + hidden``:
-    ``d *= act'(pre)``, from ``h = act(pre)``."""
-    for i in range(first, first + count):
+def _times_derivative_body(d, d_row, d_column, h, h_row, h_column, count, hidden, relu):
+    """In place on ``count`` rows from ``d_row``, ``hidden`` columns from ``d_column``:
+    ``d *= act'(pre)``, from ``h = act(pre)`` in the matching rows and columns of h."""
+    for i in range(count):
         for j in range(hidden):
-            c = np.uint64(column) + np.uint64(j)  # unsigned: see _activate_fast_tanh
+            a = np.uint64(d_column) + np.uint64(j)  # unsigned: see _activate_fast_tanh
+            b = np.uint64(h_column) + np.uint64(j)
+            value = h[h_row + i, b]
             if relu:  # as torch: zero where h <= 0 only, so a NaN state passes the gradient
-                d[i, c] = 0.0 if h[i, c] <= 0 else d[i, c]
+                d[d_row + i, a] = 0.0 if value <= 0 else d[d_row + i, a]
             else:
-                d[i, c] *= 1 - h[i, c] * h[i, c]
+                d[d_row + i, a] *= 1 - value * value
 
 
 # One body, two compilations: float32 may reorder arithmetic, float64 stays exact.
@@ -260,8 +271,9 @@ _times_derivative_fast = njit(cache=True, nogil=True, fastmath=_FAST, error_mode
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def backward_loop(
-    d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm
-):
+    d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm,
+    tall_rows,
+):  # fmt: skip
     """Backpropagation through time: fills ``d`` with dL/d(pre-activation).
 
     Walking back in time, ``dL/dh_t = grad_out_t + d_{t'} @ w_hh`` for the step
@@ -278,13 +290,13 @@ def backward_loop(
         batch_sizes, reverse: as in :func:`forward_loop`.
         relu: the activation was relu (else tanh).
         fast: float32 arithmetic may be reordered (fastmath).
-        small_gemm: as in :func:`forward_loop`.
+        small_gemm, tall_rows: as in :func:`forward_loop`.
 
     Shape:
         d, grad_out, out ``(R, W)`` with ``W >= column + H``, grad_h_n ``(N, H)``,
         w_hh ``(H, H)``.
     """
-    int_args, scalar_args = scratch(d.dtype)
+    int_args, scalar_args = scratch(d.dtype, tall_rows)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
     hidden = w_hh.shape[0]
@@ -306,74 +318,126 @@ def backward_loop(
             _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args)
             _add_rows(d, start, column, grad_h_n, n_next, n)  # sequences whose last step is t
         if fast:
-            _times_derivative_fast(d, out, start, n, column, hidden, relu)
+            _times_derivative_fast(d, start, column, out, start, column, n, hidden, relu)
         else:
-            _times_derivative(d, out, start, n, column, hidden, relu)
+            _times_derivative(d, start, column, out, start, column, n, hidden, relu)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def weight_grads_equal_lengths(
-    d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, grad_x, grad_h0, grad_w_ih,
-    grad_w_hh, grad_bias,
+def backward_equal_lengths(
+    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small_gemm,
+    tall_rows, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias,
 ):  # fmt: skip
-    """After :func:`backward_loop`, one direction's other gradients, all sequences
-    of equal length: a few BLAS products over all steps, in one compiled call
-    (at small sizes the call overhead of a torch op per product costs more).
+    """One direction's whole backward, all sequences of equal length, in chunks of
+    steps that reuse one buffer ``d`` for dL/d(pre-activation).
+
+    Walking back in time (forward in time for a reverse direction) chunk by
+    chunk: the time loop of :func:`backward_loop` fills the chunk's ``d``, then
+    a few BLAS products over all its steps add its share of the input, weight
+    and bias gradients, and ``d @ w_hh`` of its last processed step enters the
+    next chunk as ``grad_h_n`` enters the first. One compiled call: at small
+    sizes a torch op per product costs more than the arithmetic, and the
+    buffer of a chunk keeps the peak memory of a training step down.
 
     Args:
-        d: dL/d(pre-activation) from :func:`backward_loop`, this direction's columns.
+        d: scratch for one chunk: its rows set the chunk's steps (``rows / N``).
+        grad_out: upstream gradient of the hidden sequence.
+        grad_h_n: upstream gradient of this direction's last states.
         x: the layer input; out: the hidden sequence; h0: initial states.
         w_ih, w_hh: this direction's weights.
-        column, reverse: this direction's columns and time order.
+        column: first column of this direction in ``grad_out`` and ``out``.
+        reverse, relu, fast, small_gemm, tall_rows: as in :func:`backward_loop`.
         accumulate_x: add to grad_x (another direction wrote it) rather than overwrite.
         grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias: written; a 0-row
             array skips that gradient (grad_w_ih's skips every weight gradient).
 
     Shape:
-        d, out ``(R, W)``, x ``(R, H_in)``, h0 ``(N, H)``, w_ih ``(H, H_in)``,
-        w_hh ``(H, H)``; grad_x ``(R, H_in)``, grad_h0 ``(N, H)``, grad_w_ih
-        ``(H, H_in)``, grad_w_hh ``(H, H)``, grad_bias ``(H,)``; ``R = L * N``.
+        d ``(S * N, H)``, grad_out and out ``(R, W)`` with ``W >= column + H``,
+        x ``(R, H_in)``, h0 and grad_h_n ``(N, H)``, w_ih ``(H, H_in)``, w_hh
+        ``(H, H)``, ``R = L * N``; gradients as their operands.
     """
-    int_args, scalar_args = scratch(d.dtype)
-    hidden, n, rows = w_hh.shape[0], h0.shape[0], d.shape[0]
-    own = d[:, column : column + hidden]
-    states = out[:, column : column + hidden]
-    if grad_x.shape[0]:
-        beta = 1.0 if accumulate_x else 0.0
-        gemm_accumulate(own, w_ih, grad_x, int_args, scalar_args, False, beta)
-    # The first processed step read h0: step 0, or the last step in reverse.
-    first = own[rows - n :] if reverse else own[:n]
-    if grad_h0.shape[0]:
-        gemm_accumulate(first, w_hh, grad_h0, int_args, scalar_args, False, 0.0)
-    if not grad_w_ih.shape[0]:
-        return
-    gemm_accumulate(own, x, grad_w_ih, int_args, scalar_args, True, 0.0)
-    gemm_accumulate(first, h0, grad_w_hh, int_args, scalar_args, True, 0.0)
-    # every other step read the state of the step before it (after it, in reverse)
-    later, earlier = (own[: rows - n], states[n:]) if reverse else (own[n:], states[: rows - n])
-    gemm_accumulate(later, earlier, grad_w_hh, int_args, scalar_args, True, 1.0)
-    if grad_bias.shape[0]:
-        # Summed in float64: a float32 running sum over thousands of rows drifts
-        # (measured 2.8e-4 against torch's 5e-6 on sums of size 66).
-        total = np.zeros(hidden, np.float64)
-        for i in range(rows):
-            for j in range(hidden):
-                total[j] += d[i, np.uint64(column) + np.uint64(j)]  # unsigned: vectorises
+    int_args, scalar_args = scratch(d.dtype, tall_rows)
+    hidden, n, rows = w_hh.shape[0], h0.shape[0], out.shape[0]
+    steps, per_chunk = rows // n, d.shape[0] // n
+    chunks = (steps + per_chunk - 1) // per_chunk
+    entering = np.empty((n, hidden), d.dtype)  # dL/dh entering a chunk from the one before
+    weights = grad_w_ih.shape[0] > 0
+    total = np.zeros(hidden, np.float64)  # the bias gradient, summed in float64 (see below)
+    for c in range(chunks):
+        chunk = c if reverse else chunks - 1 - c
+        lo, hi = chunk * per_chunk, min((chunk + 1) * per_chunk, steps)
+        own = d[: (hi - lo) * n]
+        # the time loop: own rows (t - lo) * n hold step t
+        for i in range(hi - lo):
+            t = lo + i if reverse else hi - 1 - i
+            row, state = (t - lo) * n, t * n
+            for r in range(n):  # unsigned column indices: see _activate_fast_tanh
+                for j in range(hidden):
+                    u = np.uint64(j)
+                    own[row + r, u] = grad_out[state + r, np.uint64(column) + u]
+            if i == 0:  # the chunk's first processed step: grad_h_n or the carry
+                carried = grad_h_n if c == 0 else entering
+                for r in range(n):
+                    for j in range(hidden):
+                        own[row + r, np.uint64(j)] += carried[r, np.uint64(j)]
+            else:  # h_t was read by the step processed just before
+                later = row - n if reverse else row + n
+                _matmul_accumulate(
+                    own[later : later + n], w_hh, own[row : row + n], small_gemm, int_args,
+                    scalar_args,
+                )  # fmt: skip
+            if fast:
+                _times_derivative_fast(own, row, 0, out, state, column, n, hidden, relu)
+            else:
+                _times_derivative(own, row, 0, out, state, column, n, hidden, relu)
+        first = (hi - lo - 1) * n if reverse else 0  # the chunk's last processed step
+        if c + 1 < chunks:  # d of the chunk's last processed step, times w_hh, enters the next
+            gemm_accumulate(own[first : first + n], w_hh, entering, int_args, scalar_args,
+                            False, 0.0)  # fmt: skip
+        _chunk_grads(
+            own, x, out, h0, w_ih, w_hh, column, reverse, lo, hi, n, accumulate_x, c == 0,
+            int_args, scalar_args, grad_x, grad_h0, grad_w_ih, grad_w_hh,
+        )  # fmt: skip
+        if weights and grad_bias.shape[0]:
+            # Summed in float64: a float32 running sum over thousands of rows drifts
+            # (measured 2.8e-4 against torch's 5e-6 on sums of size 66).
+            for i in range(own.shape[0]):
+                for j in range(hidden):
+                    total[j] += own[i, np.uint64(j)]
+    if weights and grad_bias.shape[0]:
         grad_bias[:] = total
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def backward_equal_lengths(
-    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, batch_sizes, reverse, relu, fast,
-    small_gemm, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias,
+def _chunk_grads(
+    own, x, out, h0, w_ih, w_hh, column, reverse, lo, hi, n, accumulate_x, first_chunk,
+    int_args, scalar_args, grad_x, grad_h0, grad_w_ih, grad_w_hh,
 ):  # fmt: skip
-    """:func:`backward_loop` then :func:`weight_grads_equal_lengths`, in one call
-    (each call from Python converts and checks its arrays: about 10 us);
-    ``batch_sizes`` all equal."""
-    backward_loop(
-        d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm
-    )  # fmt: skip
-    weight_grads_equal_lengths(
-        d, x, out, h0, w_ih, w_hh, column, reverse, accumulate_x, grad_x, grad_h0, grad_w_ih,
-        grad_w_hh, grad_bias,
-    )  # fmt: skip
+    """One chunk's share of the input, ``h_0`` and weight gradients (see
+    :func:`backward_equal_lengths`): ``own`` holds d of steps ``lo : hi``."""
+    hidden, steps = w_hh.shape[0], out.shape[0] // n
+    states = out[:, column : column + hidden]
+    if grad_x.shape[0]:
+        beta = 1.0 if accumulate_x else 0.0
+        gemm_accumulate(own, w_ih, grad_x[lo * n : hi * n], int_args, scalar_args, False, beta)
+    # The first processed step read h0: step 0, or the last step in reverse.
+    reads_h0 = (hi == steps) if reverse else (lo == 0)
+    h0_row = (steps - 1 - lo) * n if reverse else 0
+    if grad_h0.shape[0] and reads_h0:
+        gemm_accumulate(own[h0_row : h0_row + n], w_hh, grad_h0, int_args, scalar_args,
+                        False, 0.0)  # fmt: skip
+    if not grad_w_ih.shape[0]:
+        return
+    beta = 0.0 if first_chunk else 1.0
+    gemm_accumulate(own, x[lo * n : hi * n], grad_w_ih, int_args, scalar_args, True, beta)
+    # every other step read the state of the step before it (after it, in reverse)
+    if reverse:
+        last = min(hi, steps - 1)  # steps lo : last read out[t + 1]
+        later, earlier = own[: (last - lo) * n], states[(lo + 1) * n : (last + 1) * n]
+    else:
+        begin = max(lo, 1)  # steps begin : hi read out[t - 1]
+        later, earlier = own[(begin - lo) * n :], states[(begin - 1) * n : (hi - 1) * n]
+    gemm_accumulate(later, earlier, grad_w_hh, int_args, scalar_args, True, beta)
+    if reads_h0:
+        gemm_accumulate(own[h0_row : h0_row + n], h0, grad_w_hh, int_args, scalar_args,
+                        True, 1.0)  # fmt: skip

@@ -230,9 +230,10 @@ def layer_backward(
     grad_h0 = _empty_like(h0) if needs[1] else None
     grad_weights = [] if needs[2] else None
     layers = _per_direction(weights, len(directions))
-    if engine == "compiled" and len(chunks) == 1 and batch_sizes[-1] == batch_sizes[0] > 0:
-        d = _empty_like(out)  # dL/d(pre-activation)
-        args = (grad_out, grad_h_n, x, h0, layers, out, batch_sizes, directions, relu, d)
+    if engine == "compiled" and batch_sizes[-1] == batch_sizes[0] > 0:
+        # dL/d(pre-activation) of one chunk, one direction at a time
+        d = out.new_empty(max(hi - lo for lo, hi in chunks) * batch_sizes[0], hidden)
+        args = (grad_out, grad_h_n, x, h0, layers, out, directions, relu, d)
         return _backward_compiled_equal_lengths(*args, grad_x, grad_h0, grad_weights)
     offsets = [0, *itertools.accumulate(batch_sizes)]
     rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
@@ -276,18 +277,18 @@ def layer_backward(
 
 
 def _backward_compiled_equal_lengths(
-    grad_out, grad_h_n, x, h0, layers, out, batch_sizes, directions, relu, d,
-    grad_x, grad_h0, grad_weights,
+    grad_out, grad_h_n, x, h0, layers, out, directions, relu, d, grad_x, grad_h0, grad_weights
 ):  # fmt: skip
-    """:func:`layer_backward` in one chunk, sequences of equal length, compiled
-    engine: per direction, one compiled call (the time loop, then every other
-    gradient as BLAS products), instead of a dozen torch ops, which cost more
-    than the arithmetic at small sizes (measured: 100 steps of 1 x 64).
+    """:func:`layer_backward` for sequences of equal length on the compiled
+    engine: per direction, one compiled call walks the chunks of steps (each
+    chunk's time loop, then its share of every other gradient as BLAS
+    products), instead of a dozen torch ops per chunk, which cost more than the
+    arithmetic at small sizes (measured: 100 steps of 1 x 64).
 
     Args:
         as :func:`layer_backward`; layers: per direction ``(w_ih, w_hh, b_ih, b_hh)``;
-        d: a buffer for dL/d(pre-activation) ``(R, D * H_out)``; grad_x, grad_h0:
-        outputs or None; grad_weights: a list to extend, or None.
+        d: a buffer for one chunk's dL/d(pre-activation) ``(S * N, H_out)``;
+        grad_x, grad_h0: outputs or None; grad_weights: a list to extend, or None.
     """
     hidden = out.size(1) // len(directions)
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
