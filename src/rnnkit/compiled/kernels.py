@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rnnkit.compiled.blas import LARGE_GEMM, gemm_accumulate, scratch
+from rnnkit.compiled.blas import gemm_accumulate, goes_to_large_library, scratch
 
 TANH, FAST_TANH, RELU = 0, 1, 2
 
@@ -183,8 +183,10 @@ def forward_loop(
     """
     int_args, scalar_args = scratch(out.dtype, tall_rows)
     hidden = h0.shape[1]
-    # The largest step's product reads w_hh in place if it is large (see _transposed).
-    in_place = batch_sizes.shape[0] and batch_sizes[0] * hidden * hidden >= LARGE_GEMM
+    # The largest step's product reads w_hh in place if it goes to torch's BLAS (see
+    # _transposed).
+    batch = batch_sizes[0] if batch_sizes.shape[0] else 0
+    in_place = goes_to_large_library(batch, hidden, hidden, False, tall_rows)
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
