@@ -200,6 +200,24 @@ def test_rnn_layer_does_not_modify_its_inputs():
         torch.testing.assert_close(t.detach(), b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_bias_gradients_are_equal_but_separate_tensors(engine, packed):
+    """b_ih and b_hh get the same gradient in separate memory: an optimizer or a
+    gradient clipper updating one in place must not change the other."""
+    torch.manual_seed(0)
+    rnn = rnnkit.RNN(3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    inputs = pack_padded_sequence(x, torch.tensor([5, 3])) if packed else x
+    out, h_n = rnn(inputs)
+    (torch.randn_like(h_n) * h_n).sum().backward()
+    for suffix in ("l0", "l0_reverse"):
+        b_ih, b_hh = (getattr(rnn, f"bias_{name}_{suffix}").grad for name in ("ih", "hh"))
+        torch.testing.assert_close(b_ih, b_hh, rtol=0, atol=0)
+        expected = b_ih.clone()
+        b_hh.mul_(2)
+        torch.testing.assert_close(b_ih, expected, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------
 # gradcheck of the whole module
 

@@ -437,9 +437,12 @@ def kernel_spy(monkeypatch) -> list[str]:
     calls: list[str] = []
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
-    def spy_forward(out, column, h0, w_hh, bias, sizes, reverse, kind, small, tall, x, w_ih, h_n):
+    def spy_forward(
+        out, column, h0, w_hh, bias, bias_hh, sizes, reverse, kind, small, tall, x, w_ih, h_n
+    ):  # fmt: skip
         arrays = {"out": out, "h0": h0, "w_hh": w_hh, "bias": bias}
         _check_kernel_arrays(sizes, out, column, arrays)
+        assert bias_hh.shape in ((0,), bias.shape) and bias_hh.dtype == out.dtype
         hidden, batch = w_hh.shape[0], int(sizes[0])
         assert x.shape[0] == 0 or (
             x.shape[0] == out.shape[0] and w_ih.shape == (hidden, x.shape[1])
@@ -450,7 +453,8 @@ def kernel_spy(monkeypatch) -> list[str]:
         calls.append("forward")
         assert tall in (blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT), tall
         return forward(
-            out, column, h0, w_hh, bias, sizes, reverse, kind, small, tall, x, w_ih, h_n
+            out, column, h0, w_hh, bias, bias_hh, sizes, reverse, kind, small, tall, x, w_ih,
+            h_n,
         )  # fmt: skip
 
     def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
@@ -475,6 +479,7 @@ def kernel_spy(monkeypatch) -> list[str]:
             (batch, hidden),
             (hidden, width),
             (hidden, hidden),
+            (hidden,),
             (hidden,),
         ]
         for array, shape in zip((x, *grads), [(rows, width), *shapes], strict=True):

@@ -122,6 +122,7 @@ def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.
         )
     per_sequence = (batch, hidden)
     expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
+    expected["bias_hh"] = (hidden,)
     expected["w_hh"] = (hidden, hidden)
     for name, array in arrays.items():
         _check_array(name, array, expected.get(name, (rows, width)), dtype)
@@ -165,6 +166,7 @@ def forward(
     x: Tensor | None = None,
     w_ih: Tensor | None = None,
     h_n: Tensor | None = None,
+    bias_hh: Tensor | None = None,
 ) -> None:
     """Run one direction's recurrence in its columns of ``out``.
 
@@ -183,10 +185,11 @@ def forward(
         x, w_ih: the layer input and this direction's input weight: the kernel
             projects ``x`` itself (both or neither).
         h_n: if given, written with each sequence's last state.
+        bias_hh: if given, ``bias`` is ``b_ih`` and this is ``b_hh``: the kernel adds them.
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
-        bias ``(H,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``, h_n ``(N, H)``.
+        bias and bias_hh ``(H,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``, h_n ``(N, H)``.
     """
     out_np = _written_in_place(out, "out")  # never copied: checked C-contiguous below
     if kind == "fast_tanh" and out.dtype != torch.float32:
@@ -199,7 +202,12 @@ def forward(
     dtype = out_np.dtype
     bias_np = np.zeros(hidden, dtype) if bias is None else _as_numpy(bias)
     arrays = {"out": out_np, "h0": h0_np, "w_hh": w_hh_np, "bias": bias_np}
+    if bias_hh is not None:
+        if bias is None:
+            raise ValueError("rnnkit.compiled: expected bias (b_ih) with bias_hh")
+        arrays["bias_hh"] = _as_numpy(bias_hh)
     _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
+    bias_hh_np = arrays.get("bias_hh", np.empty(0, dtype))
     skipped = np.empty((0, 0), dtype)
     x_np, w_ih_np = (skipped, skipped) if x is None else (_as_numpy(x), _as_numpy(w_ih))
     if x is not None:
@@ -213,7 +221,7 @@ def forward(
     _single_threaded_scipy_blas()
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
     kernels.forward_loop(
-        out_np, column, h0_np, w_hh_np, bias_np, sizes, reverse, code, SMALL_GEMM,
+        out_np, column, h0_np, w_hh_np, bias_np, bias_hh_np, sizes, reverse, code, SMALL_GEMM,
         _blas().tall_rows(), x_np, w_ih_np, h_n_np,
     )  # fmt: skip
 
@@ -292,8 +300,9 @@ def backward_equal_lengths(
             direction's initial states and weights.
         column, reverse, relu: this direction's columns, time order, activation.
         grads: ``grad_x``, ``grad_h0``, ``grad_w_ih``, ``grad_w_hh``,
-            ``grad_bias``, each written in place, or None to skip it (no
-            ``grad_w_ih``: no weight or bias gradient).
+            ``grad_bias`` and ``grad_bias_hh`` (a copy of it, for ``b_hh``),
+            each written in place, or None to skip it (no ``grad_w_ih``: no
+            weight or bias gradient).
         accumulate_x: add into ``grad_x`` instead of overwriting it.
 
     Shape:
@@ -319,7 +328,9 @@ def backward_equal_lengths(
     width = inputs["x"].shape[1] if inputs["x"].ndim == 2 else -1
     expected = {"x": (rows, width), "w_ih": (hidden, width), "grad_x": (rows, width),
                 "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
-                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,)}  # fmt: skip
+                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,),
+                "grad_bias_hh": (hidden,)}  # fmt: skip
+    grads = {"grad_bias_hh": None} | grads
     for name, tensor in grads.items():  # a skipped gradient: an empty array of its rank
         skipped = np.empty((0,) * len(expected[name]), dtype)
         inputs[name] = skipped if tensor is None else tensor.detach().numpy()
@@ -331,5 +342,5 @@ def backward_equal_lengths(
         d_np, arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"], arrays["h0"],
         inputs["w_ih"], arrays["w_hh"], column, reverse, relu, d.dtype == torch.float32,
         SMALL_GEMM, _blas().tall_rows(), accumulate_x, inputs["grad_x"], inputs["grad_h0"],
-        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"],
+        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"], inputs["grad_bias_hh"],
     )  # fmt: skip

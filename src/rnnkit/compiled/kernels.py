@@ -154,7 +154,8 @@ def _transposed(w):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def forward_loop(
-    out, column, h0, w_hh, bias, batch_sizes, reverse, kind, small_gemm, tall_rows, x, w_ih, h_n
+    out, column, h0, w_hh, bias, bias_hh, batch_sizes, reverse, kind, small_gemm, tall_rows, x,
+    w_ih, h_n,
 ):  # fmt: skip
     """``out_t = act(x_t @ w_ih.T + bias + h_prev(t) @ w_hh.T)``, step by step, in
     this direction's columns of ``out``; then each sequence's last state into ``h_n``.
@@ -166,6 +167,8 @@ def forward_loop(
         h0: initial state of each sequence.
         w_hh: the recurrent weight.
         bias: added to every step's pre-activation (``b_ih + b_hh``, or zeros).
+        bias_hh: if it has elements, ``bias`` is ``b_ih`` and this ``b_hh``: added
+            here once (a torch op adding them costs more than the loop at small sizes).
         batch_sizes: rows per step (int64), non-increasing.
         reverse: run from the last step to the first.
         kind: TANH, FAST_TANH or RELU.
@@ -178,11 +181,13 @@ def forward_loop(
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
-        bias ``(H,)``, batch_sizes ``(L,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``,
+        bias and bias_hh ``(H,)``, batch_sizes ``(L,)``, x ``(R, H_in)``, w_ih ``(H, H_in)``,
         h_n ``(N, H)``.
     """
     int_args, scalar_args = scratch(out.dtype, tall_rows)
     hidden = h0.shape[1]
+    if bias_hh.shape[0]:
+        bias = bias + bias_hh  # rounded as torch's b_ih + b_hh
     # The largest step's product reads w_hh in place if it goes to torch's BLAS (see
     # _transposed).
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
@@ -328,7 +333,7 @@ def backward_loop(
 @njit(cache=True, nogil=True, error_model="numpy")
 def backward_equal_lengths(
     d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small_gemm,
-    tall_rows, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias,
+    tall_rows, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias_hh,
 ):  # fmt: skip
     """One direction's whole backward, all sequences of equal length, in chunks of
     steps that reuse one buffer ``d`` for dL/d(pre-activation).
@@ -350,8 +355,9 @@ def backward_equal_lengths(
         column: first column of this direction in ``grad_out`` and ``out``.
         reverse, relu, fast, small_gemm, tall_rows: as in :func:`backward_loop`.
         accumulate_x: add to grad_x (another direction wrote it) rather than overwrite.
-        grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias: written; a 0-row
-            array skips that gradient (grad_w_ih's skips every weight gradient).
+        grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias_hh: written
+            (the two bias gradients are equal: each gets a copy); a 0-row array
+            skips that gradient (grad_w_ih's skips every weight gradient).
 
     Shape:
         d ``(S * N, H)``, grad_out and out ``(R, W)`` with ``W >= column + H``,
@@ -408,6 +414,8 @@ def backward_equal_lengths(
                     total[j] += own[i, np.uint64(j)]
     if weights and grad_bias.shape[0]:
         grad_bias[:] = total
+    if weights and grad_bias_hh.shape[0]:
+        grad_bias_hh[:] = total
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -132,9 +132,9 @@ def layer_forward(
     """
     relu = nonlinearity == "relu"
     layers = _per_direction(weights, len(directions))
-    biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
     if engine == "compiled":
-        return _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is_scratch)
+        return _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch)
+    biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
     # Other dtypes (half precision: torch ops only) add the bias in the GEMM, rounding once.
     in_gemm = biases[0] is not None and x.dtype not in _FULL_PRECISION
     out = _project(x, [w[0] for w in layers], x_is_scratch, biases if in_gemm else None)
@@ -143,7 +143,7 @@ def layer_forward(
     return out, _last_states(out, batch_sizes, directions)
 
 
-def _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is_scratch):
+def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch):
     """:func:`layer_forward` on the compiled loops: one kernel call per direction
     projects the input into the direction's columns, runs the recurrence and
     writes ``h_n`` (at small sizes the torch ops around a kernel cost more than
@@ -152,8 +152,7 @@ def _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is
 
     Args:
         as :func:`layer_forward`; layers: per direction ``(w_ih, w_hh, b_ih,
-        b_hh)``; biases: per direction ``b_ih + b_hh`` or None; relu: the
-        activation.
+        b_hh)`` (the kernel adds the biases); relu: the activation.
     """
     hidden = h0.size(2)
     width = hidden * len(directions)
@@ -165,12 +164,12 @@ def _forward_compiled(x, h0, layers, biases, batch_sizes, directions, relu, x_is
         x, out = x.contiguous(), x.new_empty(x.size(0), width)
     h_n = _empty_like(h0)
     for k, reverse in enumerate(directions):
-        w_ih, w_hh = layers[k][:2]
+        w_ih, w_hh, b_ih, b_hh = layers[k]
         projected = {} if in_place else {"x": x, "w_ih": w_ih}
         column = k * hidden  # the kernels add the bias in their activation loop
         compiled.forward(
-            out, h0[k], w_hh, biases[k], batch_sizes, reverse, kind, column,
-            h_n=h_n[k], **projected,
+            out, h0[k], w_hh, b_ih, batch_sizes, reverse, kind, column,
+            h_n=h_n[k], bias_hh=b_hh, **projected,
         )  # fmt: skip
     return out, h_n
 
@@ -300,21 +299,25 @@ def _backward_compiled_equal_lengths(
             "grad_w_ih": _empty_like(w_ih) if weights else None,
             "grad_w_hh": _empty_like(w_hh) if weights else None,
             "grad_bias": _empty_like(b_ih) if weights and b_ih is not None else None,
+            "grad_bias_hh": _empty_like(b_ih) if weights and b_ih is not None else None,
         }
         args = (d, grad_out, grad_h_n[k], x, out, h0[k], w_ih, w_hh, column, reverse, relu)
         compiled.backward_equal_lengths(*args, grads, k > 0)
         if weights:
-            names = ("grad_w_ih", "grad_w_hh", "grad_bias")
+            names = ("grad_w_ih", "grad_w_hh", "grad_bias", "grad_bias_hh")
             grad_weights += _direction_weight_grads(*(grads[name] for name in names))
     return grad_x, grad_h0, grad_weights
 
 
-def _direction_weight_grads(w_ih: Tensor, w_hh: Tensor, bias: Tensor | None) -> list[Tensor]:
-    """One direction's gradients in the order of its weights ``w_ih, w_hh[, b_ih, b_hh]``."""
+def _direction_weight_grads(
+    w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, bias_hh: Tensor | None = None
+) -> list[Tensor]:
+    """One direction's gradients in the order of its weights ``w_ih, w_hh[, b_ih, b_hh]``;
+    ``bias_hh`` a copy of ``bias`` (else cloned here)."""
     if bias is None:
         return [w_ih, w_hh]
     # b_hh gets a separate tensor: autograd may accumulate into it in place.
-    return [w_ih, w_hh, bias, bias.clone()]
+    return [w_ih, w_hh, bias, bias.clone() if bias_hh is None else bias_hh]
 
 
 # Chunks of time steps in the backward pass when its gradient buffer would exceed
