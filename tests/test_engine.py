@@ -208,7 +208,7 @@ def test_bias_gradients_are_equal_but_separate_tensors(engine, packed):
     rnn = rnnkit.RNN(3, 4, bidirectional=True)
     x = torch.randn(5, 2, 3)
     inputs = pack_padded_sequence(x, torch.tensor([5, 3])) if packed else x
-    out, h_n = rnn(inputs)
+    _, h_n = rnn(inputs)
     (torch.randn_like(h_n) * h_n).sum().backward()
     for suffix in ("l0", "l0_reverse"):
         b_ih, b_hh = (getattr(rnn, f"bias_{name}_{suffix}").grad for name in ("ih", "hh"))

@@ -370,6 +370,7 @@ def backward_equal_lengths(
     chunks = (steps + per_chunk - 1) // per_chunk
     entering = np.empty((n, hidden), d.dtype)  # dL/dh entering a chunk from the one before
     weights = grad_w_ih.shape[0] > 0
+    bias = weights and (grad_bias.shape[0] > 0 or grad_bias_hh.shape[0] > 0)
     total = np.zeros(hidden, np.float64)  # the bias gradient, summed in float64 (see below)
     for c in range(chunks):
         chunk = c if reverse else chunks - 1 - c
@@ -406,7 +407,7 @@ def backward_equal_lengths(
             own, x, out, h0, w_ih, w_hh, column, reverse, lo, hi, n, accumulate_x, c == 0,
             int_args, scalar_args, grad_x, grad_h0, grad_w_ih, grad_w_hh,
         )  # fmt: skip
-        if weights and grad_bias.shape[0]:
+        if bias:
             # Summed in float64: a float32 running sum over thousands of rows drifts
             # (measured 2.8e-4 against torch's 5e-6 on sums of size 66).
             for i in range(own.shape[0]):
