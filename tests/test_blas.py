@@ -76,6 +76,31 @@ def test_products_small_and_large_match_numpy(
     np.testing.assert_allclose(c, expected, rtol=tolerance, atol=tolerance * k)
 
 
+@pytest.mark.parametrize("operand", ["a", "b transposed", "c"])
+def test_one_row_operands_with_any_row_stride(blas, gemm, operand):
+    """A ``(1, n)`` array is contiguous whatever its row stride (here 1 element, from
+    transposing a column); BLAS refuses a leading dimension under the row length,
+    so the arguments must not pass that stride on (it printed "parameter number
+    8 had an illegal value" and left the output unwritten)."""
+    rng = np.random.default_rng(0)
+    a, b, c = rng.standard_normal((1, 3)), rng.standard_normal((3, 5)), np.zeros((1, 5))
+    transpose_b = operand == "b transposed"
+    if transpose_b:
+        a, b = rng.standard_normal((4, 3)), rng.standard_normal((1, 3))  # b.T: (3, 1)
+        c = np.zeros((4, 1))
+
+    def one_row_stride_one(array):  # a (1, n) view with a row stride of one element
+        return np.lib.stride_tricks.as_strided(array.copy(), array.shape, (8, 8))
+
+    a_in = one_row_stride_one(a) if operand == "a" else a
+    b_in = one_row_stride_one(b) if transpose_b else b
+    c_in = one_row_stride_one(c) if operand == "c" else c
+    assert (a_in if operand == "a" else b_in if transpose_b else c_in).strides[0] == 8
+    expected = a @ (b.T if transpose_b else b)
+    gemm(a_in, b_in, c_in, False, 0.0, transpose_b, blas.NO_TALL_LIMIT)
+    np.testing.assert_allclose(c_in, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_products_go_to_the_library_measured_faster_for_them(blas):
     """Large products to torch's BLAS, except narrow ones, and (at one thread)
     tall ones not transposed: the choices measured in blas.py."""

@@ -218,6 +218,33 @@ def test_bias_gradients_are_equal_but_separate_tensors(engine, packed):
         torch.testing.assert_close(b_ih, expected, rtol=0, atol=0)
 
 
+def test_one_row_operands_with_odd_row_strides_match_torch(engine, capfd):
+    """hidden_size 1 with a weight_ih stored transposed, and a one-sequence h_0
+    transposed into shape: tensors torch calls contiguous whose row stride is
+    shorter than a row, which BLAS refuses as a leading dimension (it printed
+    "parameter number 8 had an illegal value" and skipped the product)."""
+    torch.manual_seed(0)
+    theirs = torch.nn.RNN(3, 1, dtype=F64)
+    ours = rnnkit.RNN(3, 1, dtype=F64)
+    ours.load_state_dict(theirs.state_dict())
+    column = torch.empty(3, 1, dtype=F64)  # strides (1, 1)
+    stored_transposed = column.copy_(theirs.weight_ih_l0.detach().t()).t()  # (1, 3), (1, 1)
+    assert stored_transposed.is_contiguous() and stored_transposed.stride() == (1, 1)
+    ours.weight_ih_l0 = torch.nn.Parameter(stored_transposed)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0])
+    wide_ours, wide_theirs = rnnkit.RNN(3, 4, dtype=F64), torch.nn.RNN(3, 4, dtype=F64)
+    wide_ours.load_state_dict(wide_theirs.state_dict())
+    h0 = torch.randn(1, 4, 1, dtype=F64).transpose(1, 2)  # (1, 1, 4), strides (4, 1, 1)
+    x = torch.randn(6, 1, 3, dtype=F64)
+    for model in (wide_ours, wide_theirs):
+        out, h_n = model(x, h0)
+        (out.sum() + h_n.sum()).backward()
+    for name, parameter in wide_ours.named_parameters():
+        torch.testing.assert_close(parameter.grad, getattr(wide_theirs, name).grad)
+    assert "illegal value" not in capfd.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # gradcheck of the whole module
 
@@ -363,15 +390,17 @@ def test_unknown_engine_is_rejected(monkeypatch):
 @pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_stacked_inference_matches_torch_and_leaves_the_input_alone(
-    fused, grad_mode, bidirectional, packed, rnn_pair, close
+    fused, grad_mode, bidirectional, packed, nonlinearity, rnn_pair, close
 ):
     """Without autograd, layers above the first project their input in place (a
     layer's output that nothing else reads); the caller's input is never written.
-    130 rows: more than one chunk of the in-place projection."""
+    130 rows: more than one chunk of the in-place projection; one direction on
+    the compiled engine: projected step by step in the kernel."""
     theirs, ours = rnn_pair(
         input_size=5, hidden_size=4, num_layers=3, bidirectional=bidirectional,
-        dtype=torch.float64,
+        nonlinearity=nonlinearity, dtype=torch.float64,
     )  # fmt: skip
     x = torch.randn(13, 10, 5, dtype=torch.float64)
     if packed:

@@ -438,7 +438,8 @@ def kernel_spy(monkeypatch) -> list[str]:
     forward, backward = kernels.forward_loop, kernels.backward_loop
 
     def spy_forward(
-        out, column, h0, w_hh, bias, bias_hh, sizes, reverse, kind, small, tall, x, w_ih, h_n
+        out, column, h0, w_hh, bias, bias_hh, sizes, reverse, kind, small, tall, x, w_ih, h_n,
+        project_steps,
     ):  # fmt: skip
         arrays = {"out": out, "h0": h0, "w_hh": w_hh, "bias": bias}
         _check_kernel_arrays(sizes, out, column, arrays)
@@ -447,6 +448,8 @@ def kernel_spy(monkeypatch) -> list[str]:
         assert x.shape[0] == 0 or (
             x.shape[0] == out.shape[0] and w_ih.shape == (hidden, x.shape[1])
         )
+        # projecting step by step: no x, w_ih reads all of out's columns
+        assert not project_steps or (x.shape[0] == 0 and w_ih.shape == (hidden, out.shape[1]))
         assert h_n.shape[0] == 0 or h_n.shape == (batch, hidden), (h_n.shape, batch, hidden)
         for array in (x, w_ih, h_n):
             assert array.flags.c_contiguous and array.dtype == out.dtype
@@ -454,7 +457,7 @@ def kernel_spy(monkeypatch) -> list[str]:
         assert tall in (blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT), tall
         return forward(
             out, column, h0, w_hh, bias, bias_hh, sizes, reverse, kind, small, tall, x, w_ih,
-            h_n,
+            h_n, project_steps,
         )  # fmt: skip
 
     def spy_backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest):
@@ -621,6 +624,41 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
             args = (o["bias"], o["sizes"], False, o["kind"], o["column"])
             extra = {name: o[name] for name in ("x", "w_ih", "h_n") if name in o}
             compiled.forward(o["out"], o["h0"], o["w_hh"], *args, **extra)
+    assert kernel_spy == []
+
+
+@pytest.mark.parametrize(
+    "given",
+    [("grad_w_ih",), ("grad_w_hh",), ("grad_bias",), ("grad_w_ih", "grad_w_hh", "grad_bias_hh")],
+)
+def test_the_backward_wrapper_refuses_a_partial_set_of_weight_gradients(kernel_spy, given):
+    """The kernel writes every weight gradient when grad_w_ih is given and none
+    otherwise: a partial set would leave some unwritten or hand it empty arrays."""
+    sizes = {"d": (8, 4), "grad_out": (8, 4), "grad_h_n": (4, 4), "x": (8, 2), "out": (8, 4),
+             "h0": (4, 4), "w_ih": (4, 2), "w_hh": (4, 4)}  # fmt: skip
+    operands = {name: torch.zeros(size) for name, size in sizes.items()}
+    shapes = {"grad_w_ih": (4, 2), "grad_w_hh": (4, 4), "grad_bias": (4,), "grad_bias_hh": (4,)}
+    grads = {"grad_x": None, "grad_h0": None}
+    grads |= {name: torch.zeros(shape) if name in given else None for name, shape in shapes.items()}
+    with pytest.raises(ValueError, match="expected the weight gradients grad_w_ih and grad_w_hh"):
+        compiled.backward_equal_lengths(*operands.values(), 0, False, False, grads, False)
+    assert kernel_spy == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({}, "project_steps expects w_ih without x"),
+        ({"x": torch.zeros(8, 4), "w_ih": torch.zeros(4, 4)}, "project_steps expects w_ih"),
+        ({"w_ih": torch.zeros(4, 3)}, r"w_ih of shape \(4, 4\)"),
+        ({"w_ih": torch.zeros(4, 4, dtype=torch.float64)}, "w_ih of shape .* in float32"),
+    ],
+)
+def test_projecting_step_by_step_refuses_what_the_kernel_would_misread(kernel_spy, extra, match):
+    o = _wrapper_operands()
+    with pytest.raises(ValueError, match=match):
+        args = (o["bias"], o["sizes"], False, o["kind"], o["column"])
+        compiled.forward(o["out"], o["h0"], o["w_hh"], *args, project_steps=True, **extra)
     assert kernel_spy == []
 
 

@@ -39,6 +39,17 @@ def large_gemm_library() -> str:
     return _blas().LARGE_GEMM_LIBRARY
 
 
+def runs_on_one_thread(m: int, k: int, n: int) -> bool:
+    """Whether the compiled loops run an ``(m, k) @ (k, n)`` product on one thread:
+    in SciPy's BLAS (small products and the exceptions in
+    :mod:`rnnkit.compiled.blas`, or every product without torch's BLAS), or in
+    torch's when torch runs on one thread."""
+    blas = _blas()
+    if torch.get_num_threads() == 1 or blas.LARGE_GEMM_LIBRARY == "scipy":
+        return True
+    return not blas.goes_to_large_library(m, k, n, False, blas.NO_TALL_LIMIT)
+
+
 @functools.cache
 def _blas():
     from rnnkit.compiled import blas
@@ -167,6 +178,7 @@ def forward(
     w_ih: Tensor | None = None,
     h_n: Tensor | None = None,
     bias_hh: Tensor | None = None,
+    project_steps: bool = False,
 ) -> None:
     """Run one direction's recurrence in its columns of ``out``.
 
@@ -186,6 +198,9 @@ def forward(
             projects ``x`` itself (both or neither).
         h_n: if given, written with each sequence's last state.
         bias_hh: if given, ``bias`` is ``b_ih`` and this is ``b_hh``: the kernel adds them.
+        project_steps: ``out`` holds the input of a one-direction layer, which
+            the kernel projects with ``w_ih`` (given without ``x``) step by step,
+            each step's rows just before it overwrites them.
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
@@ -194,7 +209,9 @@ def forward(
     out_np = _written_in_place(out, "out")  # never copied: checked C-contiguous below
     if kind == "fast_tanh" and out.dtype != torch.float32:
         raise ValueError(f"rnnkit.compiled: fast_tanh is float32 only, got {out.dtype}")
-    if (x is None) != (w_ih is None):
+    if project_steps and (x is not None or w_ih is None):
+        raise ValueError("rnnkit.compiled: project_steps expects w_ih without x")
+    if not project_steps and (x is None) != (w_ih is None):
         raise ValueError("rnnkit.compiled: expected x and w_ih both given or both None")
     rows, hidden = out_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
@@ -209,11 +226,14 @@ def forward(
     _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
     bias_hh_np = arrays.get("bias_hh", np.empty(0, dtype))
     skipped = np.empty((0, 0), dtype)
-    x_np, w_ih_np = (skipped, skipped) if x is None else (_as_numpy(x), _as_numpy(w_ih))
+    x_np = skipped if x is None else _as_numpy(x)
+    w_ih_np = skipped if w_ih is None else _as_numpy(w_ih)
     if x is not None:
         width = x_np.shape[1] if x_np.ndim == 2 else -1
         _check_array("x", x_np, (rows, width), dtype)
         _check_array("w_ih", w_ih_np, (hidden, width), dtype)
+    elif project_steps:  # the input is all of out's columns
+        _check_array("w_ih", w_ih_np, (hidden, out_np.shape[1]), dtype)
     h_n_np = skipped if h_n is None else _written_in_place(h_n, "h_n")
     if h_n is not None:
         _check_array("h_n", h_n_np, (int(sizes[0]), hidden), dtype)
@@ -222,7 +242,7 @@ def forward(
     code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
     kernels.forward_loop(
         out_np, column, h0_np, w_hh_np, bias_np, bias_hh_np, sizes, reverse, code, SMALL_GEMM,
-        _blas().tall_rows(), x_np, w_ih_np, h_n_np,
+        _blas().tall_rows(), x_np, w_ih_np, h_n_np, project_steps,
     )  # fmt: skip
 
 
@@ -331,6 +351,15 @@ def backward_equal_lengths(
                 "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,),
                 "grad_bias_hh": (hidden,)}  # fmt: skip
     grads = {"grad_bias_hh": None} | grads
+    # The kernel takes grad_w_ih as the sign that every weight gradient is wanted.
+    names = ("grad_w_ih", "grad_w_hh", "grad_bias", "grad_bias_hh")
+    given = tuple(name for name in names if grads.get(name) is not None)
+    if given not in ((), names[:2], names[:3], names):
+        raise ValueError(
+            "rnnkit.compiled: expected the weight gradients grad_w_ih and grad_w_hh both "
+            "given or both None, bias gradients only with them (grad_bias_hh with "
+            f"grad_bias); got {', '.join(given)} given"
+        )
     for name, tensor in grads.items():  # a skipped gradient: an empty array of its rank
         skipped = np.empty((0,) * len(expected[name]), dtype)
         inputs[name] = skipped if tensor is None else tensor.detach().numpy()

@@ -135,6 +135,15 @@ _dgemm_large = types.ExternalFunction("rnnkit_dgemm_large", _GEMM)
 
 
 @njit(inline="always")
+def _leading_dimension(array):
+    """BLAS's leading dimension of a row-major 2-D array: its row stride, at least
+    its row length. A one-row array may have any row stride (torch and numpy call
+    a ``(1, n)`` tensor with row stride 1 contiguous), which BLAS would refuse as
+    shorter than the row; its one row is read either way."""
+    return max(array.strides[0] // array.itemsize, array.shape[1], 1)
+
+
+@njit(inline="always")
 def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b=False):
     """The 13 by-pointer arguments of a Fortran GEMM computing ``c = op(a) @ op(b) +
     beta * c`` (op transposes where asked) for row-major arrays, written into the
@@ -152,9 +161,9 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
     int_args[1] = b.shape[0] if transpose_b else b.shape[1]
     int_args[2] = m
     int_args[3] = k
-    int_args[4] = b.strides[0] // b.itemsize
-    int_args[5] = a.strides[0] // a.itemsize
-    int_args[6] = c.strides[0] // c.itemsize
+    int_args[4] = _leading_dimension(b)
+    int_args[5] = _leading_dimension(a)
+    int_args[6] = _leading_dimension(c)
     scalar_args[0] = 1.0
     scalar_args[1] = beta
     p = int_args.ctypes.data

@@ -155,14 +155,15 @@ def _transposed(w):
 @njit(cache=True, nogil=True, error_model="numpy")
 def forward_loop(
     out, column, h0, w_hh, bias, bias_hh, batch_sizes, reverse, kind, small_gemm, tall_rows, x,
-    w_ih, h_n,
+    w_ih, h_n, project_steps,
 ):  # fmt: skip
     """``out_t = act(x_t @ w_ih.T + bias + h_prev(t) @ w_hh.T)``, step by step, in
     this direction's columns of ``out``; then each sequence's last state into ``h_n``.
 
     Args:
         out: written; if ``x`` has no rows, it already holds each step's input
-            projection (no bias) and is updated in place.
+            projection (no bias) and is updated in place, or, with
+            ``project_steps``, the layer input itself, overwritten step by step.
         column: first column of this direction in ``out``.
         h0: initial state of each sequence.
         w_hh: the recurrent weight.
@@ -178,6 +179,10 @@ def forward_loop(
             all steps); 0 rows: ``out`` holds the projection already.
         h_n: written with each sequence's state after its last processed step;
             0 rows: skipped.
+        project_steps: ``out`` holds the input of a one-direction layer (all its
+            ``W = H_in`` columns); each step's rows are projected with ``w_ih``
+            into a scratch of one step, just before the step overwrites them, so
+            the layer needs no buffer of all steps' projections.
 
     Shape:
         out ``(R, W)`` with ``W >= column + H``, h0 ``(N, H)``, w_hh ``(H, H)``,
@@ -199,10 +204,17 @@ def forward_loop(
     if x.shape[0]:
         projection = out[:, column:end]
         gemm_accumulate(x, w_ih, projection, int_args, scalar_args, False, 0.0, True)
+    step_rows = np.empty((batch if project_steps else 0, hidden), out.dtype)
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
         rows = out[start : start + n, column:end]
+        if project_steps:  # the step's input, still in its rows, projected aside
+            rows = step_rows[:n]
+            rows[:] = 0.0
+            _matmul_accumulate(
+                out[start : start + n], w_ih, rows, small_gemm, int_args, scalar_args, True
+            )  # fmt: skip
         if not reverse:
             first = offsets[t - 1] if t else 0
             previous = out[first : first + n, column:end] if t else h0[:n]
@@ -217,6 +229,10 @@ def forward_loop(
             _matmul_accumulate(
                 h0[n_next:n], w_hh_t, rows[n_next:], small_gemm, int_args, scalar_args, in_place
             )
+        if project_steps:
+            for r in range(n):  # unsigned column indices: see _activate_fast_tanh
+                for j in range(hidden):
+                    out[start + r, np.uint64(column) + np.uint64(j)] = rows[r, np.uint64(j)]
         _activate(out, start, n, column, bias, kind)
     if h_n.shape[0]:
         _last_states(out, column, batch_sizes, offsets, reverse, h_n)
