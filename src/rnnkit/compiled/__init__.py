@@ -39,17 +39,6 @@ def large_gemm_library() -> str:
     return _blas().LARGE_GEMM_LIBRARY
 
 
-def runs_on_one_thread(m: int, k: int, n: int) -> bool:
-    """Whether the compiled loops run an ``(m, k) @ (k, n)`` product on one thread:
-    in SciPy's BLAS (small products and the exceptions in
-    :mod:`rnnkit.compiled.blas`, or every product without torch's BLAS), or in
-    torch's when torch runs on one thread."""
-    blas = _blas()
-    if torch.get_num_threads() == 1 or blas.LARGE_GEMM_LIBRARY == "scipy":
-        return True
-    return not blas.goes_to_large_library(m, k, n, False, blas.NO_TALL_LIMIT)
-
-
 @functools.cache
 def _blas():
     from rnnkit.compiled import blas

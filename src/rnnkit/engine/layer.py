@@ -159,15 +159,11 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
     kind = "relu" if relu else "fast_tanh" if x.dtype == torch.float32 else "tanh"
     in_place = _projects_in_place(x, width, x_is_scratch)
     # One direction over its own input: the kernel projects each step's rows just
-    # before it overwrites them, with no buffer (two directions both read every row),
-    # unless the projection of all rows would use threads the steps' cannot (measured,
-    # 2 threads, 2-layer uni inference: 100x30x4x256 1.27 against 1.53, 200x32x64x512
-    # 1.09 against 1.19; at 1 thread even or faster: 50x64x32x128 1.72 against 1.50).
-    by_step = (
-        in_place
-        and len(directions) == 1
-        and compiled.runs_on_one_thread(batch_sizes[0], width, hidden)
-    )
+    # before it overwrites them, with no buffer (two directions both read every row).
+    # Against projecting all rows first through a buffer (same process, alternating,
+    # 2-layer uni inference): 0.85-1.07x the time on the six benchmark shapes at 1
+    # and 2 threads, faster on the small ones (100x1x4x64 0.85x).
+    by_step = in_place and len(directions) == 1
     if by_step:
         out = x
     elif in_place:
