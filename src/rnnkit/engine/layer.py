@@ -105,7 +105,7 @@ def _projects_in_place(x: Tensor, width: int, x_is_scratch: bool) -> bool:
 
 
 def layer_forward(
-    x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False
+    x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False, h_n=None
 ):
     """The forward pass of every direction of one layer; ``engine`` already resolved.
 
@@ -122,6 +122,8 @@ def layer_forward(
         nonlinearity: ``"tanh"`` or ``"relu"``.
         engine: ``"compiled"`` or ``"fused"``.
         x_is_scratch: ``x`` may be overwritten (a stacked layer's input in inference).
+        h_n: where to write the last states (the layer's rows of a stack's
+            ``h_n``, in inference), or None for a new tensor.
 
     Returns:
         ``(out, h_n)``: the state of every direction at every packed row, and
@@ -132,18 +134,19 @@ def layer_forward(
     """
     relu = nonlinearity == "relu"
     layers = _per_direction(weights, len(directions))
+    h_n = _empty_like(h0) if h_n is None else h_n
     if engine == "compiled":
-        return _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch)
+        return _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch, h_n)
     biases = [None if b_ih is None else b_ih + b_hh for _, _, b_ih, b_hh in layers]
     # Other dtypes (half precision: torch ops only) add the bias in the GEMM, rounding once.
     in_gemm = biases[0] is not None and x.dtype not in _FULL_PRECISION
     out = _project(x, [w[0] for w in layers], x_is_scratch, biases if in_gemm else None)
     remaining = [None] * len(biases) if in_gemm else biases
     forward_torch_ops(out, h0, [w[1] for w in layers], remaining, batch_sizes, directions, relu)
-    return out, _last_states(out, batch_sizes, directions)
+    return out, _last_states(out, batch_sizes, directions, h_n)
 
 
-def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch):
+def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch, h_n):
     """:func:`layer_forward` on the compiled loops: one kernel call per direction
     projects the input into the direction's columns, runs the recurrence and
     writes ``h_n`` (at small sizes the torch ops around a kernel cost more than
@@ -152,7 +155,7 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
 
     Args:
         as :func:`layer_forward`; layers: per direction ``(w_ih, w_hh, b_ih,
-        b_hh)`` (the kernel adds the biases); relu: the activation.
+        b_hh)`` (the kernel adds the biases); relu: the activation; h_n: written.
     """
     hidden = h0.size(2)
     width = hidden * len(directions)
@@ -170,7 +173,6 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
         out = _project(x, [w[0] for w in layers], x_is_scratch)
     else:
         x, out = x.contiguous(), x.new_empty(x.size(0), width)
-    h_n = _empty_like(h0)
     for k, reverse in enumerate(directions):
         w_ih, w_hh, b_ih, b_hh = layers[k]
         projected = {} if in_place else {"x": x, "w_ih": w_ih}
@@ -184,14 +186,13 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
     return out, h_n
 
 
-def _last_states(out: Tensor, batch_sizes, directions) -> Tensor:
-    """Each sequence's state after its last processed step, per direction.
+def _last_states(out: Tensor, batch_sizes, directions, h_n: Tensor) -> Tensor:
+    """Each sequence's state after its last processed step, per direction, into ``h_n``.
 
     Shape:
-        out ``(R, D * H_out)``; returns ``(D, N, H_out)``.
+        out ``(R, D * H_out)``; h_n ``(D, N, H_out)``, returned.
     """
     hidden, n = out.size(1) // len(directions), batch_sizes[0]
-    h_n = out.new_empty(len(directions), n, hidden)
     last_rows = None
     for k, reverse in enumerate(directions):
         columns = out[:, k * hidden : (k + 1) * hidden]
@@ -545,12 +546,14 @@ def _op_backward(ctx, grad_out, grad_h_n):
 _rnn_layer_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
-def run_layer(x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False):
+def run_layer(
+    x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_is_scratch=False, h_n=None
+):
     """One layer (all directions) through autograd: the custom op while
     torch.compile/export traces (one opaque node with a fake implementation),
     the autograd.Function in eager mode (a few microseconds cheaper per call),
     neither when no gradient is needed (then ``x_is_scratch`` lets the input
-    projection overwrite ``x``).
+    projection overwrite ``x``, and the last states go into ``h_n`` if given).
 
     Shape:
         as in :func:`layer_forward`.
@@ -566,7 +569,7 @@ def run_layer(x, h0, weights, batch_sizes, directions, nonlinearity, engine, x_i
     ):
         return RNNLayerFunction.apply(x, h0, *args, *weights)
     # nothing to differentiate: skip autograd's bookkeeping
-    return layer_forward(x, h0, weights, *args, x_is_scratch=x_is_scratch)
+    return layer_forward(x, h0, weights, *args, x_is_scratch=x_is_scratch, h_n=h_n)
 
 
 def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:

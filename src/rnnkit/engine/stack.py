@@ -46,15 +46,35 @@ def rnn_stack(
     directions = (False, True) if bidirectional else (False,)
     num_layers = len(all_weights) // len(directions)
     batch_sizes = tuple(batch_sizes)
+    # Without autograd, each layer writes its rows of h_n in place (no torch.cat copy).
+    stacked = num_layers > 1 and not _needs_autograd(x, hx, all_weights)
+    h_n_all = torch.empty_like(hx, memory_format=torch.contiguous_format) if stacked else None
     layer_input, h_n = x, []
     for layer in range(num_layers):
         first = layer * len(directions)
+        rows = slice(first, first + len(directions))
         weights = [w for index in range(first, first + len(directions)) for w in all_weights[index]]
         layer_input, h_last = run_layer(
-            layer_input, hx[first : first + len(directions)], weights, batch_sizes,
-            directions, nonlinearity, engine, x_is_scratch=layer > 0,
+            layer_input, hx[rows], weights, batch_sizes, directions, nonlinearity, engine,
+            x_is_scratch=layer > 0, h_n=None if h_n_all is None else h_n_all[rows],
         )  # fmt: skip  # (R, D * H_out), (D, N, H_out)
         h_n.append(h_last)
         if dropout and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, True)
+    if h_n_all is not None:
+        return layer_input, h_n_all
     return layer_input, h_n[0] if len(h_n) == 1 else torch.cat(h_n)
+
+
+def _needs_autograd(x: Tensor, hx: Tensor, all_weights: Sequence[Sequence[Tensor]]) -> bool:
+    """Whether the stack runs through autograd (or is being traced), as each
+    layer's ``run_layer`` decides: then each layer returns its own ``h_n``."""
+    if torch.compiler.is_compiling():
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    return (
+        x.requires_grad
+        or hx.requires_grad
+        or any(w.requires_grad for ws in all_weights for w in ws)
+    )
