@@ -1,6 +1,7 @@
 """BLAS GEMM callable from numba-compiled code: SciPy's BLAS, and torch's own.
 
-Two BLAS libraries serve the compiled loops, picked per product by its size:
+Two BLAS libraries serve the compiled loops, picked per product by its size
+(and shape: see :func:`goes_to_large_library`):
 
 - SciPy's (OpenBLAS in its wheels), on one thread: the fastest here on small
   products (1 x 64 x 64: 0.14 against 0.29 us; 8 x 256 x 256: 9.0 against 17 us).

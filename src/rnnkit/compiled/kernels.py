@@ -401,10 +401,7 @@ def backward_equal_lengths(
                     u = np.uint64(j)
                     own[row + r, u] = grad_out[state + r, np.uint64(column) + u]
             if i == 0:  # the chunk's first processed step: grad_h_n or the carry
-                carried = grad_h_n if c == 0 else entering
-                for r in range(n):
-                    for j in range(hidden):
-                        own[row + r, np.uint64(j)] += carried[r, np.uint64(j)]
+                _add_rows(own, row, 0, grad_h_n if c == 0 else entering, 0, n)
             else:  # h_t was read by the step processed just before
                 later = row - n if reverse else row + n
                 _matmul_accumulate(

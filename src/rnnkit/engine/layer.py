@@ -11,7 +11,7 @@ trace as single opaque nodes. ``run_layer`` picks the wrapper.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -177,9 +177,10 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
         x, out = x.contiguous(), x.new_empty(x.size(0), width)
     for k, reverse in enumerate(directions):
         w_ih, w_hh, b_ih, b_hh = layers[k]
-        projected = {} if in_place else {"x": x, "w_ih": w_ih}
         if by_step:
             projected = {"w_ih": w_ih, "project_steps": True}
+        else:  # already projected in place, or projected by the kernel from x
+            projected = {} if in_place else {"x": x, "w_ih": w_ih}
         column = k * hidden  # the kernels add the bias in their activation loop
         compiled.forward(
             out, h0[k], w_hh, b_ih, batch_sizes, reverse, kind, column,
@@ -566,12 +567,18 @@ def run_layer(
         )
     engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
     args = (tuple(batch_sizes), tuple(directions), nonlinearity, engine)
-    if torch.is_grad_enabled() and (
-        x.requires_grad or h0.requires_grad or any(w.requires_grad for w in weights)
-    ):
+    if grad_needed(x, h0, weights):
         return RNNLayerFunction.apply(x, h0, *args, *weights)
     # nothing to differentiate: skip autograd's bookkeeping
     return layer_forward(x, h0, weights, *args, x_is_scratch=x_is_scratch, h_n=h_n)
+
+
+def grad_needed(x: Tensor, h0: Tensor, weights: Iterable[Tensor]) -> bool:
+    """Whether eager autograd records a layer (or stack) with these inputs:
+    :func:`run_layer` then goes through :class:`RNNLayerFunction`."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or h0.requires_grad or any(w.requires_grad for w in weights)
+    )
 
 
 def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:

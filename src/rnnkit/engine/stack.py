@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.engine.layer import run_layer
+from rnnkit.engine.layer import grad_needed, run_layer
 
 
 def rnn_stack(
@@ -67,14 +67,7 @@ def rnn_stack(
 
 
 def _needs_autograd(x: Tensor, hx: Tensor, all_weights: Sequence[Sequence[Tensor]]) -> bool:
-    """Whether the stack runs through autograd (or is being traced), as each
-    layer's ``run_layer`` decides: then each layer returns its own ``h_n``."""
-    if torch.compiler.is_compiling():
-        return True
-    if not torch.is_grad_enabled():
-        return False
-    return (
-        x.requires_grad
-        or hx.requires_grad
-        or any(w.requires_grad for ws in all_weights for w in ws)
-    )
+    """Whether the stack's layers go through autograd (or are being traced), as
+    each layer's ``run_layer`` decides: then each layer returns its own ``h_n``."""
+    weights = (w for ws in all_weights for w in ws)
+    return torch.compiler.is_compiling() or grad_needed(x, hx, weights)
