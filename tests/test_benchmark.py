@@ -8,6 +8,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -275,6 +277,57 @@ def test_interleave_effect_prints_alone_and_interleaved_times(capsys):
     assert [row[0] for row in rows] == ["alone", "each after the other"]
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
     assert "empty autograd.Function step (alone):" in printed
+
+
+def test_revision_export_renames_every_reference_to_the_package():
+    rename = load_script("compare_revisions").rename_package
+    source = (
+        "import rnnkit\nimport rnnkit.engine as engine\nfrom rnnkit import compiled\n"
+        "from rnnkit.engine.layer import run_layer\n"
+        '@torch.library.custom_op("rnnkit::rnn_layer", mutates_args=())\n'
+        "x = torch.ops.rnnkit.rnn_layer  # myrnnkit and rnnkit_base stay\n"
+    )
+    assert rename(source) == (
+        "import rnnkit_base\nimport rnnkit_base.engine as engine\n"
+        "from rnnkit_base import compiled\nfrom rnnkit_base.engine.layer import run_layer\n"
+        '@torch.library.custom_op("rnnkit_base::rnn_layer", mutates_args=())\n'
+        "x = torch.ops.rnnkit_base.rnn_layer  # myrnnkit and rnnkit_base stay\n"
+    )
+
+
+def _git_checkout() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD:src/rnnkit"],
+                            capture_output=True)  # fmt: skip
+    return root if result.returncode == 0 else None
+
+
+@pytest.mark.skipif(_git_checkout() is None, reason="not a git checkout with src/rnnkit at HEAD")
+def test_revision_comparison_times_head_against_the_working_tree(tmp_path, monkeypatch, capsys):
+    script = load_script("compare_revisions")
+    monkeypatch.setattr(script, "_CACHE", tmp_path)
+    root = script.export_revision("HEAD", _git_checkout(), tmp_path)
+    package = root / "rnnkit_base"
+    assert (package / "engine" / "layer.py").exists() and not list(tmp_path.glob(".*partial"))
+    sources = "".join(path.read_text() for path in package.rglob("*.py"))
+    assert "from rnnkit." not in sources and "rnnkit::" not in sources
+    assert script.export_revision("HEAD", _git_checkout(), tmp_path) == root  # reused
+    with pytest.raises(ValueError, match="no src/rnnkit at 'no-such-revision'"):
+        script.export_revision("no-such-revision", _git_checkout(), tmp_path)
+    monkeypatch.setenv("RNNKIT_ENGINE", "fused")  # no kernel compilation for the copy
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    argv = ["--shapes", "5,2,3,4", "--layers", "1", "--bidirectional", "0", "1"]
+    assert script.main([*argv, "--modes", "train", "inference", "--repeats", "3"]) == 0
+    rows = table_rows(capsys.readouterr().out, columns=8)
+    assert [(row[2], row[3]) for row in rows] == [
+        ("uni", "train"),
+        ("uni", "inference"),
+        ("bi", "train"),
+        ("bi", "inference"),
+    ]
+    assert all(float(cell) > 0 for row in rows for cell in row[5:])
+    assert script.main(["--base", "no-such-revision"]) == 2
+    assert "no src/rnnkit at 'no-such-revision'" in capsys.readouterr().err
 
 
 def test_script_rejects_invalid_options(capsys):

@@ -1,0 +1,181 @@
+"""rnnkit of the working tree against rnnkit of a git revision, in one process.
+
+A change that claims speed needs a before/after measured where machine noise
+falls on both alike: separate processes on this shared machine differ by more
+than most changes do. This exports the package of ``--base`` (default HEAD)
+into a cache directory as ``rnnkit_base`` (module and custom-op names renamed so
+both load in one process), builds both modules on the same weights, and times
+them in shuffled order, each call after a call of torch.nn.RNN as in
+``bench_rnn.py`` (``--alone`` drops that: see ``interleave_effect.py``). Ratio =
+base time / working-tree time, so above 1 means the working tree is faster.
+
+An export is reused while its revision's code is unchanged, so numba's cache of
+its kernels stays warm after the first run. The two copies share nothing but
+torch, numpy and SciPy.
+
+Example:
+    python benchmarks/compare_revisions.py --base HEAD --shapes 100,1,4,64 --modes train
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import rnnkit
+from rnnkit.benchmark import _gc_paused, _make_step, parse_shape
+
+_PACKAGE = "src/rnnkit"
+_BASE_NAME = "rnnkit_base"
+# Names that would clash between the two copies: imports of the package, and the
+# torch.library namespace of its custom ops (registered once per process).
+_RENAMES = (
+    (re.compile(r"\brnnkit(?=[.:]|\s+import\b|$)", re.MULTILINE), _BASE_NAME),
+    (re.compile(r"\bimport rnnkit\b"), f"import {_BASE_NAME}"),
+)
+_CACHE = Path.home() / ".cache" / "rnnkit" / "revisions"
+
+
+def export_revision(revision: str, repo: Path, cache: Path = _CACHE) -> Path:
+    """Exports ``src/rnnkit`` at ``revision`` as the package ``rnnkit_base``.
+
+    Args:
+        revision: anything ``git rev-parse`` accepts.
+        repo: a directory inside the git checkout.
+        cache: where exports live, one directory per tree of the package.
+
+    Returns:
+        The directory to put on ``sys.path`` (it holds ``rnnkit_base/``).
+
+    Raises:
+        ValueError: the revision is unknown or has no ``src/rnnkit``.
+    """
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    tree = _git(repo, "rev-parse", "--verify", "--quiet", f"{revision}:{_PACKAGE}")
+    if top is None or tree is None:
+        raise ValueError(f"Received an invalid value for --base: no {_PACKAGE} at {revision!r}.")
+    root = cache / tree
+    if (root / _BASE_NAME / "__init__.py").exists():
+        return root
+    archive = subprocess.run(
+        ["git", "-C", top, "archive", "--format=tar", tree],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    staging = cache / f".{tree}.partial"
+    package = staging / _BASE_NAME
+    package.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(package, filter="data")
+    for path in package.rglob("*.py"):
+        path.write_text(rename_package(path.read_text()))
+    staging.rename(root)  # whole or not at all: a killed export is redone next time
+    return root
+
+
+def rename_package(source: str) -> str:
+    """``source`` with every reference to the package ``rnnkit`` made to ``rnnkit_base``."""
+    for pattern, replacement in _RENAMES:
+        source = pattern.sub(replacement, source)
+    return source
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _time_pair(
+    steps: dict[str, Callable[[], object]], before: Callable[[], object] | None, repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each step, in shuffled order, each after ``before``."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    order = list(steps)
+    with _gc_paused():
+        for _ in range(repeats):
+            random.shuffle(order)
+            for name in order:
+                if before is not None:
+                    before()
+                start = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def compare_row(base, shape, num_layers, bidirectional, mode, repeats, alone) -> dict[str, float]:
+    """Times one row; returns median microseconds of ``"base"`` and ``"working"``."""
+    T, N, H_in, H_out = shape
+    D = 2 if bidirectional else 1
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+    x, h0 = torch.randn(T, N, H_in), torch.randn(num_layers * D, N, H_out)
+    grads = torch.randn(T, N, D * H_out), torch.randn(num_layers * D, N, H_out)
+    steps = {}
+    for name, cls in (("torch", torch.nn.RNN), ("base", base.RNN), ("working", rnnkit.RNN)):
+        module = cls(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+        module.load_state_dict(reference.state_dict())
+        steps[name] = _make_step(module, mode, x, h0, *grads)
+    torch_step = steps.pop("torch")
+    for _ in range(3):  # compilation, first allocations
+        torch_step(), *(step() for step in steps.values())
+    medians = _time_pair(steps, None if alone else torch_step, repeats)
+    return {name: seconds * 1e6 for name, seconds in medians.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="HEAD", help="git revision to compare against")
+    parser.add_argument(
+        "--shapes", type=parse_shape, nargs="+", default=[(100, 30, 4, 64)],
+        metavar="T,N,H_in,H_out",
+    )  # fmt: skip
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--bidirectional", type=int, nargs="+", choices=[0, 1], default=[0, 1])
+    parser.add_argument("--modes", nargs="+", choices=["train", "inference"], default=["train"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=100, help="timed calls of each per row")
+    parser.add_argument("--alone", action="store_true", help="no torch.nn.RNN call before each")
+    args = parser.parse_args(argv)
+    try:
+        root = export_revision(args.base, Path(__file__).resolve().parent)
+    except (ValueError, subprocess.CalledProcessError) as error:
+        print(f"compare_revisions: {error}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    base = importlib.import_module(_BASE_NAME)
+    print(f"base {args.base} ({root.name[:12]}) against the working tree; ratio = base / working")
+    print("| shape | layers | dir | mode | threads | base us | working us | ratio |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for shape in args.shapes:
+            for layers in args.layers:
+                for bidirectional in args.bidirectional:
+                    for mode in args.modes:
+                        row = (shape, layers, bool(bidirectional), mode, args.repeats, args.alone)
+                        us = compare_row(base, *row)
+                        label = "x".join(map(str, shape))
+                        direction = "bi" if bidirectional else "uni"
+                        print(
+                            f"| {label} | {layers} | {direction} | {mode} | {threads} | "
+                            f"{us['base']:.1f} | {us['working']:.1f} | "
+                            f"{us['base'] / us['working']:.3f} |",
+                            flush=True,
+                        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
