@@ -234,6 +234,32 @@ def test_a_replacement_killed_between_its_renames_leaves_the_old_run(tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-1a2b3c4d", "run"]
 
 
+def test_a_killed_replacement_is_removed_by_the_next_run_and_a_running_one_kept(tmp_path):
+    """A --force run killed before it finished leaves its partial run in a hidden sibling."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.CONFIG_FILE).write_text("old")
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its PID is no longer a process (until reused: then it is kept)
+    host = rundir._HOST
+    siblings = {
+        "killed": f".run.new-{host}-{finished.pid}-1a2b3c4d",
+        "running": f".run.new-{host}-{os.getpid()}-5e6f7a8b",
+        "other host": f".run.new-elsewhere-{finished.pid}-9c0d1e2f",
+        "older name": ".run.new-3a4b5c6d",
+    }
+    for name in siblings.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / rundir.CONFIG_FILE).write_text("partial")
+
+    staging = rundir.prepare_run_dir(run, resume=False, force=True)
+    assert staging.parent == tmp_path and not staging.exists()
+    assert staging.name.startswith(f".run.new-{host}-{os.getpid()}-")
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted(["run", *(siblings[k] for k in ("running", "other host", "older name"))])
+    assert (run / rundir.CONFIG_FILE).read_text() == "old"
+
+
 def test_a_run_killed_before_its_transform_was_written_resumes_from_scratch(tmp_path, capsys):
     from rnnkit.cli import main
 

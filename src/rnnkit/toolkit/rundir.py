@@ -16,9 +16,10 @@ A run directory holds::
 ``config.toml`` marks a directory as a run. A new run refuses a directory that
 holds one unless it resumes it or replaces it. Replacing never touches the old
 run until the new one is complete: the new run trains in a hidden sibling
-directory (``.NAME.new-XXXX``) that takes the old one's place at the end (the
-old one is renamed aside, the new one renamed in, then the old one deleted).
-If the new run fails, the sibling is removed and the old run is left as it was.
+directory (``.NAME.new-HOST-PID-XXXX``) that takes the old one's place at the
+end (the old one is renamed aside, the new one renamed in, then the old one
+deleted). If the new run fails, the sibling is removed and the old run is left
+as it was; if its process is killed, the next run on NAME removes the sibling.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,6 +109,7 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool, force: bool) 
     """
     path = Path(path)
     _recover_interrupted_replacement(path)
+    _remove_abandoned_replacements(path)
     if resume and force:
         raise RunDirError("--resume and --force exclude each other: continue the run or replace it")
     if path.exists() and not path.is_dir():
@@ -119,7 +123,8 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool, force: bool) 
             raise RunDirError(
                 f"{path}: already holds a run; --resume continues it, --force replaces it"
             )
-        return path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:8]}")
+        owner = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        return path.with_name(_staging_prefix(path) + owner)
     if path.is_dir() and any(path.iterdir()):
         raise RunDirError(
             f"{path}: expected a new or empty directory, got one with other files (not a run; "
@@ -159,6 +164,48 @@ def _recover_interrupted_replacement(path: Path) -> None:
     if aside and is_run(aside[-1]):
         os.replace(aside[-1], path)
         logger.warning("put back the run in %s, left aside by an interrupted replacement", path)
+
+
+# A replacing run's hidden directory names the host and process that write it,
+# so that a later run can tell one left by a killed process (removed) from one
+# still being written (kept): ".NAME.new-HOST-PID-XXXXXXXX".
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())  # no "-": the name splits on it
+
+
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}.new-"
+
+
+def _remove_abandoned_replacements(path: Path) -> None:
+    """Remove the hidden directories of replacements of `path` whose process is gone.
+
+    A replacement killed before it finished leaves its partial run in
+    ``.NAME.new-HOST-PID-XXXXXXXX`` (the old run was never touched). Only those
+    written on this host by a process that no longer exists are removed, and
+    only where processes can be probed (POSIX); names without a process (older
+    versions) are left alone.
+    """
+    if os.name != "posix" or not path.parent.is_dir():
+        return
+    prefix = _staging_prefix(path)
+    for sibling in path.parent.iterdir():
+        if not sibling.name.startswith(prefix) or not sibling.is_dir():
+            continue
+        owner = sibling.name[len(prefix) :].rsplit("-", 2)  # HOST, PID, XXXXXXXX
+        ours = len(owner) == 3 and owner[0] == _HOST and owner[1].isdigit()
+        if ours and not _process_exists(int(owner[1])):
+            shutil.rmtree(sibling, ignore_errors=True)
+            logger.warning("removed %s, left by a replacement that was killed", sibling)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def discard(staging: Path) -> None:
