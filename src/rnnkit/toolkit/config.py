@@ -399,7 +399,9 @@ class TrainSection:
         for name in ("restore_best", "shuffle"):
             _check_bool(f"train.{name}", getattr(self, name))
         _check_str("train.device", self.device)
-        if not _parses_as_device(self.device):
+        from rnnkit.toolkit.devices import parses_as_device  # imports torch: only when checked
+
+        if not parses_as_device(self.device):
             raise _invalid("train.device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", self.device)
 
     def to_train_config(self, **extra: Any) -> Any:
@@ -415,18 +417,6 @@ class TrainSection:
         values["early_stopping_patience"] = self.early_stopping_patience or None
         values["monitor"] = self.monitor or None
         return TrainConfig(**values, **extra)
-
-
-def _parses_as_device(name: str) -> bool:
-    if name == "auto":
-        return True
-    import torch
-
-    try:
-        torch.device(name)
-    except RuntimeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

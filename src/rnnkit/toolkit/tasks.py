@@ -59,6 +59,7 @@ from rnnkit.toolkit.data import (
     tokenize,
 )
 from rnnkit.toolkit.data.tables import index_label, unique_names
+from rnnkit.toolkit.devices import to_device
 from rnnkit.toolkit.metrics import loss_for_task, mae, metrics_for_task, rmse
 from rnnkit.toolkit.word_embedding import MAX_WORD_CHARS, spell
 
@@ -855,7 +856,7 @@ def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...]
     model.eval()
     try:
         with torch.no_grad():
-            encoded = model.encoder(*_to_device(inputs, device))
+            encoded = model.encoder(*to_device(inputs, device))
             output = model.head(encoded)
     finally:
         model.train(was_training)
@@ -876,14 +877,6 @@ def first_batch(dataset: Dataset, collate_fn: Callable | None, batch_size: int) 
     return (collate_fn or default_collate)(items)
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, (Tensor, PackedSequence)):
-        return value.to(device)
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(_to_device(v, device) for v in value)
-    return value
-
-
 def _batches(model: nn.Module, dataset: Any, collate_fn: Callable | None):
     """Yield ``(batch, outputs)`` for `dataset` in order, in eval mode, outputs on the CPU."""
     collate = collate_fn or default_collate
@@ -895,7 +888,7 @@ def _batches(model: nn.Module, dataset: Any, collate_fn: Callable | None):
             for start in range(0, len(dataset), EVAL_BATCH_SIZE):
                 stop = min(start + EVAL_BATCH_SIZE, len(dataset))
                 batch = collate([dataset[i] for i in range(start, stop)])
-                inputs = _to_device(tuple(batch[:-1]), device)
+                inputs = to_device(tuple(batch[:-1]), device)
                 yield batch, model(*inputs).cpu()
     finally:
         model.train(was_training)

@@ -43,7 +43,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
@@ -61,6 +60,7 @@ from rnnkit.toolkit.checkpoint import (
     save_model,
 )
 from rnnkit.toolkit.data.batching import IGNORE_INDEX
+from rnnkit.toolkit.devices import DEVICE_NAMES, parses_as_device, resolve_device, to_device
 from rnnkit.toolkit.metrics import Metric
 from rnnkit.toolkit.seeding import derive_seed, seed_everything
 
@@ -190,20 +190,8 @@ class TrainConfig:
                 raise _invalid(name, "a bool", getattr(self, name))
         if self.progress is not None and not isinstance(self.progress, bool):
             raise _invalid("progress", "a bool or None", self.progress)
-        if not isinstance(self.device, str) or not _parses_as_device(self.device):
-            raise _invalid(
-                "device", "'auto', 'cpu', 'cuda', 'cuda:N' or another torch device", self.device
-            )
-
-
-def _parses_as_device(name: str) -> bool:
-    if name == "auto":
-        return True
-    try:
-        torch.device(name)
-    except RuntimeError:
-        return False
-    return True
+        if not isinstance(self.device, str) or not parses_as_device(self.device):
+            raise _invalid("device", DEVICE_NAMES, self.device)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -362,7 +350,9 @@ class Trainer:
                 f"a multiple of the number of processes ({self.env.world_size})",
                 config.batch_size,
             )
-        self.device = _resolve_device(config.device, self.env)
+        self.device = resolve_device(config.device, self.env.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self.model.to(self.device)
         self.monitor = config.monitor or ("val_loss" if val_dataset is not None else "train_loss")
         self._check_monitor()
@@ -474,7 +464,7 @@ class Trainer:
         )  # fmt: skip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         for step, batch in enumerate(bar, start=1):
-            args, kwargs, target = _split_batch(_to_device(batch, self.device))
+            args, kwargs, target = _split_batch(to_device(batch, self.device, non_blocking=True))
             output = model(*args, **kwargs)
             loss = self.loss_fn(output, target)
             loss_value = loss.item()
@@ -502,7 +492,9 @@ class Trainer:
         totals = self._zero_totals()
         try:
             for batch in loader:
-                args, kwargs, target = _split_batch(_to_device(batch, self.device))
+                args, kwargs, target = _split_batch(
+                    to_device(batch, self.device, non_blocking=True)
+                )
                 output = self.model(*args, **kwargs)
                 totals += self._batch_totals(self.loss_fn(output, target), output, target)
         finally:
@@ -739,19 +731,6 @@ class Trainer:
         )
 
 
-def _resolve_device(name: str, env: _Env) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise _invalid("device", "a device this machine has (no CUDA GPU is available)", name)
-        if device.index is None:
-            device = torch.device("cuda", env.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
 def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
@@ -775,18 +754,6 @@ def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, mode:
             optimizer, mode=mode, factor=config.plateau_factor, patience=config.plateau_patience
         )
     return None
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, (Tensor, PackedSequence)):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {key: _to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
-        return type(batch)(*(_to_device(value, device) for value in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(value, device) for value in batch)
-    return batch
 
 
 def _split_batch(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:

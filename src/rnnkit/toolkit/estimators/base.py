@@ -45,6 +45,7 @@ from rnnkit.toolkit.checkpoint import (
     save_checkpoint,
 )
 from rnnkit.toolkit.data.batching import pad_sequences
+from rnnkit.toolkit.devices import resolve_device
 from rnnkit.toolkit.estimators.inputs import invalid
 from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
 from rnnkit.toolkit.models import ModelConfig, build_model
@@ -270,22 +271,6 @@ def _global_generators_kept() -> Iterator[None]:
 def check_positive_int(name: str, value: object) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise invalid(name, "a positive integer", repr(value))
-
-
-def resolve_device(name: object) -> torch.device:
-    """``"auto"`` is a GPU if there is one, else the CPU; any other name as torch reads it."""
-    expected = "'auto', 'cpu', 'cuda', 'cuda:N' or another torch device"
-    if not isinstance(name, str):
-        raise invalid("device", expected, repr(name))
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise invalid("device", expected, repr(name)) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise invalid("device", "a device this machine has (no CUDA GPU is available)", repr(name))
-    return device
 
 
 def pack(sequences: Sequence[torch.Tensor]) -> tuple[PackedSequence, torch.Tensor]:
