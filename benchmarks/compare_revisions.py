@@ -24,10 +24,12 @@ import importlib
 import io
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,11 +41,13 @@ from rnnkit.benchmark import _gc_paused, _make_step, parse_shape
 
 _PACKAGE = "src/rnnkit"
 _BASE_NAME = "rnnkit_base"
-# Names that would clash between the two copies: imports of the package, and the
-# torch.library namespace of its custom ops (registered once per process).
+# Names that would clash between the two copies: imports of the package, the
+# torch.library namespace of its custom ops, and the process-wide LLVM symbols its
+# kernels bind BLAS through ("rnnkit_sgemm"), each registered once per process.
 _RENAMES = (
     (re.compile(r"\brnnkit(?=[.:]|\s+import\b|$)", re.MULTILINE), _BASE_NAME),
     (re.compile(r"\bimport rnnkit\b"), f"import {_BASE_NAME}"),
+    (re.compile(r"\brnnkit_(?!base)"), f"{_BASE_NAME}_"),
 )
 _CACHE = Path.home() / ".cache" / "rnnkit" / "revisions"
 
@@ -73,14 +77,24 @@ def export_revision(revision: str, repo: Path, cache: Path = _CACHE) -> Path:
         ["git", "-C", top, "archive", "--format=tar", tree],
         check=True, capture_output=True,
     ).stdout  # fmt: skip
-    staging = cache / f".{tree}.partial"
-    package = staging / _BASE_NAME
-    package.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(package, filter="data")
-    for path in package.rglob("*.py"):
-        path.write_text(rename_package(path.read_text()))
-    staging.rename(root)  # whole or not at all: a killed export is redone next time
+    cache.mkdir(parents=True, exist_ok=True)
+    # Each export writes its own hidden directory and renames it into place whole,
+    # so a killed or concurrent export never leaves a half-renamed copy at `root`.
+    staging = Path(tempfile.mkdtemp(prefix=f".{tree}.", dir=cache))
+    try:
+        package = staging / _BASE_NAME
+        package.mkdir()
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(package, filter="data")
+        for path in package.rglob("*.py"):
+            path.write_text(rename_package(path.read_text()))
+        staging.rename(root)
+    except OSError:
+        if not (root / _BASE_NAME / "__init__.py").exists():
+            raise
+        # another export of the same tree finished first: use it
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
@@ -150,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root = export_revision(args.base, Path(__file__).resolve().parent)
-    except (ValueError, subprocess.CalledProcessError) as error:
+    except (ValueError, OSError, subprocess.CalledProcessError) as error:
         print(f"compare_revisions: {error}", file=sys.stderr)
         return 2
     sys.path.insert(0, str(root))

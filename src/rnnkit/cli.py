@@ -224,16 +224,15 @@ def _train(args: argparse.Namespace) -> int:
     work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
     replacing = work != out
 
-    task = get_task(config.task)
-    data = task.prepare(config)
-    transform_document = data.transform_document(config.task)
-    if args.resume and not _killed_before_training(out):
-        _check_same_transform(out, transform_document["transform"])
-    _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
-    for line in data.description:
-        _print(line)
-
-    try:
+    try:  # from here a replacement's directory exists: removed if anything fails
+        task = get_task(config.task)
+        data = task.prepare(config)
+        transform_document = data.transform_document(config.task)
+        if args.resume and not _killed_before_training(out):
+            _check_same_transform(out, transform_document["transform"])
+        _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
+        for line in data.description:
+            _print(line)
         _train_into(work, config, task, data, transform_document, args.resume)
     except BaseException:
         if replacing:

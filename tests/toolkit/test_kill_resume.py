@@ -234,30 +234,82 @@ def test_a_replacement_killed_between_its_renames_leaves_the_old_run(tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-1a2b3c4d", "run"]
 
 
+_CLAIM = """
+import sys, time
+from pathlib import Path
+from rnnkit.toolkit import rundir
+print(rundir.prepare_run_dir(Path(sys.argv[1]), resume=False, force=True), flush=True)
+time.sleep(120)
+"""
+
+
+def claiming_process(run: Path) -> tuple[subprocess.Popen, Path]:
+    """A process that starts a --force replacement of `run` and then waits, holding it."""
+    process = subprocess.Popen([sys.executable, "-c", _CLAIM, str(run)], stdout=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    return process, Path(process.stdout.readline().strip())
+
+
 def test_a_killed_replacement_is_removed_by_the_next_run_and_a_running_one_kept(tmp_path):
     """A --force run killed before it finished leaves its partial run in a hidden sibling."""
     run = tmp_path / "run"
     run.mkdir()
     (run / rundir.CONFIG_FILE).write_text("old")
-    finished = subprocess.Popen([sys.executable, "-c", "pass"])
-    finished.wait()  # its PID is no longer a process (until reused: then it is kept)
-    host = rundir._HOST
-    siblings = {
-        "killed": f".run.new-{host}-{finished.pid}-1a2b3c4d",
-        "running": f".run.new-{host}-{os.getpid()}-5e6f7a8b",
-        "other host": f".run.new-elsewhere-{finished.pid}-9c0d1e2f",
-        "older name": ".run.new-3a4b5c6d",
-    }
-    for name in siblings.values():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / rundir.CONFIG_FILE).write_text("partial")
+    killed, killed_dir = claiming_process(run)
+    running, running_dir = claiming_process(run)
+    try:
+        killed.kill()
+        killed.wait()
+        young = tmp_path / ".run.new-0young00"  # maybe just created, not yet locked
+        young.mkdir()
+        (tmp_path / ".run.new-notadir").write_text("")
+        for directory in (killed_dir, running_dir):
+            (directory / rundir.CONFIG_FILE).write_text("partial")
+            hour_ago = time.time() - 3600
+            os.utime(directory, (hour_ago, hour_ago))
 
-    staging = rundir.prepare_run_dir(run, resume=False, force=True)
-    assert staging.parent == tmp_path and not staging.exists()
-    assert staging.name.startswith(f".run.new-{host}-{os.getpid()}-")
-    kept = sorted(p.name for p in tmp_path.iterdir())
-    assert kept == sorted(["run", *(siblings[k] for k in ("running", "other host", "older name"))])
-    assert (run / rundir.CONFIG_FILE).read_text() == "old"
+        assert rundir.prepare_run_dir(run, resume=True, force=False) == run
+        kept = sorted(p.name for p in tmp_path.iterdir())
+        names = ["run", running_dir.name, young.name, ".run.new-notadir"]
+        assert kept == sorted(names), "only the killed replacement's directory goes"
+        assert (run / rundir.CONFIG_FILE).read_text() == "old"
+    finally:
+        for process in (killed, running):
+            process.kill()
+            process.wait()
+            process.stdout.close()
+    assert rundir.prepare_run_dir(run, resume=True, force=False) == run
+    assert not running_dir.exists()  # its process is gone now
+
+
+def test_leftover_checks_never_fail_a_run(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.CONFIG_FILE).write_text("old")
+
+    def unlistable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)  # a parent that can be entered only
+    assert rundir.prepare_run_dir(run, resume=True, force=False) == run
+
+
+def test_a_finished_or_discarded_replacement_releases_its_directory(tmp_path):
+    run = tmp_path / "run"
+    for finish in (True, False):
+        run.mkdir(exist_ok=True)
+        (run / rundir.CONFIG_FILE).write_text("old")
+        staging = rundir.prepare_run_dir(run, resume=False, force=True)
+        assert staging.is_dir() and not any(staging.iterdir()) and staging in rundir._HELD
+        (staging / rundir.CONFIG_FILE).write_text("new")
+        if finish:
+            rundir.finish_replacement(staging, run)
+            assert (run / rundir.CONFIG_FILE).read_text() == "new"
+        else:
+            rundir.discard(staging)
+            assert not staging.exists()
+        assert staging not in rundir._HELD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_a_run_killed_before_its_transform_was_written_resumes_from_scratch(tmp_path, capsys):

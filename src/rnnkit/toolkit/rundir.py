@@ -16,10 +16,11 @@ A run directory holds::
 ``config.toml`` marks a directory as a run. A new run refuses a directory that
 holds one unless it resumes it or replaces it. Replacing never touches the old
 run until the new one is complete: the new run trains in a hidden sibling
-directory (``.NAME.new-HOST-PID-XXXX``) that takes the old one's place at the
-end (the old one is renamed aside, the new one renamed in, then the old one
-deleted). If the new run fails, the sibling is removed and the old run is left
-as it was; if its process is killed, the next run on NAME removes the sibling.
+directory (``.NAME.new-XXXX``) that takes the old one's place at the end (the
+old one is renamed aside, the new one renamed in, then the old one deleted).
+If the new run fails, the sibling is removed and the old run is left as it
+was. The replacing process holds a lock on the sibling while it lives (POSIX),
+so if it is killed, the next run on NAME finds the sibling unlocked and removes it.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
-import socket
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so abandoned replacements stay
+    fcntl = None
 
 from rnnkit.toolkit.checkpoint import atomic_write
 from rnnkit.toolkit.trainer import MODEL_DIR  # the trainer writes it
@@ -96,11 +101,13 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool, force: bool) 
         path: The run directory asked for.
         resume: Continue the run in `path` from its last checkpoint.
         force: Replace the run in `path`; training goes to a hidden sibling
-            directory that :func:`finish_replacement` swaps in at the end.
+            directory that :func:`finish_replacement` swaps in at the end, or
+            :func:`discard` removes if the run fails.
 
     Returns:
-        `path` itself, or the sibling directory when an existing run is being
-        replaced. Nothing is created yet.
+        `path` itself (nothing is created yet), or, when an existing run is
+        being replaced, the sibling directory, created empty and locked by
+        this process until it is finished or discarded.
 
     Raises:
         RunDirError: `path` holds a run and neither `resume` nor `force` is
@@ -123,8 +130,7 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool, force: bool) 
             raise RunDirError(
                 f"{path}: already holds a run; --resume continues it, --force replaces it"
             )
-        owner = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        return path.with_name(_staging_prefix(path) + owner)
+        return _claim_staging(path)
     if path.is_dir() and any(path.iterdir()):
         raise RunDirError(
             f"{path}: expected a new or empty directory, got one with other files (not a run; "
@@ -142,6 +148,7 @@ def finish_replacement(staging: Path, path: Path) -> None:
     except BaseException:
         os.replace(old, path)  # else the old run would be left only under its hidden name
         raise
+    _release(staging)
     shutil.rmtree(old, ignore_errors=True)
     logger.info("replaced the run in %s", path)
 
@@ -166,51 +173,74 @@ def _recover_interrupted_replacement(path: Path) -> None:
         logger.warning("put back the run in %s, left aside by an interrupted replacement", path)
 
 
-# A replacing run's hidden directory names the host and process that write it,
-# so that a later run can tell one left by a killed process (removed) from one
-# still being written (kept): ".NAME.new-HOST-PID-XXXXXXXX".
-_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())  # no "-": the name splits on it
+# Open, locked descriptors of this process's replacement directories. A process's
+# locks go with it, however it ends, so an unlocked one was left by a dead process.
+_HELD: dict[Path, int] = {}
+# A sibling this young is left alone: it may be a replacement created but not yet locked.
+_FRESH_S = 10.0
 
 
 def _staging_prefix(path: Path) -> str:
     return f".{path.name}.new-"
 
 
+def _claim_staging(path: Path) -> Path:
+    """Create the hidden directory of a replacement of `path`, locked by this process."""
+    staging = path.with_name(f"{_staging_prefix(path)}{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    if fcntl is not None:
+        descriptor = os.open(staging, os.O_RDONLY)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        _HELD[staging] = descriptor
+    return staging
+
+
+def _release(staging: Path) -> None:
+    descriptor = _HELD.pop(staging, None)
+    if descriptor is not None:
+        os.close(descriptor)  # closing releases the lock
+
+
 def _remove_abandoned_replacements(path: Path) -> None:
     """Remove the hidden directories of replacements of `path` whose process is gone.
 
     A replacement killed before it finished leaves its partial run in
-    ``.NAME.new-HOST-PID-XXXXXXXX`` (the old run was never touched). Only those
-    written on this host by a process that no longer exists are removed, and
-    only where processes can be probed (POSIX); names without a process (older
-    versions) are left alone.
+    ``.NAME.new-XXXX`` (the old run was never touched). A running replacement
+    holds a lock on its directory; one nobody holds is removed, under the lock,
+    unless it is younger than ``_FRESH_S`` seconds. Anything that cannot be
+    read or locked is left alone.
     """
-    if os.name != "posix" or not path.parent.is_dir():
+    if fcntl is None:
         return
-    prefix = _staging_prefix(path)
-    for sibling in path.parent.iterdir():
-        if not sibling.name.startswith(prefix) or not sibling.is_dir():
-            continue
-        owner = sibling.name[len(prefix) :].rsplit("-", 2)  # HOST, PID, XXXXXXXX
-        ours = len(owner) == 3 and owner[0] == _HOST and owner[1].isdigit()
-        if ours and not _process_exists(int(owner[1])):
-            shutil.rmtree(sibling, ignore_errors=True)
-            logger.warning("removed %s, left by a replacement that was killed", sibling)
-
-
-def _process_exists(pid: int) -> bool:
     try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(_staging_prefix(path))]
+    except OSError:  # a parent that can be entered but not listed, say
+        return
+    for sibling in siblings:
+        if sibling in _HELD:
+            continue
+        try:
+            if sibling.is_symlink() or not sibling.is_dir():
+                continue
+            if time.time() - sibling.stat().st_mtime < _FRESH_S:
+                continue
+            descriptor = os.open(sibling, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(sibling)
+            logger.warning("removed %s, left by a replacement that was killed", sibling)
+        except OSError:  # locked by a running replacement, or not removable
+            continue
+        finally:
+            os.close(descriptor)
 
 
 def discard(staging: Path) -> None:
     """Remove a replacing run that did not finish; the old run stays as it was."""
     shutil.rmtree(staging, ignore_errors=True)
+    _release(staging)
 
 
 def require_run(path: str | os.PathLike[str], *, model: bool = True) -> Path:
