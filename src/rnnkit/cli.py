@@ -192,6 +192,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rnnkit.toolkit.trainer import distributed_env
+
+    if distributed_env().rank == 0:
+        return _train_as(args, main_process=True)
+    # Under torchrun the other processes train alongside rank 0 but write and print
+    # nothing: the run directory is rank 0's alone (errors still go to stderr).
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return _train_as(args, main_process=False)
+
+
+def _train_as(args: argparse.Namespace, main_process: bool) -> int:
+    """``rnnkit train`` in one process; only the main process touches the run directory."""
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.config import ConfigError, load_config
     from rnnkit.toolkit.tasks import get_task
@@ -213,7 +225,8 @@ def _train(args: argparse.Namespace) -> int:
                     f"checkpoint), got {text!r}",
                     source="--set",
                 )
-        rundir.prepare_run_dir(out, resume=True, force=False)
+        if main_process:
+            rundir.prepare_run_dir(out, resume=True, force=False)
         config = load_config(out / rundir.CONFIG_FILE, args.set)
         _check_resumable(load_config(out / rundir.CONFIG_FILE).train, config.train)
     else:
@@ -221,8 +234,11 @@ def _train(args: argparse.Namespace) -> int:
     config = config.resolve_paths()
     if out is None:
         out = rundir.default_run_dir(config.task)
-    work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
-    replacing = work != out
+    if main_process:
+        work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
+    else:  # reads the checkpoint to resume from, writes nothing
+        work = out if args.resume else None
+    replacing = main_process and work != out
 
     try:  # from here a replacement's directory exists: removed if anything fails
         task = get_task(config.task)
@@ -233,7 +249,7 @@ def _train(args: argparse.Namespace) -> int:
         _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
         for line in data.description:
             _print(line)
-        _train_into(work, config, task, data, transform_document, args.resume)
+        _train_into(work, config, task, data, transform_document, args.resume, main_process)
     except BaseException:
         if replacing:
             rundir.discard(work)
@@ -241,6 +257,8 @@ def _train(args: argparse.Namespace) -> int:
         raise
     if replacing:
         rundir.finish_replacement(work, out)
+    if not main_process:
+        return 0
 
     written = sorted(
         p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
@@ -287,14 +305,19 @@ def _check_resumable(saved: Any, changed: Any) -> None:
 
 
 def _train_into(
-    work: Path,
+    work: Path | None,
     config: Any,
     task: Any,
     data: Any,
     transform_document: dict[str, Any],
     resume: bool,
+    main_process: bool = True,
 ) -> dict[str, Any]:
-    """Build the model, train it into `work`, score it and write results and plots."""
+    """Build the model, train it into `work`, score it and write results and plots.
+
+    Another process of a distributed run (``main_process`` False) only trains
+    beside the main one: `work` is the run it resumes from, or None.
+    """
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.checkpoint import atomic_write
     from rnnkit.toolkit.models import build_model
@@ -335,10 +358,11 @@ def _train_into(
         callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
         out_dir=work,
     )
-    work.mkdir(parents=True, exist_ok=True)
-    # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
-    atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
-    rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
+    if main_process:
+        work.mkdir(parents=True, exist_ok=True)
+        # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
+        atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
+        rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
     _print(
         f"training: {train_config.epochs} epoch{'s' if train_config.epochs > 1 else ''} of "
         f"{len(data.train):,} examples, batch "
@@ -347,6 +371,8 @@ def _train_into(
     )
     fit_started = time.perf_counter()
     history = trainer.fit(resume=resume)
+    if not main_process:
+        return {}
     results: dict[str, Any] = {
         "task": config.task,
         "epochs": len(history),

@@ -45,8 +45,9 @@ def load_worker():
     not dist.is_available() or not dist.is_gloo_available(),
     reason="torch.distributed with the gloo backend is not available in this torch build",
 )
-def torchrun(out_dir: Path) -> tuple[int, str]:
-    """Run the worker on two processes; returns (exit code, output)."""
+def torchrun(out_dir: Path, *args: object) -> tuple[int, str]:
+    """Run the worker on two processes (or, given `args`, ``-m rnnkit ARGS``);
+    returns (exit code, output)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -55,7 +56,8 @@ def torchrun(out_dir: Path) -> tuple[int, str]:
     env["OMP_NUM_THREADS"] = "1"  # two processes on the shared cores
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(WORKER), str(out_dir),
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+        *(["-m", "rnnkit", *map(str, args)] if args else [str(WORKER), str(out_dir)]),
     ]  # fmt: skip
     # A new session, so that a timeout can stop torchrun and both workers together.
     process = subprocess.Popen(
@@ -105,3 +107,52 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     # Only rank 0 wrote: one set of files, no temporaries.
     assert sorted(p.name for p in out_dir.iterdir()) == ["checkpoints", "metrics.csv", "model"]
     assert [p.name for p in (out_dir / "checkpoints").iterdir()] == ["epoch-0003"]
+
+
+CLI_CONFIG = """\
+task = "forecast"
+[data]
+path = "{data}"
+lookback = 5
+[model]
+hidden_size = 8
+[train]
+epochs = 2
+batch_size = 8
+device = "cpu"
+"""
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_rnnkit_train_under_torchrun_writes_one_complete_run_also_when_replacing(tmp_path):
+    """Every process runs the command; only rank 0 may write (a --force replacement by
+    the other rank once swapped its own model-less directory in over rank 0's run)."""
+    prices = ["Date,Open,High,Low,Close"]
+    prices += [f"2022-01-{day:02d},{100 + day % 7},{101 + day % 7},{99 + day % 7},{100 + day % 5}"
+               for day in range(1, 31)]  # fmt: skip
+    (tmp_path / "prices.csv").write_text("\n".join(prices) + "\n")
+    config = tmp_path / "config.toml"
+    config.write_text(CLI_CONFIG.format(data=tmp_path / "prices.csv"))
+    run = tmp_path / "run"
+    expected = [
+        "checkpoints",
+        "config.toml",
+        "forecast.png",
+        "learning_curves.png",
+        "metrics.csv",
+        "model",
+        "results.json",
+        "test_predictions.csv",
+        "transform.json",
+    ]
+    for extra in ((), ("--force",)):
+        returncode, output = torchrun(run, "train", config, "--out", run, *extra)
+        if returncode != 0 and "address already in use" in output.lower():
+            returncode, output = torchrun(run, "train", config, "--out", run, *extra)
+        assert returncode == 0, output[-12000:]
+        assert output.count("done in") == 1, output  # rank 0 alone prints
+        assert sorted(p.name for p in run.iterdir()) == expected, extra
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "prices.csv", "run"]

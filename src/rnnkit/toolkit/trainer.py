@@ -72,7 +72,7 @@ METRICS_CSV = "metrics.csv"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 
-__all__ = ["Callback", "TrainConfig", "Trainer", "TrainingDivergedError"]
+__all__ = ["Callback", "TrainConfig", "Trainer", "TrainingDivergedError", "distributed_env"]
 
 
 def _invalid(name: str, expected: str, got: object) -> ValueError:
@@ -228,7 +228,7 @@ class _Env(NamedTuple):
     local_rank: int
 
 
-def _distributed_env() -> _Env:
+def distributed_env() -> _Env:
     """World size, rank and local rank from the process group or torchrun's environment."""
     values = {}
     for name, default in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)):
@@ -343,7 +343,7 @@ class Trainer:
         self.callbacks = tuple(callbacks)
         self.out_dir = None if out_dir is None else Path(out_dir)
 
-        self.env = _distributed_env()
+        self.env = distributed_env()
         if config.batch_size % self.env.world_size:
             raise _invalid(
                 "batch_size",
