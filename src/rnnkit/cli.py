@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -194,12 +196,30 @@ def _build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from rnnkit.toolkit.trainer import distributed_env
 
-    if distributed_env().rank == 0:
-        return _train_as(args, main_process=True)
-    # Under torchrun the other processes train alongside rank 0 but write and print
-    # nothing: the run directory is rank 0's alone (errors still go to stderr).
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        return _train_as(args, main_process=False)
+    with _sigterm_as_exit():
+        if distributed_env().rank == 0:
+            return _train_as(args, main_process=True)
+        # Under torchrun the other processes train alongside rank 0 but write and print
+        # nothing: the run directory is rank 0's alone (errors still go to stderr).
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return _train_as(args, main_process=False)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``; torchrun stopping the others when one process fails) as
+    SystemExit, so that a replacement in progress is discarded, as on Ctrl-C."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    installed = threading.current_thread() is threading.main_thread()  # else not allowed
+    previous = signal.signal(signal.SIGTERM, stop) if installed else None
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _train_as(args: argparse.Namespace, main_process: bool) -> int:
@@ -225,8 +245,8 @@ def _train_as(args: argparse.Namespace, main_process: bool) -> int:
                     f"checkpoint), got {text!r}",
                     source="--set",
                 )
-        if main_process:
-            rundir.prepare_run_dir(out, resume=True, force=False)
+        # every process: one of them puts back a run left aside by a killed replacement
+        rundir.prepare_run_dir(out, resume=True, force=False)
         config = load_config(out / rundir.CONFIG_FILE, args.set)
         _check_resumable(load_config(out / rundir.CONFIG_FILE).train, config.train)
     else:

@@ -260,17 +260,21 @@ def test_a_killed_replacement_is_removed_by_the_next_run_and_a_running_one_kept(
     try:
         killed.kill()
         killed.wait()
-        young = tmp_path / ".run.new-0young00"  # maybe just created, not yet locked
+        young = tmp_path / f".run.new-{rundir._HOST}-0young00"  # created, not yet locked?
         young.mkdir()
+        # another host's (its lock is not seen here on NFS), and an older name
+        elsewhere, older = tmp_path / ".run.new-0host000-1a2b3c4d", tmp_path / ".run.new-5e6f7a8b"
         (tmp_path / ".run.new-notadir").write_text("")
-        for directory in (killed_dir, running_dir):
+        for directory in (killed_dir, running_dir, elsewhere, older):
+            directory.mkdir(exist_ok=True)
             (directory / rundir.CONFIG_FILE).write_text("partial")
             hour_ago = time.time() - 3600
             os.utime(directory, (hour_ago, hour_ago))
 
         assert rundir.prepare_run_dir(run, resume=True, force=False) == run
         kept = sorted(p.name for p in tmp_path.iterdir())
-        names = ["run", running_dir.name, young.name, ".run.new-notadir"]
+        names = ["run", running_dir.name, young.name, elsewhere.name, older.name]
+        names.append(".run.new-notadir")
         assert kept == sorted(names), "only the killed replacement's directory goes"
         assert (run / rundir.CONFIG_FILE).read_text() == "old"
     finally:
@@ -282,16 +286,71 @@ def test_a_killed_replacement_is_removed_by_the_next_run_and_a_running_one_kept(
     assert not running_dir.exists()  # its process is gone now
 
 
-def test_leftover_checks_never_fail_a_run(tmp_path, monkeypatch):
+def test_sigterm_during_a_replacement_discards_it_and_keeps_the_old_run(tmp_path):
+    """`kill`, or torchrun stopping the other processes when one fails."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=1))
+    run, log = tmp_path / "run", tmp_path / "stderr.txt"
+    assert wait(rnnkit("train", config, "--out", run, stderr=log), log) == 0
+    before = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    config.write_text(CONFIG.format(data=tmp_path / "prices.csv", epochs=10_000))
+    replacing = rnnkit("train", config, "--out", run, "--force", stderr=log)
+
+    def training() -> bool:  # the replacement has begun writing its run
+        return any((tmp_path / name / "checkpoints").exists() for name in entries(tmp_path)
+                   if name.startswith(".run.new-"))  # fmt: skip
+
+    deadline = time.monotonic() + 120
+    while not training():
+        assert replacing.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the replacement never began training"
+        time.sleep(0.01)
+    replacing.send_signal(signal.SIGTERM)
+    assert replacing.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+    assert sorted(entries(tmp_path)) == ["config.toml", "prices.csv", "run", "stderr.txt"]
+    assert {
+        str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()
+    } == before
+
+
+def test_leftover_checks_never_fail_a_run(tmp_path, monkeypatch, caplog):
     run = tmp_path / "run"
     run.mkdir()
     (run / rundir.CONFIG_FILE).write_text("old")
+    real_iterdir = Path.iterdir
 
     def unlistable(self):
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "iterdir", unlistable)  # a parent that can be entered only
     assert rundir.prepare_run_dir(run, resume=True, force=False) == run
+    monkeypatch.setattr(Path, "iterdir", real_iterdir)
+
+    def no_locks(descriptor, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)  # a filesystem without locks
+    staging = rundir.prepare_run_dir(run, resume=False, force=True)
+    assert staging.is_dir() and staging not in rundir._HELD and "cannot lock" in caplog.text
+    rundir.discard(staging)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_processes_putting_back_the_same_run_at_once_all_succeed(tmp_path, monkeypatch):
+    """Every process of a distributed --resume recovers; the first rename wins."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.CONFIG_FILE).write_text("old")
+    run.rename(tmp_path / ".run.old-5e6f7a8b")  # a replacement killed between its renames
+    real_replace = os.replace
+
+    def another_process_first(src, dst):
+        real_replace(src, dst)  # the other process's rename
+        raise FileNotFoundError(2, "No such file or directory", str(src))
+
+    monkeypatch.setattr(os, "replace", another_process_first)
+    assert rundir.prepare_run_dir(run, resume=True, force=False) == run
+    assert (run / rundir.CONFIG_FILE).read_text() == "old"
 
 
 def test_a_finished_or_discarded_replacement_releases_its_directory(tmp_path):

@@ -16,7 +16,7 @@ A run directory holds::
 ``config.toml`` marks a directory as a run. A new run refuses a directory that
 holds one unless it resumes it or replaces it. Replacing never touches the old
 run until the new one is complete: the new run trains in a hidden sibling
-directory (``.NAME.new-XXXX``) that takes the old one's place at the end (the
+directory (``.NAME.new-HOST-XXXX``) that takes the old one's place at the end (the
 old one is renamed aside, the new one renamed in, then the old one deleted).
 If the new run fails, the sibling is removed and the old run is left as it
 was. The replacing process holds a lock on the sibling while it lives (POSIX),
@@ -26,11 +26,13 @@ so if it is killed, the next run on NAME finds the sibling unlocked and removes 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -164,13 +166,16 @@ def _recover_interrupted_replacement(path: Path) -> None:
     if path.exists() or not path.parent.is_dir():
         return
     prefix = f".{path.name}.old-"
-    aside = sorted(
-        (p for p in path.parent.iterdir() if p.name.startswith(prefix)),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if aside and is_run(aside[-1]):
-        os.replace(aside[-1], path)
-        logger.warning("put back the run in %s, left aside by an interrupted replacement", path)
+    try:  # the processes of a distributed run may all get here: one of them wins
+        aside = sorted(
+            (p for p in path.parent.iterdir() if p.name.startswith(prefix)),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if aside and is_run(aside[-1]):
+            os.replace(aside[-1], path)
+            logger.warning("put back the run in %s, left aside by an interrupted replacement", path)
+    except FileNotFoundError:  # put back by another process meanwhile
+        pass
 
 
 # Open, locked descriptors of this process's replacement directories. A process's
@@ -178,6 +183,10 @@ def _recover_interrupted_replacement(path: Path) -> None:
 _HELD: dict[Path, int] = {}
 # A sibling this young is left alone: it may be a replacement created but not yet locked.
 _FRESH_S = 10.0
+# Replacement directories are named ".NAME.new-HOST-XXXXXXXX", HOST a digest of this
+# host's name: a lock on a directory is local to one host on NFS and CIFS, so only
+# this host's are judged by their lock.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _staging_prefix(path: Path) -> str:
@@ -186,13 +195,30 @@ def _staging_prefix(path: Path) -> str:
 
 def _claim_staging(path: Path) -> Path:
     """Create the hidden directory of a replacement of `path`, locked by this process."""
-    staging = path.with_name(f"{_staging_prefix(path)}{uuid.uuid4().hex[:8]}")
+    staging = path.with_name(f"{_staging_prefix(path)}{_HOST}-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
-    if fcntl is not None:
-        descriptor = os.open(staging, os.O_RDONLY)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    descriptor = _locked(staging)
+    if descriptor is not None:
         _HELD[staging] = descriptor
     return staging
+
+
+def _locked(directory: Path) -> int | None:
+    """A descriptor of `directory` that holds an exclusive lock on it; None where
+    there are no locks (the lock only serves the clean-up of killed runs)."""
+    if fcntl is None:
+        return None
+    descriptor = None
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except OSError as error:  # no locks on this filesystem, say
+        if descriptor is not None:
+            os.close(descriptor)
+        logger.warning("cannot lock %s (%s); if this run is killed, remove it by hand",
+                       directory, error)  # fmt: skip
+        return None
+    return descriptor
 
 
 def _release(staging: Path) -> None:
@@ -205,10 +231,10 @@ def _remove_abandoned_replacements(path: Path) -> None:
     """Remove the hidden directories of replacements of `path` whose process is gone.
 
     A replacement killed before it finished leaves its partial run in
-    ``.NAME.new-XXXX`` (the old run was never touched). A running replacement
-    holds a lock on its directory; one nobody holds is removed, under the lock,
-    unless it is younger than ``_FRESH_S`` seconds. Anything that cannot be
-    read or locked is left alone.
+    ``.NAME.new-HOST-XXXX`` (the old run was never touched). A running
+    replacement holds a lock on its directory; one of this host that nobody
+    holds is removed, under the lock, unless it is younger than ``_FRESH_S``
+    seconds. Anything that cannot be read or locked is left alone.
     """
     if fcntl is None:
         return
@@ -217,7 +243,7 @@ def _remove_abandoned_replacements(path: Path) -> None:
     except OSError:  # a parent that can be entered but not listed, say
         return
     for sibling in siblings:
-        if sibling in _HELD:
+        if sibling in _HELD or not sibling.name.startswith(f"{_staging_prefix(path)}{_HOST}-"):
             continue
         try:
             if sibling.is_symlink() or not sibling.is_dir():
