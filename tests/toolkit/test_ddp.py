@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from test_kill_resume import CONFIG, write_data  # a small forecast run
 
 from rnnkit.toolkit.checkpoint import load_checkpoint
 
@@ -109,20 +110,6 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert [p.name for p in (out_dir / "checkpoints").iterdir()] == ["epoch-0003"]
 
 
-CLI_CONFIG = """\
-task = "forecast"
-[data]
-path = "{data}"
-lookback = 5
-[model]
-hidden_size = 8
-[train]
-epochs = 2
-batch_size = 8
-device = "cpu"
-"""
-
-
 @pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
     reason="torch.distributed with the gloo backend is not available in this torch build",
@@ -130,12 +117,8 @@ device = "cpu"
 def test_rnnkit_train_under_torchrun_writes_one_complete_run_also_when_replacing(tmp_path):
     """Every process runs the command; only rank 0 may write (a --force replacement by
     the other rank once swapped its own model-less directory in over rank 0's run)."""
-    prices = ["Date,Open,High,Low,Close"]
-    prices += [f"2022-01-{day:02d},{100 + day % 7},{101 + day % 7},{99 + day % 7},{100 + day % 5}"
-               for day in range(1, 31)]  # fmt: skip
-    (tmp_path / "prices.csv").write_text("\n".join(prices) + "\n")
     config = tmp_path / "config.toml"
-    config.write_text(CLI_CONFIG.format(data=tmp_path / "prices.csv"))
+    config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=2))
     run = tmp_path / "run"
     expected = [
         "checkpoints",
