@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with _logging(args), _one_line_warnings():
         try:
+            if args.handler is not _train and _another_process_of_a_distributed_run():
+                return 0  # evaluate, predict, generate and bench run once: on rank 0
             return args.handler(args)
         except UsageError as error:
             _error(str(error))
@@ -87,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             _error(_describe(error))
             return 1
+
+
+def _another_process_of_a_distributed_run() -> bool:
+    """Whether this is a process other than rank 0 under torchrun (or another launcher)."""
+    from rnnkit.toolkit.trainer import distributed_env
+
+    return distributed_env().rank != 0
 
 
 # ----------------------------------------------------------------------------- parser

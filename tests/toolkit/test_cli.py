@@ -152,6 +152,21 @@ def test_train_forecast_writes_a_complete_run(files, tmp_path, capsys):
     assert "lookback = 10" in config
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict", "generate"])
+def test_under_torchrun_commands_other_than_train_run_on_rank_0_only(
+    forecast_run, files, tmp_path, monkeypatch, capsys, command
+):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    argv = {"evaluate": [forecast_run], "predict": [forecast_run, "--data", files / "prices.csv",
+            "--output", tmp_path / "p.csv"], "generate": [forecast_run]}[command]  # fmt: skip
+    assert run(capsys, command, *argv) == (0, "", "")  # nothing done, nothing written
+    assert not (tmp_path / "p.csv").exists()
+    monkeypatch.setenv("RANK", "x")
+    code, _, stderr = run(capsys, command, *argv)
+    assert code == 1 and "environment variable RANK, expected an integer, got 'x'" in stderr
+
+
 def test_evaluate_reproduces_the_test_scores(forecast_run, capsys):
     code, stdout, _ = run(capsys, "evaluate", forecast_run)
     assert code == 0
