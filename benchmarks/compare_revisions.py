@@ -85,7 +85,9 @@ def export_revision(revision: str, repo: Path, cache: Path = _CACHE) -> Path:
         package = staging / _BASE_NAME
         package.mkdir()
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(package, filter="data")
+            # git's own archive; the "data" filter where this Python has it (3.10.12+)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(package, **safe)
         for path in package.rglob("*.py"):
             path.write_text(rename_package(path.read_text()))
         staging.rename(root)
