@@ -5,7 +5,7 @@ falls on both alike: separate processes on this shared machine differ by more
 than most changes do. This exports the package of ``--base`` (default HEAD)
 into a cache directory as ``rnnkit_base`` (module and custom-op names renamed so
 both load in one process), builds both modules on the same weights, and times
-them in shuffled order, each call after a call of torch.nn.RNN as in
+them in alternating order, each call after a call of torch.nn.RNN as in
 ``bench_rnn.py`` (``--alone`` drops that: see ``interleave_effect.py``). Ratio =
 base time / working-tree time, so above 1 means the working tree is faster.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import random
 import re
 import shutil
 import statistics
@@ -30,14 +29,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _gc_paused, _make_step, parse_shape
+from rnnkit.benchmark import _make_step, _time_interleaved, parse_shape
 
 _PACKAGE = "src/rnnkit"
 _BASE_NAME = "rnnkit_base"
@@ -112,24 +109,6 @@ def _git(repo: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _time_pair(
-    steps: dict[str, Callable[[], object]], before: Callable[[], object] | None, repeats: int
-) -> dict[str, float]:
-    """Median seconds per call of each step, in shuffled order, each after ``before``."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps)
-    with _gc_paused():
-        for _ in range(repeats):
-            random.shuffle(order)
-            for name in order:
-                if before is not None:
-                    before()
-                start = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def compare_row(base, shape, num_layers, bidirectional, mode, repeats, alone) -> dict[str, float]:
     """Times one row; returns median microseconds of ``"base"`` and ``"working"``."""
     T, N, H_in, H_out = shape
@@ -146,8 +125,8 @@ def compare_row(base, shape, num_layers, bidirectional, mode, repeats, alone) ->
     torch_step = steps.pop("torch")
     for _ in range(3):  # compilation, first allocations
         torch_step(), *(step() for step in steps.values())
-    medians = _time_pair(steps, None if alone else torch_step, repeats)
-    return {name: seconds * 1e6 for name, seconds in medians.items()}
+    samples = _time_interleaved(steps, repeats, before=None if alone else torch_step)
+    return {name: statistics.median(seconds) * 1e6 for name, seconds in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

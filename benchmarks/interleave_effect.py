@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _gc_paused, _make_steps, parse_shape
+from rnnkit.benchmark import _make_steps, _time_interleaved, parse_shape
 
 
 class _Empty(torch.autograd.Function):
@@ -59,15 +58,7 @@ def _empty_step(shape, num_layers: int, bidirectional: bool):
 
 
 def _median_us(calls, repeats: int, before=None) -> float:
-    times = []
-    with _gc_paused():
-        for _ in range(repeats):
-            if before is not None:
-                before()
-            start = time.perf_counter()
-            calls()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return statistics.median(_time_interleaved({"": calls}, repeats, before=before)[""]) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

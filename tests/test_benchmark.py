@@ -358,6 +358,15 @@ def test_timing_interleaves_and_alternates_which_runs_first():
     assert [len(samples[name]) for name in ("torch", "rnnkit")] == [3, 3]
 
 
+def test_timing_makes_the_untimed_call_before_every_timed_one():
+    calls = []
+    samples = benchmark._time_interleaved(
+        recording_steps(calls), repeats=2, before=lambda: calls.append("before")
+    )
+    assert calls == ["before", "torch", "before", "rnnkit", "before", "rnnkit", "before", "torch"]
+    assert [len(samples[name]) for name in ("torch", "rnnkit")] == [2, 2]
+
+
 def test_timing_stops_at_the_limit_after_three_repeats():
     calls = []
     samples = benchmark._time_interleaved(recording_steps(calls), repeats=100, limit_s=0.0)

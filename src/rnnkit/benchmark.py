@@ -465,7 +465,10 @@ def _choose_repeats(warm_times: dict[str, list[float]], config: BenchmarkConfig)
 
 
 def _time_interleaved(
-    steps: dict[str, _Step], repeats: int, limit_s: float = math.inf
+    steps: dict[str, _Step],
+    repeats: int,
+    limit_s: float = math.inf,
+    before: Callable[[], object] | None = None,
 ) -> dict[str, list[float]]:
     """Times ``repeats`` calls of each step, alternating which runs first.
 
@@ -474,6 +477,8 @@ def _time_interleaved(
         repeats: Calls of each.
         limit_s: Seconds after which to stop early, once each has been called
             at least three times (or ``repeats`` times if fewer).
+        before: Called, untimed, before every timed call (a torch.nn.RNN step,
+            to time a call as it runs after one: see benchmarks/interleave_effect.py).
 
     Returns:
         Seconds per call, per implementation.
@@ -489,6 +494,8 @@ def _time_interleaved(
                 break
             for name in order if i % 2 == 0 else reversed(order):
                 step = steps[name]
+                if before is not None:
+                    before()
                 t0 = time.perf_counter()
                 step()
                 samples[name].append(time.perf_counter() - t0)
