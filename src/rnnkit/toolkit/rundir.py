@@ -190,12 +190,13 @@ _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _staging_prefix(path: Path) -> str:
-    return f".{path.name}.new-"
+    """The start of the name of every replacement directory of `path` made on this host."""
+    return f".{path.name}.new-{_HOST}-"
 
 
 def _claim_staging(path: Path) -> Path:
     """Create the hidden directory of a replacement of `path`, locked by this process."""
-    staging = path.with_name(f"{_staging_prefix(path)}{_HOST}-{uuid.uuid4().hex[:8]}")
+    staging = path.with_name(f"{_staging_prefix(path)}{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     descriptor = _locked(staging)
     if descriptor is not None:
@@ -243,7 +244,7 @@ def _remove_abandoned_replacements(path: Path) -> None:
     except OSError:  # a parent that can be entered but not listed, say
         return
     for sibling in siblings:
-        if sibling in _HELD or not sibling.name.startswith(f"{_staging_prefix(path)}{_HOST}-"):
+        if sibling in _HELD:
             continue
         try:
             if sibling.is_symlink() or not sibling.is_dir():
