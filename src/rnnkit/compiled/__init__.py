@@ -102,39 +102,46 @@ def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarra
     return sizes
 
 
-def _check_arrays(rows: int, batch: int, hidden: int, column: int, **arrays: np.ndarray) -> None:
+def _refuse_misfits(dtype: np.dtype, column: int, hidden: int, checked) -> None:
     """Refuse arrays whose shapes, dtypes or layout the kernels would misread.
 
     The kernels trust their arrays (compiled code does not bounds-check, and
     BLAS reads each operand by the first one's dtype), so this is the gate in
-    front of them, checked on the very arrays they get: C-contiguous, one float
-    dtype, ``(rows, W)`` per packed row with the direction's columns
-    ``column : column + hidden`` inside ``W``, ``(batch, hidden)`` per sequence.
+    front of them, checked on the very arrays they get: C-contiguous, all in
+    ``dtype``, each of its expected shape, the direction's columns
+    ``column : column + hidden`` inside the first array's width. One loop over
+    ``(name, array, shape)`` triples rather than a call per array: these
+    wrappers run once per layer and direction, where every microsecond shows
+    at small sizes.
+
+    Args:
+        dtype: the dtype every array must have (the first array's).
+        column, hidden: this direction's columns in the first array.
+        checked: ``(name, array, expected shape)`` triples, the widest row
+            array first.
     """
-    first = next(iter(arrays.values()))
-    dtype, width = first.dtype, first.shape[-1]
     if dtype not in _FLOATS:
         raise ValueError(f"rnnkit.compiled: expected float32 or float64, got {dtype}")
+    name, first, _ = checked[0]
+    width = first.shape[-1]
     if column < 0 or column + hidden > width:
         raise ValueError(
             f"rnnkit.compiled: expected columns {column}:{column + hidden} within the "
-            f"{width} columns of {next(iter(arrays))}"
+            f"{width} columns of {name}"
         )
-    per_sequence = (batch, hidden)
-    expected = {"h0": per_sequence, "grad_h_n": per_sequence, "bias": (hidden,)}
-    expected["bias_hh"] = (hidden,)
-    expected["w_hh"] = (hidden, hidden)
-    for name, array in arrays.items():
-        _check_array(name, array, expected.get(name, (rows, width)), dtype)
+    for name, array, shape in checked:
+        if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
+            raise ValueError(
+                f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
+                f"got shape {array.shape} in {array.dtype} with strides {array.strides}"
+            )
 
 
-def _check_array(name: str, array: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """Refuse one array that is not C-contiguous ``shape`` in ``dtype``."""
-    if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
-        raise ValueError(
-            f"rnnkit.compiled: expected {name} of shape {shape} in {dtype}, C-contiguous; "
-            f"got shape {array.shape} in {array.dtype} with strides {array.strides}"
-        )
+@functools.cache
+def _absent(dtype: np.dtype, ndim: int) -> np.ndarray:
+    """An empty array of ``ndim`` dimensions standing for an operand not given
+    (the kernels test its first dimension); one per dtype and rank, never written."""
+    return np.empty((0,) * ndim, dtype)
 
 
 def _as_numpy(tensor: Tensor) -> np.ndarray:
@@ -202,37 +209,43 @@ def forward(
         raise ValueError("rnnkit.compiled: project_steps expects w_ih without x")
     if not project_steps and (x is None) != (w_ih is None):
         raise ValueError("rnnkit.compiled: expected x and w_ih both given or both None")
+    if bias_hh is not None and bias is None:
+        raise ValueError("rnnkit.compiled: expected bias (b_ih) with bias_hh")
     rows, hidden = out_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, h0.size(0) if h0.dim() else -1)
+    batch, dtype = int(sizes[0]), out_np.dtype
     h0_np, w_hh_np = _as_numpy(h0), _as_numpy(w_hh)
-    dtype = out_np.dtype
     bias_np = np.zeros(hidden, dtype) if bias is None else _as_numpy(bias)
-    arrays = {"out": out_np, "h0": h0_np, "w_hh": w_hh_np, "bias": bias_np}
+    checked = [("out", out_np, out_np.shape), ("h0", h0_np, (batch, hidden)),
+               ("w_hh", w_hh_np, (hidden, hidden)), ("bias", bias_np, (hidden,))]  # fmt: skip
+    bias_hh_np = _absent(dtype, 1)
     if bias_hh is not None:
-        if bias is None:
-            raise ValueError("rnnkit.compiled: expected bias (b_ih) with bias_hh")
-        arrays["bias_hh"] = _as_numpy(bias_hh)
-    _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
-    bias_hh_np = arrays.get("bias_hh", np.empty(0, dtype))
-    skipped = np.empty((0, 0), dtype)
-    x_np = skipped if x is None else _as_numpy(x)
-    w_ih_np = skipped if w_ih is None else _as_numpy(w_ih)
+        bias_hh_np = _as_numpy(bias_hh)
+        checked.append(("bias_hh", bias_hh_np, (hidden,)))
+    x_np = w_ih_np = h_n_np = _absent(dtype, 2)
     if x is not None:
+        x_np, w_ih_np = _as_numpy(x), _as_numpy(w_ih)
         width = x_np.shape[1] if x_np.ndim == 2 else -1
-        _check_array("x", x_np, (rows, width), dtype)
-        _check_array("w_ih", w_ih_np, (hidden, width), dtype)
+        checked += [("x", x_np, (rows, width)), ("w_ih", w_ih_np, (hidden, width))]
     elif project_steps:  # the input is all of out's columns
-        _check_array("w_ih", w_ih_np, (hidden, out_np.shape[1]), dtype)
-    h_n_np = skipped if h_n is None else _written_in_place(h_n, "h_n")
+        w_ih_np = _as_numpy(w_ih)
+        checked.append(("w_ih", w_ih_np, (hidden, out_np.shape[1])))
     if h_n is not None:
-        _check_array("h_n", h_n_np, (int(sizes[0]), hidden), dtype)
-    kernels = _kernels()
+        h_n_np = _written_in_place(h_n, "h_n")
+        checked.append(("h_n", h_n_np, (batch, hidden)))
+    _refuse_misfits(dtype, column, hidden, checked)
     _single_threaded_scipy_blas()
-    code = {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
-    kernels.forward_loop(
-        out_np, column, h0_np, w_hh_np, bias_np, bias_hh_np, sizes, reverse, code, SMALL_GEMM,
-        _blas().tall_rows(), x_np, w_ih_np, h_n_np, project_steps,
+    _kernels().forward_loop(
+        out_np, column, h0_np, w_hh_np, bias_np, bias_hh_np, sizes, reverse, _kind_code(kind),
+        SMALL_GEMM, _blas().tall_rows(), x_np, w_ih_np, h_n_np, project_steps,
     )  # fmt: skip
+
+
+@functools.cache
+def _kind_code(kind: str) -> int:
+    """The kernels' code for an activation: ``"tanh"``, ``"fast_tanh"`` or ``"relu"``."""
+    kernels = _kernels()
+    return {"tanh": kernels.TANH, "fast_tanh": kernels.FAST_TANH, "relu": kernels.RELU}[kind]
 
 
 def backward(
@@ -263,21 +276,17 @@ def backward(
     d_np = _written_in_place(d, "d")
     rows, hidden = d_np.shape[0], w_hh.size(0)
     sizes = _sizes_array(batch_sizes, rows, grad_h_n.size(0) if grad_h_n.dim() else -1)
-    arrays = {
-        "d": d_np,
-        "grad_out": _as_numpy(grad_out),
-        "out": _as_numpy(out),
-        "grad_h_n": _as_numpy(grad_h_n),
-        "w_hh": _as_numpy(w_hh),
-    }
-    _check_arrays(rows, int(sizes[0]), hidden, column, **arrays)
-    kernels = _kernels()
+    batch = int(sizes[0])
+    grad_out_np, out_np = _as_numpy(grad_out), _as_numpy(out)
+    grad_h_n_np, w_hh_np = _as_numpy(grad_h_n), _as_numpy(w_hh)
+    checked = (("d", d_np, d_np.shape), ("grad_out", grad_out_np, d_np.shape),
+               ("out", out_np, d_np.shape), ("grad_h_n", grad_h_n_np, (batch, hidden)),
+               ("w_hh", w_hh_np, (hidden, hidden)))  # fmt: skip
+    _refuse_misfits(d_np.dtype, column, hidden, checked)
     _single_threaded_scipy_blas()
-    fast = d.dtype == torch.float32
-    d_np, grad_out_np, out_np, grad_h_n_np, w_hh_np = arrays.values()
-    kernels.backward_loop(
+    _kernels().backward_loop(
         d_np, grad_out_np, grad_h_n_np, out_np, w_hh_np, column,
-        sizes, reverse, relu, fast, SMALL_GEMM, _blas().tall_rows(),
+        sizes, reverse, relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(),
     )  # fmt: skip
 
 
@@ -327,19 +336,6 @@ def backward_equal_lengths(
             f"rnnkit.compiled: expected {rows} rows and the {chunk_rows} rows of d to be "
             f"whole steps of the batch of {batch}, d at most all of them"
         )
-    arrays = {"grad_out": _as_numpy(grad_out), "out": _as_numpy(out), "h0": _as_numpy(h0),
-              "grad_h_n": _as_numpy(grad_h_n), "w_hh": _as_numpy(w_hh)}  # fmt: skip
-    _check_arrays(rows, batch, hidden, column, **arrays)
-    dtype = arrays["out"].dtype
-    d_np = _written_in_place(d, "d")
-    _check_array("d", d_np, (chunk_rows, hidden), dtype)
-    inputs = {"x": _as_numpy(x), "w_ih": _as_numpy(w_ih)}
-    width = inputs["x"].shape[1] if inputs["x"].ndim == 2 else -1
-    expected = {"x": (rows, width), "w_ih": (hidden, width), "grad_x": (rows, width),
-                "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
-                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,),
-                "grad_bias_hh": (hidden,)}  # fmt: skip
-    grads = {"grad_bias_hh": None} | grads
     # The kernel takes grad_w_ih as the sign that every weight gradient is wanted.
     names = ("grad_w_ih", "grad_w_hh", "grad_bias", "grad_bias_hh")
     given = tuple(name for name in names if grads.get(name) is not None)
@@ -349,16 +345,29 @@ def backward_equal_lengths(
             "given or both None, bias gradients only with them (grad_bias_hh with "
             f"grad_bias); got {', '.join(given)} given"
         )
-    for name, tensor in grads.items():  # a skipped gradient: an empty array of its rank
-        skipped = np.empty((0,) * len(expected[name]), dtype)
-        inputs[name] = skipped if tensor is None else tensor.detach().numpy()
-    for name, array in inputs.items():
-        if name in ("x", "w_ih") or grads[name] is not None:
-            _check_array(name, array, expected[name], dtype)
+    grad_out_np, out_np, d_np = _as_numpy(grad_out), _as_numpy(out), _written_in_place(d, "d")
+    h0_np, grad_h_n_np = _as_numpy(h0), _as_numpy(grad_h_n)
+    x_np, w_ih_np, w_hh_np = _as_numpy(x), _as_numpy(w_ih), _as_numpy(w_hh)
+    width = x_np.shape[1] if x_np.ndim == 2 else -1
+    row_shape = (rows, grad_out_np.shape[-1])
+    checked = [("grad_out", grad_out_np, row_shape), ("out", out_np, row_shape),
+               ("h0", h0_np, (batch, hidden)), ("grad_h_n", grad_h_n_np, (batch, hidden)),
+               ("w_hh", w_hh_np, (hidden, hidden)), ("d", d_np, (chunk_rows, hidden)),
+               ("x", x_np, (rows, width)), ("w_ih", w_ih_np, (hidden, width))]  # fmt: skip
+    expected = {"grad_x": (rows, width), "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
+                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,),
+                "grad_bias_hh": (hidden,)}  # fmt: skip
+    written = []  # each gradient's array, or an empty one of its rank to skip it
+    for name, shape in expected.items():
+        tensor = grads.get(name)
+        if tensor is None:
+            written.append(_absent(grad_out_np.dtype, len(shape)))
+        else:
+            written.append(tensor.detach().numpy())
+            checked.append((name, written[-1], shape))
+    _refuse_misfits(grad_out_np.dtype, column, hidden, checked)
     _single_threaded_scipy_blas()
     _kernels().backward_equal_lengths(
-        d_np, arrays["grad_out"], arrays["grad_h_n"], inputs["x"], arrays["out"], arrays["h0"],
-        inputs["w_ih"], arrays["w_hh"], column, reverse, relu, d.dtype == torch.float32,
-        SMALL_GEMM, _blas().tall_rows(), accumulate_x, inputs["grad_x"], inputs["grad_h0"],
-        inputs["grad_w_ih"], inputs["grad_w_hh"], inputs["grad_bias"], inputs["grad_bias_hh"],
+        d_np, grad_out_np, grad_h_n_np, x_np, out_np, h0_np, w_ih_np, w_hh_np, column, reverse,
+        relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(), accumulate_x, *written,
     )  # fmt: skip
