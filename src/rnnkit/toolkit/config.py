@@ -38,7 +38,6 @@ import dataclasses
 import difflib
 import json
 import math
-import numbers
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -51,6 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from rnnkit.toolkit.arguments import is_int, is_real
 from rnnkit.toolkit.data.series_archive import is_aeon_source
 from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
 from rnnkit.toolkit.models import NONLINEARITIES, POOLINGS
@@ -114,16 +114,8 @@ def _invalid(key: str, expected: str, got: object) -> ConfigError:
     return ConfigError(f"invalid value for key `{key}`, expected {expected}, got {got!r}", key=key)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_int(key: str, value: object, minimum: int, note: str = "") -> None:
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         what = {0: "a non-negative integer", 1: "a positive integer"}.get(
             minimum, f"an integer >= {minimum}"
         )
@@ -135,7 +127,7 @@ def _check_real(
 ) -> None:
     # low / high are inclusive bounds (high exclusive with `high_open`); `what` says them in
     # words for the message.
-    if not _is_real(value) or not low <= value <= high or (high_open and value == high):
+    if not is_real(value) or not low <= value <= high or (high_open and value == high):
         raise _invalid(key, what, value)
 
 
@@ -157,7 +149,7 @@ def _check_bool(key: str, value: object) -> None:
 def _as_float(section: Any, name: str) -> None:
     # TOML writes 1 for 1.0; store floats as floats so equal configs compare equal.
     value = getattr(section, name)
-    if _is_real(value):
+    if is_real(value):
         object.__setattr__(section, name, float(value))
 
 
@@ -241,7 +233,7 @@ class DataConfig:
         _check_choice("data.target_transform", self.target_transform, TARGET_TRANSFORMS)
         _check_bool("data.lowercase", self.lowercase)
         _check_int("data.min_freq", self.min_freq, 1)
-        if not _is_int(self.max_vocab) or self.max_vocab == 1 or self.max_vocab < 0:
+        if not is_int(self.max_vocab) or self.max_vocab == 1 or self.max_vocab < 0:
             raise _invalid(
                 "data.max_vocab", "0 (no limit) or an integer >= 2 (<pad> and <unk>)",
                 self.max_vocab,
@@ -377,18 +369,18 @@ class TrainSection:
         for name in ("seed", "checkpoint_every"):
             _check_int(f"train.{name}", getattr(self, name), 0)
         _check_int("train.early_stopping_patience", self.early_stopping_patience, 0, " (0 is off)")
-        if not _is_real(self.lr) or self.lr <= 0:
+        if not is_real(self.lr) or self.lr <= 0:
             raise _invalid("train.lr", "a positive number", self.lr)
         for name in ("weight_decay", "min_lr", "early_stopping_min_delta"):
             value = getattr(self, name)
-            if not _is_real(value) or value < 0:
+            if not is_real(value) or value < 0:
                 raise _invalid(f"train.{name}", "a non-negative number", value)
-        if not _is_real(self.grad_clip) or self.grad_clip < 0:
+        if not is_real(self.grad_clip) or self.grad_clip < 0:
             raise _invalid("train.grad_clip", "a positive number, or 0 for no clipping",
                            self.grad_clip)  # fmt: skip
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise _invalid("train.momentum", "a number in [0, 1)", self.momentum)
-        if not _is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
+        if not is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
             raise _invalid("train.plateau_factor", "a number in (0, 1)", self.plateau_factor)
         for name in ("lr", "weight_decay", "momentum", "min_lr", "plateau_factor", "grad_clip",
                      "early_stopping_min_delta"):  # fmt: skip

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from rnnkit.toolkit.arguments import invalid_argument
+
 DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or another torch device"
 
 
@@ -35,13 +37,15 @@ def resolve_device(name: object, local_rank: int | None = None) -> torch.device:
         ValueError: `name` is not a device name, or asks for CUDA where there is none.
     """
     if not isinstance(name, str) or not parses_as_device(name):
-        raise _invalid(DEVICE_NAMES, repr(name))
+        raise invalid_argument("device", DEVICE_NAMES, name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise _invalid("a device this machine has (no CUDA GPU is available)", repr(name))
+            raise invalid_argument(
+                "device", "a device this machine has (no CUDA GPU is available)", name
+            )
         if device.index is None and local_rank is not None:
             device = torch.device("cuda", local_rank)
     return device
@@ -62,9 +66,3 @@ def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> A
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(value, device, non_blocking) for value in batch)
     return batch
-
-
-def _invalid(expected: str, got: str) -> ValueError:
-    return ValueError(
-        f"Received an invalid value for argument `device`, expected {expected}, got {got}"
-    )

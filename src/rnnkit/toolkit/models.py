@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.rnn import RNN
+from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
 from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
 TASKS = ("regression", "classification", "tagging", "language_model")
@@ -62,22 +62,12 @@ __all__ = [
 ]
 
 
-def _invalid(name: str, expected: str, got: object) -> ValueError:
-    return ValueError(
-        f"Received an invalid value for argument `{name}`, expected {expected}, got {got!r}"
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise _invalid(name, what + (" or None" if optional else ""), value)
+        raise invalid_argument(name, what + (" or None" if optional else ""), value)
 
 
 @dataclass(frozen=True)
@@ -135,7 +125,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise _invalid("task", f"one of {TASKS}", self.task)
+            raise invalid_argument("task", f"one of {TASKS}", self.task)
         if (self.input_size is None) == (self.vocab_size is None):
             raise ValueError(
                 "Received invalid values for arguments `input_size` and `vocab_size`, expected "
@@ -146,13 +136,15 @@ class ModelConfig:
         _check_int("vocab_size", self.vocab_size, 1, optional=True)
         if self.vocab_size is None:
             if self.embedding_dim is not None:
-                raise _invalid("embedding_dim", "None for real-valued input", self.embedding_dim)
+                raise invalid_argument(
+                    "embedding_dim", "None for real-valued input", self.embedding_dim
+                )
         else:
             _check_int("embedding_dim", self.embedding_dim, 1, optional=True)
             if self.padding_idx is not None and (
-                not _is_int(self.padding_idx) or not 0 <= self.padding_idx < self.vocab_size
+                not is_int(self.padding_idx) or not 0 <= self.padding_idx < self.vocab_size
             ):
-                raise _invalid(
+                raise invalid_argument(
                     "padding_idx",
                     f"None or a token id in [0, vocab_size={self.vocab_size})",
                     self.padding_idx,
@@ -162,24 +154,20 @@ class ModelConfig:
         _check_int("hidden_size", self.hidden_size, 1)
         _check_int("num_layers", self.num_layers, 1)
         if self.nonlinearity not in NONLINEARITIES:
-            raise _invalid("nonlinearity", f"one of {NONLINEARITIES}", self.nonlinearity)
+            raise invalid_argument("nonlinearity", f"one of {NONLINEARITIES}", self.nonlinearity)
         if not isinstance(self.bidirectional, bool):
-            raise _invalid("bidirectional", "a bool", self.bidirectional)
-        if (
-            isinstance(self.dropout, bool)
-            or not isinstance(self.dropout, numbers.Real)
-            or not 0 <= self.dropout <= 1
-        ):
-            raise _invalid("dropout", "a number in [0, 1]", self.dropout)
+            raise invalid_argument("bidirectional", "a bool", self.bidirectional)
+        if not is_real(self.dropout) or not 0 <= self.dropout <= 1:
+            raise invalid_argument("dropout", "a number in [0, 1]", self.dropout)
         if self.pooling not in POOLINGS:
-            raise _invalid("pooling", f"one of {POOLINGS}", self.pooling)
+            raise invalid_argument("pooling", f"one of {POOLINGS}", self.pooling)
         for name in ("input_dropout", "output_dropout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-                raise _invalid(name, "a number in [0, 1)", value)
+            if not is_real(value) or not 0 <= value < 1:
+                raise invalid_argument(name, "a number in [0, 1)", value)
         self._check_chars()
         if self.task not in MANY_TO_ONE_TASKS and self.pooling != "last":
-            raise _invalid(
+            raise invalid_argument(
                 "pooling", f"the default 'last' for task {self.task!r} (it predicts every step)",
                 self.pooling,
             )  # fmt: skip
@@ -189,8 +177,8 @@ class ModelConfig:
             object.__setattr__(self, "num_outputs", 1)
         elif self.task == "regression":
             _check_int("num_outputs", self.num_outputs, 1)
-        elif not _is_int(self.num_outputs) or self.num_outputs < 2:
-            raise _invalid(
+        elif not is_int(self.num_outputs) or self.num_outputs < 2:
+            raise invalid_argument(
                 "num_outputs", f"the number of classes (an integer >= 2) for task {self.task!r}",
                 self.num_outputs,
             )  # fmt: skip
@@ -199,10 +187,14 @@ class ModelConfig:
         if self.char_vocab_size is None:
             for name in ("char_embedding_dim", "char_hidden_size"):
                 if getattr(self, name) is not None:
-                    raise _invalid(name, "None without char_vocab_size", getattr(self, name))
+                    raise invalid_argument(
+                        name, "None without char_vocab_size", getattr(self, name)
+                    )
             return
         if self.vocab_size is None:
-            raise _invalid("char_vocab_size", "None for real-valued input", self.char_vocab_size)
+            raise invalid_argument(
+                "char_vocab_size", "None for real-valued input", self.char_vocab_size
+            )
         _check_int("char_vocab_size", self.char_vocab_size, 2)
         _check_int("char_hidden_size", self.char_hidden_size, 1)
         _check_int("char_embedding_dim", self.char_embedding_dim, 1, optional=True)
@@ -211,9 +203,11 @@ class ModelConfig:
 
     def _check_language_model(self) -> None:
         if self.vocab_size is None:
-            raise _invalid("vocab_size", "a positive integer for task 'language_model'", None)
+            raise invalid_argument(
+                "vocab_size", "a positive integer for task 'language_model'", None
+            )
         if self.char_vocab_size is not None:
-            raise _invalid(
+            raise invalid_argument(
                 "char_vocab_size", "None for task 'language_model' (its tokens are characters)",
                 self.char_vocab_size,
             )  # fmt: skip
@@ -226,7 +220,7 @@ class ModelConfig:
         if self.num_outputs is None:
             object.__setattr__(self, "num_outputs", self.vocab_size)
         elif self.num_outputs != self.vocab_size:
-            raise _invalid(
+            raise invalid_argument(
                 "num_outputs",
                 f"None or vocab_size={self.vocab_size} for task 'language_model'",
                 self.num_outputs,
@@ -366,7 +360,7 @@ class RecurrentEncoder(nn.Module):
             if lengths is not None and not torch.equal(
                 torch.as_tensor(lengths).to("cpu", torch.int64), own_lengths
             ):
-                raise _invalid(
+                raise invalid_argument(
                     "lengths",
                     f"None or the PackedSequence's own lengths {own_lengths.tolist()}",
                     torch.as_tensor(lengths).tolist(),
@@ -396,7 +390,7 @@ class RecurrentEncoder(nn.Module):
 
     def _check_padded(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
-            raise _invalid("x", "a tensor or a PackedSequence", type(x).__name__)
+            raise invalid_argument("x", "a tensor or a PackedSequence", type(x).__name__)
         if self.embedding is not None:
             dims, shape = (2, "(batch, window)")
             if self.spelled:
@@ -417,7 +411,7 @@ def _check_lengths(lengths: Tensor | Sequence[int], batch: int, window: int) -> 
     """Lengths as an int64 CPU tensor (what pack_padded_sequence needs), checked."""
     lengths = torch.as_tensor(lengths)
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise _invalid("lengths", "integer lengths", lengths)
+        raise invalid_argument("lengths", "integer lengths", lengths)
     lengths = lengths.to("cpu", torch.int64)
     if lengths.shape != (batch,):
         raise ValueError(
@@ -470,7 +464,7 @@ class ManyToOneHead(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise _invalid("pooling", f"one of {POOLINGS}", pooling)
+            raise invalid_argument("pooling", f"one of {POOLINGS}", pooling)
         self.pooling = pooling
         self.num_directions = num_directions
         self.dropout = nn.Dropout(dropout)
@@ -526,9 +520,9 @@ class TaggingHead(nn.Module):
 
 def _check_task(config: ModelConfig, tasks: Sequence[str], model: str) -> None:
     if not isinstance(config, ModelConfig):
-        raise _invalid("config", "a ModelConfig", type(config).__name__)
+        raise invalid_argument("config", "a ModelConfig", type(config).__name__)
     if config.task not in tasks:
-        raise _invalid("config.task", f"one of {tuple(tasks)} for {model}", config.task)
+        raise invalid_argument("config.task", f"one of {tuple(tasks)} for {model}", config.task)
 
 
 class ManyToOneModel(nn.Module):
@@ -666,22 +660,17 @@ class LanguageModel(nn.Module):
         """
         prompt = self._check_prompt(prompt_ids)
         _check_int("length", length, 0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, numbers.Real)
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise _invalid(
+        if not is_real(temperature) or temperature <= 0:
+            raise invalid_argument(
                 "temperature", "a positive finite number (top_k=1 for greedy decoding)",
                 temperature,
             )  # fmt: skip
-        if top_k is not None and (not _is_int(top_k) or not 1 <= top_k <= self.config.vocab_size):
-            raise _invalid(
+        if top_k is not None and (not is_int(top_k) or not 1 <= top_k <= self.config.vocab_size):
+            raise invalid_argument(
                 "top_k", f"None or an integer in [1, vocab_size={self.config.vocab_size}]", top_k
             )
-        if seed is not None and not _is_int(seed):
-            raise _invalid("seed", "None or an integer", seed)
+        if seed is not None and not is_int(seed):
+            raise invalid_argument("seed", "None or an integer", seed)
         return self._stream(prompt, length, float(temperature), top_k, seed)
 
     @torch.no_grad()
@@ -723,7 +712,7 @@ class LanguageModel(nn.Module):
         try:
             prompt = torch.as_tensor(prompt_ids)
         except (TypeError, ValueError, RuntimeError):
-            raise _invalid("prompt_ids", "a sequence of token ids", prompt_ids) from None
+            raise invalid_argument("prompt_ids", "a sequence of token ids", prompt_ids) from None
         vocab_size = self.config.vocab_size
         if (
             prompt.dim() != 1
@@ -734,7 +723,7 @@ class LanguageModel(nn.Module):
             or int(prompt.max()) >= vocab_size
         ):
             shown = prompt.tolist() if prompt.numel() <= 20 else f"tensor of shape {prompt.shape}"
-            raise _invalid(
+            raise invalid_argument(
                 "prompt_ids",
                 f"a non-empty 1-D sequence of token ids in [0, vocab_size={vocab_size})",
                 shown,
@@ -774,5 +763,7 @@ def build_model(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
             )
         config = ModelConfig(**config)
     elif not isinstance(config, ModelConfig):
-        raise _invalid("config", "a ModelConfig or a mapping of its fields", type(config).__name__)
+        raise invalid_argument(
+            "config", "a ModelConfig or a mapping of its fields", type(config).__name__
+        )
     return MODELS[config.task](config)

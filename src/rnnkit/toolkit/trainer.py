@@ -29,7 +29,6 @@ import dataclasses
 import io
 import logging
 import math
-import numbers
 import os
 import re
 import shutil
@@ -46,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
 from rnnkit.toolkit.checkpoint import (
     EPOCH_DIR,
     MODEL_FILE,
@@ -73,20 +73,6 @@ CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 
 __all__ = ["Callback", "TrainConfig", "Trainer", "TrainingDivergedError", "distributed_env"]
-
-
-def _invalid(name: str, expected: str, got: object) -> ValueError:
-    return ValueError(
-        f"Received an invalid value for argument `{name}`, expected {expected}, got {got!r}"
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -153,45 +139,47 @@ class TrainConfig:
         positive_ints = ("epochs", "batch_size", "plateau_patience", "keep_checkpoints")
         for name in positive_ints:
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise _invalid(name, "a positive integer", value)
+            if not is_int(value) or value < 1:
+                raise invalid_argument(name, "a positive integer", value)
         for name in ("seed", "num_workers", "checkpoint_every"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
-                raise _invalid(name, "a non-negative integer", value)
-        if not _is_real(self.lr) or self.lr <= 0:
-            raise _invalid("lr", "a positive number", self.lr)
+            if not is_int(value) or value < 0:
+                raise invalid_argument(name, "a non-negative integer", value)
+        if not is_real(self.lr) or self.lr <= 0:
+            raise invalid_argument("lr", "a positive number", self.lr)
         for name in ("weight_decay", "min_lr", "early_stopping_min_delta"):
             value = getattr(self, name)
-            if not _is_real(value) or value < 0:
-                raise _invalid(name, "a non-negative number", value)
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
-            raise _invalid("momentum", "a number in [0, 1)", self.momentum)
-        if not _is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
-            raise _invalid("plateau_factor", "a number in (0, 1)", self.plateau_factor)
+            if not is_real(value) or value < 0:
+                raise invalid_argument(name, "a non-negative number", value)
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
+            raise invalid_argument("momentum", "a number in [0, 1)", self.momentum)
+        if not is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
+            raise invalid_argument("plateau_factor", "a number in (0, 1)", self.plateau_factor)
         if self.optimizer not in OPTIMIZERS:
-            raise _invalid("optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+            raise invalid_argument("optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         if self.lr_schedule not in LR_SCHEDULES:
-            raise _invalid("lr_schedule", f"one of {LR_SCHEDULES}", self.lr_schedule)
-        if self.grad_clip is not None and (not _is_real(self.grad_clip) or self.grad_clip <= 0):
-            raise _invalid("grad_clip", "a positive number or None", self.grad_clip)
+            raise invalid_argument("lr_schedule", f"one of {LR_SCHEDULES}", self.lr_schedule)
+        if self.grad_clip is not None and (not is_real(self.grad_clip) or self.grad_clip <= 0):
+            raise invalid_argument("grad_clip", "a positive number or None", self.grad_clip)
         patience = self.early_stopping_patience
-        if patience is not None and (not _is_int(patience) or patience < 1):
-            raise _invalid("early_stopping_patience", "a positive integer or None", patience)
+        if patience is not None and (not is_int(patience) or patience < 1):
+            raise invalid_argument(
+                "early_stopping_patience", "a positive integer or None", patience
+            )
         if self.monitor is not None and (
             not isinstance(self.monitor, str) or not re.fullmatch(r"(train|val)_\w+", self.monitor)
         ):
-            raise _invalid(
+            raise invalid_argument(
                 "monitor", "None or a history key such as 'val_loss' or 'val_accuracy'",
                 self.monitor,
             )  # fmt: skip
         for name in ("restore_best", "shuffle", "drop_last"):
             if not isinstance(getattr(self, name), bool):
-                raise _invalid(name, "a bool", getattr(self, name))
+                raise invalid_argument(name, "a bool", getattr(self, name))
         if self.progress is not None and not isinstance(self.progress, bool):
-            raise _invalid("progress", "a bool or None", self.progress)
+            raise invalid_argument("progress", "a bool or None", self.progress)
         if not isinstance(self.device, str) or not parses_as_device(self.device):
-            raise _invalid("device", DEVICE_NAMES, self.device)
+            raise invalid_argument("device", DEVICE_NAMES, self.device)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -316,23 +304,23 @@ class Trainer:
         out_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
-            raise _invalid("config", "a TrainConfig", type(config).__name__)
+            raise invalid_argument("config", "a TrainConfig", type(config).__name__)
         if not isinstance(model, nn.Module):
-            raise _invalid("model", "a torch.nn.Module", type(model).__name__)
+            raise invalid_argument("model", "a torch.nn.Module", type(model).__name__)
         for name, dataset in (("train_dataset", train_dataset), ("val_dataset", val_dataset)):
             if dataset is not None and not hasattr(dataset, "__len__"):
-                raise _invalid(
+                raise invalid_argument(
                     name, "a map-style dataset (with __len__ and __getitem__)",
                     type(dataset).__name__,
                 )  # fmt: skip
         if len(train_dataset) == 0:
-            raise _invalid("train_dataset", "at least one sample", "an empty dataset")
+            raise invalid_argument("train_dataset", "at least one sample", "an empty dataset")
         if not callable(loss_fn):
-            raise _invalid("loss_fn", "a callable loss_fn(output, target)", loss_fn)
+            raise invalid_argument("loss_fn", "a callable loss_fn(output, target)", loss_fn)
         metrics = tuple(metrics)
         names = [getattr(metric, "name", None) for metric in metrics]
         if not all(isinstance(m, Metric) for m in metrics) or len(set(names)) != len(names):
-            raise _invalid("metrics", "Metric objects with distinct names", metrics)
+            raise invalid_argument("metrics", "Metric objects with distinct names", metrics)
         self.config = config
         self.model = model
         self.train_dataset = train_dataset
@@ -345,7 +333,7 @@ class Trainer:
 
         self.env = distributed_env()
         if config.batch_size % self.env.world_size:
-            raise _invalid(
+            raise invalid_argument(
                 "batch_size",
                 f"a multiple of the number of processes ({self.env.world_size})",
                 config.batch_size,
@@ -620,7 +608,9 @@ class Trainer:
     def _resume(self, resume: bool | str | os.PathLike[str]) -> None:
         if resume is True:
             if self.out_dir is None:
-                raise _invalid("resume", "False or a checkpoint path when out_dir is None", True)
+                raise invalid_argument(
+                    "resume", "False or a checkpoint path when out_dir is None", True
+                )
             path = latest_checkpoint(self.out_dir / CHECKPOINTS_DIR)
             if path is None:
                 logger.info("no checkpoint in %s: starting from scratch", self.out_dir)
@@ -683,7 +673,7 @@ class Trainer:
         if name not in names or (stage == "val" and self.val_dataset is None):
             known = [f"train_{n}" for n in names]
             known += [f"val_{n}" for n in names] if self.val_dataset is not None else []
-            raise _invalid("monitor", f"one of {known}", self.monitor)
+            raise invalid_argument("monitor", f"one of {known}", self.monitor)
         self._monitor_mode = names[name]
 
     def _init_process_group(self) -> bool:
@@ -734,7 +724,7 @@ class Trainer:
 def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
-        raise _invalid("model", "a module with trainable parameters", type(model).__name__)
+        raise invalid_argument("model", "a module with trainable parameters", type(model).__name__)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":

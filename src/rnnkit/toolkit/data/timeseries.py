@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rnnkit.toolkit.arguments import invalid_argument, is_int
 from rnnkit.toolkit.data.errors import DataError
 from rnnkit.toolkit.data.scaling import StandardScaler
 from rnnkit.toolkit.data.tables import (
@@ -480,11 +481,8 @@ def _split_bounds(
 
 
 def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected a positive integer, "
-            f"got {value!r}"
-        )
+    if not is_int(value) or value <= 0:
+        raise invalid_argument(name, "a positive integer", value)
 
 
 def _check_target_transform(value: object) -> None:

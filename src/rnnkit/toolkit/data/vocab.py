@@ -6,10 +6,11 @@ checkpoint can carry them and rebuild the exact index mapping.
 
 from __future__ import annotations
 
-import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from rnnkit.toolkit.arguments import is_int
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -251,6 +252,6 @@ def _label(label: object) -> str | int:
     if isinstance(label, str):
         return label
     # bool is Integral too, but True would collide with 1 and not read back as a label.
-    if isinstance(label, numbers.Integral) and not isinstance(label, bool):
+    if is_int(label):
         return int(label)
     raise TypeError(f"labels should be of type str or int, got: {type(label).__name__}")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import numbers
 import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from rnnkit.toolkit.arguments import invalid_argument, is_int
 from rnnkit.toolkit.checkpoint import (
     CHECKPOINT_JSON,
     MODEL_FILE,
@@ -46,7 +46,6 @@ from rnnkit.toolkit.checkpoint import (
 )
 from rnnkit.toolkit.data.batching import pad_sequences
 from rnnkit.toolkit.devices import resolve_device
-from rnnkit.toolkit.estimators.inputs import invalid
 from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
 from rnnkit.toolkit.models import ModelConfig, build_model
 from rnnkit.toolkit.trainer import TrainConfig, Trainer
@@ -213,7 +212,7 @@ class Estimator:
     def _train_config(self) -> TrainConfig:
         """The training hyper-parameters, checked (TrainConfig names a bad one)."""
         if self.verbose is not None and not isinstance(self.verbose, bool):
-            raise invalid("verbose", "a bool or None", repr(self.verbose))
+            raise invalid_argument("verbose", "a bool or None", self.verbose)
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, grad_clip=self.grad_clip,
@@ -269,8 +268,8 @@ def _global_generators_kept() -> Iterator[None]:
 
 
 def check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise invalid(name, "a positive integer", repr(value))
+    if not is_int(value) or value < 1:
+        raise invalid_argument(name, "a positive integer", value)
 
 
 def pack(sequences: Sequence[torch.Tensor]) -> tuple[PackedSequence, torch.Tensor]:

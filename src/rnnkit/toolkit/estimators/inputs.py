@@ -33,7 +33,12 @@ TOKENS = "token"
 
 
 def invalid(name: str, expected: str, got: str) -> ValueError:
-    """The toolkit's wording for a bad argument (STYLE.md 5); `got` is shown as written."""
+    """The toolkit's wording for a bad argument (STYLE.md 5), `got` shown as written.
+
+    :func:`rnnkit.toolkit.arguments.invalid_argument` shows the value received
+    (its ``repr``); the estimators mostly describe it instead (``"shape (3,)"``,
+    ``"an empty one in X[2]"``), which a ``repr`` would put in quotes.
+    """
     return ValueError(
         f"Received an invalid value for argument `{name}`, expected {expected}, got {got}"
     )

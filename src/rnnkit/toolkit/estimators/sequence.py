@@ -10,7 +10,6 @@ collate function that packs each batch. Inference packs batches of
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.toolkit.arguments import is_int
 from rnnkit.toolkit.data.vocab import LabelEncoder
 from rnnkit.toolkit.estimators.base import Estimator, EstimatorT, check_positive_int, pack
 from rnnkit.toolkit.estimators.inputs import (
@@ -213,7 +213,7 @@ class ManyToOneEstimator(SequenceEstimator):
 def check_labels(labels: Sequence[Any], name: str) -> None:
     """Labels are str or int (``"1"`` and ``1`` are different labels)."""
     for i, label in enumerate(labels):
-        if isinstance(label, bool) or not isinstance(label, (str, numbers.Integral)):
+        if not (isinstance(label, str) or is_int(label)):
             raise TypeError(
                 f"Received an invalid value for argument `{name}`, expected labels of type str "
                 f"or int, got {type(label).__name__} {label!r} at {name}[{i}]"
