@@ -34,7 +34,10 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rnnkit.toolkit.config import RunConfig
 
 PROG = "rnnkit"
 
@@ -235,7 +238,6 @@ def _train_as(args: argparse.Namespace, main_process: bool) -> int:
     """``rnnkit train`` in one process; only the main process touches the run directory."""
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.config import ConfigError, load_config
-    from rnnkit.toolkit.tasks import get_task
 
     started = time.perf_counter()
     out = Path(args.out) if args.out else None
@@ -263,10 +265,75 @@ def _train_as(args: argparse.Namespace, main_process: bool) -> int:
     config = config.resolve_paths()
     if out is None:
         out = rundir.default_run_dir(config.task)
+    with _process_group_from_the_start(config.train.device):
+        _train_in_process_group(args, config, out, main_process)
+    if not main_process:
+        return 0
+    written = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
+    )
+    _print(f"run directory {out}: {', '.join(written)}")
+    _print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+@contextlib.contextmanager
+def _process_group_from_the_start(device: str) -> Iterator[None]:
+    """In a distributed run, the process group before any process does work of its
+    own: a process that stops early (rank 0 refusing the run directory, say) then
+    stops the others at their next collective operation, instead of leaving them
+    waiting for it in ``init_process_group`` until its 30-minute timeout (torchrun
+    stops them itself; a scheduler starting the processes does not)."""
+    import torch.distributed as dist
+
+    from rnnkit.toolkit.devices import resolve_device
+    from rnnkit.toolkit.trainer import distributed_env, join_process_group
+
+    env = distributed_env()
+    created = env.world_size > 1 and join_process_group(env, resolve_device(device, env.local_rank))
+    try:
+        yield
+        if created:  # the others wait while rank 0 writes the run's results
+            dist.barrier()
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _prepared_by_rank_0(out: Path, args: argparse.Namespace, main_process: bool) -> Path | None:
+    """The directory this process writes the run into (see ``rundir.prepare_run_dir``):
+    rank 0 prepares it and tells the others whether it could; they stop with its
+    reason if not. None for the others of a new run: only rank 0 writes."""
+    import torch.distributed as dist
+
+    from rnnkit.toolkit import rundir
+
+    distributed = dist.is_available() and dist.is_initialized()
+    refusal = [None]  # rank 0's one-line reason, sent to the others
     if main_process:
-        work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
-    else:  # reads the checkpoint to resume from, writes nothing
-        work = out if args.resume else None
+        try:
+            return rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
+        except BaseException as error:
+            refusal = [_describe(error)]
+            raise
+        finally:
+            if distributed:
+                dist.broadcast_object_list(refusal, src=0)
+    if distributed:
+        dist.broadcast_object_list(refusal, src=0)
+    if refusal[0] is not None:
+        raise rundir.RunDirError(f"rank 0 stopped before training: {refusal[0]}")
+    return out if args.resume else None  # reads the checkpoint to resume from
+
+
+def _train_in_process_group(
+    args: argparse.Namespace, config: RunConfig, out: Path, main_process: bool
+) -> None:
+    """The part of ``rnnkit train`` from preparing the run directory to the finished run."""
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.tasks import get_task
+
+    work = _prepared_by_rank_0(out, args, main_process)
     replacing = main_process and work != out
 
     try:  # from here a replacement's directory exists: removed if anything fails
@@ -286,15 +353,6 @@ def _train_as(args: argparse.Namespace, main_process: bool) -> int:
         raise
     if replacing:
         rundir.finish_replacement(work, out)
-    if not main_process:
-        return 0
-
-    written = sorted(
-        p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
-    )
-    _print(f"run directory {out}: {', '.join(written)}")
-    _print(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
 
 
 # [train] keys that --resume may change: read afresh each epoch, none of them is part of the

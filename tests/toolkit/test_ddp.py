@@ -139,3 +139,52 @@ def test_rnnkit_train_under_torchrun_writes_one_complete_run_also_when_replacing
         assert output.count("done in") == 1, output  # rank 0 alone prints
         assert sorted(p.name for p in run.iterdir()) == expected, extra
         assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "prices.csv", "run"]
+
+
+def launch_by_hand(*argv: object, world_size: int = 2) -> list[subprocess.Popen]:
+    """``python -m rnnkit ARGV`` once per rank with the environment torchrun would set,
+    but no torchrun: as a scheduler (Slurm's srun, mpirun) starts them, nobody stops
+    the others when one process fails."""
+    port, processes = free_port(), []
+    for rank in range(world_size):
+        env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                            "WORLD_SIZE": str(world_size), "RANK": str(rank),
+                            "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        command = [sys.executable, "-m", "rnnkit", *map(str, argv)]
+        processes.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    return processes
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_when_rank_0_refuses_the_run_the_other_processes_stop_too(tmp_path):
+    """Rank 0 alone prepares the run directory; when it refuses (the run exists,
+    no --force), the others used to wait for it in init_process_group until the
+    30-minute rendezvous timeout. Now they stop at once, with one line."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=2))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("# a run\n")
+    processes = launch_by_hand("train", config, "--out", run)
+    results = []
+    for process in processes:
+        try:
+            results.append(process.communicate(timeout=TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+                other.communicate()
+            pytest.fail(f"a process was still waiting after {TIMEOUT_S} s")
+    (_, rank_0_err), (_, rank_1_err) = results
+    assert [p.returncode for p in processes] == [1, 1], results
+    assert "already holds a run" in rank_0_err and "Traceback" not in rank_0_err, rank_0_err
+    assert rank_1_err.count("\n") == 1 and "rank 0" in rank_1_err, rank_1_err
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml"]  # the run is untouched
+    assert (run / "config.toml").read_text() == "# a run\n"

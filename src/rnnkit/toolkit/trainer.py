@@ -72,7 +72,15 @@ METRICS_CSV = "metrics.csv"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 
-__all__ = ["Callback", "TrainConfig", "Trainer", "TrainingDivergedError", "distributed_env"]
+__all__ = [
+    "Callback",
+    "DistributedEnv",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDivergedError",
+    "distributed_env",
+    "join_process_group",
+]
 
 
 @dataclass(frozen=True)
@@ -210,13 +218,15 @@ class Callback:
         """After training, with the best weights restored if asked for."""
 
 
-class _Env(NamedTuple):
+class DistributedEnv(NamedTuple):
+    """This process's place in a distributed run (one process: ``(1, 0, 0)``)."""
+
     world_size: int
     rank: int
     local_rank: int
 
 
-def distributed_env() -> _Env:
+def distributed_env() -> DistributedEnv:
     """World size, rank and local rank from the process group or torchrun's environment."""
     values = {}
     for name, default in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)):
@@ -229,8 +239,31 @@ def distributed_env() -> _Env:
                 f"integer, got {raw!r}"
             ) from None
     if dist.is_available() and dist.is_initialized():
-        return _Env(dist.get_world_size(), dist.get_rank(), values["LOCAL_RANK"])
-    return _Env(values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"])
+        return DistributedEnv(dist.get_world_size(), dist.get_rank(), values["LOCAL_RANK"])
+    return DistributedEnv(values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"])
+
+
+def join_process_group(env: DistributedEnv, device: torch.device) -> bool:
+    """Start torch.distributed's default process group for a run of `env.world_size`
+    processes, unless there is one process or the group already exists.
+
+    Args:
+        env: this process's place in the run (see :func:`distributed_env`).
+        device: where this process trains: NCCL for CUDA, else Gloo.
+
+    Returns:
+        Whether this call created the group (its caller then destroys it).
+    """
+    if env.world_size == 1 or dist.is_initialized():
+        return False
+    if not dist.is_available():
+        raise RuntimeError(
+            f"WORLD_SIZE is {env.world_size} but this torch build has no torch.distributed"
+        )
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+    logger.info("process group: %s, %d processes", backend, env.world_size)
+    return True
 
 
 class _ShardSampler(Sampler[int]):
@@ -677,16 +710,7 @@ class Trainer:
         self._monitor_mode = names[name]
 
     def _init_process_group(self) -> bool:
-        if self.env.world_size == 1 or dist.is_initialized():
-            return False
-        if not dist.is_available():
-            raise RuntimeError(
-                f"WORLD_SIZE is {self.env.world_size} but this torch build has no torch.distributed"
-            )
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=self.env.rank, world_size=self.env.world_size)
-        logger.info("process group: %s, %d processes", backend, self.env.world_size)
-        return True
+        return join_process_group(self.env, self.device)
 
     def _distributed_model(self) -> nn.Module:
         if self.env.world_size == 1:
