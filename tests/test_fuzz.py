@@ -627,22 +627,32 @@ def test_the_compiled_wrappers_refuse_what_the_kernels_would_misread(
     assert kernel_spy == []
 
 
-@pytest.mark.parametrize(
-    "given",
-    [("grad_w_ih",), ("grad_w_hh",), ("grad_bias",), ("grad_w_ih", "grad_w_hh", "grad_bias_hh")],
-)
-def test_the_backward_wrapper_refuses_a_partial_set_of_weight_gradients(kernel_spy, given):
-    """The kernel writes every weight gradient when grad_w_ih is given and none
-    otherwise: a partial set would leave some unwritten or hand it empty arrays."""
+def test_the_backward_wrapper_refuses_bias_gradients_without_weight_gradients(kernel_spy):
+    """The kernel takes an empty weight gradient as the sign that none is wanted,
+    biases included: bias gradients alone would be left unwritten."""
     sizes = {"d": (8, 4), "grad_out": (8, 4), "grad_h_n": (4, 4), "x": (8, 2), "out": (8, 4),
              "h0": (4, 4), "w_ih": (4, 2), "w_hh": (4, 4)}  # fmt: skip
     operands = {name: torch.zeros(size) for name, size in sizes.items()}
-    shapes = {"grad_w_ih": (4, 2), "grad_w_hh": (4, 4), "grad_bias": (4,), "grad_bias_hh": (4,)}
-    grads = {"grad_x": None, "grad_h0": None}
-    grads |= {name: torch.zeros(shape) if name in given else None for name, shape in shapes.items()}
-    with pytest.raises(ValueError, match="expected the weight gradients grad_w_ih and grad_w_hh"):
-        compiled.backward_equal_lengths(*operands.values(), 0, False, False, grads, False)
+    with pytest.raises(ValueError, match="bias gradients only with weight gradients"):
+        compiled.backward_equal_lengths(
+            *operands.values(), 0, False, False, None, None, False, False, True
+        )
     assert kernel_spy == []
+
+
+def test_the_backward_wrapper_makes_the_weight_gradients_it_is_asked_for():
+    sizes = {"d": (8, 4), "grad_out": (8, 4), "grad_h_n": (4, 4), "x": (8, 2), "out": (8, 4),
+             "h0": (4, 4), "w_ih": (4, 2), "w_hh": (4, 4)}  # fmt: skip
+    operands = {name: torch.ones(size) for name, size in sizes.items()}
+    args = (*operands.values(), 0, False, False, None, None, False)
+    assert compiled.backward_equal_lengths(*args, False, False) == []
+    weights = compiled.backward_equal_lengths(*args, True, False)
+    assert [tuple(g.shape) for g in weights] == [(4, 2), (4, 4)]
+    both = compiled.backward_equal_lengths(*args, True, True)
+    assert [tuple(g.shape) for g in both] == [(4, 2), (4, 4), (4,), (4,)]
+    # (their values: the oracle tests, against torch.nn.RNN's gradients)
+    torch.testing.assert_close(both[2], both[3])  # b_ih's and b_hh's gradients are equal
+    assert both[2].data_ptr() != both[3].data_ptr()  # but separate: autograd adds into them
 
 
 @pytest.mark.parametrize(
@@ -665,9 +675,9 @@ def test_projecting_step_by_step_refuses_what_the_kernel_would_misread(kernel_sp
 @pytest.mark.parametrize(
     ("name", "bad", "match"),
     [
-        ("grad_w_hh", torch.zeros(4, 3), "grad_w_hh of shape"),
-        ("grad_x", torch.zeros(8, 2).t(), "grad_x of shape"),
-        ("grad_bias", torch.zeros(4, dtype=torch.float64), "grad_bias of shape .* in float32"),
+        ("grad_h0", torch.zeros(4, 3), "grad_h0 of shape"),
+        ("grad_x", torch.zeros(2, 8).t(), "grad_x of shape"),
+        ("grad_x", torch.zeros(8, 2, dtype=torch.float64), "grad_x of shape .* in float32"),
         ("h0", torch.zeros(3, 4), "whole steps of the batch of 3"),
         ("d", torch.zeros(6, 4), "the 6 rows of d to be whole steps"),
         ("d", torch.zeros(12, 4), "d at most all of them"),
@@ -687,10 +697,10 @@ def test_the_weight_gradient_wrapper_refuses_what_its_kernel_would_misread(
         "w_ih": torch.zeros(4, 2),
         "w_hh": torch.zeros(4, 4),
     }
-    grads = {"grad_x": torch.zeros(8, 2), "grad_h0": torch.zeros(4, 4),
-             "grad_w_ih": torch.zeros(4, 2), "grad_w_hh": torch.zeros(4, 4),
-             "grad_bias": torch.zeros(4)}  # fmt: skip
+    grads = {"grad_x": torch.zeros(8, 2), "grad_h0": torch.zeros(4, 4)}
     (grads if name in grads else operands)[name] = bad
     with pytest.raises(ValueError, match=match):
-        compiled.backward_equal_lengths(*operands.values(), 0, False, False, grads, False)
+        compiled.backward_equal_lengths(
+            *operands.values(), 0, False, False, *grads.values(), False, True, True
+        )
     assert kernel_spy == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -102,6 +103,11 @@ def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarra
     return sizes
 
 
+# Attribute getters for map(): checking every array at C speed, with no bytecode per array.
+_SHAPE, _DTYPE = operator.attrgetter("shape"), operator.attrgetter("dtype")
+_C_CONTIGUOUS = operator.attrgetter("flags.c_contiguous")
+
+
 def _refuse_misfits(dtype: np.dtype, column: int, hidden: int, checked) -> None:
     """Refuse arrays whose shapes, dtypes or layout the kernels would misread.
 
@@ -109,10 +115,10 @@ def _refuse_misfits(dtype: np.dtype, column: int, hidden: int, checked) -> None:
     BLAS reads each operand by the first one's dtype), so this is the gate in
     front of them, checked on the very arrays they get: C-contiguous, all in
     ``dtype``, each of its expected shape, the direction's columns
-    ``column : column + hidden`` inside the first array's width. One loop over
-    ``(name, array, shape)`` triples rather than a call per array: these
-    wrappers run once per layer and direction, where every microsecond shows
-    at small sizes.
+    ``column : column + hidden`` inside the first array's width. Arrays that
+    fit pass one check of all of them at once (these wrappers run once per
+    layer and direction, where every microsecond shows at small sizes); else
+    the first misfit is named.
 
     Args:
         dtype: the dtype every array must have (the first array's).
@@ -120,14 +126,22 @@ def _refuse_misfits(dtype: np.dtype, column: int, hidden: int, checked) -> None:
         checked: ``(name, array, expected shape)`` triples, the widest row
             array first.
     """
+    names, arrays, shapes = zip(*checked, strict=True)
+    width = arrays[0].shape[-1]
+    if (
+        dtype in _FLOATS
+        and 0 <= column <= width - hidden
+        and tuple(map(_SHAPE, arrays)) == shapes
+        and all(map(_C_CONTIGUOUS, arrays))
+        and all(map(dtype.__eq__, map(_DTYPE, arrays)))
+    ):
+        return
     if dtype not in _FLOATS:
         raise ValueError(f"rnnkit.compiled: expected float32 or float64, got {dtype}")
-    name, first, _ = checked[0]
-    width = first.shape[-1]
     if column < 0 or column + hidden > width:
         raise ValueError(
             f"rnnkit.compiled: expected columns {column}:{column + hidden} within the "
-            f"{width} columns of {name}"
+            f"{width} columns of {names[0]}"
         )
     for name, array, shape in checked:
         if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
@@ -302,9 +316,12 @@ def backward_equal_lengths(
     column: int,
     reverse: bool,
     relu: bool,
-    grads: dict[str, Tensor | None],
+    grad_x: Tensor | None,
+    grad_h0: Tensor | None,
     accumulate_x: bool,
-) -> None:
+    weight_grads: bool,
+    bias_grads: bool,
+) -> list[Tensor]:
     """All sequences of equal length: one direction's whole backward in one
     compiled call, in chunks of steps that share the buffer ``d`` (see
     ``kernels.backward_equal_lengths``).
@@ -317,11 +334,15 @@ def backward_equal_lengths(
         x, out, h0, w_ih, w_hh: the layer's input, hidden sequence, this
             direction's initial states and weights.
         column, reverse, relu: this direction's columns, time order, activation.
-        grads: ``grad_x``, ``grad_h0``, ``grad_w_ih``, ``grad_w_hh``,
-            ``grad_bias`` and ``grad_bias_hh`` (a copy of it, for ``b_hh``),
-            each written in place, or None to skip it (no ``grad_w_ih``: no
-            weight or bias gradient).
+        grad_x, grad_h0: written in place, or None to skip them.
         accumulate_x: add into ``grad_x`` instead of overwriting it.
+        weight_grads: compute the gradients of ``w_ih`` and ``w_hh``.
+        bias_grads: also those of ``b_ih`` and ``b_hh`` (equal: each gets a copy).
+
+    Returns:
+        ``[grad_w_ih, grad_w_hh]``, then ``grad_b_ih, grad_b_hh`` with
+        ``bias_grads``, made here (contiguous, as the kernel needs); ``[]``
+        without ``weight_grads``.
 
     Shape:
         d ``(S * N, H)`` with ``1 <= S <= L``, grad_out and out ``(R, W)``, x
@@ -336,15 +357,8 @@ def backward_equal_lengths(
             f"rnnkit.compiled: expected {rows} rows and the {chunk_rows} rows of d to be "
             f"whole steps of the batch of {batch}, d at most all of them"
         )
-    # The kernel takes grad_w_ih as the sign that every weight gradient is wanted.
-    names = ("grad_w_ih", "grad_w_hh", "grad_bias", "grad_bias_hh")
-    given = tuple(name for name in names if grads.get(name) is not None)
-    if given not in ((), names[:2], names[:3], names):
-        raise ValueError(
-            "rnnkit.compiled: expected the weight gradients grad_w_ih and grad_w_hh both "
-            "given or both None, bias gradients only with them (grad_bias_hh with "
-            f"grad_bias); got {', '.join(given)} given"
-        )
+    if bias_grads and not weight_grads:
+        raise ValueError("rnnkit.compiled: expected bias gradients only with weight gradients")
     grad_out_np, out_np, d_np = _as_numpy(grad_out), _as_numpy(out), _written_in_place(d, "d")
     h0_np, grad_h_n_np = _as_numpy(h0), _as_numpy(grad_h_n)
     x_np, w_ih_np, w_hh_np = _as_numpy(x), _as_numpy(w_ih), _as_numpy(w_hh)
@@ -354,20 +368,23 @@ def backward_equal_lengths(
                ("h0", h0_np, (batch, hidden)), ("grad_h_n", grad_h_n_np, (batch, hidden)),
                ("w_hh", w_hh_np, (hidden, hidden)), ("d", d_np, (chunk_rows, hidden)),
                ("x", x_np, (rows, width)), ("w_ih", w_ih_np, (hidden, width))]  # fmt: skip
-    expected = {"grad_x": (rows, width), "grad_h0": (batch, hidden), "grad_w_ih": (hidden, width),
-                "grad_w_hh": (hidden, hidden), "grad_bias": (hidden,),
-                "grad_bias_hh": (hidden,)}  # fmt: skip
-    written = []  # each gradient's array, or an empty one of its rank to skip it
-    for name, shape in expected.items():
-        tensor = grads.get(name)
-        if tensor is None:
-            written.append(_absent(grad_out_np.dtype, len(shape)))
-        else:
-            written.append(tensor.detach().numpy())
-            checked.append((name, written[-1], shape))
-    _refuse_misfits(grad_out_np.dtype, column, hidden, checked)
+    dtype = grad_out_np.dtype
+    grad_x_np, grad_h0_np = _absent(dtype, 2), _absent(dtype, 2)
+    if grad_x is not None:
+        grad_x_np = _written_in_place(grad_x, "grad_x")
+        checked.append(("grad_x", grad_x_np, (rows, width)))
+    if grad_h0 is not None:
+        grad_h0_np = _written_in_place(grad_h0, "grad_h0")
+        checked.append(("grad_h0", grad_h0_np, (batch, hidden)))
+    _refuse_misfits(dtype, column, hidden, checked)
+    weights = [out.new_empty(hidden, width), out.new_empty(hidden, hidden)] if weight_grads else []
+    biases = [out.new_empty(hidden), out.new_empty(hidden)] if bias_grads else []
     _single_threaded_scipy_blas()
     _kernels().backward_equal_lengths(
         d_np, grad_out_np, grad_h_n_np, x_np, out_np, h0_np, w_ih_np, w_hh_np, column, reverse,
-        relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(), accumulate_x, *written,
+        relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(), accumulate_x,
+        grad_x_np, grad_h0_np,
+        *([w.numpy() for w in weights] or [_absent(dtype, 2)] * 2),  # empty: not wanted
+        *([b.numpy() for b in biases] or [_absent(dtype, 1)] * 2),
     )  # fmt: skip
+    return weights + biases

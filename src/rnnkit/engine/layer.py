@@ -305,21 +305,13 @@ def _backward_compiled_equal_lengths(
     """
     hidden = out.size(1) // len(directions)
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
-        reverse, column = directions[k], k * hidden
-        weights = grad_weights is not None
-        grads = {
-            "grad_x": grad_x,
-            "grad_h0": None if grad_h0 is None else grad_h0[k],
-            "grad_w_ih": _empty_like(w_ih) if weights else None,
-            "grad_w_hh": _empty_like(w_hh) if weights else None,
-            "grad_bias": _empty_like(b_ih) if weights and b_ih is not None else None,
-            "grad_bias_hh": _empty_like(b_ih) if weights and b_ih is not None else None,
-        }
-        args = (d, grad_out, grad_h_n[k], x, out, h0[k], w_ih, w_hh, column, reverse, relu)
-        compiled.backward_equal_lengths(*args, grads, k > 0)
-        if weights:
-            names = ("grad_w_ih", "grad_w_hh", "grad_bias", "grad_bias_hh")
-            grad_weights += _direction_weight_grads(*(grads[name] for name in names))
+        grads = compiled.backward_equal_lengths(
+            d, grad_out, grad_h_n[k], x, out, h0[k], w_ih, w_hh, k * hidden, directions[k], relu,
+            grad_x, None if grad_h0 is None else grad_h0[k], k > 0,
+            grad_weights is not None, grad_weights is not None and b_ih is not None,
+        )  # fmt: skip
+        if grad_weights is not None:
+            grad_weights += grads
     return grad_x, grad_h0, grad_weights
 
 
