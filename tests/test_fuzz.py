@@ -596,6 +596,7 @@ WRAPPER_CASES = [
     ("backward: grad_out", {"grad_out": torch.zeros(7, 4)}, "grad_out of shape"),
     ("backward: grad_h_n", {"h0": torch.zeros(4, 3)}, "grad_h_n of shape"),
     ("column past the width", {"column": 1}, "columns 1:5 within the 4 columns"),
+    ("NaN column", {"column": float("nan")}, "columns nan:nan"),
     ("backward: column past the width", {"column": 4}, "columns 4:8 within the 4 columns"),
     ("backward: negative column", {"column": -1}, "columns -1:3"),
     ("x without w_ih", {"x": torch.zeros(8, 2)}, "x and w_ih both given or both None"),
@@ -641,18 +642,28 @@ def test_the_backward_wrapper_refuses_bias_gradients_without_weight_gradients(ke
 
 
 def test_the_backward_wrapper_makes_the_weight_gradients_it_is_asked_for():
-    sizes = {"d": (8, 4), "grad_out": (8, 4), "grad_h_n": (4, 4), "x": (8, 2), "out": (8, 4),
-             "h0": (4, 4), "w_ih": (4, 2), "w_hh": (4, 4)}  # fmt: skip
-    operands = {name: torch.ones(size) for name, size in sizes.items()}
-    args = (*operands.values(), 0, False, False, None, None, False)
-    assert compiled.backward_equal_lengths(*args, False, False) == []
-    weights = compiled.backward_equal_lengths(*args, True, False)
-    assert [tuple(g.shape) for g in weights] == [(4, 2), (4, 4)]
-    both = compiled.backward_equal_lengths(*args, True, True)
-    assert [tuple(g.shape) for g in both] == [(4, 2), (4, 4), (4,), (4,)]
-    # (their values: the oracle tests, against torch.nn.RNN's gradients)
-    torch.testing.assert_close(both[2], both[3])  # b_ih's and b_hh's gradients are equal
-    assert both[2].data_ptr() != both[3].data_ptr()  # but separate: autograd adds into them
+    """The gradients it allocates are all written: equal to the torch-ops engine's."""
+    from rnnkit.engine.layer import layer_backward
+
+    generator = torch.Generator().manual_seed(0)
+    sizes = {"grad_out": (8, 4), "grad_h_n": (4, 4), "x": (8, 2), "out": (8, 4),
+             "h0": (4, 4), "w_ih": (4, 2), "w_hh": (4, 4), "b": (4,)}  # fmt: skip
+    o = {name: torch.rand(size, generator=generator, dtype=torch.float64) - 0.5
+         for name, size in sizes.items()}  # fmt: skip
+    weights = [o["w_ih"], o["w_hh"], o["b"], o["b"]]
+    args = (o["out"], (4, 4), (False,), "tanh", "fused", (True, True, True))
+    _, _, expected = layer_backward(
+        o["grad_out"], o["grad_h_n"][None], o["x"], o["h0"][None], weights, *args
+    )
+    operands = (o["grad_out"], o["grad_h_n"], o["x"], o["out"], o["h0"], o["w_ih"], o["w_hh"])
+    call = (torch.empty(8, 4, dtype=torch.float64), *operands, 0, False, False, None, None, False)
+    assert compiled.backward_equal_lengths(*call, False, False) == []
+    for bias_grads, count in ((False, 2), (True, 4)):
+        made = compiled.backward_equal_lengths(*call, True, bias_grads)
+        assert len(made) == count
+        for grad, want in zip(made, expected[:count], strict=True):
+            torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)
+    assert made[2].data_ptr() != made[3].data_ptr()  # separate: autograd may add into one
 
 
 @pytest.mark.parametrize(
@@ -676,6 +687,8 @@ def test_projecting_step_by_step_refuses_what_the_kernel_would_misread(kernel_sp
     ("name", "bad", "match"),
     [
         ("grad_h0", torch.zeros(4, 3), "grad_h0 of shape"),
+        ("grad_h0", torch.zeros(4, 4, dtype=torch.float64), "grad_h0 of shape .* in float32"),
+        ("grad_h0", torch.zeros(4, 4).t(), "grad_h0 of shape .* C-contiguous"),
         ("grad_x", torch.zeros(2, 8).t(), "grad_x of shape"),
         ("grad_x", torch.zeros(8, 2, dtype=torch.float64), "grad_x of shape .* in float32"),
         ("h0", torch.zeros(3, 4), "whole steps of the batch of 3"),

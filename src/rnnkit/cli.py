@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from rnnkit.toolkit.config import RunConfig
+    from rnnkit.toolkit.rendezvous import Rendezvous
 
 PROG = "rnnkit"
 
@@ -206,15 +206,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rnnkit.toolkit.rendezvous import Rendezvous
     from rnnkit.toolkit.trainer import distributed_env
 
-    with _sigterm_as_exit():
-        if distributed_env().rank == 0:
-            return _train_as(args, main_process=True)
+    env = distributed_env()
+    with _sigterm_as_exit(), Rendezvous(env) as run, run.failures_told():
+        if env.rank == 0:
+            return _train_as(args, run, main_process=True)
         # Under torchrun the other processes train alongside rank 0 but write and print
         # nothing: the run directory is rank 0's alone (errors still go to stderr).
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            return _train_as(args, main_process=False)
+            return _train_as(args, run, main_process=False)
 
 
 @contextlib.contextmanager
@@ -234,10 +236,11 @@ def _sigterm_as_exit() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def _train_as(args: argparse.Namespace, main_process: bool) -> int:
+def _train_as(args: argparse.Namespace, run: Rendezvous, main_process: bool) -> int:
     """``rnnkit train`` in one process; only the main process touches the run directory."""
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.config import ConfigError, load_config
+    from rnnkit.toolkit.tasks import get_task
 
     started = time.perf_counter()
     out = Path(args.out) if args.out else None
@@ -265,75 +268,10 @@ def _train_as(args: argparse.Namespace, main_process: bool) -> int:
     config = config.resolve_paths()
     if out is None:
         out = rundir.default_run_dir(config.task)
-    with _process_group_from_the_start(config.train.device):
-        _train_in_process_group(args, config, out, main_process)
-    if not main_process:
-        return 0
-    written = sorted(
-        p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
-    )
-    _print(f"run directory {out}: {', '.join(written)}")
-    _print(f"done in {time.perf_counter() - started:.1f} s")
-    return 0
-
-
-@contextlib.contextmanager
-def _process_group_from_the_start(device: str) -> Iterator[None]:
-    """In a distributed run, the process group before any process does work of its
-    own: a process that stops early (rank 0 refusing the run directory, say) then
-    stops the others at their next collective operation, instead of leaving them
-    waiting for it in ``init_process_group`` until its 30-minute timeout (torchrun
-    stops them itself; a scheduler starting the processes does not)."""
-    import torch.distributed as dist
-
-    from rnnkit.toolkit.devices import resolve_device
-    from rnnkit.toolkit.trainer import distributed_env, join_process_group
-
-    env = distributed_env()
-    created = env.world_size > 1 and join_process_group(env, resolve_device(device, env.local_rank))
-    try:
-        yield
-        if created:  # the others wait while rank 0 writes the run's results
-            dist.barrier()
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
-def _prepared_by_rank_0(out: Path, args: argparse.Namespace, main_process: bool) -> Path | None:
-    """The directory this process writes the run into (see ``rundir.prepare_run_dir``):
-    rank 0 prepares it and tells the others whether it could; they stop with its
-    reason if not. None for the others of a new run: only rank 0 writes."""
-    import torch.distributed as dist
-
-    from rnnkit.toolkit import rundir
-
-    distributed = dist.is_available() and dist.is_initialized()
-    refusal = [None]  # rank 0's one-line reason, sent to the others
     if main_process:
-        try:
-            return rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
-        except BaseException as error:
-            refusal = [_describe(error)]
-            raise
-        finally:
-            if distributed:
-                dist.broadcast_object_list(refusal, src=0)
-    if distributed:
-        dist.broadcast_object_list(refusal, src=0)
-    if refusal[0] is not None:
-        raise rundir.RunDirError(f"rank 0 stopped before training: {refusal[0]}")
-    return out if args.resume else None  # reads the checkpoint to resume from
-
-
-def _train_in_process_group(
-    args: argparse.Namespace, config: RunConfig, out: Path, main_process: bool
-) -> None:
-    """The part of ``rnnkit train`` from preparing the run directory to the finished run."""
-    from rnnkit.toolkit import rundir
-    from rnnkit.toolkit.tasks import get_task
-
-    work = _prepared_by_rank_0(out, args, main_process)
+        work = rundir.prepare_run_dir(out, resume=args.resume, force=args.force)
+    else:  # reads the checkpoint to resume from, writes nothing
+        work = out if args.resume else None
     replacing = main_process and work != out
 
     try:  # from here a replacement's directory exists: removed if anything fails
@@ -345,7 +283,7 @@ def _train_in_process_group(
         _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
         for line in data.description:
             _print(line)
-        _train_into(work, config, task, data, transform_document, args.resume, main_process)
+        _train_into(work, config, task, data, transform_document, args.resume, main_process, run)
     except BaseException:
         if replacing:
             rundir.discard(work)
@@ -353,6 +291,15 @@ def _train_in_process_group(
         raise
     if replacing:
         rundir.finish_replacement(work, out)
+    if not main_process:
+        return 0
+
+    written = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not p.name.startswith(".")
+    )
+    _print(f"run directory {out}: {', '.join(written)}")
+    _print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 # [train] keys that --resume may change: read afresh each epoch, none of them is part of the
@@ -399,11 +346,13 @@ def _train_into(
     transform_document: dict[str, Any],
     resume: bool,
     main_process: bool = True,
+    run: Rendezvous | None = None,
 ) -> dict[str, Any]:
     """Build the model, train it into `work`, score it and write results and plots.
 
     Another process of a distributed run (``main_process`` False) only trains
-    beside the main one: `work` is the run it resumes from, or None.
+    beside the main one: `work` is the run it resumes from, or None. `run`: the
+    distributed run's rendezvous, where the processes meet before training.
     """
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.checkpoint import atomic_write
@@ -445,6 +394,9 @@ def _train_into(
         callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
         out_dir=work,
     )
+    if run is not None:  # all checked, nothing written: each process stops here if one failed
+        run.all_ready()
+        run.join(trainer.device)  # then a process that fails stops the others' collectives
     if main_process:
         work.mkdir(parents=True, exist_ok=True)
         # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
@@ -769,10 +721,17 @@ def _error(message: str) -> None:
 def _describe(error: BaseException) -> str:
     """One line for an exception: its message, with the type for unexpected kinds."""
     from rnnkit.toolkit.checkpoint import CheckpointError
+    from rnnkit.toolkit.rendezvous import OtherProcessFailedError
     from rnnkit.toolkit.trainer import TrainingDivergedError
 
     text = " ".join(str(error).split()) or type(error).__name__
-    expected = (ValueError, OSError, CheckpointError, TrainingDivergedError)
+    expected = (
+        ValueError,
+        OSError,
+        CheckpointError,
+        TrainingDivergedError,
+        OtherProcessFailedError,
+    )
     if isinstance(error, expected):
         return text
     return f"{type(error).__name__}: {text} (--debug shows the traceback)"

@@ -51,3 +51,11 @@ def test_nan_and_infinities_are_not_reals(value):
 def test_other_things_are_neither(value):
     assert not is_int(value)
     assert not is_real(value)
+
+
+def test_an_integer_beyond_floats_range_is_an_int_but_not_a_real():
+    """math.isfinite raises OverflowError on it; a config with dropout = 10**400
+    must get the usual ValueError, not that."""
+    assert is_int(10**400)
+    assert not is_real(10**400)
+    assert not is_real(-(10**400))

@@ -141,22 +141,37 @@ def test_rnnkit_train_under_torchrun_writes_one_complete_run_also_when_replacing
         assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "prices.csv", "run"]
 
 
-def launch_by_hand(*argv: object, world_size: int = 2) -> list[subprocess.Popen]:
+def launch_by_hand(*argv: object, world_size: int = 2, rank_argv=None) -> list[subprocess.Popen]:
     """``python -m rnnkit ARGV`` once per rank with the environment torchrun would set,
     but no torchrun: as a scheduler (Slurm's srun, mpirun) starts them, nobody stops
-    the others when one process fails."""
+    the others when one process fails. `rank_argv` maps a rank to other arguments."""
     port, processes = free_port(), []
     for rank in range(world_size):
         env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                             "WORLD_SIZE": str(world_size), "RANK": str(rank),
                             "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}  # fmt: skip
-        command = [sys.executable, "-m", "rnnkit", *map(str, argv)]
+        args = (rank_argv or {}).get(rank, argv)
+        command = [sys.executable, "-m", "rnnkit", *map(str, args)]
         processes.append(
             subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
         )
     return processes
+
+
+def finish(processes: list[subprocess.Popen]) -> list[str]:
+    """Each process's stderr, once all have exited; fails the test after TIMEOUT_S."""
+    errors = []
+    for process in processes:
+        try:
+            errors.append(process.communicate(timeout=TIMEOUT_S)[1])
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+                other.communicate()
+            pytest.fail(f"a process was still waiting after {TIMEOUT_S} s")
+    return errors
 
 
 @pytest.mark.skipif(
@@ -166,25 +181,59 @@ def launch_by_hand(*argv: object, world_size: int = 2) -> list[subprocess.Popen]
 def test_when_rank_0_refuses_the_run_the_other_processes_stop_too(tmp_path):
     """Rank 0 alone prepares the run directory; when it refuses (the run exists,
     no --force), the others used to wait for it in init_process_group until the
-    30-minute rendezvous timeout. Now they stop at once, with one line."""
+    30-minute timeout. Now they stop before training, with one line."""
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=2))
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.toml").write_text("# a run\n")
     processes = launch_by_hand("train", config, "--out", run)
-    results = []
-    for process in processes:
-        try:
-            results.append(process.communicate(timeout=TIMEOUT_S))
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-                other.communicate()
-            pytest.fail(f"a process was still waiting after {TIMEOUT_S} s")
-    (_, rank_0_err), (_, rank_1_err) = results
-    assert [p.returncode for p in processes] == [1, 1], results
+    rank_0_err, rank_1_err = finish(processes)
+    assert [p.returncode for p in processes] == [1, 1], (rank_0_err, rank_1_err)
     assert "already holds a run" in rank_0_err and "Traceback" not in rank_0_err, rank_0_err
-    assert rank_1_err.count("\n") == 1 and "rank 0" in rank_1_err, rank_1_err
+    assert rank_1_err.count("\n") == 1, rank_1_err  # one line: naming rank 0 and its reason
+    assert "process 0 of 2 (RANK=0) stopped before training" in rank_1_err, rank_1_err
+    assert "already holds a run" in rank_1_err, rank_1_err
     assert sorted(p.name for p in run.iterdir()) == ["config.toml"]  # the run is untouched
     assert (run / "config.toml").read_text() == "# a run\n"
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_when_another_process_fails_before_training_rank_0_stops_too(tmp_path):
+    """A failure on one node only (its copy of the config missing, here) used to
+    leave rank 0 waiting in init_process_group; now it stops, naming the other's
+    reason, before writing anything."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=2))
+    run = tmp_path / "run"
+    missing = tmp_path / "elsewhere" / "config.toml"
+    processes = launch_by_hand(
+        "train", config, "--out", run, rank_argv={1: ("train", missing, "--out", run)}
+    )
+    rank_0_err, rank_1_err = finish(processes)
+    assert [p.returncode for p in processes] == [1, 1], (rank_0_err, rank_1_err)
+    assert str(missing) in rank_1_err and rank_1_err.count("\n") == 1, rank_1_err
+    assert "process 1 of 2 (RANK=1) stopped before training" in rank_0_err, rank_0_err
+    assert str(missing) in rank_0_err and "Traceback" not in rank_0_err, rank_0_err
+    assert not run.exists()  # rank 0 wrote nothing
+
+
+@pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+def test_rnnkit_train_started_by_hand_trains_as_under_torchrun(tmp_path):
+    """Without torchrun's agent, rank 0 hosts the rendezvous store that the
+    process group then uses: the run completes, written once."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=write_data(tmp_path / "prices.csv"), epochs=2))
+    run = tmp_path / "run"
+    processes = launch_by_hand("train", config, "--out", run)
+    errors = finish(processes)
+    assert [p.returncode for p in processes] == [0, 0], errors
+    assert (run / "model").is_dir() and (run / "results.json").is_file()
+    with open(run / "metrics.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) == 2

@@ -138,7 +138,7 @@ def _refuse_misfits(dtype: np.dtype, column: int, hidden: int, checked) -> None:
         return
     if dtype not in _FLOATS:
         raise ValueError(f"rnnkit.compiled: expected float32 or float64, got {dtype}")
-    if column < 0 or column + hidden > width:
+    if not 0 <= column <= width - hidden:
         raise ValueError(
             f"rnnkit.compiled: expected columns {column}:{column + hidden} within the "
             f"{width} columns of {names[0]}"

@@ -57,6 +57,12 @@ def is_real(value: object) -> bool:
         value: Anything.
 
     Returns:
-        True for finite ``numbers.Real`` other than ``bool``; False for NaN and infinities.
+        True for finite ``numbers.Real`` other than ``bool``; False for NaN, infinities
+        and integers too large for a float.
     """
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range: no rate, size or probability
+        return False

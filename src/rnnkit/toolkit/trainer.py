@@ -243,25 +243,36 @@ def distributed_env() -> DistributedEnv:
     return DistributedEnv(values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"])
 
 
-def join_process_group(env: DistributedEnv, device: torch.device) -> bool:
+def join_process_group(
+    env: DistributedEnv, device: torch.device, store: dist.Store | None = None
+) -> bool:
     """Start torch.distributed's default process group for a run of `env.world_size`
     processes, unless there is one process or the group already exists.
 
     Args:
         env: this process's place in the run (see :func:`distributed_env`).
         device: where this process trains: NCCL for CUDA, else Gloo.
+        store: the run's key-value store from an earlier rendezvous (see
+            :mod:`rnnkit.toolkit.rendezvous`), or None to meet through
+            ``MASTER_ADDR``/``MASTER_PORT`` here.
 
     Returns:
         Whether this call created the group (its caller then destroys it).
     """
-    if env.world_size == 1 or dist.is_initialized():
+    if env.world_size == 1:
         return False
     if not dist.is_available():
         raise RuntimeError(
             f"WORLD_SIZE is {env.world_size} but this torch build has no torch.distributed"
         )
+    if dist.is_initialized():
+        return False
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+    if store is None:
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+    else:  # under the prefix the env:// rendezvous gives the group's own keys
+        store = dist.PrefixStore("default_pg", store)
+        dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size)
     logger.info("process group: %s, %d processes", backend, env.world_size)
     return True
 
@@ -415,7 +426,7 @@ class Trainer:
             elif self.out_dir is not None:  # every rank, so that all of them raise
                 self._check_fresh_out_dir()
             history = self._fit()
-            if created_group:
+            if self.env.world_size > 1:  # whoever made the group: all finish together
                 dist.barrier()
             return history
         finally:
