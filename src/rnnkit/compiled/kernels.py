@@ -194,9 +194,11 @@ def forward_loop(
     if bias_hh.shape[0]:
         bias = bias + bias_hh  # rounded as torch's b_ih + b_hh
     # The largest step's product reads w_hh in place if it goes to torch's BLAS (see
-    # _transposed).
+    # _transposed), or if it has one row: there the copy is most of a call's extra
+    # memory (16 KiB at H = 64 against a 25 KiB output at 100x1x4x64) and saves little
+    # time (inference 2% faster with it, training the same, in compare_revisions).
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
-    in_place = goes_to_large_library(batch, hidden, hidden, False, tall_rows)
+    in_place = batch == 1 or goes_to_large_library(batch, hidden, hidden, False, tall_rows)
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
