@@ -395,7 +395,7 @@ def _train_into(
         out_dir=work,
     )
     if run is not None:  # all checked, nothing written: each process stops here if one failed
-        run.all_ready()
+        run.all_ready(trainer.device)
         run.join(trainer.device)  # then a process that fails stops the others' collectives
     if main_process:
         work.mkdir(parents=True, exist_ok=True)

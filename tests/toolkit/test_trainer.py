@@ -326,6 +326,7 @@ def test_a_fresh_run_refuses_an_out_dir_with_checkpoints(tmp_path):
 
 def test_batch_size_must_split_over_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
     with pytest.raises(ValueError, match=r"`batch_size`, expected a multiple of the number of "
                        r"processes \(3\), got 16"):  # fmt: skip
         trainer()

@@ -240,7 +240,18 @@ def distributed_env() -> DistributedEnv:
             ) from None
     if dist.is_available() and dist.is_initialized():
         return DistributedEnv(dist.get_world_size(), dist.get_rank(), values["LOCAL_RANK"])
-    return DistributedEnv(values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"])
+    world_size, rank, local_rank = values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"]
+    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+        raise ValueError(
+            "Received invalid values for environment variables WORLD_SIZE, RANK and "
+            "LOCAL_RANK, expected WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0, "
+            f"got {world_size}, {rank} and {local_rank}"
+        )
+    if world_size > 1 and "RANK" not in os.environ:  # else every process would be rank 0
+        raise ValueError(
+            f"Received WORLD_SIZE={world_size} without RANK; expected both (torchrun sets them)"
+        )
+    return DistributedEnv(world_size, rank, local_rank)
 
 
 def join_process_group(
@@ -427,7 +438,8 @@ class Trainer:
                 self._check_fresh_out_dir()
             history = self._fit()
             if self.env.world_size > 1:  # whoever made the group: all finish together
-                dist.barrier()
+                on_gpu = self.device.type == "cuda"
+                dist.barrier(device_ids=[self.device.index] if on_gpu else None)
             return history
         finally:
             if created_group:
