@@ -39,13 +39,22 @@ def meet(world_size: int, work, store=None) -> dict[int, BaseException | None]:
         except BaseException as error:  # recorded for the test to inspect
             outcomes[rank] = error
 
+    before = set(threading.enumerate())
     threads = [threading.Thread(target=process, args=(rank,)) for rank in range(world_size)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
         assert not thread.is_alive(), "a process is still waiting"
+    for waiter in new_waiters(before):  # the store host's, once everyone has read
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "the store's host is still waiting"
     return outcomes
+
+
+def new_waiters(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The threads in which a store's host waits for readers, started since `before`."""
+    return [t for t in threading.enumerate() if t.name == "rnnkit-rendezvous" and t not in before]
 
 
 def test_processes_that_are_all_ready_go_on():
@@ -102,9 +111,10 @@ def test_the_store_host_stays_until_the_ready_processes_have_read(monkeypatch):
     store = dist.HashStore()
     host = Rendezvous(DistributedEnv(2, 0, 0), store)
     other = Rendezvous(DistributedEnv(2, 1, 1), store)
+    before = set(threading.enumerate())
     with pytest.raises(RuntimeError), host, host.failures_told():
         raise RuntimeError("refused")
-    waiter = next(t for t in threading.enumerate() if t.name == "rnnkit-rendezvous")
+    (waiter,) = new_waiters(before)
     assert waiter.is_alive() and not waiter.daemon  # the process may not exit yet
     with pytest.raises(OtherProcessFailedError, match="refused"):
         other.all_ready(CPU)  # posts ready, reads, acknowledges
@@ -115,9 +125,10 @@ def test_the_store_host_stays_until_the_ready_processes_have_read(monkeypatch):
 def test_a_host_under_torchrun_does_not_wait(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")  # torchrun's agent hosts it
     host = Rendezvous(DistributedEnv(2, 0, 0), dist.HashStore())
+    before = set(threading.enumerate())
     with pytest.raises(RuntimeError), host, host.failures_told():
         raise RuntimeError("refused")
-    assert not any(t.name == "rnnkit-rendezvous" for t in threading.enumerate())
+    assert new_waiters(before) == []
 
 
 def test_a_process_that_never_posts_is_reported_after_the_wait(monkeypatch):
