@@ -315,15 +315,12 @@ def _backward_compiled_equal_lengths(
     return grad_x, grad_h0, grad_weights
 
 
-def _direction_weight_grads(
-    w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, bias_hh: Tensor | None = None
-) -> list[Tensor]:
-    """One direction's gradients in the order of its weights ``w_ih, w_hh[, b_ih, b_hh]``;
-    ``bias_hh`` a copy of ``bias`` (else cloned here)."""
+def _direction_weight_grads(w_ih: Tensor, w_hh: Tensor, bias: Tensor | None) -> list[Tensor]:
+    """One direction's gradients in the order of its weights ``w_ih, w_hh[, b_ih, b_hh]``."""
     if bias is None:
         return [w_ih, w_hh]
     # b_hh gets a separate tensor: autograd may accumulate into it in place.
-    return [w_ih, w_hh, bias, bias.clone() if bias_hh is None else bias_hh]
+    return [w_ih, w_hh, bias, bias.clone()]
 
 
 # Chunks of time steps in the backward pass when its gradient buffer would exceed

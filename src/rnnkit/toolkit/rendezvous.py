@@ -36,7 +36,7 @@ from types import TracebackType
 import torch
 import torch.distributed as dist
 
-from rnnkit.toolkit.trainer import DistributedEnv, join_process_group
+from rnnkit.toolkit.trainer import DistributedEnv, join_process_group, require_torch_distributed
 
 __all__ = ["OtherProcessFailedError", "Rendezvous"]
 
@@ -74,10 +74,7 @@ class Rendezvous:
         self._posted = self._acknowledged = self._joined = False
         self._outlast_readers = False  # host of the store of a failed meeting: stay a while
         if env.world_size > 1 and store is None:
-            if not dist.is_available():
-                raise RuntimeError(
-                    f"WORLD_SIZE is {env.world_size} but this torch build has no torch.distributed"
-                )
+            require_torch_distributed(env)
             self.store, _, _ = next(dist.rendezvous("env://", env.rank, env.world_size))
         if self.store is not None:  # one process may train twice: count, so as not to mix posts
             self._meeting = self.store.add(self._key(env.rank, "meetings", counted=False), 1)

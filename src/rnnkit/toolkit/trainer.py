@@ -80,6 +80,7 @@ __all__ = [
     "TrainingDivergedError",
     "distributed_env",
     "join_process_group",
+    "require_torch_distributed",
 ]
 
 
@@ -254,6 +255,14 @@ def distributed_env() -> DistributedEnv:
     return DistributedEnv(world_size, rank, local_rank)
 
 
+def require_torch_distributed(env: DistributedEnv) -> None:
+    """Refuse a run of several processes where this torch build has no torch.distributed."""
+    if env.world_size > 1 and not dist.is_available():
+        raise RuntimeError(
+            f"WORLD_SIZE is {env.world_size} but this torch build has no torch.distributed"
+        )
+
+
 def join_process_group(
     env: DistributedEnv, device: torch.device, store: dist.Store | None = None
 ) -> bool:
@@ -272,10 +281,7 @@ def join_process_group(
     """
     if env.world_size == 1:
         return False
-    if not dist.is_available():
-        raise RuntimeError(
-            f"WORLD_SIZE is {env.world_size} but this torch build has no torch.distributed"
-        )
+    require_torch_distributed(env)
     if dist.is_initialized():
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -430,7 +436,7 @@ class Trainer:
             TrainingDivergedError: the loss or gradient became NaN or infinite.
             CheckpointError: the checkpoint to resume from is unreadable or does not fit.
         """
-        created_group = self._init_process_group()
+        created_group = join_process_group(self.env, self.device)
         try:
             if resume is not False:
                 self._resume(resume)
@@ -731,9 +737,6 @@ class Trainer:
             known += [f"val_{n}" for n in names] if self.val_dataset is not None else []
             raise invalid_argument("monitor", f"one of {known}", self.monitor)
         self._monitor_mode = names[name]
-
-    def _init_process_group(self) -> bool:
-        return join_process_group(self.env, self.device)
 
     def _distributed_model(self) -> nn.Module:
         if self.env.world_size == 1:
