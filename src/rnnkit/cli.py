@@ -137,7 +137,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", metavar="DIR", help="run directory (default runs/TASK-TIMESTAMP)")
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (`--resume RUN_DIR` works too)",
     )
     train.add_argument(
         "--force",
@@ -243,6 +245,8 @@ def _train_as(args: argparse.Namespace, run: Rendezvous, main_process: bool) -> 
     from rnnkit.toolkit.tasks import get_task
 
     started = time.perf_counter()
+    if args.resume and not args.out and args.config and Path(args.config).is_dir():
+        args.out, args.config = args.config, None  # people type `--resume RUN_DIR`
     out = Path(args.out) if args.out else None
     if args.resume:
         if out is None:
@@ -277,11 +281,16 @@ def _train_as(args: argparse.Namespace, run: Rendezvous, main_process: bool) -> 
     try:  # from here a replacement's directory exists: removed if anything fails
         task = get_task(config.task)
         data = task.prepare(config)
+        config = _with_derived(config, data.derived)
         transform_document = data.transform_document(config.task)
         if args.resume and not _killed_before_training(out):
             _check_same_transform(out, transform_document["transform"])
         _print(f"rnnkit train: task {config.task} -> {out}" + (" (resumed)" if args.resume else ""))
         for line in data.description:
+            _print(line)
+        for key, value in data.derived.items():
+            _print(f'  {key} = {value!r}: chosen from the data ("auto"); set it to override')
+        for line in data.warnings:
             _print(line)
         _train_into(work, config, task, data, transform_document, args.resume, main_process, run)
     except BaseException:
@@ -312,6 +321,15 @@ _OPTIMIZER_KEYS = frozenset(
     {"lr", "weight_decay", "optimizer", "momentum", "lr_schedule", "min_lr", "plateau_factor",
      "plateau_patience"}
 )  # fmt: skip
+
+
+def _with_derived(config: Any, derived: Mapping[str, Any]) -> Any:
+    """`config` with the values the data decided (``{"data.lookback": 15}``) in place."""
+    for key, value in derived.items():
+        section, name = key.split(".")
+        config = config.replace(**{section: dataclasses.replace(getattr(config, section),
+                                                                **{name: value})})  # fmt: skip
+    return config
 
 
 def _check_resumable(saved: Any, changed: Any) -> None:
@@ -441,6 +459,9 @@ def _train_into(
         _print(f"{name}: {lines[0]}")
         for line in lines[1:]:
             _print(line)
+        warning = task.validation_warning(scores) if split == "val" else None
+        if warning:
+            _print(warning)
         if split == "test":
             test_frame = frame
     rundir.write_json(work / rundir.RESULTS_FILE, results)

@@ -18,6 +18,7 @@ import torch
 from rnnkit.cli import main
 from rnnkit.toolkit import checkpoint, plots, rundir, trainer
 from rnnkit.toolkit.config import load_config
+from rnnkit.toolkit.forecast_defaults import figure
 from rnnkit.toolkit.tasks import get_task
 
 ROWS, LOOKBACK = 200, 10
@@ -171,8 +172,8 @@ def test_evaluate_reproduces_the_test_scores(forecast_run, capsys):
     code, stdout, _ = run(capsys, "evaluate", forecast_run)
     assert code == 0
     test = json.loads((forecast_run / "results.json").read_text())["test"]
-    assert f"{test['model']['rmse']:.3f}" in stdout
-    assert f"{test['persistence']['rmse']:.3f}" in stdout
+    assert figure(test["model"]["rmse"]) in stdout  # four significant digits
+    assert figure(test["persistence"]["rmse"]) in stdout
     assert "the run's test split" in stdout
 
 

@@ -41,7 +41,8 @@ def test_defaults_are_the_main_job():
     assert config.task == "forecast"
     assert config.data.path == ""  # the bundled GOOG.csv
     assert config.data.features == ("Open", "High", "Low", "Close")
-    assert (config.data.target, config.data.lookback, config.data.horizon) == ("Close", 100, 1)
+    # "auto": 100 rows for GOOG's 2,148 (rnnkit.toolkit.forecast_defaults.choose_lookback)
+    assert (config.data.target, config.data.lookback, config.data.horizon) == ("Close", "auto", 1)
     assert (config.model.hidden_size, config.model.num_layers) == (64, 1)
     assert (config.model.nonlinearity, config.model.bidirectional) == ("tanh", False)
     assert config.train.batch_size == 30
@@ -207,7 +208,8 @@ def test_parse_override():
         (
             "",
             ["data.lookback=0"],
-            "--set: invalid value for key `data.lookback`, expected a positive integer, got 0",
+            "--set: invalid value for key `data.lookback`, expected a positive integer or "
+            '"auto", got 0',
         ),
         (
             "",

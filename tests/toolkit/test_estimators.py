@@ -185,10 +185,12 @@ def test_language_model_takes_several_texts_and_validation_text():
 def test_validation_data_and_early_stopping():
     X, y = keyword_texts(96)
     X_val, y_val = keyword_texts(32, seed=5)
+    y_val = ["neg" if label == "pos" else "pos" for label in y_val]  # gets worse as it learns
     model = SequenceClassifier(epochs=20, early_stopping_patience=1, **FAST)
     model.fit(X, y, validation_data=(X_val, y_val))
     assert {"val_loss", "val_accuracy"} <= set(model.history_[0])
     assert len(model.history_) < 20  # stopped early
+    assert model.fitted_settings_["validation_sequences"] == 32  # none carved out of X
 
 
 def test_fitting_is_seeded_and_leaves_the_global_generators_alone():
@@ -275,7 +277,8 @@ def test_get_params_set_params_and_clone():
     model = SequenceClassifier(hidden_size=8, epochs=3)
     params = model.get_params()
     assert list(params)[:3] == ["hidden_size", "num_layers", "nonlinearity"]
-    assert params["hidden_size"] == 8 and params["pooling"] == "last" and params["lr"] == 1e-3
+    assert params["hidden_size"] == 8 and params["pooling"] == "mean" and params["lr"] == 3e-3
+    assert params["patch_size"] == params["max_steps"] == params["scaling"] == "auto"
     assert model.set_params(lr=0.5, pooling="max") is model
     assert model.lr == 0.5 and model.get_params()["pooling"] == "max"
     clone = type(model)(**model.get_params())

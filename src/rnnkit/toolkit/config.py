@@ -182,8 +182,10 @@ class DataConfig:
     features: tuple[str, ...] = ("Open", "High", "Low", "Close")
     # Forecast: the column predicted.
     target: str = "Close"
-    # Forecast: rows per input window. Language-model: characters per training chunk.
-    lookback: int = 100
+    # Forecast: rows per input window; "auto" takes 100, shortened on short series so that
+    # the splits keep enough windows (rnnkit.toolkit.forecast_defaults). Language-model:
+    # characters per training chunk; "auto" is 100. The run's config records the number used.
+    lookback: int | str = "auto"
     # Forecast: the target is this many rows after the window's last row.
     horizon: int = 1
     # Forecast: "log_return" predicts log(y[t + horizon] / y[t]) (turned back into a price
@@ -228,7 +230,8 @@ class DataConfig:
             raise _invalid("data.features", "distinct column names", list(self.features))
         if not self.target:
             raise _invalid("data.target", "a column name", self.target)
-        _check_int("data.lookback", self.lookback, 1)
+        if self.lookback != "auto":
+            _check_int("data.lookback", self.lookback, 1, ' or "auto"')
         _check_int("data.horizon", self.horizon, 1)
         _check_choice("data.target_transform", self.target_transform, TARGET_TRANSFORMS)
         _check_bool("data.lowercase", self.lowercase)
@@ -633,7 +636,7 @@ def _field_type(section: str, name: str) -> type | None:
     if not section:
         return str  # task
     value = next(f for f in dataclasses.fields(SECTION_TYPES[section]) if f.name == name).default
-    return type(value)
+    return None if value == "auto" else type(value)  # "auto" or a number: kept as parsed
 
 
 def _read_toml(path: str) -> dict[str, Any]:

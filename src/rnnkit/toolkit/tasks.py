@@ -60,6 +60,12 @@ from rnnkit.toolkit.data import (
 )
 from rnnkit.toolkit.data.tables import index_label, unique_names
 from rnnkit.toolkit.devices import to_device
+from rnnkit.toolkit.forecast_defaults import (
+    DEFAULT_LOOKBACK,
+    choose_lookback,
+    few_windows_warning,
+    figure,
+)
 from rnnkit.toolkit.metrics import loss_for_task, mae, metrics_for_task, rmse
 from rnnkit.toolkit.word_embedding import MAX_WORD_CHARS, spell
 
@@ -139,6 +145,9 @@ class TaskData:
         transform: ``SeriesTransform`` (forecast) or :class:`TextTransform`.
         baseline: JSON-able statistics of the naive baseline, fitted on train.
         description: Lines saying what was read, for the command line.
+        derived: Config values the data decided in place of "auto", by dotted
+            key (``{"data.lookback": 15}``); the run's config records them.
+        warnings: Lines about the data that a person should read before the figures.
     """
 
     train: Dataset
@@ -149,6 +158,8 @@ class TaskData:
     transform: Any
     baseline: dict[str, Any] = field(default_factory=dict)
     description: list[str] = field(default_factory=list)
+    derived: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def transform_document(self, task: str) -> dict[str, Any]:
         """The content of ``transform.json``."""
@@ -231,6 +242,11 @@ class Task:
         """Lines that show `results` (one split's scores) to a person."""
         raise NotImplementedError
 
+    def validation_warning(self, results: dict[str, Any]) -> str | None:
+        """A line to show before the test figures when validation already says the model
+        loses to its baseline; None when it does not."""
+        return None
+
     def loss_fn(self) -> Callable[[Any, Any], Tensor]:
         return loss_for_task(_model_task(self.name))
 
@@ -274,10 +290,15 @@ class ForecastTask(Task):
     def prepare(self, config: RunConfig) -> TaskData:
         data = config.data
         path = data.path or goog_csv_path()
+        rows = len(read_csv_series(path, unique_names([*data.features, data.target])))
+        lookback = data.lookback
+        derived = {}
+        if lookback == "auto":
+            lookback = derived["data.lookback"] = choose_lookback(rows, data.horizon)
         splits = load_series(
             path,
             target_column=data.target,
-            lookback=data.lookback,
+            lookback=lookback,
             horizon=data.horizon,
             feature_columns=list(data.features),
             train_fraction=1 - data.val_fraction - data.test_fraction,
@@ -292,7 +313,8 @@ class ForecastTask(Task):
         description = [
             f"data: {name}: {_count(len(splits.train), 'window')} train, "
             f"{len(splits.val):,} validation, {len(splits.test):,} test "
-            f"(lookback {data.lookback}, horizon {data.horizon})",
+            f"(lookback {lookback}{' from the data' if derived else ''}, "
+            f"horizon {data.horizon})",
         ]
         for label, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
             if len(part):
@@ -308,7 +330,11 @@ class ForecastTask(Task):
             model_config=model_config,
             transform=splits.transform,
             description=description,
-        )
+            derived=derived,
+            warnings=[w for w in [few_windows_warning(
+                len(splits.train), len(splits.val), len(splits.test), lookback, rows, data.horizon,
+            )] if w],
+        )  # fmt: skip
 
     def transform_from_dict(self, state: dict[str, Any]) -> SeriesTransform:
         return SeriesTransform.from_dict(state)
@@ -410,10 +436,10 @@ class ForecastTask(Task):
             f"{_count(results['windows'], 'forecast')} of {target}, "
             f"{results['first_target']} .. {results['last_target']}, in original units:",
             f"  {'':<24}{'RMSE':>10}{'MAE':>10}{'direction':>11}",
-            f"  {'model':<24}{model['rmse']:>10.3f}{model['mae']:>10.3f}"
+            f"  {'model':<24}{figure(model['rmse']):>10}{figure(model['mae']):>10}"
             f"{_percent(model['directional_accuracy']):>11}",
-            f"  {'persistence (y[t+1]=y[t])':<24}{persistence['rmse']:>10.3f}"
-            f"{persistence['mae']:>10.3f}{'-':>11}",
+            f"  {'persistence (y[t+1]=y[t])':<24}{figure(persistence['rmse']):>10}"
+            f"{figure(persistence['mae']):>10}{'-':>11}",
             f"  {'always up':<24}{'-':>10}{'-':>10}"
             f"{_percent(results['always_up_directional_accuracy']):>11}",
         ]
@@ -424,6 +450,16 @@ class ForecastTask(Task):
             verdict = f"persistence wins: the model's RMSE is {ratio:.3f} times the baseline's"
         lines.append(f"  {verdict}")
         return lines
+
+    def validation_warning(self, results: dict[str, Any]) -> str | None:
+        """A line when the model does not beat persistence on the validation windows."""
+        model, persistence = results["model"]["rmse"], results["persistence"]["rmse"]
+        if model < persistence:
+            return None
+        return (
+            f"warning: the model does not beat persistence on validation (RMSE {figure(model)} "
+            f"against {figure(persistence)}): trust its test figures less than persistence's"
+        )
 
 
 # ----------------------------------------------------------------------------- classify, tag
@@ -690,15 +726,16 @@ class LanguageModelTask(Task):
         test_text = text[n - test_chars :]
         vocab = Vocabulary.build([train_text])
         transform = TextTransform(vocab, None)
-        train = self._chunks(vocab, train_text, data.lookback, data.path, "training part")
+        lookback = _text_lookback(data.lookback)
+        train = self._chunks(vocab, train_text, lookback, data.path, "training part")
 
         def held_out(part: str, path: str, what: str) -> TensorDataset | None:
             if path:
                 part_text = read_text(path)[: data.limit or None]
-                return self._chunks(vocab, part_text, data.lookback, path, "file")
+                return self._chunks(vocab, part_text, lookback, path, "file")
             if not part:
                 return None
-            return self._chunks(vocab, part, data.lookback, data.path, what)
+            return self._chunks(vocab, part, lookback, data.path, what)
 
         val = held_out(val_text, data.val_path, "validation part")
         test = held_out(test_text, data.test_path, "test part")
@@ -714,7 +751,7 @@ class LanguageModelTask(Task):
         description = [
             f"data: {data.path}: {len(train_text):,} characters train, {len(val_text):,} "
             f"validation, {len(test_text):,} test; {len(vocab) - 2} distinct characters",
-            f"  chunks of {data.lookback} characters: {len(train):,} train",
+            f"  chunks of {lookback} characters: {len(train):,} train",
         ]
         return TaskData(
             train=train,
@@ -725,6 +762,7 @@ class LanguageModelTask(Task):
             transform=transform,
             baseline={"unigram_log_probs": unigram},
             description=description,
+            derived={"data.lookback": lookback} if data.lookback == "auto" else {},
         )
 
     def transform_from_dict(self, state: dict[str, Any]) -> TextTransform:
@@ -732,7 +770,11 @@ class LanguageModelTask(Task):
 
     def dataset(self, config, transform, path):
         return self._chunks(
-            transform.vocab, read_text(path), config.data.lookback, os.fspath(path), "file"
+            transform.vocab,
+            read_text(path),
+            _text_lookback(config.data.lookback),
+            os.fspath(path),
+            "file",
         )
 
     @staticmethod
@@ -822,6 +864,11 @@ _STEP_MEANINGS = {
     (1, False): "(batch, max_len, 1 + chars) word ids, then their characters",
     (1, True): "(batch, window, features)",
 }
+
+
+def _text_lookback(lookback: int | str) -> int:
+    """Characters per language-model chunk: "auto" is the forecast's default of 100."""
+    return DEFAULT_LOOKBACK if lookback == "auto" else lookback
 
 
 def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...], str]]:

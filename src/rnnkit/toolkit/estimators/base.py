@@ -209,16 +209,22 @@ class Estimator:
                 f"This {type(self).__name__} instance is not fitted yet: call fit before {method}"
             )
 
-    def _train_config(self) -> TrainConfig:
-        """The training hyper-parameters, checked (TrainConfig names a bad one)."""
+    def _train_config(self, **derived: Any) -> TrainConfig:
+        """The training hyper-parameters, checked (TrainConfig names a bad one).
+
+        Args:
+            derived: TrainConfig fields that fit chose in place of the
+                estimator's own (``epochs``, ``early_stopping_patience`` left at "auto").
+        """
         if self.verbose is not None and not isinstance(self.verbose, bool):
             raise invalid_argument("verbose", "a bool or None", self.verbose)
-        return TrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-            early_stopping_patience=self.early_stopping_patience, seed=self.seed,
-            device=self.device, progress=self.verbose,
-        )  # fmt: skip
+        fields = {
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
+            "early_stopping_patience": self.early_stopping_patience, "seed": self.seed,
+            "device": self.device, "progress": self.verbose,
+        }  # fmt: skip
+        return TrainConfig(**(fields | derived))
 
     def _model_config(self, task: str, **fields: Any) -> ModelConfig:
         """The architecture hyper-parameters and `fields`, checked (ModelConfig names a bad one)."""

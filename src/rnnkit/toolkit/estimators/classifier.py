@@ -62,6 +62,7 @@ class SequenceClassifier(ManyToOneEstimator):
 
     _task = "classification"
     _estimator_type = "classifier"
+    _stratified = True
     _collate = staticmethod(collate_classification)
 
     def predict(self, X: Any) -> np.ndarray:

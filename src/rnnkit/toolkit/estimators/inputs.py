@@ -10,8 +10,9 @@
   a string element is split on whitespace (:func:`~rnnkit.toolkit.data.tokenize`).
 
 Numbers are features, never token ids: pass tokens as strings. Numeric
-features are used as given (standardise them beforehand if their scales
-differ a lot).
+features are scaled per channel and long series cut into patches as fit
+decided (:mod:`rnnkit.toolkit.estimators.settings`); :class:`InputSpec`
+repeats both at predict time.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rnnkit.toolkit.arguments import is_int
 from rnnkit.toolkit.data.text import tokenize
 from rnnkit.toolkit.data.vocab import Vocabulary
+from rnnkit.toolkit.estimators.settings import InputScaling, patch
 
 NUMERIC = "numeric"
 TOKENS = "token"
@@ -142,21 +145,38 @@ class InputSpec:
     kind: str  # NUMERIC or TOKENS
     num_features: int | None  # features per step of numeric input; None for tokens
     vocabulary: Vocabulary | None  # token input only: <pad> = 0, <unk> = 1, then by count
+    scaling: InputScaling | None = None  # numeric input: per-channel scaling; None: as given
+    patch_size: int = 1  # numeric input: consecutive steps fed as one input vector
 
     @classmethod
-    def fit(cls, sequences: Sequences, min_freq: int) -> InputSpec:
+    def fit(
+        cls, sequences: Sequences, min_freq: int, scaling: str = "none", patch_size: int = 1
+    ) -> InputSpec:
+        """What to remember of the training `sequences`.
+
+        Args:
+            sequences: The training sequences.
+            min_freq: Token input: rarer tokens map to ``<unk>``.
+            scaling: Numeric input: a mode of :meth:`InputScaling.fit`, fitted on
+                every step of `sequences`.
+            patch_size: Numeric input: steps per input vector.
+        """
         if sequences.kind == NUMERIC:
-            return cls(NUMERIC, sequences.num_features, None)
+            rows = torch.cat(sequences.items).numpy()  # (steps, features)
+            return cls(
+                NUMERIC, sequences.num_features, None, InputScaling.fit(rows, scaling), patch_size
+            )
         return cls(TOKENS, None, Vocabulary.build(sequences.items, min_freq=min_freq))
 
     def model_fields(self) -> dict[str, Any]:
         """The input fields of a :class:`~rnnkit.toolkit.models.ModelConfig`."""
         if self.kind == NUMERIC:
-            return {"input_size": self.num_features}
+            return {"input_size": self.num_features * self.patch_size}
         return {"vocab_size": len(self.vocabulary), "padding_idx": Vocabulary.pad_index}
 
     def encode(self, sequences: Sequences, name: str = "X") -> list[Tensor]:
-        """Model input per sequence: float32 ``(length, features)`` or int64 ``(length,)`` ids.
+        """Model input per sequence: float32 ``(ceil(length / patch_size), patch_size *
+        features)``, scaled, or int64 ``(length,)`` ids.
 
         Raises:
             ValueError: `sequences` are of another kind or feature count than in fit.
@@ -169,21 +189,34 @@ class InputSpec:
                     name, f"{self.num_features} features per step (as in fit)",
                     str(sequences.num_features),
                 )  # fmt: skip
-            return list(sequences.items)
+            scaling = self.scaling
+            items = sequences.items if scaling is None else map(scaling.transform, sequences.items)
+            return [patch(item, self.patch_size) for item in items]
         encode = self.vocabulary.encode
         return [torch.tensor(encode(tokens), dtype=torch.int64) for tokens in sequences.items]
 
     def to_dict(self) -> dict[str, Any]:
         vocabulary = None if self.vocabulary is None else self.vocabulary.to_dict()
-        return {"kind": self.kind, "num_features": self.num_features, "vocabulary": vocabulary}
+        scaling = None if self.scaling is None else self.scaling.to_dict()
+        return {
+            "kind": self.kind, "num_features": self.num_features, "vocabulary": vocabulary,
+            "scaling": scaling, "patch_size": self.patch_size,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> InputSpec:
-        vocabulary = state["vocabulary"]
+        """Rebuild from :meth:`to_dict`; a state saved before scaling and patching reads
+        as unscaled, one step per input vector."""
+        vocabulary, scaling = state["vocabulary"], state.get("scaling")
+        patch_size = state.get("patch_size", 1)
+        if not is_int(patch_size) or patch_size < 1:
+            raise ValueError(f"malformed patch_size {patch_size!r}")
         return cls(
             state["kind"],
             state["num_features"],
             None if vocabulary is None else Vocabulary.from_dict(vocabulary),
+            None if scaling is None else InputScaling.from_dict(scaling),
+            patch_size,
         )
 
 

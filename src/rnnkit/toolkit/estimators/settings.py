@@ -1,0 +1,242 @@
+"""Settings that ``fit`` derives from the data when the caller leaves them at ``"auto"``.
+
+Most people pass nothing but their data, so each of these is chosen from it at
+fit time, shown (``fitted_settings_``, and one logged line) and saved with the
+model; an explicit argument always wins:
+
+- :class:`InputScaling`: per-channel standardisation fitted on the training
+  series only, after ``log1p`` on channels of heavy-tailed non-negative values
+  (raw counts in the tens of thousands), applied again at predict time;
+- :func:`choose_patch_size` and :func:`patch`: ``k`` consecutive steps fed as
+  one input vector (as PatchTST and SegRNN do), so the recurrence runs over
+  about :data:`TARGET_STEPS` steps, not hundreds;
+- :func:`step_budget`: training measured in optimiser steps, not epochs, so
+  small data sets get enough updates and large ones do not take hours;
+- :func:`validation_split`: a seeded (stratified, for labels) validation part
+  carved from the training data for early stopping.
+
+``python scripts/defaults_panel.py`` measures these defaults on the panel of
+``docs/defaults.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
+
+SCALINGS = ("auto", "standard", "none")
+AUTO = "auto"
+TARGET_STEPS = 32  # the recurrence length patching aims for: tens of steps, not hundreds
+SKEW_FOR_LOG = 2.0  # sample skewness above which a non-negative channel is read as log1p
+# The step budget: EPOCHS_IN_BUDGET passes over the training data, kept within
+# [MIN_STEPS, MAX_STEPS] optimiser steps.
+EPOCHS_IN_BUDGET = 50
+MIN_STEPS, MAX_STEPS = 1000, 4000
+PATIENCE_SHARE = 0.25  # early stopping waits this share of the budget for an improvement
+VALIDATION_SHARE = 0.2  # of the training sequences, when validation is carved out
+MIN_TO_CARVE = 20  # fewer training sequences than this: no validation part is carved
+
+__all__ = [
+    "AUTO",
+    "SCALINGS",
+    "InputScaling",
+    "choose_patch_size",
+    "patch",
+    "patience_epochs",
+    "step_budget",
+    "validation_split",
+]
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """Per-channel ``z = (f(x) - mean) / std`` with ``f = log1p`` on some channels.
+
+    Example:
+        >>> rows = np.array([[1.0, 0.0], [3.0, 20000.0], [5.0, 3.0]])  # (rows, channels)
+        >>> scaling = InputScaling.fit(rows, "auto")
+        >>> scaling.log  # the second channel is non-negative and heavy tailed
+        (False, True)
+    """
+
+    log: tuple[bool, ...]  # per channel: log1p before standardising
+    mean: tuple[float, ...]  # per channel, of the (logged) training values
+    std: tuple[float, ...]  # per channel, population std (1 where constant)
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, mode: str) -> InputScaling:
+        """Fit on every step of the training sequences.
+
+        Args:
+            rows: The training steps.
+            mode: ``"auto"`` (log1p where a channel is heavy tailed, then
+                standardise), ``"standard"`` (standardise only) or ``"none"``.
+
+        Shape:
+            rows: ``(steps, channels)``.
+        """
+        rows = np.asarray(rows, dtype=np.float64)
+        channels = rows.shape[1]
+        if mode == "none":
+            return cls((False,) * channels, (0.0,) * channels, (1.0,) * channels)
+        log = tuple(mode == AUTO and _heavy_tailed(column) for column in rows.T)
+        logged = np.where(np.array(log), np.log1p(np.abs(rows)), rows)
+        mean, std = logged.mean(axis=0), logged.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return cls(log, tuple(mean.tolist()), tuple(std.tolist()))
+
+    @property
+    def is_identity(self) -> bool:
+        return not any(self.log) and all(m == 0 for m in self.mean) and set(self.std) <= {1.0}
+
+    def transform(self, x: Tensor) -> Tensor:
+        """Scale one sequence.
+
+        Shape:
+            x: ``(length, channels)``; returns the same shape, float32.
+        """
+        if self.is_identity:
+            return x
+        x = x.double()
+        if any(self.log):
+            # A log channel saw only values >= 0 in training; later negatives keep their sign.
+            log = torch.tensor(self.log)
+            x = torch.where(log, torch.sign(x) * torch.log1p(x.abs()), x)
+        mean = torch.tensor(self.mean, dtype=torch.float64)
+        std = torch.tensor(self.std, dtype=torch.float64)
+        return ((x - mean) / std).float()
+
+    def describe(self) -> str:
+        """``"standardised"``, ``"log1p on channels 2, 5, then standardised"`` or ``"none"``."""
+        if self.is_identity:
+            return "none"
+        logged = [str(j + 1) for j, flag in enumerate(self.log) if flag]
+        if not logged:
+            return "standardised per channel"
+        return f"log1p on channel {', '.join(logged)}, then standardised per channel"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log": list(self.log), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> InputScaling:
+        log, mean, std = state["log"], state["mean"], state["std"]
+        if not (len(log) == len(mean) == len(std)) or not all(isinstance(f, bool) for f in log):
+            raise ValueError(f"malformed input scaling: {dict(state)!r}")
+        if not all(is_real(m) for m in mean) or not all(is_real(s) and s > 0 for s in std):
+            raise ValueError(f"malformed input scaling: {dict(state)!r}")
+        return cls(tuple(log), tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+def _heavy_tailed(column: np.ndarray) -> bool:
+    """Non-negative values whose skewness log1p would tame (counts, prices, volumes)."""
+    if column.min() < 0 or column.max() <= 0:
+        return False
+    std = column.std()
+    if std == 0:
+        return False
+    skew = float(np.mean(((column - column.mean()) / std) ** 3))
+    return skew > SKEW_FOR_LOG
+
+
+def choose_patch_size(lengths: Sequence[int]) -> int:
+    """Steps per input vector so that the median sequence runs about TARGET_STEPS steps.
+
+    Example:
+        >>> choose_patch_size([251] * 10), choose_patch_size([7, 29])  # 251 steps -> 31
+        (8, 1)
+    """
+    return max(1, round(float(np.median(lengths)) / TARGET_STEPS))
+
+
+def patch(x: Tensor, size: int) -> Tensor:
+    """Feed `size` consecutive steps as one vector; a short last patch repeats the last step.
+
+    Shape:
+        x: ``(length, channels)``; returns ``(ceil(length / size), size * channels)``,
+        each row the steps of its patch in time order.
+
+    Example:
+        >>> patch(torch.arange(5.0)[:, None], 2)  # (5, 1) -> (3, 2)
+        tensor([[0., 1.],
+                [2., 3.],
+                [4., 4.]])
+    """
+    if size == 1:
+        return x
+    length, channels = x.shape
+    padded_length = math.ceil(length / size) * size
+    if padded_length > length:
+        x = torch.cat([x, x[-1:].expand(padded_length - length, channels)])
+    return x.reshape(padded_length // size, size * channels)
+
+
+def step_budget(num_sequences: int, batch_size: int) -> int:
+    """Optimiser steps to train for: EPOCHS_IN_BUDGET passes, within [MIN_STEPS, MAX_STEPS].
+
+    Example:
+        >>> step_budget(50, 32), step_budget(100_000, 32)  # 2 batches a pass; 3,125
+        (1000, 4000)
+    """
+    per_epoch = math.ceil(num_sequences / batch_size)
+    return min(MAX_STEPS, max(MIN_STEPS, EPOCHS_IN_BUDGET * per_epoch))
+
+
+def patience_epochs(epochs: int) -> int:
+    """Epochs without improvement before early stopping: PATIENCE_SHARE of the budget."""
+    return max(1, math.ceil(PATIENCE_SHARE * epochs))
+
+
+def validation_split(
+    count: int, fraction: float, seed: int, labels: Sequence[Any] | None = None
+) -> tuple[list[int], list[int]]:
+    """Seeded training and validation indices; stratified when `labels` are given.
+
+    With labels, every class with at least two sequences gives
+    ``round(fraction * its count)`` of them (at least one) to validation and
+    keeps at least one for training; a class seen once stays in training.
+
+    Returns:
+        ``(train_indices, validation_indices)``, each sorted.
+
+    Example:
+        >>> validation_split(10, 0.2, seed=0, labels=["a"] * 5 + ["b"] * 5)[1]  # one per class
+        [1, 8]
+    """
+    if fraction <= 0:
+        return list(range(count)), []
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        order = rng.permutation(count)
+        held = round(fraction * count)
+        return sorted(order[held:].tolist()), sorted(order[:held].tolist())
+    by_class: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    val: list[int] = []
+    for members in by_class.values():
+        if len(members) < 2:
+            continue
+        held = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.extend(rng.permutation(members)[:held].tolist())
+    held_set = set(val)
+    return [i for i in range(count) if i not in held_set], sorted(val)
+
+
+def check_auto_int(name: str, value: object, minimum: int = 1) -> None:
+    """`value` is "auto" or an integer >= `minimum`."""
+    if value != AUTO and (not is_int(value) or value < minimum):
+        raise invalid_argument(name, f"'auto' or an integer >= {minimum}", value)
+
+
+def check_validation_fraction(value: object) -> None:
+    if value != AUTO and (not is_real(value) or not 0 <= value < 1):
+        raise invalid_argument("validation_fraction", "'auto' or a number in [0, 1)", value)
