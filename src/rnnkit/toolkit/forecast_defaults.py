@@ -15,8 +15,8 @@ import math
 
 DEFAULT_LOOKBACK = 100  # rows per window on series long enough for it
 ROWS_PER_LOOKBACK = 10  # a short series gets a lookback of a tenth of its rows
-MIN_TRAIN_WINDOWS = 100  # fewer training windows than this: warn
-MIN_HELD_OUT_WINDOWS = 20  # fewer validation or test windows than this: warn
+MIN_TRAIN_WINDOWS = 50  # fewer training windows than this: warn
+MIN_HELD_OUT_WINDOWS = 10  # fewer validation or test windows than this: warn
 
 __all__ = ["choose_lookback", "few_windows_warning", "figure"]
 
@@ -49,9 +49,10 @@ def few_windows_warning(
               if 0 < n < MIN_HELD_OUT_WINDOWS]  # fmt: skip
     if not small:
         return None
+    listed = small[0] if len(small) == 1 else f"{', '.join(small[:-1])} and {small[-1]}"
     message = (
-        f"warning: lookback {lookback} leaves {' and '.join(small)} windows of {rows} rows; "
-        "figures on so few windows are unreliable"
+        f"warning: lookback {lookback} leaves {listed} windows of {rows} rows; figures on so "
+        "few windows are unreliable"
     )
     suggested = choose_lookback(rows, horizon)
     if suggested < lookback:
