@@ -1,0 +1,72 @@
+"""scripts/defaults_panel.py: its judging and table on made-up fits, and a smoke run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location(
+        "defaults_panel", REPO / "scripts" / "defaults_panel.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+panel = _load_script()
+
+SETTINGS = {
+    "patch_size": 5, "scaling": "standardised per channel", "train_sequences": 40,
+    "validation_sequences": 10, "steps_run": 800, "max_steps": 1000, "best_epoch": 300,
+    "epochs": 500,
+}  # fmt: skip
+
+
+def row(name: str, scores: list[float], reference: dict[str, float]) -> dict:
+    fits = [{"seed": i, "score": s, "seconds": 3.0, "settings": SETTINGS}
+            for i, s in enumerate(scores)]  # fmt: skip
+    return {"name": name, "fits": fits, "reference": reference, "measured_here": False,
+            "before": 0.5}  # fmt: skip
+
+
+def test_judging_uses_the_mean_over_seeds_and_the_direction_of_the_metric():
+    gun = panel.SETS["GunPoint"]
+    assert panel.judge(gun, row("GunPoint", [0.9, 0.92], gun.published)) == (True, False)
+    assert panel.judge(gun, row("GunPoint", [0.99, 0.97], gun.published)) == (True, True)
+    assert panel.judge(gun, row("GunPoint", [0.95, 0.85], gun.published))[0] is False
+    covid = panel.SETS["Covid3Month"]
+    assert panel.judge(covid, row("Covid3Month", [0.040], covid.published)) == (True, False)
+    assert panel.judge(covid, row("Covid3Month", [0.045], covid.published)) == (False, False)
+    arrow = panel.SETS["ArrowHead"]
+    assert panel.judge(arrow, row("ArrowHead", [0.7], {"1-NN DTW": 0.8})) == (False, None)
+
+
+def test_the_table_shows_means_ranges_targets_and_settings():
+    gun, covid = panel.SETS["GunPoint"], panel.SETS["Covid3Month"]
+    rows = [row("GunPoint", [0.9, 0.92], gun.published),
+            row("Covid3Month", [0.04, 0.05], covid.published)]  # fmt: skip
+    text = panel.markdown(rows, [0, 1], seconds=120.0)
+    assert "| GunPoint | 0.910 | 0.900-0.920 | 0.500 | 1-NN DTW 0.907 | yes | no (ResNet" in text
+    assert "| Covid3Month | 0.0450 | 0.0400-0.0500 |" in text
+    assert "training mean 0.0447 | **no** |" in text
+    assert "patch 5; standardised per channel; 40+10 train+val; 800/1000 steps" in text
+    assert "Targets met: 1 of 2." in text
+
+
+def test_smoke_run_writes_the_docs(tmp_path, capsys):
+    pytest.importorskip("aeon", reason="the panel's data sets ship with aeon")
+    assert panel.main(["--smoke", "--docs-dir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "defaults.json").read_text())
+    assert [r["name"] for r in rows] == ["ItalyPowerDemand"]
+    assert 0 <= rows[0]["fits"][0]["score"] <= 1
+    assert rows[0]["fits"][0]["settings"]["max_steps"] == 20
+    assert "| ItalyPowerDemand |" in (tmp_path / "defaults.md").read_text()
