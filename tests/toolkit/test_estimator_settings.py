@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from rnnkit.toolkit.checkpoint import load_model
+from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.estimators import SequenceClassifier, SequenceRegressor
 from rnnkit.toolkit.estimators.inputs import InputSpec, as_sequences
 from rnnkit.toolkit.estimators.settings import (
@@ -16,7 +18,9 @@ from rnnkit.toolkit.estimators.settings import (
     MIN_STEPS,
     TARGET_STEPS,
     InputScaling,
+    choose_ensemble_size,
     choose_patch_size,
+    member_splits,
     patch,
     patience_epochs,
     step_budget,
@@ -53,18 +57,16 @@ def test_scaling_of_a_constant_channel_only_centres_it():
     assert scaling.std == (1.0, 1.0) and scaling.mean == (2.0, 2.0)
 
 
-def test_scaling_is_fitted_on_the_training_part_only_and_saved(tmp_path):
+def test_scaling_is_fitted_on_the_training_sequences_only_and_saved(tmp_path):
     rng = np.random.default_rng(1)
     X = [rng.normal(1000, 50, size=(6, 2)) for _ in range(40)]
     y = rng.normal(size=40)
-    model = SequenceRegressor(hidden_size=8, max_steps=20, seed=3, **QUIET).fit(X, y)
-    settings = model.fitted_settings_
-    assert settings["train_sequences"] == 32 and settings["validation_sequences"] == 8
-    train_indices, _ = validation_split(40, 0.2, seed=3)
-    train_rows = np.concatenate([X[i] for i in train_indices]).astype(np.float32)
-    np.testing.assert_allclose(model.inputs_.scaling.mean, train_rows.mean(axis=0), rtol=1e-5)
-    every_row = np.concatenate(X).astype(np.float32)
-    assert not np.allclose(model.inputs_.scaling.mean, every_row.mean(axis=0), rtol=1e-7)
+    X_val = [rng.normal(0, 1, size=(6, 2)) for _ in range(10)]  # far from X: must not count
+    model = SequenceRegressor(hidden_size=8, max_steps=20, seed=3, **QUIET)
+    model.fit(X, y, validation_data=(X_val, rng.normal(size=10)))
+    rows = np.concatenate(X).astype(np.float32)  # (steps, channels)
+    np.testing.assert_allclose(model.inputs_.scaling.mean, rows.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(model.inputs_.scaling.std, rows.std(axis=0), rtol=1e-4)
     loaded = SequenceRegressor.load(model.save(tmp_path / "model"))
     assert loaded.inputs_ == model.inputs_
     assert loaded.fitted_settings_ == model.fitted_settings_
@@ -109,14 +111,15 @@ def test_patched_variable_lengths_train_and_predict():
     rng = np.random.default_rng(2)
     X = [rng.normal(size=(int(rng.integers(60, 200)), 3)) for _ in range(30)]
     y = [i % 2 for i in range(30)]
-    model = SequenceClassifier(hidden_size=8, max_steps=4, **QUIET).fit(X, y)
+    model = SequenceClassifier(hidden_size=8, max_steps=4, ensemble_size=1, **QUIET).fit(X, y)
     k = choose_patch_size([len(x) for x in X])
     assert k > 1 and model.fitted_settings_["patch_size"] == k
     assert model.model_.config.input_size == 3 * k  # k steps of 3 channels per input vector
     encoded = model.inputs_.encode(as_sequences(X[:2]))
     assert [len(e) for e in encoded] == [math.ceil(len(x) / k) for x in X[:2]]
     assert model.predict(X[:5]).shape == (5,)
-    fixed = SequenceClassifier(hidden_size=8, max_steps=4, patch_size=1, **QUIET).fit(X, y)
+    fixed = SequenceClassifier(hidden_size=8, max_steps=4, patch_size=1, ensemble_size=1, **QUIET)
+    fixed.fit(X, y)
     assert fixed.model_.config.input_size == 3
 
 
@@ -137,8 +140,10 @@ def test_fit_trains_for_the_budget_in_steps_or_for_explicit_epochs():
     settings = model.fitted_settings_
     assert settings["validation_sequences"] == 0 and settings["epochs"] == 3  # ceil(7 / 3)
     assert settings["early_stopping_patience"] is None  # nothing to stop on
+    assert settings["epochs_run"] == [3] * 5 and settings["steps_run"] == [9] * 5
     by_epochs = SequenceRegressor(hidden_size=4, epochs=2, **QUIET).fit(X, y)
     assert len(by_epochs.history_) == 2
+    assert by_epochs.fitted_settings_["ensemble_size"] == 1  # epochs: one model, as before
     with pytest.raises(ValueError, match="arguments `epochs` and `max_steps`, expected at most"):
         SequenceRegressor(epochs=2, max_steps=5, **QUIET).fit(X, y)
     with pytest.raises(ValueError, match="`max_steps`, expected 'auto' or an integer >= 1"):
@@ -173,10 +178,50 @@ def test_carved_validation_drives_early_stopping_and_is_shown(caplog):
     assert settings["validation_sequences"] == 12 and settings["train_sequences"] == 48
     assert {"val_loss", "val_accuracy"} <= set(model.history_[0])
     assert settings["early_stopping_patience"] == patience_epochs(settings["epochs"])
-    assert 1 <= settings["best_epoch"] <= settings["epochs_run"] <= settings["epochs"]
+    for best, run in zip(settings["best_epoch"], settings["epochs_run"], strict=True):
+        assert 1 <= best <= run <= settings["epochs"]
     assert "SequenceClassifier.fit: patch_size 1, max_steps 40" in caplog.text
     none = SequenceClassifier(hidden_size=8, max_steps=4, validation_fraction=0, **QUIET)
     assert none.fit(X, y).fitted_settings_["validation_sequences"] == 0
+
+
+# Ensembles
+
+
+def test_member_splits_are_disjoint_stratified_folds():
+    labels = ["a"] * 23 + ["b"] * 11 + ["c"]
+    splits = member_splits(len(labels), 0.2, 5, seed=0, labels=labels)
+    validated = [i for _, val in splits for i in val]
+    assert sorted(validated) == list(range(34))  # each once; the single "c" never
+    for train, val in splits:
+        assert sorted(train + val) == list(range(35))
+        counts = Counter(labels[i] for i in val)
+        assert counts["a"] in (4, 5) and counts["b"] in (2, 3)
+    assert member_splits(10, 0.2, 1, seed=0) == [validation_split(10, 0.2, seed=0)]
+    assert len({tuple(v) for _, v in member_splits(30, 0.2, 3, seed=0)}) == 3  # own draws
+    assert choose_ensemble_size(50) == 5 and choose_ensemble_size(5000) == 1
+
+
+def test_small_data_gets_an_ensemble_that_averages_probabilities_and_saves(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(50, 5, 2))
+    y = ["up" if x[:, 0].sum() > 0 else "down" for x in X]
+    model = SequenceClassifier(hidden_size=8, max_steps=30, **QUIET).fit(X, y)
+    settings = model.fitted_settings_
+    assert settings["ensemble_size"] == 5 and len(settings["best_epoch"]) == 5
+    assert settings["train_sequences"] == 40 and settings["validation_sequences"] == 10
+    assert isinstance(model.model_, EnsembleModel) and len(model.model_.members) == 5
+    members = model.model_.members
+    assert not torch.equal(members[0].head.linear.weight, members[1].head.linear.weight)
+    probabilities = model.predict_proba(X)  # (N, classes)
+    encoded = model.inputs_.encode(as_sequences(X))
+    with torch.no_grad():
+        each = [torch.softmax(m(torch.stack(encoded)), -1).double() for m in members]
+    np.testing.assert_allclose(probabilities, torch.stack(each).mean(0).numpy(), atol=1e-6)
+    loaded = SequenceClassifier.load(model.save(tmp_path / "ensemble"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), probabilities)
+    bare = load_model(tmp_path / "ensemble")
+    assert isinstance(bare, EnsembleModel) and bare.config.ensemble_size == 5
 
 
 # The defaults, end to end

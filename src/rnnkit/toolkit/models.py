@@ -40,6 +40,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.rnn import RNN
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
+from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
 TASKS = ("regression", "classification", "tagging", "language_model")
@@ -122,6 +123,9 @@ class ModelConfig:
     char_embedding_dim: int | None = None
     # Hidden features per direction of the character RNN (needs char_vocab_size).
     char_hidden_size: int | None = None
+    # Many-to-one tasks: this many models of this architecture, their outputs averaged
+    # (rnnkit.toolkit.ensemble); 1 is a single model.
+    ensemble_size: int = 1
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -166,6 +170,12 @@ class ModelConfig:
             if not is_real(value) or not 0 <= value < 1:
                 raise invalid_argument(name, "a number in [0, 1)", value)
         self._check_chars()
+        _check_int("ensemble_size", self.ensemble_size, 1)
+        if self.ensemble_size > 1 and self.task not in MANY_TO_ONE_TASKS:
+            raise invalid_argument(
+                "ensemble_size", f"1 for task {self.task!r} (ensembles are many-to-one)",
+                self.ensemble_size,
+            )  # fmt: skip
         if self.task not in MANY_TO_ONE_TASKS and self.pooling != "last":
             raise invalid_argument(
                 "pooling", f"the default 'last' for task {self.task!r} (it predicts every step)",
@@ -746,7 +756,8 @@ def build_model(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
         config: a :class:`ModelConfig` or a mapping of its fields (e.g. read from JSON).
 
     Returns:
-        A freshly initialised ``ManyToOneModel``, ``TaggingModel`` or ``LanguageModel``.
+        A freshly initialised ``ManyToOneModel``, ``TaggingModel`` or ``LanguageModel``,
+        or an :class:`~rnnkit.toolkit.ensemble.EnsembleModel` of ``ensemble_size`` of them.
 
     Example:
         >>> model = build_model({"task": "regression", "input_size": 4})
@@ -766,4 +777,6 @@ def build_model(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
         raise invalid_argument(
             "config", "a ModelConfig or a mapping of its fields", type(config).__name__
         )
+    if config.ensemble_size > 1:
+        return EnsembleModel(config)
     return MODELS[config.task](config)

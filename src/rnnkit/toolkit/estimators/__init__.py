@@ -21,18 +21,24 @@ them (``get_params`` / ``set_params`` as in scikit-learn); fit checks them and
 names a bad one. The shared ones, with their defaults:
 
 - architecture: ``hidden_size=64``, ``num_layers=1``, ``nonlinearity="tanh"``,
-  ``bidirectional=False``, ``dropout=0.0`` (between layers), ``embedding_dim=None``
-  (token input: hidden_size), ``min_freq=1`` (rarer tokens read as ``<unk>``),
-  ``pooling="last"`` (regressor and classifier: or ``"mean"``, ``"max"``),
+  ``dropout=0.0`` (between layers), ``embedding_dim=None`` (token input:
+  hidden_size), ``min_freq=1`` (rarer tokens read as ``<unk>``),
   ``seq_length=64`` (language model: characters per training piece);
-- training: ``epochs=10``, ``batch_size=32``, ``lr=1e-3``, ``weight_decay=0.01``
-  (AdamW), ``grad_clip=1.0``, ``early_stopping_patience=None``, ``seed=0``,
-  ``device="auto"`` (a GPU if there is one), ``verbose=None`` (a progress bar
-  when stderr is a terminal).
+- training: ``batch_size=32``, ``weight_decay=0.01`` (AdamW), ``grad_clip=1.0``,
+  ``seed=0``, ``device="auto"`` (a GPU if there is one), ``verbose=None`` (a
+  progress bar when stderr is a terminal).
+
+The tagger and the language model train ``epochs=10`` passes at ``lr=1e-3`` on a
+unidirectional encoder unless told otherwise. The regressor and the classifier
+derive their settings from the data (:mod:`rnnkit.toolkit.estimators.settings`):
+``bidirectional=True``, ``pooling="mean"``, ``lr=3e-3``, and ``"auto"`` for
+``scaling``, ``patch_size``, ``max_steps``, ``validation_fraction`` and
+``early_stopping_patience``; ``fitted_settings_`` shows what they became.
 
 Example:
     >>> from rnnkit import SequenceClassifier
-    >>> model = SequenceClassifier(hidden_size=32, epochs=5).fit(X_train, y_train)
+    >>> model = SequenceClassifier(seed=0).fit(X_train, y_train)
+    >>> model.fitted_settings_  # what fit derived from X_train
     >>> model.score(X_test, y_test)  # accuracy
     >>> model.save("models/sentiment")
     >>> SequenceClassifier.load("models/sentiment").predict(X_test)

@@ -243,6 +243,20 @@ class Estimator:
         collate_fn: Callable[[list[Any]], Any],
     ) -> None:
         """Build the model from `seed`, train it, and set ``model_`` and ``history_``."""
+        model, history = self._train_model(model_config, train_config, train, val, collate_fn)
+        self.model_ = model
+        self.history_ = history
+
+    def _train_model(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        train: Sequence[Any],
+        val: Sequence[Any] | None,
+        collate_fn: Callable[[list[Any]], Any],
+    ) -> tuple[nn.Module, list[dict[str, float]]]:
+        """A model built from ``train_config.seed`` and trained; returns it (in eval mode)
+        and its history."""
         with _global_generators_kept():
             torch.manual_seed(train_config.seed)
             model = build_model(model_config)
@@ -251,8 +265,7 @@ class Estimator:
                 metrics=metrics_for_task(model_config.task), collate_fn=collate_fn,
             )  # fmt: skip
             history = trainer.fit()
-        self.model_ = model.eval()
-        self.history_ = history
+        return model.eval(), history
 
     def _inference_model(self, method: str) -> nn.Module:
         """The fitted model in eval mode, on the ``device`` hyper-parameter's device."""

@@ -58,9 +58,14 @@ class SequenceRegressor(ManyToOneEstimator):
         embedding_dim: Width of the token embedding (token input only); None
             means hidden_size.
         min_freq: Tokens seen fewer times in training map to ``<unk>``.
-        pooling: ``"last"`` hidden state, or ``"mean"`` / ``"max"`` over steps.
-        epochs, batch_size, lr, weight_decay, grad_clip, early_stopping_patience,
-            seed, device: Training, as in :class:`~rnnkit.toolkit.trainer.TrainConfig`
+        pooling: ``"mean"`` over steps (the default), ``"max"``, or the ``"last"``
+            hidden state.
+        scaling, patch_size, max_steps, validation_fraction: Derived from the
+            data when "auto"; see :class:`~rnnkit.toolkit.estimators.sequence.ManyToOneEstimator`.
+        epochs: None trains for ``max_steps`` optimiser steps; a number trains
+            that many passes instead (and carves no validation part on "auto").
+        batch_size, lr, weight_decay, grad_clip, early_stopping_patience, seed,
+            device: Training, as in :class:`~rnnkit.toolkit.trainer.TrainConfig`
             (AdamW; the best epoch's weights are kept).
         verbose: A progress bar per epoch; None shows it when stderr is a terminal.
 
@@ -69,6 +74,8 @@ class SequenceRegressor(ManyToOneEstimator):
         inputs_: What fit saw of X: kind, features per step or vocabulary.
         target_scaler_: The target standardisation, fitted on the training targets.
         target_shape_: Shape of one target: ``()`` for y of shape (N,), ``(k,)`` for (N, k).
+        fitted_settings_: What fit chose from the data (scaling, patch size, steps,
+            validation sequences, the epoch kept), also logged and saved.
         history_: One dict of losses and metrics per epoch.
 
     Shape:

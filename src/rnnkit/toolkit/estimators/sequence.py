@@ -10,6 +10,7 @@ collate function that packs each batch. Inference packs batches of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from rnnkit.toolkit.arguments import invalid_argument, is_int
 from rnnkit.toolkit.data.vocab import LabelEncoder
+from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.estimators.base import Estimator, EstimatorT, check_positive_int, pack
 from rnnkit.toolkit.estimators.inputs import (
     NUMERIC,
@@ -40,11 +42,13 @@ from rnnkit.toolkit.estimators.settings import (
     VALIDATION_SHARE,
     check_auto_int,
     check_validation_fraction,
+    choose_ensemble_size,
     choose_patch_size,
+    member_splits,
     patience_epochs,
     step_budget,
-    validation_split,
 )
+from rnnkit.toolkit.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -126,38 +130,52 @@ class SequenceEstimator(Estimator):
         plan = self._plan(sequences, targets, has_validation=pair is not None)
         train_config = self._train_config(**plan.train_fields)
         num_outputs = self._fit_targets(targets)
-        train_sequences = _take_sequences(sequences, plan.train_indices)
-        train_targets = _take(targets, plan.train_indices)
-        inputs = InputSpec.fit(train_sequences, self.min_freq, plan.scaling, plan.patch_size)
-        train = self._dataset(inputs, train_sequences, train_targets, "X")
-        val = None
+        inputs = InputSpec.fit(sequences, self.min_freq, plan.scaling, plan.patch_size)
+        examples = self._dataset(inputs, sequences, targets, "X")
+        given_val = None
         if pair is not None:
             val_sequences = as_sequences(pair[0], X_VAL)
             val_targets = self._check_targets(pair[1], val_sequences, X_VAL, Y_VAL)
-            val = self._dataset(inputs, val_sequences, val_targets, X_VAL)
-        elif plan.val_indices:
-            val_sequences = _take_sequences(sequences, plan.val_indices)
-            val = self._dataset(inputs, val_sequences, _take(targets, plan.val_indices), "X")
+            given_val = self._dataset(inputs, val_sequences, val_targets, X_VAL)
         config = self._model_config(
             self._task, num_outputs=num_outputs, **inputs.model_fields(), **self._head_fields()
         )
+        first_train, first_val = plan.splits[0]
         settings = plan.settings | {
             "scaling": "none" if inputs.scaling is None else inputs.scaling.describe(),
-            "train_sequences": len(train),
-            "validation_sequences": 0 if val is None else len(val),
+            "ensemble_size": len(plan.splits),
+            "train_sequences": len(first_train),
+            "validation_sequences": len(given_val or first_val),
             "epochs": train_config.epochs,
             "early_stopping_patience": train_config.early_stopping_patience,
         }
         self._announce(settings)
-        self._train(config, train_config, train, val, type(self)._collate)
+        members, histories = [], []
+        for k, (train_indices, val_indices) in enumerate(plan.splits):
+            train = [examples[i] for i in train_indices]
+            val = given_val if pair is not None else [examples[i] for i in val_indices] or None
+            # member 0 is the model a single fit trains; the others draw seeds from it
+            seed = train_config.seed if k == 0 else derive_seed(train_config.seed, k)
+            model, history = self._train_model(
+                config, dataclasses.replace(train_config, seed=seed), train, val,
+                type(self)._collate,
+            )  # fmt: skip
+            members.append(model)
+            histories.append(history)
+        if len(members) > 1:
+            config = dataclasses.replace(config, ensemble_size=len(members))
+            self.model_ = EnsembleModel(config, members).eval()
+        else:
+            self.model_ = members[0]
+        self.history_ = histories[0]
         self.inputs_ = inputs
-        self.fitted_settings_ = settings | _outcome(self.history_, len(train), self.batch_size)
+        self.fitted_settings_ = settings | _outcome(histories, train_config.batch_size, plan)
         return self
 
     def _plan(self, sequences: Sequences, targets: Any, has_validation: bool) -> FitPlan:
         """The settings fit derives from the data; here, the hyper-parameters as given."""
         every = list(range(len(sequences)))
-        return FitPlan(every, [], "none", 1, {}, {})
+        return FitPlan([(every, [])], "none", 1, {}, {})
 
     def _announce(self, settings: dict[str, Any]) -> None:
         """One line of what fit chose: logged, and shown with the progress bars."""
@@ -203,7 +221,7 @@ class SequenceEstimator(Estimator):
             ``(length, num_outputs)`` for a tagger.
         """
         model = self._inference_model(method)
-        device = model.head.linear.weight.device
+        device = next(model.parameters()).device
         inputs = self.inputs_.encode(sequences)
         outputs: list[Tensor] = []
         for start in range(0, len(inputs), self.batch_size):
@@ -244,7 +262,10 @@ class ManyToOneEstimator(SequenceEstimator):
       (stratified by label) for early stopping when no validation_data is given;
       "auto" carves 0.2 from 20 sequences up when training by steps;
     - ``early_stopping_patience``: epochs without a better validation loss
-      before stopping; "auto" is a quarter of the epochs, None never stops.
+      before stopping; "auto" is a quarter of the epochs, None never stops;
+    - ``ensemble_size``: models trained and averaged, each with its own seed
+      and validation fold; "auto" is 5 below 1,000 training sequences when
+      training by steps, else 1.
     """
 
     _stratified = False  # carve the validation part stratified by target (classifier)
@@ -265,6 +286,7 @@ class ManyToOneEstimator(SequenceEstimator):
         max_steps: int | str = AUTO,
         epochs: int | None = None,
         validation_fraction: float | str = AUTO,
+        ensemble_size: int | str = AUTO,
         batch_size: int = 32,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
@@ -287,6 +309,7 @@ class ManyToOneEstimator(SequenceEstimator):
         self.patch_size = patch_size
         self.max_steps = max_steps
         self.validation_fraction = validation_fraction
+        self.ensemble_size = ensemble_size
 
     def _head_fields(self) -> dict[str, Any]:
         return {"pooling": self.pooling}
@@ -298,6 +321,7 @@ class ManyToOneEstimator(SequenceEstimator):
         check_auto_int("patch_size", self.patch_size)
         check_auto_int("max_steps", self.max_steps)
         check_validation_fraction(self.validation_fraction)
+        check_auto_int("ensemble_size", self.ensemble_size)
         if self.epochs is not None and self.max_steps != AUTO:
             raise ValueError(
                 "Received invalid values for arguments `epochs` and `max_steps`, expected at "
@@ -314,8 +338,12 @@ class ManyToOneEstimator(SequenceEstimator):
             raise invalid_argument(
                 "validation_fraction", "0 or 'auto' when validation_data is given", fraction
             )
+        members = self.ensemble_size
+        if members == AUTO:
+            members = choose_ensemble_size(len(sequences)) if by_steps else 1
         labels = targets if self._stratified else None
-        train_indices, val_indices = validation_split(len(sequences), fraction, self.seed, labels)
+        splits = member_splits(len(sequences), fraction, members, self.seed, labels)
+        train_indices, val_indices = splits[0]
         per_epoch = math.ceil(len(train_indices) / self.batch_size)
         if by_steps:
             steps = self.max_steps
@@ -335,7 +363,7 @@ class ManyToOneEstimator(SequenceEstimator):
         scaling = self.scaling if numeric else "none"
         shown = {"patch_size": patch_size, "max_steps": steps} if numeric else {"max_steps": steps}
         return FitPlan(
-            train_indices, val_indices, scaling, patch_size,
+            splits, scaling, patch_size,
             {"epochs": epochs, "early_stopping_patience": patience}, shown,
         )  # fmt: skip
 
@@ -344,37 +372,30 @@ class ManyToOneEstimator(SequenceEstimator):
 class FitPlan:
     """What fit derived before training (see :meth:`SequenceEstimator._plan`)."""
 
-    train_indices: list[int]  # the training sequences used for gradient steps
-    val_indices: list[int]  # those carved out for validation; empty for none
+    # Per model of the ensemble (one for a single model): the indices of the training
+    # sequences it takes gradient steps on, and of those carved out to validate it.
+    splits: list[tuple[list[int], list[int]]]
     scaling: str  # the mode of InputScaling.fit
     patch_size: int  # steps per input vector
     train_fields: dict[str, Any]  # TrainConfig fields chosen in place of the parameters
     settings: dict[str, Any]  # what fitted_settings_ shows besides the above
 
 
-def _take(targets: Any, indices: list[int]) -> Any:
-    if isinstance(targets, np.ndarray):
-        return targets[indices]
-    return [targets[i] for i in indices]
-
-
-def _take_sequences(sequences: Sequences, indices: list[int]) -> Sequences:
-    if len(indices) == len(sequences):
-        return sequences
-    return Sequences(sequences.kind, [sequences.items[i] for i in indices])
-
-
-def _outcome(history: list[dict[str, float]], train_size: int, batch_size: int) -> dict[str, Any]:
-    """How training went: epochs and steps run, the epoch whose weights were kept."""
-    monitor = "val_loss" if history and "val_loss" in history[0] else "train_loss"
-    losses = [row[monitor] for row in history]
-    best = min(range(len(losses)), key=lambda i: (not math.isfinite(losses[i]), losses[i]))
-    return {
-        "epochs_run": len(history),
-        "steps_run": len(history) * math.ceil(train_size / batch_size),
-        "best_epoch": best + 1,
-        f"best_{monitor}": losses[best],
-    }
+def _outcome(
+    histories: list[list[dict[str, float]]], batch_size: int, plan: FitPlan
+) -> dict[str, Any]:
+    """How training went, a list entry per model: epochs and steps run, the epoch kept."""
+    outcome: dict[str, list[Any]] = {}
+    for history, (train_indices, _) in zip(histories, plan.splits, strict=True):
+        monitor = "val_loss" if history and "val_loss" in history[0] else "train_loss"
+        losses = [row[monitor] for row in history]
+        best = min(range(len(losses)), key=lambda i: (not math.isfinite(losses[i]), losses[i]))
+        per_epoch = math.ceil(len(train_indices) / batch_size)
+        outcome.setdefault("epochs_run", []).append(len(history))
+        outcome.setdefault("steps_run", []).append(len(history) * per_epoch)
+        outcome.setdefault("best_epoch", []).append(best + 1)
+        outcome.setdefault(f"best_{monitor}", []).append(losses[best])
+    return outcome
 
 
 def check_labels(labels: Sequence[Any], name: str) -> None:

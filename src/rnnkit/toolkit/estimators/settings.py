@@ -13,7 +13,9 @@ model; an explicit argument always wins:
 - :func:`step_budget`: training measured in optimiser steps, not epochs, so
   small data sets get enough updates and large ones do not take hours;
 - :func:`validation_split`: a seeded (stratified, for labels) validation part
-  carved from the training data for early stopping.
+  carved from the training data for early stopping;
+- :func:`choose_ensemble_size` and :func:`member_splits`: on small data several
+  models, each with its own validation fold, averaged.
 
 ``python scripts/defaults_panel.py`` measures these defaults on the panel of
 ``docs/defaults.md``.
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
+from rnnkit.toolkit.seeding import derive_seed
 
 SCALINGS = ("auto", "standard", "none")
 AUTO = "auto"
@@ -43,12 +46,18 @@ MIN_STEPS, MAX_STEPS = 1000, 4000
 PATIENCE_SHARE = 0.25  # early stopping waits this share of the budget for an improvement
 VALIDATION_SHARE = 0.2  # of the training sequences, when validation is carved out
 MIN_TO_CARVE = 20  # fewer training sequences than this: no validation part is carved
+# Fewer training sequences than ENSEMBLE_BELOW: ENSEMBLE_MEMBERS models, each holding out
+# its own fifth for early stopping, averaged (their spread is widest on small data).
+ENSEMBLE_BELOW = 1000
+ENSEMBLE_MEMBERS = 5
 
 __all__ = [
     "AUTO",
     "SCALINGS",
     "InputScaling",
+    "choose_ensemble_size",
     "choose_patch_size",
+    "member_splits",
     "patch",
     "patience_epochs",
     "step_budget",
@@ -218,17 +227,69 @@ def validation_split(
         order = rng.permutation(count)
         held = round(fraction * count)
         return sorted(order[held:].tolist()), sorted(order[:held].tolist())
-    by_class: dict[Any, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
     val: list[int] = []
-    for members in by_class.values():
+    for members in _by_class(labels).values():
         if len(members) < 2:
             continue
         held = min(len(members) - 1, max(1, round(fraction * len(members))))
         val.extend(rng.permutation(members)[:held].tolist())
     held_set = set(val)
     return [i for i in range(count) if i not in held_set], sorted(val)
+
+
+def choose_ensemble_size(num_sequences: int) -> int:
+    """ENSEMBLE_MEMBERS models below ENSEMBLE_BELOW training sequences, else one.
+
+    Example:
+        >>> choose_ensemble_size(50), choose_ensemble_size(6920)
+        (5, 1)
+    """
+    return ENSEMBLE_MEMBERS if num_sequences < ENSEMBLE_BELOW else 1
+
+
+def member_splits(
+    count: int, fraction: float, members: int, seed: int, labels: Sequence[Any] | None = None
+) -> list[tuple[list[int], list[int]]]:
+    """Training and validation indices for each member of an ensemble.
+
+    One member gets :func:`validation_split`. When ``members`` equals
+    ``round(1 / fraction)`` the validation parts are disjoint folds (stratified
+    by label, every sequence validates exactly one member, a class seen once
+    validates none); otherwise each member draws its own seeded split.
+
+    Returns:
+        ``members`` pairs ``(train_indices, validation_indices)``, each sorted.
+
+    Example:
+        >>> [len(val) for _, val in member_splits(10, 0.2, 5, seed=0)]
+        [2, 2, 2, 2, 2]
+    """
+    if members == 1 or fraction <= 0:
+        return [validation_split(count, fraction, seed, labels)] * members
+    if round(1 / fraction) != members:
+        return [validation_split(count, fraction, derive_seed(seed, k), labels)
+                for k in range(members)]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    fold = np.full(count, -1)
+    groups = [list(range(count))] if labels is None else _by_class(labels).values()
+    offset = 0  # classes start where the last one ended, so the folds stay even in size
+    for members_of_group in groups:
+        if len(members_of_group) < 2:
+            continue
+        order = rng.permutation(members_of_group)
+        fold[order] = (np.arange(len(order)) + offset) % members
+        offset = (offset + len(order)) % members
+    return [
+        ([i for i in range(count) if fold[i] != k], [i for i in range(count) if fold[i] == k])
+        for k in range(members)
+    ]
+
+
+def _by_class(labels: Sequence[Any]) -> dict[Any, list[int]]:
+    by_class: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    return by_class
 
 
 def check_auto_int(name: str, value: object, minimum: int = 1) -> None:
