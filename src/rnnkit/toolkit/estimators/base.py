@@ -48,7 +48,7 @@ from rnnkit.toolkit.data.batching import pad_sequences
 from rnnkit.toolkit.devices import resolve_device
 from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
 from rnnkit.toolkit.models import ModelConfig, build_model
-from rnnkit.toolkit.trainer import TrainConfig, Trainer
+from rnnkit.toolkit.trainer import Callback, TrainConfig, Trainer
 
 STATE_KEY = "estimator"  # the key of the estimator's state in the checkpoint's trainer state
 STATE_VERSION = 1
@@ -234,19 +234,6 @@ class Estimator:
             dropout=self.dropout, embedding_dim=self.embedding_dim, **fields,
         )  # fmt: skip
 
-    def _train(
-        self,
-        model_config: ModelConfig,
-        train_config: TrainConfig,
-        train: Sequence[Any],
-        val: Sequence[Any] | None,
-        collate_fn: Callable[[list[Any]], Any],
-    ) -> None:
-        """Build the model from `seed`, train it, and set ``model_`` and ``history_``."""
-        model, history = self._train_model(model_config, train_config, train, val, collate_fn)
-        self.model_ = model
-        self.history_ = history
-
     def _train_model(
         self,
         model_config: ModelConfig,
@@ -254,6 +241,7 @@ class Estimator:
         train: Sequence[Any],
         val: Sequence[Any] | None,
         collate_fn: Callable[[list[Any]], Any],
+        callbacks: Sequence[Callback] = (),
     ) -> tuple[nn.Module, list[dict[str, float]]]:
         """A model built from ``train_config.seed`` and trained; returns it (in eval mode)
         and its history."""
@@ -263,6 +251,7 @@ class Estimator:
             trainer = Trainer(
                 train_config, model, train, val, loss_fn=loss_for_task(model_config.task),
                 metrics=metrics_for_task(model_config.task), collate_fn=collate_fn,
+                callbacks=callbacks,
             )  # fmt: skip
             history = trainer.fit()
         return model.eval(), history

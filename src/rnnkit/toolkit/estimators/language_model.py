@@ -131,7 +131,9 @@ class CharLanguageModel(Estimator):
         config = self._model_config(
             self._task, vocab_size=len(vocabulary), padding_idx=Vocabulary.pad_index
         )
-        self._train(config, train_config, train, val, collate_tagging)
+        self.model_, self.history_ = self._train_model(
+            config, train_config, train, val, collate_tagging
+        )
         self.vocabulary_ = vocabulary
         return self
 

@@ -49,6 +49,7 @@ from rnnkit.toolkit.estimators.settings import (
     step_budget,
 )
 from rnnkit.toolkit.seeding import derive_seed
+from rnnkit.toolkit.trainer import Callback
 
 logger = logging.getLogger(__name__)
 
@@ -151,17 +152,23 @@ class SequenceEstimator(Estimator):
         }
         self._announce(settings)
         members, histories = [], []
+        steps = sum(math.ceil(len(train) / self.batch_size) for train, _ in plan.splits)
+        progress = _StepProgress(steps * train_config.epochs, train_config.progress)
+        # One bar over every model's steps replaces the trainer's bar per epoch.
+        member_config = dataclasses.replace(train_config, progress=False)
         for k, (train_indices, val_indices) in enumerate(plan.splits):
             train = [examples[i] for i in train_indices]
             val = given_val if pair is not None else [examples[i] for i in val_indices] or None
             # member 0 is the model a single fit trains; the others draw seeds from it
             seed = train_config.seed if k == 0 else derive_seed(train_config.seed, k)
+            progress.bar.set_description(f"model {k + 1}/{len(plan.splits)}")
             model, history = self._train_model(
-                config, dataclasses.replace(train_config, seed=seed), train, val,
-                type(self)._collate,
+                config, dataclasses.replace(member_config, seed=seed), train, val,
+                type(self)._collate, callbacks=[progress],
             )  # fmt: skip
             members.append(model)
             histories.append(history)
+        progress.bar.close()
         if len(members) > 1:
             config = dataclasses.replace(config, ensemble_size=len(members))
             self.model_ = EnsembleModel(config, members).eval()
@@ -366,6 +373,18 @@ class ManyToOneEstimator(SequenceEstimator):
             splits, scaling, patch_size,
             {"epochs": epochs, "early_stopping_patience": patience}, shown,
         )  # fmt: skip
+
+
+class _StepProgress(Callback):
+    """A tqdm bar over the optimiser steps of every model a fit trains."""
+
+    def __init__(self, total: int, progress: bool | None) -> None:
+        show = sys.stderr.isatty() if progress is None else progress
+        self.bar = tqdm(total=total, unit="step", disable=not show, dynamic_ncols=True)
+
+    def on_batch_end(self, trainer: Any, step: int, loss: float) -> None:
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
 
 @dataclass(frozen=True)
