@@ -19,6 +19,7 @@ from rnnkit.toolkit.estimators.settings import (
     TARGET_STEPS,
     InputScaling,
     choose_ensemble_size,
+    choose_hidden_size,
     choose_patch_size,
     member_splits,
     patch,
@@ -156,6 +157,23 @@ def test_fit_trains_for_the_budget_in_steps_or_for_explicit_epochs():
         SequenceClassifier(patch_size=4, **QUIET).fit([["a"], ["b"]], [0, 1])
 
 
+def test_small_data_gets_a_smaller_model_and_a_cosine_schedule_over_the_budget():
+    X = [np.ones((3, 1)) * i for i in range(30)]
+    y = np.arange(30.0)
+    model = SequenceRegressor(max_steps=8, batch_size=8, ensemble_size=1, **QUIET).fit(X, y)
+    assert model.model_.config.hidden_size == model.fitted_settings_["hidden_size"] == 32
+    assert choose_hidden_size(999) == 32 and choose_hidden_size(1000) == 64
+    rates = [row["lr"] for row in model.history_]  # 3 epochs: 3e-3 annealed towards 0
+    assert rates[0] == pytest.approx(3e-3) and rates[0] > rates[1] > rates[2] > 0
+    by_epochs = SequenceRegressor(epochs=3, batch_size=8, **QUIET).fit(X, y)
+    assert {row["lr"] for row in by_epochs.history_} == {3e-3}  # passes: constant, as before
+    assert by_epochs.model_.config.hidden_size == 32
+    assert (
+        SequenceRegressor(hidden_size=16, epochs=1, **QUIET).fit(X, y).model_.config.hidden_size
+        == 16
+    )
+
+
 def test_validation_split_is_seeded_and_stratified():
     labels = ["a"] * 50 + ["b"] * 10 + ["c"] * 2 + ["d"]
     train, val = validation_split(len(labels), 0.2, seed=0, labels=labels)
@@ -180,7 +198,7 @@ def test_carved_validation_drives_early_stopping_and_is_shown(caplog):
     assert settings["early_stopping_patience"] == patience_epochs(settings["epochs"])
     for best, run in zip(settings["best_epoch"], settings["epochs_run"], strict=True):
         assert 1 <= best <= run <= settings["epochs"]
-    assert "SequenceClassifier.fit: patch_size 1, max_steps 40" in caplog.text
+    assert "SequenceClassifier.fit: patch_size 1, hidden_size 8, max_steps 40" in caplog.text
     none = SequenceClassifier(hidden_size=8, max_steps=4, validation_fraction=0, **QUIET)
     assert none.fit(X, y).fitted_settings_["validation_sequences"] == 0
 

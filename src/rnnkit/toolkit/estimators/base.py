@@ -227,12 +227,14 @@ class Estimator:
         return TrainConfig(**(fields | derived))
 
     def _model_config(self, task: str, **fields: Any) -> ModelConfig:
-        """The architecture hyper-parameters and `fields`, checked (ModelConfig names a bad one)."""
-        return ModelConfig(
-            task=task, hidden_size=self.hidden_size, num_layers=self.num_layers,
-            nonlinearity=self.nonlinearity, bidirectional=self.bidirectional,
-            dropout=self.dropout, embedding_dim=self.embedding_dim, **fields,
-        )  # fmt: skip
+        """The architecture hyper-parameters and `fields` (which win: sizes from the data,
+        settings fit chose), checked (ModelConfig names a bad one)."""
+        parameters = {
+            "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+            "nonlinearity": self.nonlinearity, "bidirectional": self.bidirectional,
+            "dropout": self.dropout, "embedding_dim": self.embedding_dim,
+        }  # fmt: skip
+        return ModelConfig(task=task, **(parameters | fields))
 
     def _train_model(
         self,

@@ -43,6 +43,7 @@ from rnnkit.toolkit.estimators.settings import (
     check_auto_int,
     check_validation_fraction,
     choose_ensemble_size,
+    choose_hidden_size,
     choose_patch_size,
     member_splits,
     patience_epochs,
@@ -139,8 +140,9 @@ class SequenceEstimator(Estimator):
             val_targets = self._check_targets(pair[1], val_sequences, X_VAL, Y_VAL)
             given_val = self._dataset(inputs, val_sequences, val_targets, X_VAL)
         config = self._model_config(
-            self._task, num_outputs=num_outputs, **inputs.model_fields(), **self._head_fields()
-        )
+            self._task, num_outputs=num_outputs, **inputs.model_fields(), **self._head_fields(),
+            **plan.model_fields,
+        )  # fmt: skip
         first_train, first_val = plan.splits[0]
         settings = plan.settings | {
             "scaling": "none" if inputs.scaling is None else inputs.scaling.describe(),
@@ -182,7 +184,7 @@ class SequenceEstimator(Estimator):
     def _plan(self, sequences: Sequences, targets: Any, has_validation: bool) -> FitPlan:
         """The settings fit derives from the data; here, the hyper-parameters as given."""
         every = list(range(len(sequences)))
-        return FitPlan([(every, [])], "none", 1, {}, {})
+        return FitPlan([(every, [])], "none", 1, {}, {}, {})
 
     def _announce(self, settings: dict[str, Any]) -> None:
         """One line of what fit chose: logged, and shown with the progress bars."""
@@ -256,9 +258,11 @@ class ManyToOneEstimator(SequenceEstimator):
     """One prediction per sequence, with settings derived from the data.
 
     The arguments of :class:`SequenceEstimator`, with other defaults (a
-    bidirectional encoder, mean pooling, lr 3e-3), and these, each "auto" by
-    default (see :mod:`rnnkit.toolkit.estimators.settings`):
+    bidirectional encoder, mean pooling, lr 3e-3 annealed by a cosine over the
+    budget when training by steps), and these, each "auto" by default (see
+    :mod:`rnnkit.toolkit.estimators.settings`):
 
+    - ``hidden_size``: 32 below 1,000 training sequences, else 64;
     - ``scaling``: numeric input: "auto" (per channel, log1p first on heavy-tailed
       non-negative channels), "standard" or "none";
     - ``patch_size``: numeric input: steps fed as one input vector; "auto" makes
@@ -280,7 +284,7 @@ class ManyToOneEstimator(SequenceEstimator):
     def __init__(
         self,
         *,
-        hidden_size: int = 64,
+        hidden_size: int | str = AUTO,
         num_layers: int = 1,
         nonlinearity: str = "tanh",
         bidirectional: bool = True,
@@ -368,11 +372,16 @@ class ManyToOneEstimator(SequenceEstimator):
         if patch_size == AUTO:
             patch_size = choose_patch_size(sequences.lengths) if numeric else 1
         scaling = self.scaling if numeric else "none"
-        shown = {"patch_size": patch_size, "max_steps": steps} if numeric else {"max_steps": steps}
-        return FitPlan(
-            splits, scaling, patch_size,
-            {"epochs": epochs, "early_stopping_patience": patience}, shown,
-        )  # fmt: skip
+        hidden_size = self.hidden_size
+        if hidden_size == AUTO:
+            hidden_size = choose_hidden_size(len(sequences))
+        shown = {"patch_size": patch_size} if numeric else {}
+        shown |= {"hidden_size": hidden_size, "max_steps": steps}
+        train_fields = {"epochs": epochs, "early_stopping_patience": patience}
+        if by_steps:  # annealed to zero over the budget: the last steps settle the weights
+            train_fields["lr_schedule"] = "cosine"
+        return FitPlan(splits, scaling, patch_size, train_fields, {"hidden_size": hidden_size},
+                       shown)  # fmt: skip
 
 
 class _StepProgress(Callback):
@@ -397,6 +406,7 @@ class FitPlan:
     scaling: str  # the mode of InputScaling.fit
     patch_size: int  # steps per input vector
     train_fields: dict[str, Any]  # TrainConfig fields chosen in place of the parameters
+    model_fields: dict[str, Any]  # ModelConfig fields chosen in place of the parameters
     settings: dict[str, Any]  # what fitted_settings_ shows besides the above
 
 
