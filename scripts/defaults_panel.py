@@ -35,10 +35,11 @@ import torch
 from rnnkit.toolkit.estimators import SequenceClassifier, SequenceRegressor
 
 REPO = Path(__file__).resolve().parent.parent
-# The estimators' defaults before the derived settings: what a user got from fit(X, y).
+# The estimators' defaults before the derived settings: what a user got from fit(X, y)
+# (training by epochs carves no validation part).
 BEFORE = {
-    "epochs": 10, "pooling": "last", "bidirectional": False, "lr": 1e-3, "scaling": "none",
-    "patch_size": 1, "early_stopping_patience": None,
+    "epochs": 10, "hidden_size": 64, "pooling": "last", "bidirectional": False, "lr": 1e-3,
+    "scaling": "none", "patch_size": 1, "ensemble_size": 1, "early_stopping_patience": None,
 }  # fmt: skip
 
 
@@ -197,6 +198,9 @@ def markdown(rows: list[dict[str, Any]], seeds: Sequence[int], seconds: float) -
         f"{seeds[0]}. Published figures from `../shared/data/README.md`; for the sets outside "
         "the panel, which have none there, 1-NN DTW (aeon's, full window) and the training "
         "mean are measured by the script (marked *here*).",
+        "",
+        "How these defaults were chosen (cross-validation on the training splits only): "
+        "[`defaults_cv.md`](defaults_cv.md).",
         "",
         "Written by `python scripts/defaults_panel.py` on "
         f"{dt.date.today().isoformat()} ({platform.machine()}, {torch.get_num_threads()} "

@@ -1,4 +1,4 @@
-"""scripts/defaults_panel.py: its judging and table on made-up fits, and a smoke run."""
+"""scripts/defaults_panel.py and defaults_cv.py: judging, tables, folds, and a smoke run."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "defaults_panel", REPO / "scripts" / "defaults_panel.py"
-    )
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
 
-panel = _load_script()
+panel = _load_script("defaults_panel")
+cv = _load_script("defaults_cv")
 
 SETTINGS = {
     "patch_size": 5, "scaling": "standardised per channel", "train_sequences": 40,
@@ -70,3 +69,16 @@ def test_smoke_run_writes_the_docs(tmp_path, capsys):
     assert 0 <= rows[0]["fits"][0]["score"] <= 1
     assert rows[0]["fits"][0]["settings"]["max_steps"] == 20
     assert "| ItalyPowerDemand |" in (tmp_path / "defaults.md").read_text()
+
+
+def test_cross_validation_folds_are_seeded_even_and_stratified():
+    labels = ["a"] * 12 + ["b"] * 7
+    fold = cv.folds(labels, classification=True)
+    assert fold.tolist() == cv.folds(labels, classification=True).tolist()  # seeded
+    for label, count in (("a", 12), ("b", 7)):
+        per_fold = [sum(1 for i, f in enumerate(fold) if labels[i] == label and f == k)
+                    for k in range(cv.FOLDS)]  # fmt: skip
+        assert sum(per_fold) == count and max(per_fold) - min(per_fold) <= 1
+    plain = cv.folds([0.5] * 10, classification=False)
+    assert sorted(plain.tolist()) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert set(cv.CANDIDATES["single"]) == {"ensemble_size"}  # every candidate is an argument
