@@ -249,8 +249,10 @@ def _train_as(args: argparse.Namespace, run: Rendezvous, main_process: bool) -> 
         args.out, args.config = args.config, None  # people type `--resume RUN_DIR`
     out = Path(args.out) if args.out else None
     if args.resume:
+        if out is None and args.config:
+            raise UsageError(f"--resume {args.config}: no such run directory")
         if out is None:
-            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+            raise UsageError("--resume needs a run directory: --resume RUN_DIR")
         if args.config:
             raise UsageError(
                 f"--resume continues the run's own {rundir.CONFIG_FILE}; drop {args.config} "

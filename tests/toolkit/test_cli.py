@@ -439,7 +439,7 @@ def test_generate_refuses_a_forecast_run(forecast_run, capsys):
         (["evaluate", "no-such-run"], "no-such-run: expected a run directory, got no such", 1),
         (["frobnicate"], "invalid choice: 'frobnicate'", 2),
         (["predict", "somewhere"], "the following arguments are required: --data", 2),
-        (["train", "--resume"], "--resume needs --out RUN_DIR", 2),
+        (["train", "--resume"], "--resume needs a run directory: --resume RUN_DIR", 2),
         (["train", "--out", "x", "--resume", "--set", "model.hidden_size=4"],
          "--set: --resume can change [train] keys only", 1),
         (["train", "--out", "x", "--resume"], "x: expected a run to resume, got no config.toml", 1),

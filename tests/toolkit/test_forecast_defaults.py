@@ -119,3 +119,10 @@ def test_resume_takes_the_run_directory_as_its_argument(tmp_path, capsys):
     assert code == 0 and "(resumed)" in out
     assert len(read_json(tmp_path / "run" / RESULTS_FILE)["val"]) > 0
     assert load_config(tmp_path / "run" / CONFIG_FILE).train.epochs == 3
+
+
+def test_resume_of_a_missing_run_directory_is_one_line(tmp_path, capsys):
+    code = main(["train", "--resume", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"--resume {tmp_path / 'nowhere'}: no such run directory" in err
