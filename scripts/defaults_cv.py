@@ -37,6 +37,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "last-uni": {"pooling": "last", "bidirectional": False},  # the old pooling and direction
     "no-carve": {"validation_fraction": 0},  # every member trains on every sequence
     "budget3000": {"max_steps": 3000},
+    "ensemble10": {"ensemble_size": 10},
+    "no-stop": {"early_stopping_patience": None},  # the whole budget; the best epoch kept
 }
 
 
