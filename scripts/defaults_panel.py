@@ -11,6 +11,7 @@ classifier and the training mean measured in this script::
     python scripts/defaults_panel.py                      # every set, seeds 0 1 2 (~15 min)
     python scripts/defaults_panel.py --sets GunPoint --seeds 0
     python scripts/defaults_panel.py --smoke              # a few steps on one small set, temp dir
+    python scripts/defaults_panel.py --rewrite            # docs/defaults.md from defaults.json
 
 The exit status is 0 when every fit succeeded.
 """
@@ -174,18 +175,34 @@ def shown(value: float, kind: str) -> str:
 
 
 def settings_text(settings: dict[str, Any]) -> str:
+    """What one fit chose, in a table cell."""
+
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
     parts = []
     if "patch_size" in settings:
         parts.append(f"patch {settings['patch_size']}")
     parts.append(settings["scaling"])
+    parts.append(f"{settings['ensemble_size']} x hidden {settings['hidden_size']}")
     parts.append(f"{settings['train_sequences']}+{settings['validation_sequences']} train+val")
-    parts.append(f"{settings['steps_run']}/{settings['max_steps']} steps, best epoch "
-                 f"{settings['best_epoch']}/{settings['epochs']}")  # fmt: skip
+    parts.append(f"steps {span(settings['steps_run'])} of {settings['max_steps']}, best epochs "
+                 f"{span(settings['best_epoch'])} of {settings['epochs']}")  # fmt: skip
     return "; ".join(parts)
 
 
-def markdown(rows: list[dict[str, Any]], seeds: Sequence[int], seconds: float) -> str:
-    """docs/defaults.md."""
+def machine() -> str:
+    """Where the fits ran, for the docs."""
+    return (
+        f"{dt.date.today().isoformat()} ({platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__})"
+    )
+
+
+def markdown(
+    rows: list[dict[str, Any]], seeds: Sequence[int], seconds: float, where: str | None = None
+) -> str:
+    """docs/defaults.md; `where` the fits ran (default: here, now)."""
     lines = [
         "# Defaults on data nobody tuned for",
         "",
@@ -202,9 +219,8 @@ def markdown(rows: list[dict[str, Any]], seeds: Sequence[int], seconds: float) -
         "How these defaults were chosen (cross-validation on the training splits only): "
         "[`defaults_cv.md`](defaults_cv.md).",
         "",
-        "Written by `python scripts/defaults_panel.py` on "
-        f"{dt.date.today().isoformat()} ({platform.machine()}, {torch.get_num_threads()} "
-        f"threads, torch {torch.__version__}) in {seconds / 60:.1f} minutes.",
+        f"Written by `python scripts/defaults_panel.py` on {where or machine()} in "
+        f"{seconds / 60:.1f} minutes.",
         "",
         "| data set | ours | range | before | target | met | stretch | fit s (max) | settings "
         f"chosen (seed {seeds[0]}) |",
@@ -243,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="20 steps on ItalyPowerDemand into a temp dir"
     )
+    parser.add_argument(
+        "--rewrite", action="store_true", help="rewrite defaults.md from defaults.json, no fits"
+    )
     args = parser.parse_args(argv)
     params: dict[str, Any] = {}
     sets, seeds, before = args.sets, args.seeds, not args.no_before
@@ -250,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         params, sets, seeds, before = {"max_steps": 20}, ["ItalyPowerDemand"], [0], False
         docs = args.docs_dir or Path(tempfile.mkdtemp(prefix="defaults-panel-"))
+    if args.rewrite:
+        document = json.loads((docs / "defaults.json").read_text(encoding="utf-8"))
+        text = markdown(document["rows"], document["seeds"], document["seconds"], document["where"])
+        (docs / "defaults.md").write_text(text, encoding="utf-8")
+        print(f"rewrote {docs / 'defaults.md'}")
+        return 0
     started = time.perf_counter()
     rows = []
     for name in sets:
@@ -258,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "defaults.md").write_text(markdown(rows, seeds, seconds), encoding="utf-8")
-    (docs / "defaults.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    document = {"seeds": seeds, "seconds": seconds, "where": machine(), "rows": rows}
+    (docs / "defaults.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {docs / 'defaults.md'} and defaults.json in {seconds:.0f} s")
     return 0
 

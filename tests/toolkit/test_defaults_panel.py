@@ -24,9 +24,10 @@ panel = _load_script("defaults_panel")
 cv = _load_script("defaults_cv")
 
 SETTINGS = {
-    "patch_size": 5, "scaling": "standardised per channel", "train_sequences": 40,
-    "validation_sequences": 10, "steps_run": 800, "max_steps": 1000, "best_epoch": 300,
-    "epochs": 500,
+    "patch_size": 5, "scaling": "standardised per channel", "ensemble_size": 5,
+    "hidden_size": 32, "train_sequences": 40, "validation_sequences": 10,
+    "steps_run": [800, 620, 1000, 800, 700], "max_steps": 1000,
+    "best_epoch": [300, 250, 410, 290, 100], "epochs": 500,
 }  # fmt: skip
 
 
@@ -57,18 +58,25 @@ def test_the_table_shows_means_ranges_targets_and_settings():
     assert "| GunPoint | 0.910 | 0.900-0.920 | 0.500 | 1-NN DTW 0.907 | yes | no (ResNet" in text
     assert "| Covid3Month | 0.0450 | 0.0400-0.0500 |" in text
     assert "training mean 0.0447 | **no** |" in text
-    assert "patch 5; standardised per channel; 40+10 train+val; 800/1000 steps" in text
+    assert (
+        "patch 5; standardised per channel; 5 x hidden 32; 40+10 train+val; steps 620-1000 of "
+        "1000, best epochs 100-410 of 500 |" in text
+    )
     assert "Targets met: 1 of 2." in text
 
 
 def test_smoke_run_writes_the_docs(tmp_path, capsys):
     pytest.importorskip("aeon", reason="the panel's data sets ship with aeon")
     assert panel.main(["--smoke", "--docs-dir", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "defaults.json").read_text())
+    rows = json.loads((tmp_path / "defaults.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["ItalyPowerDemand"]
     assert 0 <= rows[0]["fits"][0]["score"] <= 1
     assert rows[0]["fits"][0]["settings"]["max_steps"] == 20
-    assert "| ItalyPowerDemand |" in (tmp_path / "defaults.md").read_text()
+    written = (tmp_path / "defaults.md").read_text()
+    assert "| ItalyPowerDemand |" in written
+    (tmp_path / "defaults.md").unlink()
+    assert panel.main(["--rewrite", "--docs-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "defaults.md").read_text() == written
 
 
 def test_cross_validation_folds_are_seeded_even_and_stratified():
