@@ -141,7 +141,7 @@ def test_fit_trains_for_the_budget_in_steps_or_for_explicit_epochs():
     settings = model.fitted_settings_
     assert settings["validation_sequences"] == 0 and settings["epochs"] == 3  # ceil(7 / 3)
     assert settings["early_stopping_patience"] is None  # nothing to stop on
-    assert settings["epochs_run"] == [3] * 5 and settings["steps_run"] == [9] * 5
+    assert settings["epochs_run"] == [3] * 10 and settings["steps_run"] == [9] * 10
     by_epochs = SequenceRegressor(hidden_size=4, epochs=2, **QUIET).fit(X, y)
     assert len(by_epochs.history_) == 2
     assert by_epochs.fitted_settings_["ensemble_size"] == 1  # epochs: one model, as before
@@ -217,7 +217,8 @@ def test_member_splits_are_disjoint_stratified_folds():
         assert counts["a"] in (4, 5) and counts["b"] in (2, 3)
     assert member_splits(10, 0.2, 1, seed=0) == [validation_split(10, 0.2, seed=0)]
     assert len({tuple(v) for _, v in member_splits(30, 0.2, 3, seed=0)}) == 3  # own draws
-    assert choose_ensemble_size(50) == 5 and choose_ensemble_size(5000) == 1
+    assert choose_ensemble_size(50, 1000) == 10 and choose_ensemble_size(900, 1450) == 6
+    assert choose_ensemble_size(50, 20_000) == 1 and choose_ensemble_size(5000, 100) == 1
 
 
 def test_small_data_gets_an_ensemble_that_averages_probabilities_and_saves(tmp_path):
@@ -226,9 +227,9 @@ def test_small_data_gets_an_ensemble_that_averages_probabilities_and_saves(tmp_p
     y = ["up" if x[:, 0].sum() > 0 else "down" for x in X]
     model = SequenceClassifier(hidden_size=8, max_steps=30, **QUIET).fit(X, y)
     settings = model.fitted_settings_
-    assert settings["ensemble_size"] == 5 and len(settings["best_epoch"]) == 5
+    assert settings["ensemble_size"] == 10 and len(settings["best_epoch"]) == 10
     assert settings["train_sequences"] == 40 and settings["validation_sequences"] == 10
-    assert isinstance(model.model_, EnsembleModel) and len(model.model_.members) == 5
+    assert isinstance(model.model_, EnsembleModel) and len(model.model_.members) == 10
     members = model.model_.members
     assert not torch.equal(members[0].head.linear.weight, members[1].head.linear.weight)
     probabilities = model.predict_proba(X)  # (N, classes)
@@ -239,7 +240,7 @@ def test_small_data_gets_an_ensemble_that_averages_probabilities_and_saves(tmp_p
     loaded = SequenceClassifier.load(model.save(tmp_path / "ensemble"))
     np.testing.assert_array_equal(loaded.predict_proba(X), probabilities)
     bare = load_model(tmp_path / "ensemble")
-    assert isinstance(bare, EnsembleModel) and bare.config.ensemble_size == 5
+    assert isinstance(bare, EnsembleModel) and bare.config.ensemble_size == 10
 
 
 # The defaults, end to end

@@ -275,8 +275,8 @@ class ManyToOneEstimator(SequenceEstimator):
     - ``early_stopping_patience``: epochs without a better validation loss
       before stopping; "auto" is a quarter of the epochs, None never stops;
     - ``ensemble_size``: models trained and averaged, each with its own seed
-      and validation fold; "auto" is 5 below 1,000 training sequences when
-      training by steps, else 1.
+      and validation part; "auto" is up to 10 (as many as 10,000 optimiser
+      steps allow) below 1,000 training sequences when training by steps, else 1.
     """
 
     _stratified = False  # carve the validation part stratified by target (classifier)
@@ -349,12 +349,9 @@ class ManyToOneEstimator(SequenceEstimator):
             raise invalid_argument(
                 "validation_fraction", "0 or 'auto' when validation_data is given", fraction
             )
-        members = self.ensemble_size
-        if members == AUTO:
-            members = choose_ensemble_size(len(sequences)) if by_steps else 1
         labels = targets if self._stratified else None
-        splits = member_splits(len(sequences), fraction, members, self.seed, labels)
-        train_indices, val_indices = splits[0]
+        train_indices, val_indices = member_splits(len(sequences), fraction, 1, self.seed,
+                                                   labels)[0]  # fmt: skip
         per_epoch = math.ceil(len(train_indices) / self.batch_size)
         if by_steps:
             steps = self.max_steps
@@ -364,6 +361,10 @@ class ManyToOneEstimator(SequenceEstimator):
         else:
             epochs = self.epochs
             steps = epochs * per_epoch if is_int(epochs) else None  # TrainConfig names a bad one
+        members = self.ensemble_size
+        if members == AUTO:
+            members = choose_ensemble_size(len(sequences), steps) if by_steps else 1
+        splits = member_splits(len(sequences), fraction, members, self.seed, labels)
         patience = self.early_stopping_patience
         if patience == AUTO:
             validated = has_validation or bool(val_indices)

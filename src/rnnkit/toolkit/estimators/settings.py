@@ -15,7 +15,7 @@ model; an explicit argument always wins:
 - :func:`validation_split`: a seeded (stratified, for labels) validation part
   carved from the training data for early stopping;
 - :func:`choose_ensemble_size` and :func:`member_splits`: on small data several
-  models, each with its own validation fold, averaged.
+  models, each with its own seeded validation part, averaged.
 
 ``python scripts/defaults_panel.py`` measures these defaults on the panel of
 ``docs/defaults.md``.
@@ -46,10 +46,12 @@ MIN_STEPS, MAX_STEPS = 1000, 4000
 PATIENCE_SHARE = 0.25  # early stopping waits this share of the budget for an improvement
 VALIDATION_SHARE = 0.2  # of the training sequences, when validation is carved out
 MIN_TO_CARVE = 20  # fewer training sequences than this: no validation part is carved
-# Fewer training sequences than ENSEMBLE_BELOW: ENSEMBLE_MEMBERS models, each holding out
-# its own fifth for early stopping, averaged (their spread is widest on small data).
+# Fewer training sequences than ENSEMBLE_BELOW: up to ENSEMBLE_MEMBERS models, each holding
+# out its own seeded fifth for early stopping, averaged (one model's score swings most on
+# small data), as many as ENSEMBLE_STEPS optimiser steps allow.
 ENSEMBLE_BELOW = 1000
-ENSEMBLE_MEMBERS = 5
+ENSEMBLE_MEMBERS = 10
+ENSEMBLE_STEPS = 10_000
 # Hidden features: SMALL_DATA_HIDDEN below ENSEMBLE_BELOW training sequences (it
 # cross-validated at least as well as 64 on the panel's training splits), else HIDDEN.
 SMALL_DATA_HIDDEN, HIDDEN = 32, 64
@@ -241,14 +243,19 @@ def validation_split(
     return [i for i in range(count) if i not in held_set], sorted(val)
 
 
-def choose_ensemble_size(num_sequences: int) -> int:
-    """ENSEMBLE_MEMBERS models below ENSEMBLE_BELOW training sequences, else one.
+def choose_ensemble_size(num_sequences: int, steps: int) -> int:
+    """How many models to average: below ENSEMBLE_BELOW training sequences, as many as fit
+    in ENSEMBLE_STEPS optimiser steps of `steps` each (at most ENSEMBLE_MEMBERS), else one.
 
     Example:
-        >>> choose_ensemble_size(50), choose_ensemble_size(6920)
-        (5, 1)
+        >>> choose_ensemble_size(50, 1000), choose_ensemble_size(900, 1450)
+        (10, 6)
+        >>> choose_ensemble_size(6920, 4000)
+        1
     """
-    return ENSEMBLE_MEMBERS if num_sequences < ENSEMBLE_BELOW else 1
+    if num_sequences >= ENSEMBLE_BELOW:
+        return 1
+    return max(1, min(ENSEMBLE_MEMBERS, ENSEMBLE_STEPS // max(1, steps)))
 
 
 def choose_hidden_size(num_sequences: int) -> int:
