@@ -62,7 +62,8 @@ def test_the_table_shows_means_ranges_targets_and_settings():
         "patch 5; standardised per channel; 5 x hidden 32; 40+10 train+val; steps 620-1000 of "
         "1000, best epochs 100-410 of 500 |" in text
     )
-    assert "Targets met: 1 of 2." in text
+    assert "Targets met, panel: 1 of 2." in text
+    assert "Mean distance to ResNet over the 1 sets with its figure: 0.081" in text
 
 
 def test_smoke_run_writes_the_docs(tmp_path, capsys):
