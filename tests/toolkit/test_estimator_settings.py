@@ -12,12 +12,12 @@ import torch
 from rnnkit.toolkit.checkpoint import load_model
 from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.estimators import SequenceClassifier, SequenceRegressor
+from rnnkit.toolkit.estimators.input_scaling import InputScaling
 from rnnkit.toolkit.estimators.inputs import InputSpec, as_sequences
 from rnnkit.toolkit.estimators.settings import (
     MAX_STEPS,
     MIN_STEPS,
     TARGET_STEPS,
-    InputScaling,
     choose_ensemble_size,
     choose_hidden_size,
     choose_patch_size,

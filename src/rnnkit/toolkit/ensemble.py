@@ -3,8 +3,8 @@
 On a few dozen sequences one network's test score swings by several points
 with its seed and with which sequences early stopping held out; the average
 of ``ensemble_size`` members, each trained with its own seed and its own
-validation part, swings far less (``python scripts/defaults_panel.py``
-measures it). Classifiers average probabilities, regressors predictions.
+validation part, swings far less (``docs/defaults_cv.md`` measures it).
+Classifiers average probabilities, regressors predictions.
 """
 
 from __future__ import annotations

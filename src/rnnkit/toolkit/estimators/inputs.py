@@ -29,7 +29,8 @@ from torch import Tensor
 from rnnkit.toolkit.arguments import is_int
 from rnnkit.toolkit.data.text import tokenize
 from rnnkit.toolkit.data.vocab import Vocabulary
-from rnnkit.toolkit.estimators.settings import InputScaling, patch
+from rnnkit.toolkit.estimators.input_scaling import InputScaling
+from rnnkit.toolkit.estimators.settings import patch
 
 NUMERIC = "numeric"
 TOKENS = "token"

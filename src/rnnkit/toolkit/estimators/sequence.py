@@ -27,6 +27,7 @@ from rnnkit.toolkit.arguments import invalid_argument, is_int
 from rnnkit.toolkit.data.vocab import LabelEncoder
 from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.estimators.base import Estimator, EstimatorT, check_positive_int, pack
+from rnnkit.toolkit.estimators.input_scaling import SCALINGS
 from rnnkit.toolkit.estimators.inputs import (
     NUMERIC,
     InputSpec,
@@ -38,7 +39,6 @@ from rnnkit.toolkit.estimators.inputs import (
 from rnnkit.toolkit.estimators.settings import (
     AUTO,
     MIN_TO_CARVE,
-    SCALINGS,
     VALIDATION_SHARE,
     check_auto_int,
     check_validation_fraction,

@@ -4,9 +4,10 @@ Most people pass nothing but their data, so each of these is chosen from it at
 fit time, shown (``fitted_settings_``, and one logged line) and saved with the
 model; an explicit argument always wins:
 
-- :class:`InputScaling`: per-channel standardisation fitted on the training
-  series only, after ``log1p`` on channels of heavy-tailed non-negative values
-  (raw counts in the tens of thousands), applied again at predict time;
+- :class:`~rnnkit.toolkit.estimators.input_scaling.InputScaling`: per-channel
+  standardisation fitted on the training series only, after ``log1p`` on
+  channels of heavy-tailed non-negative values (raw counts in the tens of
+  thousands), applied again at predict time;
 - :func:`choose_patch_size` and :func:`patch`: ``k`` consecutive steps fed as
   one input vector (as PatchTST and SegRNN do), so the recurrence runs over
   about :data:`TARGET_STEPS` steps, not hundreds;
@@ -14,18 +15,19 @@ model; an explicit argument always wins:
   small data sets get enough updates and large ones do not take hours;
 - :func:`validation_split`: a seeded (stratified, for labels) validation part
   carved from the training data for early stopping;
-- :func:`choose_ensemble_size` and :func:`member_splits`: on small data several
-  models, each with its own seeded validation part, averaged.
+- :func:`choose_ensemble_size`, :func:`member_splits` and
+  :func:`choose_hidden_size`: on small data several smaller models, each with
+  its own seeded validation part, averaged.
 
-``python scripts/defaults_panel.py`` measures these defaults on the panel of
-``docs/defaults.md``.
+``scripts/defaults_cv.py`` chose them by cross-validation on training splits
+(``docs/defaults_cv.md``); ``scripts/defaults_panel.py`` measures them on test
+splits (``docs/defaults.md``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,10 +37,8 @@ from torch import Tensor
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
 from rnnkit.toolkit.seeding import derive_seed
 
-SCALINGS = ("auto", "standard", "none")
 AUTO = "auto"
 TARGET_STEPS = 32  # the recurrence length patching aims for: tens of steps, not hundreds
-SKEW_FOR_LOG = 2.0  # sample skewness above which a non-negative channel is read as log1p
 # The step budget: EPOCHS_IN_BUDGET passes over the training data, kept within
 # [MIN_STEPS, MAX_STEPS] optimiser steps.
 EPOCHS_IN_BUDGET = 50
@@ -58,8 +58,6 @@ SMALL_DATA_HIDDEN, HIDDEN = 32, 64
 
 __all__ = [
     "AUTO",
-    "SCALINGS",
-    "InputScaling",
     "choose_ensemble_size",
     "choose_hidden_size",
     "choose_patch_size",
@@ -69,97 +67,6 @@ __all__ = [
     "step_budget",
     "validation_split",
 ]
-
-
-@dataclass(frozen=True)
-class InputScaling:
-    """Per-channel ``z = (f(x) - mean) / std`` with ``f = log1p`` on some channels.
-
-    Example:
-        >>> rows = np.array([[1.0, 0.0], [3.0, 20000.0], [5.0, 3.0]])  # (rows, channels)
-        >>> scaling = InputScaling.fit(rows, "auto")
-        >>> scaling.log  # the second channel is non-negative and heavy tailed
-        (False, True)
-    """
-
-    log: tuple[bool, ...]  # per channel: log1p before standardising
-    mean: tuple[float, ...]  # per channel, of the (logged) training values
-    std: tuple[float, ...]  # per channel, population std (1 where constant)
-
-    @classmethod
-    def fit(cls, rows: np.ndarray, mode: str) -> InputScaling:
-        """Fit on every step of the training sequences.
-
-        Args:
-            rows: The training steps.
-            mode: ``"auto"`` (log1p where a channel is heavy tailed, then
-                standardise), ``"standard"`` (standardise only) or ``"none"``.
-
-        Shape:
-            rows: ``(steps, channels)``.
-        """
-        rows = np.asarray(rows, dtype=np.float64)
-        channels = rows.shape[1]
-        if mode == "none":
-            return cls((False,) * channels, (0.0,) * channels, (1.0,) * channels)
-        log = tuple(mode == AUTO and _heavy_tailed(column) for column in rows.T)
-        logged = np.where(np.array(log), np.log1p(np.abs(rows)), rows)
-        mean, std = logged.mean(axis=0), logged.std(axis=0)
-        std = np.where(std > 0, std, 1.0)
-        return cls(log, tuple(mean.tolist()), tuple(std.tolist()))
-
-    @property
-    def is_identity(self) -> bool:
-        return not any(self.log) and all(m == 0 for m in self.mean) and set(self.std) <= {1.0}
-
-    def transform(self, x: Tensor) -> Tensor:
-        """Scale one sequence.
-
-        Shape:
-            x: ``(length, channels)``; returns the same shape, float32.
-        """
-        if self.is_identity:
-            return x
-        x = x.double()
-        if any(self.log):
-            # A log channel saw only values >= 0 in training; later negatives keep their sign.
-            log = torch.tensor(self.log)
-            x = torch.where(log, torch.sign(x) * torch.log1p(x.abs()), x)
-        mean = torch.tensor(self.mean, dtype=torch.float64)
-        std = torch.tensor(self.std, dtype=torch.float64)
-        return ((x - mean) / std).float()
-
-    def describe(self) -> str:
-        """``"standardised"``, ``"log1p on channels 2, 5, then standardised"`` or ``"none"``."""
-        if self.is_identity:
-            return "none"
-        logged = [str(j + 1) for j, flag in enumerate(self.log) if flag]
-        if not logged:
-            return "standardised per channel"
-        return f"log1p on channel {', '.join(logged)}, then standardised per channel"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"log": list(self.log), "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> InputScaling:
-        log, mean, std = state["log"], state["mean"], state["std"]
-        if not (len(log) == len(mean) == len(std)) or not all(isinstance(f, bool) for f in log):
-            raise ValueError(f"malformed input scaling: {dict(state)!r}")
-        if not all(is_real(m) for m in mean) or not all(is_real(s) and s > 0 for s in std):
-            raise ValueError(f"malformed input scaling: {dict(state)!r}")
-        return cls(tuple(log), tuple(float(m) for m in mean), tuple(float(s) for s in std))
-
-
-def _heavy_tailed(column: np.ndarray) -> bool:
-    """Non-negative values whose skewness log1p would tame (counts, prices, volumes)."""
-    if column.min() < 0 or column.max() <= 0:
-        return False
-    std = column.std()
-    if std == 0:
-        return False
-    skew = float(np.mean(((column - column.mean()) / std) ** 3))
-    return skew > SKEW_FOR_LOG
 
 
 def choose_patch_size(lengths: Sequence[int]) -> int:
