@@ -290,13 +290,16 @@ class ForecastTask(Task):
     def prepare(self, config: RunConfig) -> TaskData:
         data = config.data
         path = data.path or goog_csv_path()
-        rows = len(read_csv_series(path, unique_names([*data.features, data.target])))
+        # Read once: "auto" and the few-windows warning need the row count first.
+        frame = read_csv_series(path, unique_names([*data.features, data.target]))
+        rows = len(frame)
         lookback = data.lookback
         derived = {}
         if lookback == "auto":
             lookback = derived["data.lookback"] = choose_lookback(rows, data.horizon)
         splits = load_series(
-            path,
+            frame,
+            source_name=os.fspath(path),
             target_column=data.target,
             lookback=lookback,
             horizon=data.horizon,
@@ -316,6 +319,9 @@ class ForecastTask(Task):
             f"(lookback {lookback}{' from the data' if derived else ''}, "
             f"horizon {data.horizon})",
         ]
+        warning = few_windows_warning(
+            len(splits.train), len(splits.val), len(splits.test), lookback, rows, data.horizon
+        )
         for label, part in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
             if len(part):
                 description.append(
@@ -331,10 +337,8 @@ class ForecastTask(Task):
             transform=splits.transform,
             description=description,
             derived=derived,
-            warnings=[w for w in [few_windows_warning(
-                len(splits.train), len(splits.val), len(splits.test), lookback, rows, data.horizon,
-            )] if w],
-        )  # fmt: skip
+            warnings=[] if warning is None else [warning],
+        )
 
     def transform_from_dict(self, state: dict[str, Any]) -> SeriesTransform:
         return SeriesTransform.from_dict(state)

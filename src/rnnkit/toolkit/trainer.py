@@ -81,6 +81,7 @@ __all__ = [
     "distributed_env",
     "join_process_group",
     "require_torch_distributed",
+    "shows_progress",
 ]
 
 
@@ -225,6 +226,11 @@ class DistributedEnv(NamedTuple):
     world_size: int
     rank: int
     local_rank: int
+
+
+def shows_progress(progress: bool | None) -> bool:
+    """Whether to show progress: `progress` itself, or None for "when stderr is a terminal"."""
+    return sys.stderr.isatty() if progress is None else progress
 
 
 def distributed_env() -> DistributedEnv:
@@ -505,9 +511,7 @@ class Trainer:
         loader.sampler.set_epoch(epoch)
         model.train()
         totals = self._zero_totals()
-        show = self.is_main_process and (
-            sys.stderr.isatty() if config.progress is None else config.progress
-        )
+        show = self.is_main_process and shows_progress(config.progress)
         bar = tqdm(
             loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
             disable=not show, dynamic_ncols=True,

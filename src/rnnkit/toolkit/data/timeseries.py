@@ -309,6 +309,7 @@ def load_series(
     target_transform: str = "none",
     scale: bool = True,
     index_column: int | str | None = 0,
+    source_name: str = FRAME_SOURCE,
 ) -> SeriesSplits:
     """Read a series and cut it into scaled, chronologically split windows.
 
@@ -328,6 +329,8 @@ def load_series(
         scale: Standardise features and target with statistics of the
             training part; ``False`` leaves them in original units.
         index_column: For a CSV `source`, the column of dates or labels.
+        source_name: For a frame `source`, how errors name it (e.g. the file it
+            was read from).
 
     Returns:
         The three splits and the fitted transform.
@@ -355,7 +358,7 @@ def load_series(
         )
 
     if isinstance(source, pd.DataFrame):
-        frame, name = source, FRAME_SOURCE
+        frame, name = source, source_name
         if feature_columns is None:
             feature_columns = list(frame.columns)
     else:

@@ -213,8 +213,8 @@ class Estimator:
         """The training hyper-parameters, checked (TrainConfig names a bad one).
 
         Args:
-            derived: TrainConfig fields that fit chose in place of the
-                estimator's own (``epochs``, ``early_stopping_patience`` left at "auto").
+            derived: TrainConfig fields that fit chose in place of the estimator's
+                own (``epochs``, ``early_stopping_patience``, ``lr_schedule``).
         """
         if self.verbose is not None and not isinstance(self.verbose, bool):
             raise invalid_argument("verbose", "a bool or None", self.verbose)

@@ -53,14 +53,18 @@ class InputScaling:
             rows: ``(steps, channels)``.
         """
         rows = np.asarray(rows, dtype=np.float64)
-        channels = rows.shape[1]
         if mode == "none":
-            return cls((False,) * channels, (0.0,) * channels, (1.0,) * channels)
+            return cls.identity(rows.shape[1])
         log = tuple(mode == "auto" and _heavy_tailed(column) for column in rows.T)
         logged = np.where(np.array(log), np.log1p(np.abs(rows)), rows)
         mean, std = logged.mean(axis=0), logged.std(axis=0)
         std = np.where(std > 0, std, 1.0)
         return cls(log, tuple(mean.tolist()), tuple(std.tolist()))
+
+    @classmethod
+    def identity(cls, channels: int) -> InputScaling:
+        """The scaling that changes nothing (mode "none")."""
+        return cls((False,) * channels, (0.0,) * channels, (1.0,) * channels)
 
     @property
     def is_identity(self) -> bool:

@@ -163,10 +163,11 @@ class InputSpec:
             patch_size: Numeric input: steps per input vector.
         """
         if sequences.kind == NUMERIC:
-            rows = torch.cat(sequences.items).numpy()  # (steps, features)
-            return cls(
-                NUMERIC, sequences.num_features, None, InputScaling.fit(rows, scaling), patch_size
-            )
+            if scaling == "none":  # no statistics: no copy of every step
+                fitted = InputScaling.identity(sequences.num_features)
+            else:
+                fitted = InputScaling.fit(torch.cat(sequences.items).numpy(), scaling)
+            return cls(NUMERIC, sequences.num_features, None, fitted, patch_size)
         return cls(TOKENS, None, Vocabulary.build(sequences.items, min_freq=min_freq))
 
     def model_fields(self) -> dict[str, Any]:

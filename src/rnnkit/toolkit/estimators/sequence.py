@@ -50,7 +50,7 @@ from rnnkit.toolkit.estimators.settings import (
     step_budget,
 )
 from rnnkit.toolkit.seeding import derive_seed
-from rnnkit.toolkit.trainer import Callback
+from rnnkit.toolkit.trainer import Callback, shows_progress
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class SequenceEstimator(Estimator):
             f"{key} {value}" for key, value in settings.items()
         )
         logger.info(line)
-        if sys.stderr.isatty() if self.verbose is None else self.verbose:
+        if shows_progress(self.verbose):
             tqdm.write(line, file=sys.stderr)
 
     def _check_targets(self, y: Any, sequences: Sequences, x_name: str, y_name: str) -> Any:
@@ -389,8 +389,9 @@ class _StepProgress(Callback):
     """A tqdm bar over the optimiser steps of every model a fit trains."""
 
     def __init__(self, total: int, progress: bool | None) -> None:
-        show = sys.stderr.isatty() if progress is None else progress
-        self.bar = tqdm(total=total, unit="step", disable=not show, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, unit="step", disable=not shows_progress(progress), dynamic_ncols=True
+        )
 
     def on_batch_end(self, trainer: Any, step: int, loss: float) -> None:
         self.bar.update()
