@@ -376,13 +376,12 @@ def _train_into(
     """
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.checkpoint import atomic_write
-    from rnnkit.toolkit.models import build_model
     from rnnkit.toolkit.seeding import seed_everything
     from rnnkit.toolkit.tasks import first_batch, shape_trace
     from rnnkit.toolkit.trainer import Trainer
 
     seed_everything(config.train.seed)
-    model = build_model(data.model_config)
+    model = _new_or_resumed_model(data.model_config, work if resume else None)
     train_config = config.train.to_train_config()
     parameters = sum(p.numel() for p in model.parameters())
     _print(
@@ -548,6 +547,23 @@ def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:
         )
 
 
+def _new_or_resumed_model(model_config: Any, run: Path | None) -> Any:
+    """A freshly initialised model, or, resuming `run`, one built against the weights file
+    of its last checkpoint: a ``config.toml`` edited to ask for more than the checkpoint
+    holds is refused (one line) before anything that size is allocated."""
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.checkpoint import MODEL_FILE, latest_checkpoint, read_tensors
+    from rnnkit.toolkit.model_loading import build_saved_model
+    from rnnkit.toolkit.models import build_model
+    from rnnkit.toolkit.trainer import CHECKPOINTS_DIR
+
+    checkpoint = None if run is None else latest_checkpoint(run / CHECKPOINTS_DIR)
+    if checkpoint is None:
+        return build_model(model_config)
+    weights = checkpoint / MODEL_FILE
+    return build_saved_model(model_config, read_tensors(weights), weights, run / rundir.CONFIG_FILE)
+
+
 def _killed_before_training(run: Path) -> bool:
     """A run stopped between writing config.toml and transform.json: nothing to compare with.
 
@@ -628,14 +644,15 @@ def _load_run(run_dir: str) -> tuple[Path, Any, Any, Any, dict[str, Any], Any]:
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.checkpoint import load_model
     from rnnkit.toolkit.config import load_config
-    from rnnkit.toolkit.tasks import get_task, read_transform
+    from rnnkit.toolkit.tasks import check_model_fits, get_task, read_transform
 
     run = rundir.require_run(run_dir)
     config = load_config(run / rundir.CONFIG_FILE)
     task = get_task(config.task)
     transform_path = run / rundir.TRANSFORM_FILE
     transform, baseline = read_transform(task, rundir.read_json(transform_path), transform_path)
-    model = load_model(run / rundir.MODEL_DIR)
+    model = load_model(run / rundir.MODEL_DIR)  # sized by its weights file, not by its JSON
+    check_model_fits(task, transform, model.config, transform_path)
     return run, config, task, transform, baseline, model
 
 

@@ -291,27 +291,25 @@ def save_model(directory: str | os.PathLike[str], model: nn.Module) -> Path:
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a model from a checkpoint directory: ``build_model(config)`` plus its weights.
+    """Rebuild a model from a checkpoint directory: its config, checked against its weights.
+
+    The config's sizes are checked against ``model.safetensors`` before anything
+    is allocated (:mod:`rnnkit.toolkit.model_loading`), so an altered
+    ``checkpoint.json`` cannot make this allocate more than the files hold.
 
     Example:
         >>> model = load_model("runs/shakespeare/model")
         >>> model.generate([5, 6], length=100, seed=0)
     """
-    from rnnkit.toolkit.models import build_model
+    from rnnkit.toolkit.model_loading import build_saved_model
 
     checkpoint = load_checkpoint(path)
+    document = checkpoint.path / CHECKPOINT_JSON
     if checkpoint.model_config is None:
-        raise CheckpointError(
-            f"{checkpoint.path / CHECKPOINT_JSON}: has no model config to rebuild the model from"
-        )
-    try:
-        model = build_model(checkpoint.model_config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{checkpoint.path / CHECKPOINT_JSON}: invalid model config ({error})"
-        ) from None
-    load_weights(model, checkpoint.model_state, checkpoint.path / MODEL_FILE)
-    return model
+        raise CheckpointError(f"{document}: has no model config to rebuild the model from")
+    return build_saved_model(
+        checkpoint.model_config, checkpoint.model_state, checkpoint.path / MODEL_FILE, document
+    )
 
 
 def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: Path) -> None:

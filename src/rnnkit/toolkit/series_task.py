@@ -99,9 +99,7 @@ class ClassifySeriesTask(Task):
             val=val,
             test=test,
             collate_fn=collate_classification,
-            model_config=config.model.to_model_config(
-                self.name, input_size=len(channels), num_outputs=len(transform.labels)
-            ),
+            model_config=config.model.to_model_config(self.name, **self.model_sizes(transform)),
             transform=transform,
             baseline={"majority": majority_label(train_labels)},
             description=[
@@ -115,6 +113,9 @@ class ClassifySeriesTask(Task):
 
     def transform_from_dict(self, state: dict[str, Any]) -> SeriesLabelTransform:
         return SeriesLabelTransform.from_dict(state)
+
+    def model_sizes(self, transform: SeriesLabelTransform) -> dict[str, int]:
+        return {"input_size": len(transform.scaler.columns), "num_outputs": len(transform.labels)}
 
     def collate_fn(self, transform: Any) -> Any:
         return collate_classification

@@ -218,6 +218,12 @@ class Task:
         """Rebuild the fitted transform from ``transform.json``."""
         raise NotImplementedError
 
+    def model_sizes(self, transform: Any) -> dict[str, int]:
+        """The model config sizes the fitted transform decides (``input_size`` or
+        ``vocab_size``, ``num_outputs``, ``char_vocab_size``): the model is built with
+        them, and a loaded model must have them."""
+        raise NotImplementedError
+
     def collate_fn(self, transform: Any) -> Callable[[list[Any]], Any] | None:
         """The collate function of this task's datasets."""
         return None
@@ -310,7 +316,7 @@ class ForecastTask(Task):
             target_transform=data.target_transform,
         )
         model_config = config.model.to_model_config(
-            "forecast", input_size=len(data.features), num_outputs=1
+            "forecast", **self.model_sizes(splits.transform)
         )
         name = "bundled GOOG.csv" if not data.path else str(path)
         description = [
@@ -342,6 +348,9 @@ class ForecastTask(Task):
 
     def transform_from_dict(self, state: dict[str, Any]) -> SeriesTransform:
         return SeriesTransform.from_dict(state)
+
+    def model_sizes(self, transform: SeriesTransform) -> dict[str, int]:
+        return {"input_size": len(transform.feature_columns), "num_outputs": 1}
 
     def dataset(
         self, config: RunConfig, transform: SeriesTransform, path: str | os.PathLike[str]
@@ -521,10 +530,7 @@ class _TextTask(Task):
         train = self._dataset(transform, train_words, train_gold, data.path)
         val = make(val_idx, data.val_path, data.path)
         test = make(test_idx, data.test_path, data.path)
-        sizes = {} if chars is None else {"char_vocab_size": len(chars)}
-        model_config = config.model.to_model_config(
-            self.name, vocab_size=len(vocab), num_outputs=len(labels), **sizes
-        )
+        model_config = config.model.to_model_config(self.name, **self.model_sizes(transform))
         description = [
             f"data: {data.path}: {_count(len(train), 'example')} train"
             + (f", {len(val):,} validation" if val is not None else ", no validation")
@@ -546,6 +552,14 @@ class _TextTask(Task):
 
     def transform_from_dict(self, state: dict[str, Any]) -> TextTransform:
         return TextTransform.from_dict(state)
+
+    def model_sizes(self, transform: TextTransform) -> dict[str, int]:
+        if transform.labels is None:
+            raise ValueError(f"a transform without labels cannot be of task {self.name!r}")
+        sizes = {"vocab_size": len(transform.vocab), "num_outputs": len(transform.labels)}
+        if transform.chars is not None:
+            sizes["char_vocab_size"] = len(transform.chars)
+        return sizes
 
     def dataset(
         self, config: RunConfig, transform: TextTransform, path: str | os.PathLike[str]
@@ -743,9 +757,7 @@ class LanguageModelTask(Task):
 
         val = held_out(val_text, data.val_path, "validation part")
         test = held_out(test_text, data.test_path, "test part")
-        model_config = config.model.to_model_config(
-            self.name, vocab_size=len(vocab), num_outputs=len(vocab)
-        )
+        model_config = config.model.to_model_config(self.name, **self.model_sizes(transform))
         counts = Counter(train_text)
         total = len(train_text) + len(vocab) - 2  # add-one smoothing over the real characters
         unigram = [
@@ -771,6 +783,11 @@ class LanguageModelTask(Task):
 
     def transform_from_dict(self, state: dict[str, Any]) -> TextTransform:
         return TextTransform.from_dict(state)
+
+    def model_sizes(self, transform: TextTransform) -> dict[str, int]:
+        if transform.labels is not None or transform.chars is not None:
+            raise ValueError("a language model's transform has no labels and no characters")
+        return {"vocab_size": len(transform.vocab), "num_outputs": len(transform.vocab)}
 
     def dataset(self, config, transform, path):
         return self._chunks(
@@ -1058,6 +1075,30 @@ def read_transform(task: Task, document: dict[str, Any], source: Path) -> tuple[
             f"format {document.get('format')!r}, task {document.get('task')!r}"
         )
     try:
-        return task.transform_from_dict(document["transform"]), document.get("baseline", {})
+        transform = task.transform_from_dict(document["transform"])
+        task.model_sizes(transform)  # a transform of another task has no sizes for this one
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{source}: malformed transform ({error})") from None
+    baseline = document.get("baseline", {})
+    if not isinstance(baseline, dict):
+        raise ValueError(f"{source}: malformed baseline ({type(baseline).__name__})")
+    return transform, baseline
+
+
+def check_model_fits(task: Task, transform: Any, model_config: Any, source: Path) -> None:
+    """Refuse a model whose sizes are not the ones the run's transform decides.
+
+    Args:
+        task: The run's task.
+        transform: Its fitted transform, read from `source` by :func:`read_transform`.
+        model_config: The loaded model's :class:`~rnnkit.toolkit.models.ModelConfig`.
+        source: ``transform.json``, for the message.
+
+    Raises:
+        CheckpointError: One line naming `source`, the field and both values
+            (e.g. a vocabulary of 12 entries for a model of ``vocab_size`` 11).
+    """
+    from rnnkit.toolkit.model_loading import check_fields_match
+
+    implied = {"task": _model_task(task.name), **task.model_sizes(transform)}
+    check_fields_match(implied, model_config, "the fitted transform", source)

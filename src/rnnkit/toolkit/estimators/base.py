@@ -41,12 +41,12 @@ from rnnkit.toolkit.checkpoint import (
     MODEL_FILE,
     CheckpointError,
     load_checkpoint,
-    load_weights,
     save_checkpoint,
 )
 from rnnkit.toolkit.data.batching import pad_sequences
 from rnnkit.toolkit.devices import resolve_device
 from rnnkit.toolkit.metrics import loss_for_task, metrics_for_task
+from rnnkit.toolkit.model_loading import build_saved_model, check_fields_match
 from rnnkit.toolkit.models import ModelConfig, build_model
 from rnnkit.toolkit.trainer import Callback, TrainConfig, Trainer
 
@@ -181,12 +181,19 @@ class Estimator:
             )
         try:
             estimator = cls(**state["params"])
-            model = build_model(checkpoint.model_config)
             estimator._restore_fitted(state["fitted"])
             history = [dict(row) for row in state["history"]]
+            implied = estimator._implied_model_fields()
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{source}: malformed estimator state ({error})") from None
-        load_weights(model, checkpoint.model_state, checkpoint.path / MODEL_FILE)
+        if checkpoint.model_config is None:
+            raise CheckpointError(f"{source}: has no model config to rebuild the model from")
+        # Before the model is built: a vocabulary or label list that the config does not
+        # fit is named here, not met later as a shape error in predict.
+        check_fields_match(implied, checkpoint.model_config, "the estimator's fitted state", source)
+        model = build_saved_model(
+            checkpoint.model_config, checkpoint.model_state, checkpoint.path / MODEL_FILE, source
+        )
         estimator.model_ = model.eval()
         estimator.history_ = history
         return estimator
@@ -197,6 +204,11 @@ class Estimator:
 
     def _restore_fitted(self, state: Mapping[str, Any]) -> None:
         """Set the attributes :meth:`_fitted_state` describes."""
+        raise NotImplementedError
+
+    def _implied_model_fields(self) -> dict[str, Any]:
+        """The model config fields that the restored fitted state implies (the task, the
+        vocabulary's and the labels' sizes), which the saved model must have."""
         raise NotImplementedError
 
     def _reset(self) -> None:

@@ -121,3 +121,6 @@ class SequenceClassifier(ManyToOneEstimator):
         super()._restore_fitted(state)
         self.label_encoder_ = LabelEncoder.from_dict(state["labels"])
         self.classes_ = label_array(self.label_encoder_.classes)
+
+    def _implied_model_fields(self) -> dict[str, Any]:
+        return super()._implied_model_fields() | {"num_outputs": len(self.label_encoder_)}

@@ -213,13 +213,19 @@ class InputSpec:
         patch_size = state.get("patch_size", 1)
         if not is_int(patch_size) or patch_size < 1:
             raise ValueError(f"malformed patch_size {patch_size!r}")
-        return cls(
-            state["kind"],
-            state["num_features"],
-            None if vocabulary is None else Vocabulary.from_dict(vocabulary),
-            None if scaling is None else InputScaling.from_dict(scaling),
-            patch_size,
-        )
+        kind, num_features = state["kind"], state["num_features"]
+        if kind == NUMERIC:
+            if not is_int(num_features) or num_features < 1 or vocabulary is not None:
+                raise ValueError(f"malformed numeric input: num_features {num_features!r}")
+            fitted = None if scaling is None else InputScaling.from_dict(scaling)
+            if fitted is not None and len(fitted.mean) != num_features:
+                raise ValueError(
+                    f"input scaling of {len(fitted.mean)} channels for {num_features} features"
+                )
+            return cls(kind, num_features, None, fitted, patch_size)
+        if kind != TOKENS or num_features is not None or vocabulary is None:
+            raise ValueError(f"malformed input kind {kind!r}")
+        return cls(kind, None, Vocabulary.from_dict(vocabulary), None, patch_size)
 
 
 def _is_numeric_dtype(array: Tensor | np.ndarray) -> bool:

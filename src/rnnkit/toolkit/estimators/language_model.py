@@ -254,6 +254,9 @@ class CharLanguageModel(Estimator):
     def _restore_fitted(self, state: dict[str, Any]) -> None:
         self.vocabulary_ = Vocabulary.from_dict(state["vocabulary"])
 
+    def _implied_model_fields(self) -> dict[str, Any]:
+        return {"task": self._task, "vocab_size": len(self.vocabulary_)}
+
 
 def _as_texts(X: Any, name: str) -> list[str]:
     if isinstance(X, str):

@@ -160,3 +160,12 @@ class SequenceRegressor(ManyToOneEstimator):
         super()._restore_fitted(state)
         self.target_scaler_ = StandardScaler.from_dict(state["target_scaler"])
         self.target_shape_ = tuple(state["target_shape"])
+        outputs = len(self.target_scaler_.columns)
+        if self.target_shape_ not in ((), (outputs,)):
+            raise ValueError(
+                f"target_shape {list(self.target_shape_)} does not fit the target scaler's "
+                f"{outputs} columns"
+            )
+
+    def _implied_model_fields(self) -> dict[str, Any]:
+        return super()._implied_model_fields() | {"num_outputs": len(self.target_scaler_.columns)}

@@ -253,6 +253,9 @@ class SequenceEstimator(Estimator):
             raise ValueError(f"malformed settings {settings!r}")
         self.fitted_settings_ = dict(settings)
 
+    def _implied_model_fields(self) -> dict[str, Any]:
+        return {"task": self._task, **self.inputs_.model_fields()}
+
 
 class ManyToOneEstimator(SequenceEstimator):
     """One prediction per sequence, with settings derived from the data.
