@@ -19,6 +19,8 @@ from hypothesis import settings
 from torch.nn.utils.rnn import PackedSequence
 
 import rnnkit
+from rnnkit import compiled
+from rnnkit.compiled import warmup
 
 # When a property fails, hypothesis's pytest plugin lazily imports its patch
 # writer, which imports libcst, which raises a DeprecationWarning (from
@@ -41,6 +43,18 @@ LAYER_ENGINES = ("fused", "compiled")
 
 # The same text torch.nn.RNN warns with; rnnkit must warn the same way.
 DROPOUT_ONE_LAYER_WARNING = "non-zero dropout expects num_layers greater than 1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels_ready() -> None:
+    """Load (or compile) the compiled engine's kernels before any test, as
+    ``rnnkit warmup`` does: ``auto`` then picks its engine by shape alone, as the
+    tests expect, and processes the tests start find the cache complete, so
+    they run the compiled loops from their first call. (The cold start, where
+    ``auto`` runs torch ops meanwhile, is tested in a new process: test_warmup.py.)"""
+    if compiled.available():
+        for dtype in warmup.DTYPES:
+            warmup.wait(dtype)
 
 
 @pytest.fixture(params=ENGINES)

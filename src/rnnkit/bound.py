@@ -95,8 +95,9 @@ def _compiled_gemm_loop():
     from numba import njit
 
     from rnnkit.compiled.blas import gemm_accumulate, scratch
+    from rnnkit.compiled.cache import configure_numba
 
-    @njit(cache=True)
+    @njit(cache=configure_numba())
     def loop(h, w, out, steps, tall_rows):  # each product to the library the kernels pick
         int_args, scalar_args = scratch(out.dtype, tall_rows)
         for _ in range(steps):

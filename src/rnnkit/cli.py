@@ -1,4 +1,4 @@
-"""The ``rnnkit`` command: train, evaluate, predict, generate, bench.
+"""The ``rnnkit`` command: train, evaluate, predict, generate, bench, warmup.
 
 ::
 
@@ -7,6 +7,7 @@
     rnnkit predict RUN_DIR --data PATH [--output CSV]
     rnnkit generate RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]
     rnnkit bench [--quick] [--shapes T,N,H_in,H_out ...] ...
+    rnnkit warmup [--dtype float32|float64 ...]
 
 ``rnnkit train`` with no arguments is the main job: next-day close of the
 bundled Google prices from 100 days of Open/High/Low/Close (see
@@ -201,6 +202,20 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="also write the results to PATH")
     bench.add_argument("--quiet", action="store_true", help="log warnings only, no progress")
     bench.set_defaults(handler=_bench)
+
+    warmup = commands.add_parser(
+        "warmup",
+        parents=[common],
+        help="compile the compiled engine's kernels now, into the disk cache",
+        description="Compile the compiled CPU engine's kernels (or load them from the disk "
+        "cache), so that no later process waits for them or runs its first calls on torch "
+        "ops while they compile in the background.",
+    )
+    warmup.add_argument(
+        "--dtype", choices=("float32", "float64"), action="append",
+        help="only this dtype's kernels (repeatable; default: both)",
+    )  # fmt: skip
+    warmup.set_defaults(handler=_warmup)
     return parser
 
 
@@ -744,6 +759,23 @@ def _bench(args: argparse.Namespace) -> int:
         }
         atomic_write(args.json, json.dumps(report, indent=1) + "\n")
         _print(f"wrote {len(results)} rows to {args.json}", file=sys.stderr)
+    return 0
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnkit import compiled
+    from rnnkit.compiled import cache, warmup
+
+    if not compiled.available():
+        raise ValueError("The compiled engine needs numba and scipy: pip install numba scipy")
+    _print(f"kernel cache: {cache.location() or 'none (no writable directory)'}")
+    for name in args.dtype or ("float32", "float64"):
+        start = time.perf_counter()
+        compiled_now = warmup.load(getattr(torch, name))
+        how = "compiled" if compiled_now else "loaded from the cache"
+        _print(f"{name} kernels {how} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -3,8 +3,10 @@ for large products: see :mod:`rnnkit.compiled.blas`).
 
 Imported lazily by :mod:`rnnkit.engine` (numba costs about half a second to
 import); :func:`available` says whether it can run here. Kernels compile on
-first use and are cached on disk by numba (``cache=True``), so later processes
-load them in milliseconds.
+first use (about 15 s of CPU per dtype) and are cached on disk by numba (where:
+:mod:`rnnkit.compiled.cache`), so later processes load them in under a second;
+:mod:`rnnkit.compiled.warmup` does either in the background, so that no call
+waits for it.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _sizes_array(batch_sizes: Sequence[int], rows: int, batch: int) -> np.ndarra
         sizes = _equal_sizes(batch_sizes[0], len(batch_sizes))
         valid = batch_sizes[0] >= 0 and len(batch_sizes) * batch_sizes[0] == rows
     else:
-        sizes = np.asarray(batch_sizes, dtype=np.int64)
+        sizes = np.array(batch_sizes, dtype=np.int64)
+        sizes.flags.writeable = False  # as _equal_sizes': one kernel signature, not two
         valid = sizes.ndim == 1 and sizes.size > 0 and sizes[-1] >= 0
         valid = valid and sizes.sum() == rows and not np.any(sizes[1:] > sizes[:-1])
     if not valid or sizes[0] != batch:

@@ -35,6 +35,8 @@ import torch
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
+from rnnkit.compiled.cache import configure_numba
+
 logger = logging.getLogger(__name__)
 
 # Products with m * k * n at least this go to torch's BLAS (when usable), smaller
@@ -62,6 +64,7 @@ TALL_ROWS_ONE_THREAD = 256
 NO_TALL_LIMIT = 1 << 62
 _TALL_ROWS_SLOT = 8  # where scratch() keeps the tall-rows limit
 
+_CACHE = configure_numba()  # where the kernels' disk cache is, or False: none (see cache.py)
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
 _ENVIRONMENT = "RNNKIT_BLAS"
 
@@ -175,7 +178,7 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
             a.ctypes.data, p + 5 * i8, s + sx, c.ctypes.data, p + 6 * i8)  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def goes_to_large_library(m, k, n, transpose_a, tall_rows):
     """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product to
     the large-product library (torch's BLAS where usable): large, not narrow,
@@ -185,7 +188,7 @@ def goes_to_large_library(m, k, n, transpose_a, tall_rows):
     return transpose_a or m < tall_rows
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0, transpose_b=False):
     """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
     place), for row-major 2-D arrays with unit column stride; products of
@@ -226,7 +229,7 @@ def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0,
         _dgemm(*args)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def scratch(dtype, tall_rows=NO_TALL_LIMIT):
     """Fresh argument buffers for :func:`gemm_accumulate`.
 

@@ -18,6 +18,9 @@ import numpy as np
 from numba import njit
 
 from rnnkit.compiled.blas import gemm_accumulate, goes_to_large_library, scratch
+from rnnkit.compiled.cache import configure_numba
+
+_CACHE = configure_numba()  # False where no cache directory can be written (see cache.py)
 
 TANH, FAST_TANH, RELU = 0, 1, 2
 
@@ -77,7 +80,7 @@ def _fast_tanh(x):
 # loop (measured: 444 against 66 us for a 3000x64 fast tanh).
 
 
-@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")
 def _activate_fast_tanh(out, first, count, column, bias):
     for i in range(first, first + count):
         for j in range(bias.shape[0]):
@@ -85,7 +88,7 @@ def _activate_fast_tanh(out, first, count, column, bias):
             out[i, c] = _fast_tanh(out[i, c] + bias[j])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _activate(out, first, count, column, bias, kind):
     """In place on rows ``first : first + count``, columns ``column : column + H``:
     ``act(rows + bias)``. Indexing the C-contiguous buffer, not a strided view of
@@ -105,7 +108,7 @@ def _activate(out, first, count, column, bias, kind):
                 out[i, c] = 0.0 if value < 0 else value  # NaN stays NaN, as torch.relu
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b=False):
     """``c += a @ op(b)`` (op: ``.T`` if transpose_b): a plain loop when
     ``m*k*n <= small_gemm``, else BLAS."""
@@ -121,7 +124,7 @@ def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b=F
                 c[i, j] += a_ip * (b[j, p] if transpose_b else b[p, j])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _offsets(batch_sizes):
     offsets = np.zeros(batch_sizes.shape[0] + 1, np.int64)
     for t in range(batch_sizes.shape[0]):
@@ -133,7 +136,7 @@ def _offsets(batch_sizes):
 _TILE = 32
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _transposed(w):
     """``w.T``, C-contiguous, copied tile by tile (row by row, the writes of a
     512 x 512 float32 transpose miss the cache: 560 against 240 us tiled).
@@ -152,7 +155,7 @@ def _transposed(w):
     return result
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def forward_loop(
     out, column, h0, w_hh, bias, bias_hh, batch_sizes, reverse, kind, small_gemm, tall_rows, x,
     w_ih, h_n, project_steps,
@@ -240,7 +243,7 @@ def forward_loop(
         _last_states(out, column, batch_sizes, offsets, reverse, h_n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _last_states(out, column, batch_sizes, offsets, reverse, h_n):
     """Each sequence's state after its last processed step: step 0 in reverse;
     else the step after which it stops running (rows ``n_next : n`` of step t)."""
@@ -254,7 +257,7 @@ def _last_states(out, column, batch_sizes, offsets, reverse, h_n):
                 h_n[i, j] = out[offsets[t] + i, np.uint64(column) + np.uint64(j)]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _copy_columns(dst, src, first, count, column, hidden):
     """``dst[rows, columns] = src[rows, columns]`` for rows ``first : first + count``
     and columns ``column : column + hidden`` (loops over the C-contiguous arrays, not
@@ -265,7 +268,7 @@ def _copy_columns(dst, src, first, count, column, hidden):
             dst[i, c] = src[i, c]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=_CACHE, nogil=True)
 def _add_rows(dst, first, column, src, lo, hi):
     """``dst[first + i, column : column + H] += src[i]`` for ``lo <= i < hi``."""
     for i in range(lo, hi):
@@ -288,13 +291,13 @@ def _times_derivative_body(d, d_row, d_column, h, h_row, h_column, count, hidden
 
 
 # One body, two compilations: float32 may reorder arithmetic, float64 stays exact.
-_times_derivative = njit(cache=True, nogil=True, error_model="numpy")(_times_derivative_body)
-_times_derivative_fast = njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")(
+_times_derivative = njit(cache=_CACHE, nogil=True, error_model="numpy")(_times_derivative_body)
+_times_derivative_fast = njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")(
     _times_derivative_body
 )
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def backward_loop(
     d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm,
     tall_rows,
@@ -348,7 +351,7 @@ def backward_loop(
             _times_derivative(d, start, column, out, start, column, n, hidden, relu)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def backward_equal_lengths(
     d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small_gemm,
     tall_rows, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias_hh,
@@ -434,7 +437,7 @@ def backward_equal_lengths(
         grad_bias_hh[:] = total
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _chunk_grads(
     own, x, out, h0, w_ih, w_hh, column, reverse, lo, hi, n, accumulate_x, first_chunk,
     int_args, scalar_args, grad_x, grad_h0, grad_w_ih, grad_w_hh,

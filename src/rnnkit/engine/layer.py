@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit import compiled
+from rnnkit.compiled import warmup
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
 
@@ -577,9 +578,12 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
     float64, numba and SciPy installed) and win: at every size when they can
     call torch's own BLAS for large products, else only while a step's product
     is small (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``, or
-    ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread). The
-    torch-ops engine everywhere else. ``"compiled"`` insists on the compiled
-    loops; ``"fused"`` on torch ops.
+    ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread), once their
+    kernels for the input's dtype are loaded: until then (compiling takes about
+    15 s on first use) the torch-ops engine runs while they are prepared in the
+    background (:mod:`rnnkit.compiled.warmup`). The torch-ops engine everywhere
+    else. ``"compiled"`` insists on the compiled loops, waiting for their kernels
+    if need be; ``"fused"`` on torch ops.
 
     Args:
         requested: ``"auto"``, ``"compiled"`` or ``"fused"``.
@@ -601,6 +605,7 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
             )
         if not compiled.available():
             raise ImportError("The compiled engine needs numba and scipy: pip install numba scipy")
+        warmup.wait(x.dtype)
         return "compiled"
     if requested != "auto":
         raise ValueError(
@@ -608,6 +613,9 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
             f"'auto', 'compiled', 'fused', got {requested!r}."
         )
     if not (runs_compiled and compiled.available()):
+        return "fused"
+    # Asked before the size rule, whose large_gemm_library() would import numba here.
+    if not warmup.ready(x.dtype):  # starts preparing the kernels in the background
         return "fused"
     one_thread = torch.get_num_threads() == 1
     limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX

@@ -1,0 +1,264 @@
+"""Getting the compiled kernels ready without making a call wait for them.
+
+Compiling one dtype's kernels takes about 15 s of CPU with an empty numba
+cache; loading them from the cache, under a second. The first time ``auto``
+would pick the compiled engine for a dtype, :func:`ready` decides:
+
+- The cache holds them all (an earlier process marked it: see
+  :func:`rnnkit.compiled.cache.complete`): load them now, so that every call of
+  the process runs the compiled loops, and a rerun gives the same numbers.
+- Else: start preparing them in the background and answer False, so the call
+  runs on the torch-ops engine; calls switch to the compiled loops once they
+  are loaded. Results are each engine's own (equal to float tolerance, not
+  bitwise: pin ``RNNKIT_ENGINE`` where a rerun must match bit for bit); a
+  backward pass runs on the engine its forward pass ran on.
+
+In the background, a worker process compiles the kernels into the disk cache
+(:mod:`rnnkit.compiled.cache`), then a thread here loads them from it. A thread
+compiling them here would hold the GIL for most of that time (numba's type
+inference and lowering are Python): the caller's calls ran 2.3x slower for the
+20 s it took (``benchmarks/cold_start.py`` measures both phases). Where no disk
+cache can be written, or no Python executable can be started, the thread
+compiles them itself.
+
+:func:`wait` blocks until a dtype's kernels are ready: ``RNNKIT_ENGINE=compiled``
+and ``rnnkit warmup`` use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+from rnnkit.compiled import cache
+
+logger = logging.getLogger(__name__)
+
+DTYPES = (torch.float32, torch.float64)
+
+# While the thread loads kernels, the interpreter hands the GIL over this often
+# (seconds; Python's default is 0.005). Loading is Python that rarely releases
+# it, and each torch op of the caller releases it and then waits a full interval
+# to get it back, so at the default a call of 100 small steps slowed several-fold.
+_LOAD_SWITCH_INTERVAL = 0.0002
+
+_ready: set[torch.dtype] = set()
+_threads: dict[torch.dtype, threading.Thread | None] = {}  # None: a load that failed
+_lock = threading.Lock()
+
+
+def ready(dtype: torch.dtype) -> bool:
+    """Whether ``dtype``'s kernels are loaded; if not, start preparing them in the
+    background (once per process) and return False.
+
+    Args:
+        dtype: ``torch.float32`` or ``torch.float64``.
+    """
+    if dtype in _ready:
+        return True
+    with _lock:
+        if dtype not in _threads and dtype not in _ready and cache.complete(_name(dtype)):
+            _load_before_first_call(dtype)
+        elif dtype not in _threads and dtype not in _ready:
+            name = _name(dtype)
+            logger.info(
+                "rnnkit.compiled: preparing the %s kernels in the background (compiling them "
+                "takes about 15 s of CPU once per cache); torch ops run until they are ready",
+                name,
+            )
+            thread = threading.Thread(
+                target=_prepare_in_background, args=(dtype,), name=f"rnnkit-warmup-{name}",
+                daemon=True,
+            )  # fmt: skip
+            _threads[dtype] = thread
+            thread.start()
+    return dtype in _ready
+
+
+def _load_before_first_call(dtype: torch.dtype) -> None:
+    """Load kernels the cache holds, in the caller's thread; a failure is logged, and
+    leaves ``auto`` on torch ops for this dtype (``wait`` raises it)."""
+    logger.info("rnnkit.compiled: loading the %s kernels from %s", _name(dtype), cache.location())
+    start = time.perf_counter()
+    try:
+        compiled_now = load(dtype)
+    except Exception:
+        logger.warning(
+            "rnnkit.compiled: loading the %s kernels failed; torch ops keep running them",
+            _name(dtype), exc_info=True,
+        )  # fmt: skip
+        _threads[dtype] = None  # tried: not again on every call
+        return
+    _log_ready(dtype, time.perf_counter() - start, compiled_now)
+
+
+def wait(dtype: torch.dtype) -> None:
+    """Block until ``dtype``'s kernels are loaded: join the background preparation,
+    or, if none runs (or it failed), compile or load them in this thread.
+
+    Raises:
+        Whatever compiling the kernels raises.
+    """
+    if dtype in _ready:
+        return
+    with _lock:
+        thread = _threads.get(dtype)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
+    if dtype not in _ready:
+        logger.info(
+            "rnnkit.compiled: compiling or loading the %s kernels before this call (about 15 s "
+            "of CPU once per cache; `rnnkit warmup` does it ahead)",
+            _name(dtype),
+        )
+        start = time.perf_counter()
+        compiled_now = load(dtype)
+        _log_ready(dtype, time.perf_counter() - start, compiled_now)
+
+
+def load(dtype: torch.dtype) -> bool:
+    """Compile or load every kernel ``dtype`` can need, in this thread, and mark it ready.
+
+    Returns:
+        Whether any kernel was compiled (rather than loaded from the disk cache).
+    """
+    from rnnkit.compiled import kernels
+
+    dispatchers = [kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths]
+    before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+    _exercise(dtype)
+    cache.mark_complete(_name(dtype))
+    _ready.add(dtype)
+    return sum(sum(d.stats.cache_misses.values()) for d in dispatchers) > before
+
+
+def _exercise(dtype: torch.dtype) -> None:
+    """Call each kernel once on tiny operands, so that numba compiles (or loads) every
+    signature the wrappers in :mod:`rnnkit.compiled` give it in this dtype (they differ
+    only by dtype: every array is C-contiguous and ``batch_sizes`` read-only).
+
+    Operands are constants, not random: this may run beside the caller's code and
+    must not draw from torch's global generator.
+    """
+    from rnnkit import compiled
+
+    steps, batch, hidden, width = 3, 2, 3, 2
+    rows = steps * batch
+
+    def full(*shape: int, value: float = 0.5) -> torch.Tensor:
+        return torch.full(shape, value, dtype=dtype)
+
+    x, w_ih, w_hh, bias = full(rows, width), full(hidden, width), full(hidden, hidden), full(hidden)
+    h0, out, h_n = full(batch, hidden), torch.empty(rows, hidden, dtype=dtype), full(batch, hidden)
+    kind = "fast_tanh" if dtype == torch.float32 else "tanh"
+    compiled.forward(out, h0, w_hh, bias, [batch] * steps, False, kind, x=x, w_ih=w_ih, h_n=h_n)
+    grad_out, d = full(rows, hidden), torch.empty(rows, hidden, dtype=dtype)
+    packed = [batch, batch, 1]  # sequences of unequal lengths: another kernel
+    compiled.backward(d[: sum(packed)], grad_out[: sum(packed)], h_n, out[: sum(packed)], w_hh,
+                      packed, False, False)  # fmt: skip
+    grad_x, grad_h0 = torch.empty_like(x), torch.empty_like(h0)
+    compiled.backward_equal_lengths(
+        d, grad_out, h_n, x, out, h0, w_ih, w_hh, 0, False, False, grad_x, grad_h0,
+        accumulate_x=False, weight_grads=True, bias_grads=True,
+    )  # fmt: skip
+
+
+def _prepare_in_background(dtype: torch.dtype) -> None:
+    """The background thread: compile in a worker process if the cache takes it, then load."""
+    start = time.perf_counter()
+    try:
+        worker_cpu = _compile_in_worker(dtype) if cache.location() is not None else None
+        loading = time.perf_counter()
+        thread_cpu = time.thread_time()
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(_LOAD_SWITCH_INTERVAL)
+        try:
+            compiled_here = load(dtype)
+        finally:
+            sys.setswitchinterval(previous)
+    except Exception:
+        logger.warning(
+            "rnnkit.compiled: preparing the %s kernels failed; torch ops keep running them",
+            _name(dtype), exc_info=True,
+        )  # fmt: skip
+        return
+    end = time.perf_counter()
+    logger.info(
+        "rnnkit.compiled: %s kernels ready after %.1f s (worker process %s; %s here in %.2f s, "
+        "%.2f s of CPU)",
+        _name(dtype), end - start,
+        "not used" if worker_cpu is None else f"{worker_cpu:.1f} s of CPU",
+        "compiled" if compiled_here else "loaded", end - loading, time.thread_time() - thread_cpu,
+    )  # fmt: skip
+
+
+def _compile_in_worker(dtype: torch.dtype) -> float | None:
+    """Compile ``dtype``'s kernels into the disk cache in a new Python process.
+
+    Returns:
+        The worker's CPU time in seconds, or None where no worker could run
+        (then the caller compiles them in this process).
+    """
+    if getattr(sys, "frozen", False) or not sys.executable:
+        return None
+    env = {
+        **os.environ,
+        # the worker must import this same rnnkit, found however this process found it
+        "PYTHONPATH": os.pathsep.join(path for path in sys.path if path),
+        # one core: the caller keeps the others; compiling is single-threaded anyway
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    code = "import sys; from rnnkit.compiled import warmup; warmup._worker(sys.argv[1])"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code, _name(dtype)], env=env, capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+    except OSError as error:
+        logger.info("rnnkit.compiled: no worker process (%s); compiling here", error)
+        return None
+    if result.returncode != 0:
+        logger.warning(
+            "rnnkit.compiled: the worker compiling the %s kernels failed (exit status %d); "
+            "compiling here. Its last output: %s",
+            _name(dtype), result.returncode, result.stderr.strip()[-2000:],
+        )  # fmt: skip
+        return None
+    return float(result.stdout.split()[-1])
+
+
+def _worker(name: str) -> None:
+    """The worker process: compile one dtype's kernels into the cache, print its CPU time."""
+    torch.set_num_threads(1)
+    load(getattr(torch, name))
+    print(time.process_time())
+
+
+def _log_ready(dtype: torch.dtype, seconds: float, compiled_now: bool) -> None:
+    logger.info(
+        "rnnkit.compiled: %s kernels %s in %.1f s (cache: %s)",
+        _name(dtype), "compiled" if compiled_now else "loaded", seconds,
+        cache.location() or "none",
+    )  # fmt: skip
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _forget_unfinished() -> None:
+    """In a forked child the background threads are gone: start again if needed."""
+    global _lock
+    _lock = threading.Lock()
+    _threads.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_unfinished)

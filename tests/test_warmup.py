@@ -1,0 +1,138 @@
+"""The compiled engine's cold start (rnnkit.compiled.warmup and .cache), in new processes.
+
+With an empty or unwritable kernel cache, the first call of ``auto`` must not
+wait for compilation: it runs the torch-ops engine (bitwise its results) while
+the kernels are prepared in the background, and later calls run the compiled
+loops (bitwise theirs). With a complete cache, the compiled loops run from the
+first call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rnnkit import cli
+from rnnkit.compiled import cache
+
+# One process: times the first forward + backward of RNN(4, 64) on (100, 30, 4)
+# under "auto" (or under $RNNKIT_ENGINE as set), then, unless "first-only", compares
+# it with the torch-ops engine, waits for the kernels, and compares a later call
+# under "auto" with the compiled engine.
+_SCRIPT = textwrap.dedent(
+    """
+    import json, logging, os, sys, time
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    import torch, rnnkit
+    from rnnkit.compiled import warmup
+    from rnnkit.engine import resolve_engine
+    torch.manual_seed(0)
+    model, x = rnnkit.RNN(4, 64), torch.randn(100, 30, 4)
+
+    def run(engine=None):
+        if engine:
+            os.environ["RNNKIT_ENGINE"] = engine
+        model.zero_grad(set_to_none=True)
+        x_ = x.clone().requires_grad_()
+        start = time.perf_counter()
+        out, h_n = model(x_)
+        (out.sum() + h_n.sum()).backward()
+        seconds = time.perf_counter() - start
+        os.environ.pop("RNNKIT_ENGINE", None)
+        return seconds, [out, h_n, x_.grad, *(p.grad for p in model.parameters())]
+
+    def same(a, b):
+        return all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+    first_seconds, first = run()
+    report = {"first": first_seconds}
+    if sys.argv[1] != "first-only":
+        report["first_is_fused"] = same(first, run("fused")[1])
+        warmup.wait(torch.float32)
+        later = run()[1]
+        report["engine"] = resolve_engine("auto", x, 30, 64)
+        report["later_is_compiled"] = same(later, run("compiled")[1])
+        report["first_is_compiled"] = same(first, run("compiled")[1])
+    print(json.dumps(report))
+    """
+)
+
+
+def _start(cache_dir, mode: str, engine: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    env.pop("RNNKIT_ENGINE", None)
+    if engine:
+        env["RNNKIT_ENGINE"] = engine
+    return subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, mode], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _finish(process: subprocess.Popen) -> tuple[dict, str]:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    return json.loads(stdout.strip().splitlines()[-1]), stderr
+
+
+def test_first_call_does_not_wait_for_compilation(tmp_path):
+    """Empty cache and unwritable cache, side by side (each compiles for ~15 s of
+    CPU, in a worker process or in a thread), against a first call pinned to the
+    torch-ops engine; then a process that finds the cache complete."""
+    empty = tmp_path / "empty"
+    unwritable = tmp_path / "a-file" / "cache"  # under a regular file: even root cannot
+    (tmp_path / "a-file").write_text("")
+    processes = {
+        "fused": _start(tmp_path / "unused", "first-only", engine="fused"),
+        "empty": _start(empty, "full"),
+        "unwritable": _start(unwritable, "full"),
+    }
+    results = {name: _finish(process) for name, process in processes.items()}
+    fused_first = results["fused"][0]["first"]
+    for name in ("empty", "unwritable"):
+        report, log = results[name]
+        # generous: compiling takes a thousand times as long as a first call
+        assert report["first"] < 10 * fused_first, (name, report, fused_first)
+        assert report["first_is_fused"] and not report["first_is_compiled"], (name, report)
+        assert report["engine"] == "compiled" and report["later_is_compiled"], (name, report)
+        assert "preparing the float32 kernels in the background" in log, log
+        assert "float32 kernels ready after" in log, log
+    assert "worker process" in results["empty"][1] and "s of CPU" in results["empty"][1]
+    assert "cannot write the kernel cache" in results["unwritable"][1]
+    assert "worker process not used" in results["unwritable"][1]
+    assert any(empty.rglob("*.nbi")) and any(empty.glob("rnnkit-float32-*.ready"))
+
+    # The cache is complete now: the compiled loops from the first call, every run alike.
+    report, log = _finish(_start(empty, "full"))
+    assert report["first_is_compiled"] and report["engine"] == "compiled", report
+    assert "loading the float32 kernels from" in log, log
+
+
+def test_cache_directory_choice(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    in_tree, user, unwritable = tmp_path / "tree", tmp_path / "user", a_file / "cache"
+    assert cache.choose(str(tmp_path / "mine"), in_tree, user) == tmp_path / "mine"
+    assert cache.choose(str(unwritable), in_tree, user) is None  # as asked, or nothing
+    assert cache.choose(None, in_tree, user) == in_tree
+    assert cache.choose("", unwritable, user) == user  # a read-only install
+    assert cache.choose(None, unwritable, a_file / "user") is None
+
+
+def test_user_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("XDG_CACHE_HOME is the Linux convention")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.user_cache_dir() == tmp_path / "rnnkit" / "numba"
+
+
+def test_warmup_command(capsys):
+    assert cli.main(["warmup", "--dtype", "float32"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("kernel cache: ")
+    assert "float32 kernels loaded from the cache in" in printed  # conftest compiled them
