@@ -63,6 +63,22 @@ def test_windows_targets_and_dates_exact(tmp_path):
     assert str(splits.test.target_index[0].date()) == "2024-01-10"
 
 
+def test_windows_are_a_view_of_the_rows_not_a_copy_per_window(tmp_path):
+    # A run's lookback (set by whoever wrote its transform.json) must not multiply memory.
+    rows = 400
+    frame = pd.DataFrame(
+        {"x": np.arange(rows, dtype=float), "y": np.arange(rows, dtype=float) * 2},
+        index=pd.date_range("2020-01-01", periods=rows),
+    )
+    splits = load_series(frame, target_column="y", lookback=150)
+    inputs = splits.train.inputs  # (windows, 150 steps, 2 features)
+    assert inputs.shape[1:] == (150, 2) and len(inputs) > 50
+    assert inputs.untyped_storage().nbytes() <= rows * 2 * 4
+    scaled = splits.transform.feature_scaler.transform(frame.to_numpy()).astype(np.float32)
+    for i in (0, 7, len(inputs) - 1):
+        torch.testing.assert_close(inputs[i], torch.from_numpy(scaled[i : i + 150]))
+
+
 def test_horizon_two_targets_two_rows_after_the_window(tmp_path):
     splits = load(series_csv(tmp_path), horizon=2, scale=False, val_fraction=0, test_fraction=0.3)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 0, 2)

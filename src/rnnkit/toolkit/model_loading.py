@@ -58,21 +58,36 @@ def build_saved_model(
             holds, or implies a parameter the file lacks, holds in another shape
             or dtype, or does not hold; one line naming both files.
     """
-    from rnnkit.toolkit.models import build_model  # models imports checkpoint's neighbours
-
     fields = config if isinstance(config, Mapping) else dataclasses.asdict(config)
     if not isinstance(fields, Mapping):
         raise CheckpointError(f"{document}: malformed model_config ({type(config).__name__})")
     check_sizes_fit(fields, state, source, document)
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-            model = build_model(fields)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{document}: invalid model config ({error})") from None
+    members = fields.get("ensemble_size", 1)
+    if isinstance(members, int) and not isinstance(members, bool) and members > 1:
+        # Members are alike: one, built first, says how many tensors all of them hold.
+        per_member = len(_meta_model({**fields, "ensemble_size": 1}, document).state_dict())
+        if members * per_member != len(state):
+            raise CheckpointError(
+                f"{document}: model_config ensemble_size = {members:,} members of "
+                f"{per_member} tensors cannot fit {source.name}, which holds {len(state)}"
+            )
+    model = _meta_model(fields, document)
     _check_parameters_match(model.state_dict(), state, source, document)
     model = model.to_empty(device="cpu")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _meta_model(fields: Mapping[str, Any], document: Path) -> nn.Module:
+    """The model `fields` describe, on the meta device: shapes only, no memory, no random
+    numbers drawn."""
+    from rnnkit.toolkit.models import build_model  # models imports checkpoint's neighbours
+
+    try:
+        with torch.device("meta"):
+            return build_model(fields)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{document}: invalid model config ({error})") from None
 
 
 def check_sizes_fit(

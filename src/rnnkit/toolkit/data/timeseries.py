@@ -249,11 +249,14 @@ class SeriesTransform:
             target, last, ahead, self.target_transform, self.target_column, index, source
         )
         scaled = self.feature_scaler.transform(features).astype(np.float32)  # (rows, features)
-        windows = np.lib.stride_tricks.sliding_window_view(scaled, self.lookback, axis=0)
-        windows = windows[:num_windows].transpose(0, 2, 1)  # (batch, window, features)
+        rows = torch.from_numpy(np.ascontiguousarray(scaled))
+        width = rows.shape[1]
+        # Overlapping windows as a strided view of the rows, not a copy: memory stays that
+        # of the data whatever the lookback (which a shared run's transform.json sets).
+        windows = rows.as_strided((num_windows, self.lookback, width), (width, width, 1))
         targets = self.target_scaler.transform(raw[:, None])  # (batch, 1)
         return WindowedSeries(
-            inputs=torch.from_numpy(np.ascontiguousarray(windows)),
+            inputs=windows,  # (batch, window, features)
             targets=torch.from_numpy(targets.astype(np.float32)),
             target_index=index[ahead],
             target_values=torch.from_numpy(target[ahead, None].astype(np.float32)),

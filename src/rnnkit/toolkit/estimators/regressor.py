@@ -161,7 +161,8 @@ class SequenceRegressor(ManyToOneEstimator):
         self.target_scaler_ = StandardScaler.from_dict(state["target_scaler"])
         self.target_shape_ = tuple(state["target_shape"])
         outputs = len(self.target_scaler_.columns)
-        if self.target_shape_ not in ((), (outputs,)):
+        # fit keeps y's shape after the first axis: () for y of shape (N,), (k,) for (N, k).
+        if self.target_shape_ != (outputs,) and not (self.target_shape_ == () and outputs == 1):
             raise ValueError(
                 f"target_shape {list(self.target_shape_)} does not fit the target scaler's "
                 f"{outputs} columns"
