@@ -49,6 +49,7 @@ DTYPES = (torch.float32, torch.float64)
 _LOAD_SWITCH_INTERVAL = 0.0002
 
 _ready: set[torch.dtype] = set()
+_cpu_seconds: dict[torch.dtype, float] = {}
 _threads: dict[torch.dtype, threading.Thread | None] = {}  # None: a load that failed
 _lock = threading.Lock()
 
@@ -79,6 +80,12 @@ def ready(dtype: torch.dtype) -> bool:
             _threads[dtype] = thread
             thread.start()
     return dtype in _ready
+
+
+def cpu_seconds(dtype: torch.dtype) -> float | None:
+    """CPU time this process (its worker included) spent compiling or loading
+    ``dtype``'s kernels, or None if they have not been prepared here."""
+    return _cpu_seconds.get(dtype)
 
 
 def _load_before_first_call(dtype: torch.dtype) -> None:
@@ -132,8 +139,10 @@ def load(dtype: torch.dtype) -> bool:
 
     dispatchers = [kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths]
     before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+    cpu = time.thread_time()
     _exercise(dtype)
     cache.mark_complete(_name(dtype))
+    _cpu_seconds[dtype] = _cpu_seconds.get(dtype, 0.0) + time.thread_time() - cpu
     _ready.add(dtype)
     return sum(sum(d.stats.cache_misses.values()) for d in dispatchers) > before
 
@@ -189,6 +198,7 @@ def _prepare_in_background(dtype: torch.dtype) -> None:
         )  # fmt: skip
         return
     end = time.perf_counter()
+    _cpu_seconds[dtype] += worker_cpu or 0.0
     logger.info(
         "rnnkit.compiled: %s kernels ready after %.1f s (worker process %s; %s here in %.2f s, "
         "%.2f s of CPU)",
