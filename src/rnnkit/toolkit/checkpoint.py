@@ -418,10 +418,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         )
     if document.get("sha256") != _digest(document):
         raise CheckpointError(f"{path}: content does not match its checksum (altered)")
+    missing = [field for field in _FIELDS if field not in document]
+    if missing:
+        raise CheckpointError(f"{path}: malformed, no field {missing[0]!r}")
     for field, kind in (("files", dict), ("epoch", (int, type(None)))):
-        if not isinstance(document.get(field), kind) or isinstance(document.get(field), bool):
+        if not isinstance(document[field], kind) or isinstance(document[field], bool):
             raise CheckpointError(f"{path}: malformed field {field!r}")
     return document
+
+
+# What every checkpoint.json holds besides its format, version and checksum.
+_FIELDS = ("epoch", "model_config", "optimizer", "scheduler", "trainer", "files")
 
 
 def _refuse_constant(name: str) -> None:

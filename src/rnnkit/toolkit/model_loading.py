@@ -58,9 +58,7 @@ def build_saved_model(
             holds, or implies a parameter the file lacks, holds in another shape
             or dtype, or does not hold; one line naming both files.
     """
-    fields = config if isinstance(config, Mapping) else dataclasses.asdict(config)
-    if not isinstance(fields, Mapping):
-        raise CheckpointError(f"{document}: malformed model_config ({type(config).__name__})")
+    fields = _fields(config, document)
     check_sizes_fit(fields, state, source, document)
     members = fields.get("ensemble_size", 1)
     if isinstance(members, int) and not isinstance(members, bool) and members > 1:
@@ -76,6 +74,17 @@ def build_saved_model(
     model = model.to_empty(device="cpu")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _fields(config: Any, document: Path) -> Mapping[str, Any]:
+    """A ModelConfig's fields, or the mapping read from `document`."""
+    if isinstance(config, Mapping):
+        return config
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    raise CheckpointError(
+        f"{document}: malformed model_config, expected a JSON object, got {type(config).__name__}"
+    )
 
 
 def _meta_model(fields: Mapping[str, Any], document: Path) -> nn.Module:
@@ -131,7 +140,7 @@ def check_fields_match(implied: Mapping[str, Any], config: Any, what: str, docum
     Raises:
         CheckpointError: One line naming `document`, the field and both values.
     """
-    fields = config if isinstance(config, Mapping) else dataclasses.asdict(config)
+    fields = _fields(config, document)
     for name, value in implied.items():
         if fields.get(name) != value:
             raise CheckpointError(

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
+from rnnkit.toolkit.arguments import is_real
 from rnnkit.toolkit.config import RunConfig
 from rnnkit.toolkit.data import (
     DataError,
@@ -223,6 +224,10 @@ class Task:
         ``vocab_size``, ``num_outputs``, ``char_vocab_size``): the model is built with
         them, and a loaded model must have them."""
         raise NotImplementedError
+
+    def check_baseline(self, transform: Any, baseline: dict[str, Any]) -> None:
+        """Raise ValueError if the baseline statistics read from ``transform.json`` could
+        not be scored (the base class scores none that could not)."""
 
     def collate_fn(self, transform: Any) -> Callable[[list[Any]], Any] | None:
         """The collate function of this task's datasets."""
@@ -634,6 +639,10 @@ class TagTask(_TextTask):
 
     name = "tag"
 
+    def check_baseline(self, transform: TextTransform, baseline: dict[str, Any]) -> None:
+        if not isinstance(baseline.get("word_tags", {}), dict):
+            raise ValueError("word_tags is not a JSON object of word -> tag")
+
     def _read(self, path, lowercase):
         sentences = read_conllu(path)
         words = [[form.lower() if lowercase else form for form, _ in s] for s in sentences]
@@ -730,6 +739,16 @@ class LanguageModelTask(Task):
     """The next character of plain text; generates text one character at a time."""
 
     name = "language-model"
+
+    def check_baseline(self, transform: TextTransform, baseline: dict[str, Any]) -> None:
+        probs = baseline.get("unigram_log_probs")
+        if not isinstance(probs, list) or len(probs) != len(transform.vocab):
+            raise ValueError(
+                f"unigram_log_probs is not a list of {len(transform.vocab)} numbers, one per "
+                "vocabulary entry"
+            )
+        if not all(p is None or is_real(p) for p in probs):
+            raise ValueError("unigram_log_probs holds something other than numbers")
 
     def prepare(self, config: RunConfig) -> TaskData:
         data = config.data
@@ -1075,13 +1094,20 @@ def read_transform(task: Task, document: dict[str, Any], source: Path) -> tuple[
             f"format {document.get('format')!r}, task {document.get('task')!r}"
         )
     try:
-        transform = task.transform_from_dict(document["transform"])
+        state = document["transform"]
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a JSON object, got {type(state).__name__}")
+        transform = task.transform_from_dict(state)
         task.model_sizes(transform)  # a transform of another task has no sizes for this one
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{source}: malformed transform ({error})") from None
     baseline = document.get("baseline", {})
-    if not isinstance(baseline, dict):
-        raise ValueError(f"{source}: malformed baseline ({type(baseline).__name__})")
+    try:
+        if not isinstance(baseline, dict):
+            raise ValueError(f"expected a JSON object, got {type(baseline).__name__}")
+        task.check_baseline(transform, baseline)
+    except ValueError as error:
+        raise ValueError(f"{source}: malformed baseline ({error})") from None
     return transform, baseline
 
 
