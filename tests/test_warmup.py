@@ -136,3 +136,30 @@ def test_warmup_command(capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("kernel cache: ")
     assert "float32 kernels loaded from the cache in" in printed  # conftest compiled them
+
+
+def test_training_compiles_in_place_and_stays_on_the_compiled_loops(monkeypatch):
+    # As in a fresh process: nothing ready, nothing preparing. (The session's
+    # kernels are already compiled in this process, so nothing waits here.)
+    import torch
+
+    from rnnkit.compiled import warmup
+    from rnnkit.engine import resolve_engine
+
+    monkeypatch.setattr(warmup, "_ready", set())
+    monkeypatch.setattr(warmup, "_threads", {})
+    monkeypatch.setattr(warmup, "_in_place_noted", set())
+    monkeypatch.setattr(cache, "complete", lambda name: False)  # as with an empty cache
+    x = torch.zeros(100, 30, 4)
+    with warmup.compiling_in_place():
+        # The compiled loops from the first call, no background worker started.
+        assert resolve_engine("auto", x, 30, 64) == "compiled"
+        assert warmup._threads == {}
+    # After training, the process stays on them (a predict after fit).
+    assert warmup.ready(torch.float32)
+    assert resolve_engine("auto", x, 30, 64) == "compiled"
+    assert warmup._threads == {}
+    # Outside a training loop, a dtype never used in one is prepared in the background.
+    monkeypatch.setattr(warmup, "_prepare_in_background", lambda dtype: None)
+    assert resolve_engine("auto", x.double(), 30, 64) == "fused"
+    assert torch.float64 in warmup._threads

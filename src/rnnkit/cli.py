@@ -223,11 +223,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rnnkit.compiled.warmup import compiling_in_place
     from rnnkit.toolkit.rendezvous import Rendezvous
     from rnnkit.toolkit.trainer import distributed_env
 
     env = distributed_env()
-    with _sigterm_as_exit(), Rendezvous(env) as run, run.failures_told():
+    # The shape trace before training too: no worker compiling beside the training.
+    with _sigterm_as_exit(), compiling_in_place(), Rendezvous(env) as run, run.failures_told():
         if env.rank == 0:
             return _train_as(args, run, main_process=True)
         # Under torchrun the other processes train alongside rank 0 but write and print

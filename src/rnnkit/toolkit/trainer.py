@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from rnnkit.compiled.warmup import compiling_in_place
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
 from rnnkit.toolkit.checkpoint import (
     EPOCH_DIR,
@@ -448,7 +449,9 @@ class Trainer:
                 self._resume(resume)
             elif self.out_dir is not None:  # every rank, so that all of them raise
                 self._check_fresh_out_dir()
-            history = self._fit()
+            # Every step on one engine: a fresh cache must not change the result.
+            with compiling_in_place():
+                history = self._fit()
             if self.env.world_size > 1:  # whoever made the group: all finish together
                 on_gpu = self.device.type == "cuda"
                 dist.barrier(device_ids=[self.device.index] if on_gpu else None)
