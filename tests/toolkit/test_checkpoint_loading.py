@@ -33,6 +33,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sample_reviews import write_reviews
 from torch.profiler import ProfilerActivity, profile
 
 from rnnkit.benchmark import _allocator_peak
@@ -158,15 +159,7 @@ def assert_one_line_naming_the_run(error: BaseException, run: Path) -> None:
 def classify_run(tmp_path_factory) -> Path:
     """A trained classifier run: word ids, a bidirectional encoder, two labels."""
     root = tmp_path_factory.mktemp("classify")
-    words = {"1": ["good", "great", "fine", "fun"], "0": ["bad", "dull", "poor", "awful"]}
-    rng = np.random.default_rng(0)
-    for name, count in (("train", 60), ("dev", 20), ("test", 20)):
-        lines = []
-        for _ in range(count):
-            label = str(rng.integers(2))
-            tokens = [*rng.choice(words[label], size=rng.integers(2, 6)), "film"]
-            lines.append(f"{label}\t{' '.join(tokens)}")
-        (root / f"reviews.{name}").write_text("\n".join(lines) + "\n")
+    write_reviews(root, train=60)
     config = root / "classify.toml"
     config.write_text(
         f'task = "classify"\n[data]\npath = "{root / "reviews.train"}"\n'

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sample_reviews import write_reviews
 
 from rnnkit.cli import main
 from rnnkit.toolkit import checkpoint, plots, rundir, trainer
@@ -61,15 +62,7 @@ def files(tmp_path_factory) -> Path:
     (root / "forecast.toml").write_text(
         f'[data]\npath = "{root / "prices.csv"}"\nlookback = {LOOKBACK}\n' + SMALL_TRAIN
     )
-    words = {"1": ["good", "great", "fine", "fun"], "0": ["bad", "dull", "poor", "awful"]}
-    rng = np.random.default_rng(0)
-    for name, count in (("train", 80), ("dev", 20), ("test", 20)):
-        lines = []
-        for _ in range(count):
-            label = str(rng.integers(2))
-            tokens = [*rng.choice(words[label], size=rng.integers(2, 6)), "film"]
-            lines.append(f"{label}\t{' '.join(tokens)}")
-        (root / f"reviews.{name}").write_text("\n".join(lines) + "\n")
+    write_reviews(root)
     (root / "classify.toml").write_text(
         f'task = "classify"\n[data]\npath = "{root / "reviews.train"}"\n'
         f'val_path = "{root / "reviews.dev"}"\ntest_path = "{root / "reviews.test"}"\n'

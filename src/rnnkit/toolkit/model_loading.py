@@ -134,7 +134,7 @@ def check_fields_match(implied: Mapping[str, Any], config: Any, what: str, docum
         implied: The model config fields the fitted state implies, e.g.
             ``{"vocab_size": len(vocabulary)}``.
         config: The model's config (a ModelConfig or a mapping).
-        what: What implied them, for the message, e.g. ``"transform.json's vocabulary"``.
+        what: What implied them, for the message, e.g. ``"the fitted transform"``.
         document: The file that held the fitted state.
 
     Raises:
