@@ -19,7 +19,7 @@ bidirectional else 1), ``H_in`` input features, ``H_out`` hidden features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,70 @@ def rnn_cell_reference(
     return ACTIVATIONS[nonlinearity](pre)
 
 
+# A step of one layer and direction: (x_t, state, weights) -> next state, where the
+# state is a tuple of tensors whose first one is the step's output.
+Step = Callable[[Tensor, tuple[Tensor, ...], Sequence[Tensor]], tuple[Tensor, ...]]
+
+
+def stack_reference(
+    input: Tensor,
+    states: Sequence[Tensor],
+    all_weights: Sequence[Sequence[Tensor]],
+    step: Step,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    lengths: Sequence[int] | Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run `step` over time, directions and layers: the loop every reference shares
+    (Elman here, LSTM and GRU in :mod:`rnnkit.functional_gated`).
+
+    Args:
+        input: time-major input sequence.
+        states: the initial states, each stacked over (layer, direction); the
+            first is the one a step outputs.
+        all_weights: per (layer, direction), the weights handed to `step`.
+        step: ``(x_t, state, weights) -> state``.
+        bidirectional, dropout, training, lengths: as in :func:`rnn_reference`.
+
+    Returns:
+        ``(output, final_states)``: the last layer's first state at every
+        step, and every state after each layer's and direction's last valid step.
+
+    Shape:
+        input ``(L, N, H_in)``, states ``(D * num_layers, N, *)``;
+        output ``(L, N, D * H_out)``, final_states as states.
+    """
+    num_directions = 2 if bidirectional else 1
+    num_layers = len(all_weights) // num_directions
+    seq_len, batch = input.shape[:2]
+    if lengths is None:
+        lengths = [seq_len] * batch
+    # (L, N, 1): True where step t is inside sequence n
+    valid = (torch.arange(seq_len)[:, None] < torch.as_tensor(lengths)[None, :])[..., None]
+    valid = valid.to(input.device)
+
+    layer_input, finals = input, []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            index = layer * num_directions + direction
+            state = tuple(s[index] for s in states)  # each (N, *)
+            out = [None] * seq_len
+            steps = range(seq_len - 1, -1, -1) if direction == 1 else range(seq_len)
+            for t in steps:
+                new = step(layer_input[t], state, all_weights[index])
+                # padding carries every state unchanged
+                state = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state, strict=True))
+                out[t] = torch.where(valid[t], state[0], torch.zeros_like(state[0]))
+            outputs.append(torch.stack(out))  # (L, N, H_out)
+            finals.append(state)
+        layer_input = torch.cat(outputs, dim=2)  # (L, N, D * H_out)
+        if layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training)
+    return layer_input, tuple(torch.stack(s) for s in zip(*finals, strict=True))
+
+
 def rnn_reference(
     input: Tensor,
     hx: Tensor,
@@ -90,30 +154,10 @@ def rnn_reference(
         input ``(L, N, H_in)``, hx ``(D * num_layers, N, H_out)``;
         output ``(L, N, D * H_out)``, h_n ``(D * num_layers, N, H_out)``.
     """
-    num_directions = 2 if bidirectional else 1
-    seq_len, batch = input.shape[:2]
-    if lengths is None:
-        lengths = [seq_len] * batch
-    # (L, N, 1): True where step t is inside sequence n
-    valid = (torch.arange(seq_len)[:, None] < torch.as_tensor(lengths)[None, :])[..., None]
-    valid = valid.to(input.device)
-
-    layer_input, h_n = input, []
-    for layer in range(len(all_weights) // num_directions):
-        outputs = []
-        for direction in range(num_directions):
-            index = layer * num_directions + direction
-            w_ih, w_hh, b_ih, b_hh = (*all_weights[index], None, None)[:4]  # no biases: None
-            h = hx[index]  # (N, H_out)
-            out = [None] * seq_len
-            steps = range(seq_len - 1, -1, -1) if direction == 1 else range(seq_len)
-            for t in steps:
-                h_new = rnn_cell_reference(layer_input[t], h, w_ih, w_hh, b_ih, b_hh, nonlinearity)
-                h = torch.where(valid[t], h_new, h)  # padding carries the state unchanged
-                out[t] = torch.where(valid[t], h, torch.zeros_like(h))
-            outputs.append(torch.stack(out))  # (L, N, H_out)
-            h_n.append(h)
-        layer_input = torch.cat(outputs, dim=2)  # (L, N, D * H_out)
-        if layer < len(all_weights) // num_directions - 1:
-            layer_input = F.dropout(layer_input, dropout, training)
-    return layer_input, torch.stack(h_n)
+    weights = [(*w, None, None)[:4] for w in all_weights]  # no biases: None
+    output, (h_n,) = stack_reference(
+        input, (hx,), weights,
+        lambda x, state, w: (rnn_cell_reference(x, *state, *w, nonlinearity),),
+        bidirectional, dropout, training, lengths,
+    )  # fmt: skip
+    return output, h_n

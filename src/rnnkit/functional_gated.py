@@ -36,7 +36,7 @@ layer ``k > 0`` reads the outputs of layer ``k - 1`` at all steps, a
 bidirectional layer runs a second pass from the last step to the first and
 concatenates the two outputs feature-wise, dropout (in training only) applies
 between layers, and padding past a sequence's length carries the state unchanged
-and gives zero output. One loop, ``_stack_reference``, does this for both cells.
+and gives zero output. One loop, ``rnnkit.functional.stack_reference``, does this for every cell.
 
 This module is short on purpose: it is the oracle the gated fast engine is
 tested against.
@@ -49,15 +49,13 @@ features, ``H_cell`` LSTM cell features (``hidden_size``; ``H_out`` is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# A step of one layer and direction: (x_t, state, weights) -> next state, where the
-# state is a tuple of tensors whose first one is the step's output.
-Step = Callable[[Tensor, tuple[Tensor, ...], Sequence[Tensor]], tuple[Tensor, ...]]
+from rnnkit.functional import stack_reference
 
 
 def lstm_cell_reference(
@@ -149,64 +147,6 @@ def _split_weights(
     return w_ih, w_hh, b_ih, b_hh, w_hr
 
 
-def _stack_reference(
-    input: Tensor,
-    states: Sequence[Tensor],
-    all_weights: Sequence[Sequence[Tensor]],
-    step: Step,
-    bidirectional: bool,
-    dropout: float,
-    training: bool,
-    lengths: Sequence[int] | Tensor | None,
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run `step` over time, directions and layers; the loop both gated references share.
-
-    Args:
-        input: time-major input sequence.
-        states: the initial states, each stacked over (layer, direction); the
-            first is the one a step outputs.
-        all_weights: per (layer, direction), the weights handed to `step`.
-        step: ``(x_t, state, weights) -> state``.
-        bidirectional, dropout, training, lengths: as in ``lstm_reference``.
-
-    Returns:
-        ``(output, final_states)``: the last layer's first state at every
-        step, and every state after each layer's and direction's last valid step.
-
-    Shape:
-        input ``(L, N, H_in)``, states ``(D * num_layers, N, *)``;
-        output ``(L, N, D * H_out)``, final_states as states.
-    """
-    num_directions = 2 if bidirectional else 1
-    num_layers = len(all_weights) // num_directions
-    seq_len, batch = input.shape[:2]
-    if lengths is None:
-        lengths = [seq_len] * batch
-    # (L, N, 1): True where step t is inside sequence n
-    valid = (torch.arange(seq_len)[:, None] < torch.as_tensor(lengths)[None, :])[..., None]
-    valid = valid.to(input.device)
-
-    layer_input, finals = input, []
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(num_directions):
-            index = layer * num_directions + direction
-            state = tuple(s[index] for s in states)  # each (N, *)
-            out = [None] * seq_len
-            steps = range(seq_len - 1, -1, -1) if direction == 1 else range(seq_len)
-            for t in steps:
-                new = step(layer_input[t], state, all_weights[index])
-                # padding carries every state unchanged
-                state = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state, strict=True))
-                out[t] = torch.where(valid[t], state[0], torch.zeros_like(state[0]))
-            outputs.append(torch.stack(out))  # (L, N, H_out)
-            finals.append(state)
-        layer_input = torch.cat(outputs, dim=2)  # (L, N, D * H_out)
-        if layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training)
-    return layer_input, tuple(torch.stack(s) for s in zip(*finals, strict=True))
-
-
 def lstm_reference(
     input: Tensor,
     hx: Tensor,
@@ -227,12 +167,9 @@ def lstm_reference(
         all_weights: per (layer, direction), ``[w_ih, w_hh, b_ih, b_hh, w_hr]``
             without the biases when there are none and without ``w_hr`` when
             ``proj_size == 0``: the order of ``torch.nn.LSTM.all_weights``.
-        bidirectional: whether every second entry of ``all_weights`` is a
-            reverse direction.
-        dropout: dropout probability on the outputs of all layers but the last.
-        training: dropout applies only when True.
-        lengths: valid length of each sequence; steps past it are padding, which
-            is skipped (the states are carried unchanged) and gives zero output.
+        bidirectional, dropout, training, lengths: as in
+            :func:`rnnkit.functional.rnn_reference` (padding carries both states
+            unchanged and gives zero output).
         proj_size: the size of the projected hidden state; 0 for none.
 
     Returns:
@@ -246,7 +183,7 @@ def lstm_reference(
     """
     projected = proj_size > 0
     parts = [_split_weights(w, i, projected) for i, w in enumerate(all_weights)]
-    output, (h_n, c_n) = _stack_reference(
+    output, (h_n, c_n) = stack_reference(
         input,
         (hx, cx),
         parts,
@@ -275,12 +212,9 @@ def gru_reference(
         hx: initial hidden state of every layer and direction.
         all_weights: per (layer, direction), ``[w_ih, w_hh, b_ih, b_hh]`` or
             ``[w_ih, w_hh]``, in the order of ``torch.nn.GRU.all_weights``.
-        bidirectional: whether every second entry of ``all_weights`` is a
-            reverse direction.
-        dropout: dropout probability on the outputs of all layers but the last.
-        training: dropout applies only when True.
-        lengths: valid length of each sequence; steps past it are padding, which
-            is skipped (the state is carried unchanged) and gives zero output.
+        bidirectional, dropout, training, lengths: as in
+            :func:`rnnkit.functional.rnn_reference` (padding carries the state unchanged
+            and gives zero output).
 
     Returns:
         ``(output, h_n)``: the last layer's states at every step, and every
@@ -291,7 +225,7 @@ def gru_reference(
         output ``(L, N, D * H_out)``, h_n ``(D * num_layers, N, H_out)``.
     """
     parts = [_split_weights(w, i, projected=False)[:4] for i, w in enumerate(all_weights)]
-    output, (h_n,) = _stack_reference(
+    output, (h_n,) = stack_reference(
         input,
         (hx,),
         parts,
