@@ -3,7 +3,8 @@
 ``rnnkit.RNN`` and ``rnnkit.RNNCell`` are drop-in replacements for
 ``torch.nn.RNN`` and ``torch.nn.RNNCell`` that run on rnnkit's fused engine
 (:mod:`rnnkit.engine`); :mod:`rnnkit.functional` holds the readable reference
-loop that documents the math.
+loop that documents the math; :mod:`rnnkit.init` holds initialisers for
+recurrent weights (orthogonal, IRNN identity, LSTM forget-gate bias).
 
 The scikit-learn-style estimators (``rnnkit.SequenceRegressor``,
 ``SequenceClassifier``, ``SequenceTagger``, ``CharLanguageModel``) live in
@@ -14,7 +15,7 @@ The scikit-learn-style estimators (``rnnkit.SequenceRegressor``,
 import importlib
 from typing import Any
 
-from rnnkit import functional
+from rnnkit import functional, init
 from rnnkit.cell import RNNCell
 from rnnkit.rnn import RNN
 
@@ -33,6 +34,7 @@ __all__ = [
     "SequenceRegressor",
     "SequenceTagger",
     "functional",
+    "init",
 ]
 __version__ = "0.1.0"
 

@@ -20,6 +20,7 @@ from rnnkit.functional import rnn_reference
 
 ENGINE_ENV = "RNNKIT_ENGINE"
 ENGINES = ("auto", "compiled", "fused", "reference")
+MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 
 def selected_engine() -> str:
@@ -62,6 +63,18 @@ class RNN(nn.Module):
         bidirectional: if True, becomes a bidirectional RNN. Default: False.
         device: device of the parameters.
         dtype: dtype of the parameters.
+        merge_mode: how the last layer's two directions make ``output``, as in
+            Keras's ``Bidirectional``: ``'concat'`` ``[fwd, bwd]``, ``'sum'``
+            ``fwd + bwd``, ``'mul'`` ``fwd * bwd`` or ``'ave'`` ``(fwd + bwd) / 2``.
+            Inner layers still read the concatenation, so the weights keep
+            torch's shapes; ``h_n`` is unchanged. Only with ``bidirectional``.
+            Default: ``'concat'``.
+        learn_initial_state: if True, adds a parameter ``initial_state`` of shape
+            ``(D * num_layers, H_out)``, zeros at first, used for every sequence
+            when ``hx`` is not given; an explicit ``hx`` wins. Default: False.
+
+    ``merge_mode`` and ``learn_initial_state`` are keyword-only options torch
+    lacks; at their defaults the layer, its ``state_dict`` and repr are torch's.
 
     Shape:
         - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``
@@ -69,7 +82,8 @@ class RNN(nn.Module):
         - hx: ``(D * num_layers, H_out)`` unbatched or ``(D * num_layers, N, H_out)``;
           zeros when not given.
         - output: ``(L, D * H_out)`` unbatched, ``(L, N, D * H_out)``,
-          ``(N, L, D * H_out)`` with ``batch_first``, or a ``PackedSequence``.
+          ``(N, L, D * H_out)`` with ``batch_first``, or a ``PackedSequence``;
+          ``H_out`` in place of ``D * H_out`` with merge_mode sum, mul or ave.
         - h_n: like hx, the state after the last step of each layer and direction.
 
     Example:
@@ -87,6 +101,10 @@ class RNN(nn.Module):
         "batch_first", "dropout", "bidirectional", "proj_size",
     ]  # fmt: skip
 
+    # Class defaults: modules pickled before these options existed still load and run.
+    merge_mode = "concat"
+    learn_initial_state = False
+
     def __init__(
         self,
         input_size: int,
@@ -101,6 +119,9 @@ class RNN(nn.Module):
         dtype=None,
         **kwargs,
     ) -> None:
+        # Taken from **kwargs so the signature stays the one torch documents.
+        merge_mode = kwargs.pop("merge_mode", "concat")
+        learn_initial_state = kwargs.pop("learn_initial_state", False)
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if kwargs:
@@ -112,6 +133,7 @@ class RNN(nn.Module):
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
             )
         _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        _check_options(merge_mode, learn_initial_state, bidirectional)
         super().__init__()
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
@@ -142,6 +164,12 @@ class RNN(nn.Module):
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
                 self._flat_weights_names.extend(shapes)
                 self._all_weights.append(list(shapes))
+        if merge_mode != "concat":
+            self.merge_mode = merge_mode
+        if learn_initial_state:
+            self.learn_initial_state = True
+            shape = (num_layers * num_directions, hidden_size)  # (D * num_layers, H_out)
+            self.initial_state = nn.Parameter(torch.empty(shape, **factory_kwargs))
         self.reset_parameters()
 
     @property
@@ -163,10 +191,16 @@ class RNN(nn.Module):
         ]
 
     def reset_parameters(self) -> None:
-        """Draw every parameter from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``."""
+        """Draw every weight and bias from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.
+
+        A learned ``initial_state`` starts at zeros, the state torch assumes.
+        """
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        for name, weight in self.named_parameters():
+            if name == "initial_state":
+                nn.init.zeros_(weight)
+            else:
+                nn.init.uniform_(weight, -stdv, stdv)
 
     def flatten_parameters(self) -> None:
         """Kept for code written for ``torch.nn.RNN``; a no-op.
@@ -187,14 +221,20 @@ class RNN(nn.Module):
             s += ", dropout={dropout}"
         if self.bidirectional is not False:
             s += ", bidirectional={bidirectional}"
-        return s.format(**self.__dict__)
+        s = s.format(**self.__dict__)
+        if self.merge_mode != "concat":
+            s += f", merge_mode={self.merge_mode!r}"
+        if self.learn_initial_state:
+            s += ", learn_initial_state=True"
+        return s
 
     def forward(self, input, hx=None):
         """Run the RNN.
 
         Args:
             input: a tensor or a ``PackedSequence`` (see the class Shape section).
-            hx: the initial hidden state, or None for zeros.
+            hx: the initial hidden state, or None for zeros (or for the learned
+                ``initial_state`` with ``learn_initial_state=True``).
 
         Returns:
             ``(output, h_n)``; output is a ``PackedSequence`` if input is.
@@ -233,7 +273,11 @@ class RNN(nn.Module):
             self.all_weights
         )  # looked up once: each lookup goes through Module.__getattr__
         data, hx = self._check_forward_args(data, hx, batch, all_weights[0][0].dtype, packed)
-        if hx is None:
+        if hx is None and self.learn_initial_state:
+            # Every sequence starts from the same state, so the sorted order of
+            # packed input needs no reordering here.
+            hx = self.initial_state.unsqueeze(1).expand(-1, batch, -1).contiguous()
+        elif hx is None:
             hx = torch.zeros(
                 self.num_layers * num_directions, batch, self.hidden_size,
                 dtype=data.dtype, device=data.device,
@@ -248,12 +292,14 @@ class RNN(nn.Module):
             sizes = [batch] * seq_len
             data = data.reshape(seq_len * batch, self.input_size)  # (L * N, H_in)
         out, h_n = self._run(data, hx, sizes, all_weights)  # (R, D*H_out), (D*num_layers, N, H_out)
+        if self.merge_mode != "concat":
+            out = _merge_directions(out, self.merge_mode)  # (R, H_out)
 
         if packed:
             if unsorted_indices is not None:
                 h_n = h_n.index_select(1, unsorted_indices)
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), h_n
-        out = out.view(seq_len, batch, num_directions * self.hidden_size)  # (L, N, D * H_out)
+        out = out.view(seq_len, batch, out.size(1))  # (L, N, D * H_out), or H_out if merged
         if self.batch_first:
             out = out.transpose(0, 1)  # (N, L, D * H_out)
         if not is_batched:
@@ -345,6 +391,35 @@ def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_fir
             raise ValueError(f"{name} must be greater than zero")
     if num_layers <= 0:
         raise ValueError("num_layers must be greater than zero")
+
+
+def _check_options(merge_mode, learn_initial_state, bidirectional):
+    """Validate the keyword-only options that torch.nn.RNN lacks."""
+    if merge_mode not in MERGE_MODES:
+        raise ValueError(
+            "Received an invalid value for argument `merge_mode`, "
+            f"expected one of {MERGE_MODES}, got {merge_mode!r}."
+        )
+    if merge_mode != "concat" and not bidirectional:
+        raise ValueError(
+            "Received an invalid value for argument `merge_mode`, expected 'concat' "
+            f"with bidirectional=False (one direction, nothing to merge), got {merge_mode!r}."
+        )
+    if not isinstance(learn_initial_state, bool):
+        raise TypeError(
+            "Received an invalid value for argument `learn_initial_state`, "
+            f"expected a bool, got {learn_initial_state!r}."
+        )
+
+
+def _merge_directions(out: Tensor, merge_mode: str) -> Tensor:
+    """Combine the two directions' columns. Shape: ``(R, 2 * H_out)`` -> ``(R, H_out)``."""
+    forward, backward = out.chunk(2, dim=1)  # (R, H_out) each
+    if merge_mode == "sum":
+        return forward + backward
+    if merge_mode == "mul":
+        return forward * backward
+    return (forward + backward) / 2  # "ave"
 
 
 def _packed_sizes(batch_sizes: Tensor, rows: int) -> list[int]:
