@@ -17,6 +17,7 @@ from typing import Any
 
 from rnnkit import functional, init
 from rnnkit.cell import RNNCell
+from rnnkit.gated import GRU, LSTM
 from rnnkit.rnn import RNN
 
 _LAZY = {
@@ -27,6 +28,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "GRU",
+    "LSTM",
     "RNN",
     "CharLanguageModel",
     "RNNCell",

@@ -1,0 +1,295 @@
+"""LSTM and GRU stacks on the gated loops, through autograd or as custom ops.
+
+As for the Elman engine (:mod:`rnnkit.engine.layer`), each layer is one
+autograd node: an ``autograd.Function`` in eager mode, a ``torch.library``
+custom op (``rnnkit::lstm_layer``, ``rnnkit::gru_layer``, with fake
+implementations) while ``torch.compile`` or ``torch.export`` traces, and a
+plain call when nothing needs a gradient.
+
+The gated loops run on torch ops on every device and dtype; there are no
+compiled (numba) gated loops yet, so every engine name (``"auto"``,
+``"compiled"``, ``"fused"``) runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
+from rnnkit.engine.layer import grad_needed
+from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
+
+ENGINES = ("auto", "compiled", "fused")
+
+
+class LSTMLayerFunction(torch.autograd.Function):
+    """:func:`lstm_layer_forward` and its backward for eager autograd."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, batch_sizes, directions, projected, *weights):
+        out, h_n, c_n, *saved = lstm_layer_forward(
+            x, h0, c0, weights, batch_sizes, directions, projected
+        )
+        ctx.save_for_backward(x, h0, c0, out, *saved, *weights)
+        ctx.args = (batch_sizes, directions, projected)
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n, grad_c_n):
+        x, h0, c0, out, gates, cells, tanh_cells, *weights = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        needs = (need[0], need[1] or need[2], any(need[6:]))
+        grad_x, grad_h0, grad_c0, grad_weights = lstm_layer_backward(
+            grad_out.contiguous(), grad_h_n, grad_c_n, x, h0, c0, weights, out,
+            gates, cells, tanh_cells, *ctx.args, needs,
+        )  # fmt: skip
+        grad_weights = _only_needed(grad_weights, need[6:])
+        return grad_x, grad_h0, grad_c0, None, None, None, *grad_weights
+
+
+class GRULayerFunction(torch.autograd.Function):
+    """:func:`gru_layer_forward` and its backward for eager autograd."""
+
+    @staticmethod
+    def forward(ctx, x, h0, batch_sizes, directions, *weights):
+        out, h_n, gates, products = gru_layer_forward(x, h0, weights, batch_sizes, directions)
+        ctx.save_for_backward(x, h0, out, gates, products, *weights)
+        ctx.args = (batch_sizes, directions)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_h_n):
+        x, h0, out, gates, products, *weights = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        needs = (need[0], need[1], any(need[4:]))
+        grad_x, grad_h0, grad_weights = gru_layer_backward(
+            grad_out.contiguous(), grad_h_n, x, h0, weights, out, gates, products,
+            *ctx.args, needs,
+        )  # fmt: skip
+        return grad_x, grad_h0, None, None, *_only_needed(grad_weights, need[4:])
+
+
+def _only_needed(grads, needed) -> list:
+    """The weight gradients autograd asked for, None for the others."""
+    grads = grads or [None] * len(needed)
+    return [g if n else None for g, n in zip(grads, needed, strict=True)]
+
+
+# -- custom ops: what torch.compile and torch.export trace --------------------
+
+
+@torch.library.custom_op("rnnkit::lstm_layer", mutates_args=())
+def _lstm_layer_op(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: list[Tensor],
+    batch_sizes: list[int],
+    directions: list[bool],
+    projected: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected)
+
+
+@_lstm_layer_op.register_fake
+def _(x, h0, c0, weights, batch_sizes, directions, projected):
+    rows, hidden = x.size(0), c0.size(2)
+    gates = x.new_empty(len(directions), rows, 4 * hidden)
+    cells = x.new_empty(len(directions), rows, hidden)
+    out = x.new_empty(rows, h0.size(0) * h0.size(2))
+    tanh_cells = cells.new_empty(cells.shape)
+    return out, h0.new_empty(h0.shape), c0.new_empty(c0.shape), gates, cells, tanh_cells
+
+
+@torch.library.custom_op("rnnkit::lstm_layer_backward", mutates_args=())
+def _lstm_layer_backward_op(
+    grad_out: Tensor,
+    grad_h_n: Tensor,
+    grad_c_n: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: list[Tensor],
+    saved: list[Tensor],
+    batch_sizes: list[int],
+    directions: list[bool],
+    projected: bool,
+) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    grad_x, grad_h0, grad_c0, grad_weights = lstm_layer_backward(
+        grad_out.contiguous(), grad_h_n, grad_c_n, x, h0, c0, weights, *saved,
+        batch_sizes, directions, projected, (True, True, True),
+    )  # fmt: skip
+    return grad_x, grad_h0, grad_c0, [g.contiguous() for g in grad_weights]
+
+
+@_lstm_layer_backward_op.register_fake
+def _(grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, saved, batch_sizes, directions, projected):
+    like = [w.new_empty(w.shape) for w in weights]
+    return x.new_empty(x.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), like
+
+
+def _lstm_setup_context(ctx, inputs, output):
+    x, h0, c0, weights, batch_sizes, directions, projected = inputs
+    ctx.save_for_backward(x, h0, c0, *output[:1], *output[3:], *weights)
+    ctx.args = (batch_sizes, directions, projected)
+
+
+def _lstm_op_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
+    x, h0, c0, out, gates, cells, tanh_cells, *weights = ctx.saved_tensors
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+    grad_x, grad_h0, grad_c0, grad_weights = _lstm_layer_backward_op(
+        grad_out, grad_h_n, grad_c_n, x, h0, c0, weights,
+        [out, gates, cells, tanh_cells], *ctx.args,
+    )  # fmt: skip
+    return grad_x, grad_h0, grad_c0, grad_weights, None, None, None
+
+
+_lstm_layer_op.register_autograd(_lstm_op_backward, setup_context=_lstm_setup_context)
+
+
+@torch.library.custom_op("rnnkit::gru_layer", mutates_args=())
+def _gru_layer_op(
+    x: Tensor,
+    h0: Tensor,
+    weights: list[Tensor],
+    batch_sizes: list[int],
+    directions: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return gru_layer_forward(x, h0, weights, batch_sizes, directions)
+
+
+@_gru_layer_op.register_fake
+def _(x, h0, weights, batch_sizes, directions):
+    gates = x.new_empty(len(directions), x.size(0), 3 * h0.size(2))
+    out = x.new_empty(x.size(0), h0.size(0) * h0.size(2))
+    return out, h0.new_empty(h0.shape), gates, gates.new_empty(gates.shape)
+
+
+@torch.library.custom_op("rnnkit::gru_layer_backward", mutates_args=())
+def _gru_layer_backward_op(
+    grad_out: Tensor,
+    grad_h_n: Tensor,
+    x: Tensor,
+    h0: Tensor,
+    weights: list[Tensor],
+    saved: list[Tensor],
+    batch_sizes: list[int],
+    directions: list[bool],
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    grad_x, grad_h0, grad_weights = gru_layer_backward(
+        grad_out.contiguous(), grad_h_n, x, h0, weights, *saved,
+        batch_sizes, directions, (True, True, True),
+    )  # fmt: skip
+    return grad_x, grad_h0, [g.contiguous() for g in grad_weights]
+
+
+@_gru_layer_backward_op.register_fake
+def _(grad_out, grad_h_n, x, h0, weights, saved, batch_sizes, directions):
+    return x.new_empty(x.shape), h0.new_empty(h0.shape), [w.new_empty(w.shape) for w in weights]
+
+
+def _gru_setup_context(ctx, inputs, output):
+    x, h0, weights, batch_sizes, directions = inputs
+    ctx.save_for_backward(x, h0, output[0], *output[2:], *weights)
+    ctx.args = (batch_sizes, directions)
+
+
+def _gru_op_backward(ctx, grad_out, grad_h_n, *_):
+    x, h0, out, gates, products, *weights = ctx.saved_tensors
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out
+    grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+    grad_x, grad_h0, grad_weights = _gru_layer_backward_op(
+        grad_out, grad_h_n, x, h0, weights, [out, gates, products], *ctx.args
+    )
+    return grad_x, grad_h0, grad_weights, None, None
+
+
+_gru_layer_op.register_autograd(_gru_op_backward, setup_context=_gru_setup_context)
+
+
+# -- stacks ---------------------------------------------------------------------
+
+
+def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected):
+    """One LSTM layer through the right wrapper. Returns ``(out, h_n, c_n)``."""
+    if torch.compiler.is_compiling():
+        result = _lstm_layer_op(
+            x, h0, c0, list(weights), list(batch_sizes), list(directions), projected
+        )
+        return result[:3]
+    if grad_needed(x, h0, [c0, *weights]):
+        return LSTMLayerFunction.apply(x, h0, c0, batch_sizes, directions, projected, *weights)
+    return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected)[:3]
+
+
+def _gru_layer(x, h0, weights, batch_sizes, directions):
+    """One GRU layer through the right wrapper. Returns ``(out, h_n)``."""
+    if torch.compiler.is_compiling():
+        result = _gru_layer_op(x, h0, list(weights), list(batch_sizes), list(directions))
+        return result[:2]
+    if grad_needed(x, h0, weights):
+        return GRULayerFunction.apply(x, h0, batch_sizes, directions, *weights)
+    return gru_layer_forward(x, h0, weights, batch_sizes, directions)[:2]
+
+
+def gated_stack(
+    cell: str,
+    x: Tensor,
+    states: Sequence[Tensor],
+    all_weights: Sequence[Sequence[Tensor]],
+    batch_sizes: Sequence[int],
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    proj_size: int = 0,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """A multi-layer, optionally bidirectional LSTM or GRU over packed rows.
+
+    Args:
+        cell: ``"lstm"`` or ``"gru"``.
+        x: packed input rows.
+        states: ``(h0, c0)`` for the LSTM, ``(h0,)`` for the GRU, over every
+            layer and direction.
+        all_weights: per (layer, direction), as in torch's ``all_weights``.
+        batch_sizes: rows per step.
+        bidirectional: every second entry of ``all_weights`` is a reverse pass.
+        dropout: dropout on the outputs of all layers but the last.
+        training: dropout applies only when True.
+        proj_size: the LSTM's projection size, 0 for none.
+
+    Returns:
+        ``(out, final_states)``, final_states shaped as ``states``.
+
+    Shape:
+        x ``(R, H_in)``, h0 ``(D * num_layers, N, H_out)``, c0 ``(D * num_layers, N, H)``;
+        out ``(R, D * H_out)``.
+    """
+    directions = (False, True) if bidirectional else (False,)
+    num_layers = len(all_weights) // len(directions)
+    batch_sizes = tuple(batch_sizes)
+    layer_input, finals = x, []
+    for layer in range(num_layers):
+        rows = slice(layer * len(directions), (layer + 1) * len(directions))
+        weights = [w for ws in all_weights[rows] for w in ws]
+        layer_states = [s[rows] for s in states]
+        if cell == "lstm":
+            layer_input, *last = _lstm_layer(
+                layer_input, *layer_states, weights, batch_sizes, directions, proj_size > 0
+            )
+        else:
+            layer_input, *last = _gru_layer(
+                layer_input, *layer_states, weights, batch_sizes, directions
+            )
+        finals.append(last)
+        if dropout and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, True)
+    return layer_input, tuple(torch.cat(parts) for parts in zip(*finals, strict=True))

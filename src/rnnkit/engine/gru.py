@@ -1,0 +1,144 @@
+"""One GRU layer, all its directions, in torch ops: forward and backpropagation.
+
+The algorithm of the Elman engine (see :mod:`rnnkit.engine`) with gates: one
+GEMM projects every step's input for the three gates, each step adds its
+recurrent product (kept apart for the candidate ``n``, which the reset gate
+scales together with its bias ``b_hn``, as torch does) and applies the gates in
+five in-place ops, the last a ``lerp``: ``h = n + z * (h_prev - n)``. The
+backward pass walks back in time with three ops per step, after computing the
+gates' derivatives for all rows at once; the weight and input gradients are a
+few large GEMMs after the walk.
+
+Shape symbols: ``R`` packed rows, ``N`` batch, ``D`` directions, ``H_in``
+input features, ``H`` hidden features.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
+
+
+def _split(weights, num_directions: int) -> list[tuple]:
+    """``(w_ih, w_hh, b_ih, b_hh)`` per direction (biases None if absent)."""
+    per = len(weights) // num_directions
+    return [(*weights[k * per : (k + 1) * per], None, None)[:4] for k in range(num_directions)]
+
+
+def _input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """The bias added to the input projection: ``b_ih``, plus ``b_hh`` for ``r`` and ``z``
+    (``b_hn`` stays inside the reset gate's product). Shape: ``(3H,)``."""
+    hidden = b_ih.size(0) // 3
+    bias = b_ih.clone()
+    bias[: 2 * hidden] += b_hh[: 2 * hidden]
+    return bias
+
+
+def gru_layer_forward(x, h0, weights, batch_sizes, directions):
+    """The forward pass of every direction of one GRU layer.
+
+    Args:
+        x: packed input rows.
+        h0: initial state per direction.
+        weights: per direction ``w_ih, w_hh[, b_ih, b_hh]``, flattened.
+        batch_sizes: rows per step.
+        directions: per direction, whether it runs in reverse.
+
+    Returns:
+        ``(out, h_n, gates, hidden_products)``: the outputs, the last states, and
+        what the backward pass reads: every row's activated gates ``r, z, n`` and
+        its recurrent product ``W_hh h_prev + [0, 0, b_hn]``.
+
+    Shape:
+        x ``(R, H_in)``, h0 ``(D, N, H)``; out ``(R, D * H)``, h_n ``(D, N, H)``;
+        gates and hidden_products ``(D, R, 3H)``.
+    """
+    num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
+    out = x.new_empty(rows, num_directions * hidden)
+    gates = x.new_empty(num_directions, rows, 3 * hidden)
+    products = torch.empty_like(gates)
+    h_n = torch.empty_like(h0)
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
+        gate_rows, product_rows = gates[k], products[k]
+        out_k = out[:, k * hidden : (k + 1) * hidden]
+        torch.mm(x, w_ih.t(), out=gate_rows)  # (R, 3H)
+        if b_ih is not None:
+            gate_rows.add_(_input_bias(b_ih, b_hh))
+            bias_hn = torch.cat([torch.zeros_like(b_hh[: 2 * hidden]), b_hh[2 * hidden :]])
+        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
+        previous = None
+        for first, end, n in steps_in_order(batch_sizes, directions[k]):
+            h_prev = previous_rows(out_k, h0[k], previous, n)
+            gh = product_rows[first:end]  # (n, 3H)
+            if b_ih is None:
+                torch.mm(h_prev, w_hh_t, out=gh)
+            else:
+                torch.addmm(bias_hn, h_prev, w_hh_t, out=gh)
+            g = gate_rows[first:end]
+            g[:, : 2 * hidden].add_(gh[:, : 2 * hidden]).sigmoid_()  # r, z
+            candidate = g[:, 2 * hidden :]
+            candidate.addcmul_(g[:, :hidden], gh[:, 2 * hidden :]).tanh_()  # n
+            torch.lerp(candidate, h_prev, g[:, hidden : 2 * hidden], out=out_k[first:end])
+            previous = (first, n)
+        last_states(out_k, batch_sizes, directions[k], h_n[k])
+    return out, h_n, gates, products
+
+
+def gru_layer_backward(
+    grad_out, grad_h_n, x, h0, weights, out, gates, products, batch_sizes, directions, needs
+):
+    """Backpropagation through time for every direction of one GRU layer.
+
+    Args:
+        grad_out, grad_h_n: upstream gradients of ``out`` and ``h_n``.
+        x, h0, weights: the forward inputs.
+        out, gates, products: what :func:`gru_layer_forward` returned.
+        batch_sizes, directions: as in the forward.
+        needs: whether ``x``, ``h0`` and the weights need a gradient.
+
+    Returns:
+        ``(grad_x, grad_h0, grad_weights)``, None where ``needs`` says no;
+        grad_weights in the order of ``weights``.
+
+    Shape:
+        as in :func:`gru_layer_forward`.
+    """
+    num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
+    grad_x = x.new_empty(x.shape) if needs[0] else None
+    grad_h0 = torch.empty_like(h0)
+    grad_weights = [] if needs[2] else None
+    d_out = x.new_empty(rows, hidden)  # dL/dh at every row
+    d_hidden = x.new_empty(rows, 3 * hidden)  # dL/d(recurrent pre-activations)
+    for k, (w_ih, w_hh, b_ih, _) in enumerate(_split(weights, num_directions)):
+        reverse = directions[k]
+        out_k = out[:, k * hidden : (k + 1) * hidden]
+        grad_out_k = grad_out[:, k * hidden : (k + 1) * hidden]
+        r, z, n = gates[k].split(hidden, dim=1)  # (R, H) each
+        h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, H)
+        # dL/d(pre-activation) per unit of dL/dh, for all rows: n, z, then r
+        # (through n's product with W_hn h + b_hn).
+        scale_n = (1 - z) * (1 - n * n)
+        scale_z = (h_prev - n) * z * (1 - z)
+        scale_r = products[k][:, 2 * hidden :] * r * (1 - r) * scale_n
+        scale = torch.stack([scale_r, scale_z, scale_n * r], dim=1)  # (R, 3, H)
+        carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
+        for first, end, rows_t in reversed(steps_in_order(batch_sizes, reverse)):
+            dh = d_out[first:end]
+            torch.add(grad_out_k[first:end], carry[:rows_t], out=dh)
+            dg = d_hidden[first:end]  # (n, 3H)
+            torch.mul(scale[first:end], dh.unsqueeze(1), out=dg.unflatten(1, (3, -1)))
+            torch.mul(dh, z[first:end], out=carry[:rows_t])
+            carry[:rows_t].addmm_(dg, w_hh)
+        grad_h0[k] = carry
+        d_input = d_hidden.clone()  # dL/d(input pre-activations): n's is not scaled by r
+        torch.mul(d_out, scale_n, out=d_input[:, 2 * hidden :])
+        if grad_x is not None:
+            grad_x.copy_(d_input.mm(w_ih)) if k == 0 else grad_x.addmm_(d_input, w_ih)
+        if grad_weights is None:
+            continue
+        grad_weights += [d_input.t().mm(x), d_hidden.t().mm(h_prev)]
+        if b_ih is not None:
+            grad_weights += [d_input.sum(0), d_hidden.sum(0)]
+    return grad_x, grad_h0, grad_weights

@@ -1,0 +1,189 @@
+"""One LSTM layer, all its directions, in torch ops: forward and backpropagation.
+
+The algorithm of the Elman engine (see :mod:`rnnkit.engine`) with gates: one
+GEMM projects every step's input for all four gates; each step then adds its
+recurrent product and applies the gates in five in-place ops. The backward pass
+walks back in time with five ops per step: everything in it that does not
+depend on the step before (the gates' derivatives) is computed for all rows at
+once first, and the weight and input gradients are a few large GEMMs after the
+walk.
+
+The gates are held in the order ``o, i, f, g`` here (torch's is ``i, f, g, o``):
+then the three sigmoid gates are adjacent in the forward pass, and the three
+gates scaled by the cell gradient adjacent in the backward pass, so each is one
+op. Weights are reordered on entry and gradients on exit (copies of the
+weights' size, a small fraction of the work).
+
+Shape symbols: ``R`` packed rows, ``N`` batch, ``D`` directions, ``H_in``
+input features, ``H`` cell features (``hidden_size``), ``P`` output features
+(``proj_size`` if projected, else ``H``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
+
+
+def _to_engine_order(w: Tensor) -> Tensor:
+    """Rows of gates ``i, f, g, o`` (torch) to ``o, i, f, g``. Shape: ``(4H, *)``."""
+    hidden = w.size(0) // 4
+    return torch.cat([w[3 * hidden :], w[: 3 * hidden]])
+
+
+def _to_torch_order(w: Tensor) -> Tensor:
+    """Rows of gates ``o, i, f, g`` back to torch's ``i, f, g, o``. Shape: ``(4H, *)``."""
+    hidden = w.size(0) // 4
+    return torch.cat([w[hidden:], w[:hidden]])
+
+
+def split_lstm_weights(weights, num_directions: int, projected: bool) -> list[tuple]:
+    """``(w_ih, w_hh, b_ih, b_hh, w_hr)`` per direction from the flat list, in torch's
+    order ``w_ih, w_hh[, b_ih, b_hh][, w_hr]`` (None where absent)."""
+    per = len(weights) // num_directions
+    parts = []
+    for k in range(num_directions):
+        own = list(weights[k * per : (k + 1) * per])
+        w_hr = own.pop() if projected else None
+        w_ih, w_hh, b_ih, b_hh = (*own, None, None)[:4]
+        parts.append((w_ih, w_hh, b_ih, b_hh, w_hr))
+    return parts
+
+
+def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
+    """The forward pass of every direction of one LSTM layer.
+
+    Args:
+        x: packed input rows.
+        h0, c0: initial hidden and cell state per direction.
+        weights: per direction ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``, flattened.
+        batch_sizes: rows per step.
+        directions: per direction, whether it runs in reverse.
+        projected: whether each direction has a projection ``w_hr``.
+
+    Returns:
+        ``(out, h_n, c_n, gates, cells, tanh_cells)``: the outputs, the last
+        states, and what the backward pass reads: every row's activated gates
+        (order ``o, i, f, g``), cell state and its tanh.
+
+    Shape:
+        x ``(R, H_in)``, h0 ``(D, N, P)``, c0 ``(D, N, H)``; out ``(R, D * P)``,
+        h_n, c_n as h0, c0; gates ``(D, R, 4H)``, cells and tanh_cells ``(D, R, H)``.
+    """
+    num_directions, rows = len(directions), x.size(0)
+    hidden, out_size = c0.size(2), h0.size(2)
+    out = x.new_empty(rows, num_directions * out_size)
+    gates = x.new_empty(num_directions, rows, 4 * hidden)
+    cells = x.new_empty(num_directions, rows, hidden)
+    tanh_cells = torch.empty_like(cells)
+    h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
+    raw = x.new_empty(batch_sizes[0], hidden) if projected else None  # o * tanh(c) of a step
+    parts = split_lstm_weights(weights, num_directions, projected)
+    for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(parts):
+        gate_rows, cell_rows, tanh_rows = gates[k], cells[k], tanh_cells[k]
+        out_k = out[:, k * out_size : (k + 1) * out_size]
+        torch.mm(x, _to_engine_order(w_ih).t(), out=gate_rows)  # (R, 4H)
+        if b_ih is not None:
+            gate_rows.add_(_to_engine_order(b_ih + b_hh))
+        w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
+        w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
+        previous = None
+        for first, end, n in steps_in_order(batch_sizes, directions[k]):
+            g = gate_rows[first:end]  # (n, 4H)
+            h_prev = previous_rows(out_k, h0[k], previous, n)
+            c_prev = previous_rows(cell_rows, c0[k], previous, n)
+            g.addmm_(h_prev, w_hh_t)
+            g[:, : 3 * hidden].sigmoid_()  # o, i, f
+            g[:, 3 * hidden :].tanh_()  # g
+            c, tanh_c = cell_rows[first:end], tanh_rows[first:end]
+            torch.mul(g[:, 2 * hidden : 3 * hidden], c_prev, out=c)  # f * c_prev
+            c.addcmul_(g[:, hidden : 2 * hidden], g[:, 3 * hidden :])  # + i * g
+            torch.tanh(c, out=tanh_c)
+            if w_hr_t is None:
+                torch.mul(g[:, :hidden], tanh_c, out=out_k[first:end])  # o * tanh(c)
+            else:
+                torch.mul(g[:, :hidden], tanh_c, out=raw[:n])
+                torch.mm(raw[:n], w_hr_t, out=out_k[first:end])
+            previous = (first, n)
+        last_states(out_k, batch_sizes, directions[k], h_n[k])
+        last_states(cell_rows, batch_sizes, directions[k], c_n[k])
+    return out, h_n, c_n, gates, cells, tanh_cells
+
+
+def lstm_layer_backward(
+    grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, out, gates, cells, tanh_cells,
+    batch_sizes, directions, projected, needs,
+):  # fmt: skip
+    """Backpropagation through time for every direction of one LSTM layer.
+
+    Args:
+        grad_out, grad_h_n, grad_c_n: upstream gradients of ``out``, ``h_n``, ``c_n``.
+        x, h0, c0, weights: the forward inputs.
+        out, gates, cells, tanh_cells: what :func:`lstm_layer_forward` returned.
+        batch_sizes, directions, projected: as in the forward.
+        needs: whether ``x``, the initial states and the weights need a gradient.
+
+    Returns:
+        ``(grad_x, grad_h0, grad_c0, grad_weights)``, None where ``needs`` says no;
+        grad_weights in the order of ``weights``.
+
+    Shape:
+        as in :func:`lstm_layer_forward`.
+    """
+    num_directions, rows = len(directions), x.size(0)
+    hidden, out_size = c0.size(2), h0.size(2)
+    grad_x = x.new_empty(x.shape) if needs[0] else None
+    grad_h0, grad_c0 = torch.empty_like(h0), torch.empty_like(c0)
+    grad_weights = [] if needs[2] else None
+    d_gates = x.new_empty(rows, 4 * hidden)  # dL/d(pre-activation), reused per direction
+    d_out = x.new_empty(rows, out_size)  # dL/dh at every row
+    d_raw = x.new_empty(rows, hidden) if projected else d_out  # dL/d(o * tanh(c))
+    d_cell = x.new_empty(batch_sizes[0], hidden)  # dL/dc of a step
+    parts = split_lstm_weights(weights, num_directions, projected)
+    for k, (w_ih, w_hh, b_ih, _, w_hr) in enumerate(parts):
+        reverse = directions[k]
+        out_k = out[:, k * out_size : (k + 1) * out_size]
+        grad_out_k = grad_out[:, k * out_size : (k + 1) * out_size]
+        o, i, f, g = gates[k].split(hidden, dim=1)  # (R, H) each
+        tanh_c = tanh_cells[k]
+        # The factors of the backward walk that do not depend on it, for all rows:
+        # dc = dc_next * f_next + dh * a; d(o) = dh * b; d(i, f, g) = dc * scale.
+        a = o * (1 - tanh_c * tanh_c)
+        b = tanh_c * o * (1 - o)
+        c_prev = previous_states(cells[k], c0[k], batch_sizes, reverse)
+        scale = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=1)
+        w_hh_engine = _to_engine_order(w_hh)  # (4H, P)
+        carry_h = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
+        carry_c = grad_c_n[k].clone()
+        for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
+            dh = d_out[first:end]
+            torch.add(grad_out_k[first:end], carry_h[:n], out=dh)
+            d_raw_t = d_raw[first:end]
+            if w_hr is not None:
+                torch.mm(dh, w_hr, out=d_raw_t)
+            dc = d_cell[:n]
+            torch.addcmul(carry_c[:n], d_raw_t, a[first:end], out=dc)
+            dg = d_gates[first:end]  # (n, 4H)
+            torch.mul(d_raw_t, b[first:end], out=dg[:, :hidden])
+            torch.mul(scale[first:end], dc.unsqueeze(1), out=dg[:, hidden:].unflatten(1, (3, -1)))
+            torch.mul(dc, f[first:end], out=carry_c[:n])
+            torch.mm(dg, w_hh_engine, out=carry_h[:n])
+        grad_h0[k], grad_c0[k] = carry_h, carry_c
+        w_ih_engine = _to_engine_order(w_ih)  # (4H, H_in)
+        if grad_x is not None:
+            grad_x.copy_(d_gates.mm(w_ih_engine)) if k == 0 else grad_x.addmm_(d_gates, w_ih_engine)
+        if grad_weights is None:
+            continue
+        h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, P)
+        grad_weights += [
+            _to_torch_order(d_gates.t().mm(x)),
+            _to_torch_order(d_gates.t().mm(h_prev)),
+        ]
+        if b_ih is not None:
+            bias = _to_torch_order(d_gates.sum(0))
+            grad_weights += [bias, bias.clone()]
+        if w_hr is not None:
+            grad_weights.append(d_out.t().mm(o * tanh_c))  # (P, H)
+    return grad_x, grad_h0, grad_c0, grad_weights

@@ -1,0 +1,73 @@
+"""Walking the packed rows of one direction step by step: what the gated loops share.
+
+Step ``t`` owns rows ``offsets[t] : offsets[t + 1]`` (``batch_sizes[t]`` rows,
+the sequences still running, longest first). A forward direction runs steps
+``0 .. L-1``, a reverse one ``L-1 .. 0``; backpropagation walks the other way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.engine.rows import last_step_rows, previous_state_rows
+
+
+def steps_in_order(batch_sizes: Sequence[int], reverse: bool) -> list[tuple[int, int, int]]:
+    """``(first_row, end_row, rows)`` of every step in the order the direction runs them."""
+    offsets = [0, *itertools.accumulate(batch_sizes)]
+    steps = [(offsets[t], offsets[t + 1], n) for t, n in enumerate(batch_sizes)]
+    return steps[::-1] if reverse else steps
+
+
+def previous_rows(states: Tensor, initial: Tensor, previous, n: int) -> Tensor:
+    """The state each of a step's ``n`` sequences starts from.
+
+    Args:
+        states: every row's state so far (a column view is fine).
+        initial: the initial state of every sequence.
+        previous: ``(first_row, rows)`` of the step run before, or None at the first.
+        n: rows of this step.
+
+    Shape:
+        states ``(R, H)``, initial ``(N, H)``; returns ``(n, H)``.
+    """
+    if previous is None:
+        return initial[:n]
+    first, n_prev = previous
+    if n <= n_prev:  # forward: finished sequences drop out
+        return states[first : first + n]
+    # reverse: sequences starting at this step begin from their initial state
+    return torch.cat([states[first : first + n_prev], initial[n_prev:n]])
+
+
+def previous_states(states: Tensor, initial: Tensor, batch_sizes, reverse: bool) -> Tensor:
+    """For every row, the state its step started from, in one gather.
+
+    Shape:
+        states ``(R, H)``, initial ``(N, H)``; returns ``(R, H)``.
+    """
+    n = batch_sizes[0]
+    if batch_sizes[-1] == n:  # equal lengths: a shifted copy
+        if reverse:
+            return torch.cat([states[n:], initial])
+        return torch.cat([initial, states[: states.size(0) - n]])
+    rows = previous_state_rows(batch_sizes, reverse, states.device)
+    return torch.cat([states, initial]).index_select(0, rows)
+
+
+def last_states(states: Tensor, batch_sizes, reverse: bool, out: Tensor) -> Tensor:
+    """Each sequence's state after its last processed step, written into ``out``.
+
+    Shape:
+        states ``(R, H)``; out ``(N, H)``, returned.
+    """
+    n = batch_sizes[0]
+    if reverse:  # the last processed step is step 0, where every sequence runs
+        return out.copy_(states[:n])
+    if batch_sizes[-1] == n:
+        return out.copy_(states[states.size(0) - n :])
+    return torch.index_select(states, 0, last_step_rows(batch_sizes, states.device), out=out)

@@ -1,0 +1,214 @@
+r"""``rnnkit.LSTM`` and ``rnnkit.GRU``: drop-in replacements for ``torch.nn.LSTM`` and
+``torch.nn.GRU`` on our own engine.
+
+Shape symbols (as in PyTorch): ``N`` batch, ``L`` sequence length, ``D`` = 2 if
+bidirectional else 1, ``H_in`` = input_size, ``H_cell`` = hidden_size,
+``H_out`` = proj_size if it is positive, else hidden_size.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rnnkit.engine.gated_stack import gated_stack
+from rnnkit.functional_gated import gru_reference, lstm_reference
+from rnnkit.recurrent import RecurrentBase, take_options
+
+
+class LSTM(RecurrentBase):
+    r"""A multi-layer long short-term memory network, exactly as ``torch.nn.LSTM``.
+
+    Each layer computes, for every step,
+
+    .. math::
+        \begin{array}{ll}
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    and with ``proj_size > 0``, :math:`h_t = W_{hr}(o_t \odot \tanh(c_t))`.
+    The readable loop is :func:`rnnkit.functional_gated.lstm_reference`; the
+    engine (:mod:`rnnkit.engine.lstm`) fuses it. ``$RNNKIT_ENGINE=reference``
+    runs the loop.
+
+    Args:
+        input_size: features of the input ``x``.
+        hidden_size: features of the cell state ``c`` (and of ``h`` without projection).
+        num_layers: number of stacked layers. Default: 1.
+        bias: if False, no ``b_ih`` and ``b_hh``. Default: True.
+        batch_first: if True, input and output are ``(N, L, features)``. Default: False.
+        dropout: dropout on the outputs of every layer but the last, in
+            training mode. Default: 0.
+        bidirectional: if True, a bidirectional LSTM. Default: False.
+        proj_size: if positive, ``h`` is projected to this many features. Default: 0.
+        device, dtype: of the parameters.
+        merge_mode, learn_initial_state: keyword-only options torch lacks
+            (``learn_initial_state`` adds ``initial_state`` ``(D * num_layers, H_out)``
+            and ``initial_cell_state`` ``(D * num_layers, H_cell)``), as in
+            :class:`rnnkit.RNN`; at their defaults the layer is torch's.
+
+    Shape:
+        - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``
+          with ``batch_first``, or a ``PackedSequence``.
+        - hx: ``(h_0, c_0)``, each ``(D * num_layers, N, H_out)`` and
+          ``(D * num_layers, N, H_cell)`` (without ``N`` if unbatched); zeros if
+          not given.
+        - output: ``(L, N, D * H_out)`` (``(N, L, D * H_out)`` with
+          ``batch_first``), or a ``PackedSequence``.
+        - ``(h_n, c_n)``: like ``(h_0, c_0)``, after each sequence's last step.
+
+    Example:
+        >>> lstm = LSTM(4, 64, batch_first=True)
+        >>> x = torch.randn(30, 100, 4)  # (batch, days, open/high/low/close)
+        >>> output, (h_n, c_n) = lstm(x)
+        >>> output.shape, h_n.shape, c_n.shape
+        (torch.Size([30, 100, 64]), torch.Size([1, 30, 64]), torch.Size([1, 30, 64]))
+    """
+
+    _gates = 4
+    _name = "LSTM"
+    _initial_state_names = ("initial_state", "initial_cell_state")
+    _hidden_messages = ("Expected hidden[0] size {}, got {}", "Expected hidden[1] size {}, got {}")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        **kwargs,
+    ) -> None:
+        merge_mode, learn_initial_state = take_options(kwargs, "LSTM", proj_allowed=True)
+        super().__init__()
+        self.mode = "LSTM"
+        if proj_size < 0:
+            raise ValueError(
+                "proj_size should be a positive integer or zero to disable projections"
+            )
+        if isinstance(hidden_size, int) and proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        self._build(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
+        )  # fmt: skip
+
+    def _state_sizes(self) -> tuple[int, int]:
+        return (self.proj_size or self.hidden_size, self.hidden_size)
+
+    def _states_of(self, hx) -> tuple[Tensor, Tensor]:
+        return tuple(hx)
+
+    def _result_of(self, states):
+        return states[0], states[1]
+
+    def _check_state_dims(self, states, batched: bool) -> None:
+        expected = 3 if batched else 2
+        if states[0].dim() != expected or states[1].dim() != expected:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx and cx should also be {expected}-D but got "
+                f"({states[0].dim()}-D, {states[1].dim()}-D) tensors"
+            )
+
+    def _run_stack(self, data, states, batch_sizes, all_weights, engine):
+        args = (self.bidirectional, self.dropout, self.training, self.proj_size)
+        return gated_stack("lstm", data, states, all_weights, batch_sizes, *args)
+
+    def _run_reference(self, padded, states, all_weights, lengths):
+        out, finals = lstm_reference(
+            padded, *states, all_weights, self.bidirectional, self.dropout, self.training,
+            lengths, self.proj_size,
+        )  # fmt: skip
+        return out, finals
+
+
+class GRU(RecurrentBase):
+    r"""A multi-layer gated recurrent unit network, exactly as ``torch.nn.GRU``.
+
+    Each layer computes, for every step,
+
+    .. math::
+        \begin{array}{ll}
+        r_t = \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    The readable loop is :func:`rnnkit.functional_gated.gru_reference`; the
+    engine (:mod:`rnnkit.engine.gru`) fuses it. ``$RNNKIT_ENGINE=reference``
+    runs the loop.
+
+    Args:
+        input_size: features of the input ``x``.
+        hidden_size: features of the hidden state ``h``.
+        num_layers: number of stacked layers. Default: 1.
+        bias: if False, no ``b_ih`` and ``b_hh``. Default: True.
+        batch_first: if True, input and output are ``(N, L, features)``. Default: False.
+        dropout: dropout on the outputs of every layer but the last, in
+            training mode. Default: 0.
+        bidirectional: if True, a bidirectional GRU. Default: False.
+        device, dtype: of the parameters.
+        merge_mode, learn_initial_state: keyword-only options torch lacks, as in
+            :class:`rnnkit.RNN`; at their defaults the layer is torch's.
+
+    Shape:
+        - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``
+          with ``batch_first``, or a ``PackedSequence``.
+        - hx: ``(D * num_layers, N, H_out)`` (without ``N`` if unbatched); zeros
+          if not given.
+        - output: ``(L, N, D * H_out)`` (``(N, L, D * H_out)`` with
+          ``batch_first``), or a ``PackedSequence``.
+        - h_n: like hx, after each sequence's last step.
+
+    Example:
+        >>> gru = GRU(4, 64, batch_first=True)
+        >>> output, h_n = gru(torch.randn(30, 100, 4))
+        >>> output.shape, h_n.shape
+        (torch.Size([30, 100, 64]), torch.Size([1, 30, 64]))
+    """
+
+    _gates = 3
+    _name = "GRU"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        **kwargs,
+    ) -> None:
+        merge_mode, learn_initial_state = take_options(kwargs, "GRU")
+        super().__init__()
+        self.mode = "GRU"
+        self._build(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            0, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
+        )  # fmt: skip
+
+    def _run_stack(self, data, states, batch_sizes, all_weights, engine):
+        args = (self.bidirectional, self.dropout, self.training)
+        return gated_stack("gru", data, states, all_weights, batch_sizes, *args)
+
+    def _run_reference(self, padded, states, all_weights, lengths):
+        out, h_n = gru_reference(
+            padded, states[0], all_weights, self.bidirectional, self.dropout, self.training,
+            lengths,
+        )  # fmt: skip
+        return out, (h_n,)

@@ -1,0 +1,448 @@
+r"""What ``rnnkit.RNN``, ``rnnkit.LSTM`` and ``rnnkit.GRU`` share: torch's interface.
+
+:class:`RecurrentBase` holds the parameters in ``torch.nn.RNNBase``'s names,
+shapes and order, and turns every input torch accepts (batched, unbatched,
+``batch_first``, ``PackedSequence``; initial states given or not) into packed
+rows for the engine, with torch's checks and messages; a subclass says what a
+cell is (gates per unit, states, how its stack runs).
+
+Shape symbols (as in PyTorch): ``N`` batch, ``L`` sequence length, ``D`` = 2 if
+bidirectional else 1, ``H_in`` = input_size, ``H_out`` = hidden_size (or
+``proj_size`` for a projected LSTM), ``H_cell`` = hidden_size, ``R`` packed rows.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+ENGINE_ENV = "RNNKIT_ENGINE"
+ENGINES = ("auto", "compiled", "fused", "reference")
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+
+def selected_engine() -> str:
+    """The engine named by ``$RNNKIT_ENGINE`` (default ``"auto"``)."""
+    engine = os.environ.get(ENGINE_ENV, "auto")
+    if engine not in ENGINES:
+        raise ValueError(
+            f"Received an invalid value for environment variable {ENGINE_ENV}, "
+            f"expected one of {ENGINES}, got {engine!r}."
+        )
+    return engine
+
+
+class RecurrentBase(nn.Module):
+    """torch's recurrent-layer interface over rnnkit's engine (see the module doc).
+
+    A subclass sets ``_gates`` (rows of ``w_ih`` per hidden unit), ``_name`` (as
+    in torch's messages) and implements :meth:`_run_stack` (the engine) and
+    :meth:`_run_reference` (the readable loop).
+    """
+
+    __constants__ = [
+        "mode", "input_size", "hidden_size", "num_layers", "bias",
+        "batch_first", "dropout", "bidirectional", "proj_size",
+    ]  # fmt: skip
+
+    _gates = 1
+    _name = "RNN"
+    # torch's message for an input that is neither 2-D nor 3-D ends differently per layer.
+    _dims_message = "{name}: Expected input to be 2D or 3D, got {dims}D instead"
+
+    # Class defaults: modules pickled before these options existed still load and run.
+    merge_mode = "concat"
+    learn_initial_state = False
+
+    def _build(
+        self,
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        proj_size, factory_kwargs, merge_mode, learn_initial_state,
+    ) -> None:  # fmt: skip
+        """Check torch's arguments and ours, then create the parameters as torch does."""
+        _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        _check_options(merge_mode, learn_initial_state, bidirectional)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        num_directions = 2 if bidirectional else 1
+        real_hidden = proj_size if proj_size > 0 else hidden_size  # H_out
+        gate_size = self._gates * hidden_size
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        for layer in range(num_layers):
+            layer_input_size = input_size if layer == 0 else real_hidden * num_directions
+            for direction in range(num_directions):
+                suffix = "_reverse" if direction == 1 else ""
+                shapes = {
+                    f"weight_ih_l{layer}{suffix}": (gate_size, layer_input_size),
+                    f"weight_hh_l{layer}{suffix}": (gate_size, real_hidden),
+                }
+                if bias:
+                    shapes[f"bias_ih_l{layer}{suffix}"] = (gate_size,)
+                    shapes[f"bias_hh_l{layer}{suffix}"] = (gate_size,)
+                if proj_size > 0:
+                    shapes[f"weight_hr_l{layer}{suffix}"] = (proj_size, hidden_size)
+                for name, shape in shapes.items():
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
+                self._flat_weights_names.extend(shapes)
+                self._all_weights.append(list(shapes))
+        if merge_mode != "concat":
+            self.merge_mode = merge_mode
+        if learn_initial_state:
+            self.learn_initial_state = True
+            for name, size in zip(self._initial_state_names, self._state_sizes(), strict=True):
+                shape = (num_layers * num_directions, size)  # (D * num_layers, size)
+                setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
+        self.reset_parameters()
+
+    # Names of the learned initial states, one per state (LSTM: hidden and cell).
+    _initial_state_names = ("initial_state",)
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        """Features of each state: ``(H_out,)``; the LSTM adds ``H_cell``."""
+        return (self.hidden_size,)
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        # Looked up on every call, so replaced or reparametrised weights
+        # (torch.func.functional_call) are always the ones used.
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per (layer, direction), in torch's order."""
+        # _parameters first: Module.__getattr__ costs about 1 us per name. It holds
+        # what torch.func.functional_call swaps in; a name it lacks (moved by
+        # torch.nn.utils.parametrize, say) is looked up as an attribute.
+        parameters = self._parameters
+        return [
+            [parameters[name] if name in parameters else getattr(self, name) for name in names]
+            for names in self._all_weights
+        ]
+
+    def reset_parameters(self) -> None:
+        """Draw every weight and bias from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.
+
+        A learned initial state starts at zeros, the state torch assumes.
+        """
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for name, weight in self.named_parameters():
+            if name in self._initial_state_names:
+                nn.init.zeros_(weight)
+            else:
+                nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """Kept for code written for torch's layers; a no-op.
+
+        torch packs weights into one buffer for cuDNN; our engine reads each
+        parameter where it is, so there is nothing to flatten.
+        """
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        s = s.format(**self.__dict__)
+        if self.merge_mode != "concat":
+            s += f", merge_mode={self.merge_mode!r}"
+        if self.learn_initial_state:
+            s += ", learn_initial_state=True"
+        return s
+
+    # -- states: a tensor for RNN and GRU, a pair for LSTM (overridden there) --
+
+    def _states_of(self, hx) -> tuple[Tensor, ...]:
+        """The initial states as a tuple."""
+        return (hx,)
+
+    def _result_of(self, states: tuple[Tensor, ...]):
+        """The final states in the form the caller gave them."""
+        return states[0]
+
+    def _check_state_dims(self, states: tuple[Tensor, ...], batched: bool) -> None:
+        """torch's check that the states have the input's batchedness."""
+        dims, expected = states[0].dim(), 3 if batched else 2
+        if dims != expected:
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx should also be {expected}-D but got {dims}-D tensor"
+            )
+
+    _hidden_messages = ("Expected hidden size {}, got {}",)
+
+    def forward(self, input, hx=None):
+        """Run the layer.
+
+        Args:
+            input: a tensor or a ``PackedSequence`` (see the class Shape section).
+            hx: the initial state(s), or None for zeros (or for the learned
+                initial state with ``learn_initial_state=True``).
+
+        Returns:
+            ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``); output is a
+            ``PackedSequence`` if input is.
+        """
+        packed = isinstance(input, PackedSequence)
+        states = None if hx is None else self._states_of(hx)
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            sizes = _packed_sizes(batch_sizes, data.size(0) if data.dim() else 0)
+            batch = sizes[0]
+            if states is not None and sorted_indices is not None:
+                states = tuple(s.index_select(1, sorted_indices) for s in states)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(self._dims_message.format(name=self._name, dims=input.dim()))
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if states is not None:
+                self._check_state_dims(states, is_batched)
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+                if states is not None:
+                    states = tuple(s.unsqueeze(1) for s in states)
+            data = input
+            batch = input.size(0) if self.batch_first else input.size(1)
+        all_weights = self.all_weights  # once: each lookup goes through Module.__getattr__
+        data = self._check_input(data, all_weights[0][0].dtype, packed)
+        states = self._initial_states(states, batch, data)
+
+        if not packed:
+            if self.batch_first:
+                data = data.transpose(0, 1)  # (L, N, H_in)
+            seq_len = data.size(0)
+            if seq_len == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            sizes = [batch] * seq_len
+            data = data.reshape(seq_len * batch, self.input_size)  # (L * N, H_in)
+        # (R, D * H_out), each final state (D * num_layers, N, *)
+        out, finals = self._run(data, states, sizes, all_weights)
+        if self.merge_mode != "concat":
+            out = _merge_directions(out, self.merge_mode)  # (R, H_out)
+
+        if packed:
+            if unsorted_indices is not None:
+                finals = tuple(s.index_select(1, unsorted_indices) for s in finals)
+            output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
+            return output, self._result_of(finals)
+        out = out.view(seq_len, batch, out.size(1))  # (L, N, D * H_out), or H_out if merged
+        if self.batch_first:
+            out = out.transpose(0, 1)  # (N, L, D * H_out)
+        if not is_batched:
+            out, finals = out.squeeze(batch_dim), tuple(s.squeeze(1) for s in finals)
+        return out, self._result_of(finals)
+
+    def _initial_states(self, states, batch: int, data: Tensor) -> tuple[Tensor, ...]:
+        """The given states checked, else the learned ones, else zeros."""
+        num_directions = 2 if self.bidirectional else 1
+        rows = self.num_layers * num_directions
+        if states is not None:
+            for s, size, message in zip(
+                states, self._state_sizes(), self._hidden_messages, strict=True
+            ):
+                _check_state(s, (rows, batch, size), data, message)
+            return states
+        if self.learn_initial_state:
+            # Every sequence starts from the same state, so the sorted order of
+            # packed input needs no reordering here.
+            return tuple(
+                getattr(self, name).unsqueeze(1).expand(-1, batch, -1).contiguous()
+                for name in self._initial_state_names
+            )
+        return tuple(
+            torch.zeros(rows, batch, size, dtype=data.dtype, device=data.device)
+            for size in self._state_sizes()
+        )
+
+    def _run(self, data: Tensor, states, batch_sizes: list[int], all_weights):
+        """Dispatch to the selected engine.
+
+        Shape:
+            data ``(R, H_in)`` -> ``(R, D * H_out)``, states as given.
+        """
+        engine = selected_engine()
+        if engine != "reference":  # "auto", "compiled" or "fused": the stack resolves it
+            return self._run_stack(data, states, batch_sizes, all_weights, engine)
+        # reference: the readable loop works on padded, time-major sequences
+        seq_len, batch = len(batch_sizes), batch_sizes[0]
+        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+            padded = data.view(seq_len, batch, data.size(1))
+            out, finals = self._run_reference(padded, states, all_weights, None)
+            return out.view(seq_len * batch, out.size(2)), finals
+        packed = PackedSequence(data, torch.tensor(batch_sizes))
+        padded, lengths = pad_packed_sequence(packed)  # (L, N, H_in)
+        out, finals = self._run_reference(padded, states, all_weights, lengths)
+        return pack_padded_sequence(out, lengths).data, finals
+
+    def _run_stack(self, data, states, batch_sizes, all_weights, engine):
+        """The engine. Returns ``(out, final_states)``; shapes as :meth:`_run`."""
+        raise NotImplementedError
+
+    def _run_reference(self, padded, states, all_weights, lengths):
+        """The reference loop on padded input. Returns ``(out, final_states)``."""
+        raise NotImplementedError
+
+    def _check_input(self, data: Tensor, weight_dtype: torch.dtype, packed: bool) -> Tensor:
+        """Validate the input as torch does, with its messages (autocast converts)."""
+        if data.dtype != weight_dtype:
+            if not torch.is_autocast_enabled(data.device.type):
+                raise ValueError(
+                    f"RNN input dtype ({data.dtype}) does not match weight dtype "
+                    f"({weight_dtype}). Convert input: input.to({weight_dtype}), "
+                    f"or convert model: model.to({data.dtype})"
+                )
+            data = data.to(weight_dtype)
+        expected_dim = 2 if packed else 3
+        if data.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {data.dim()}")
+        if data.size(-1) != self.input_size:
+            raise RuntimeError(
+                "input.size(-1) must be equal to input_size. "
+                f"Expected {self.input_size}, got {data.size(-1)}"
+            )
+        return data
+
+
+def _check_state(state: Tensor, expected: tuple, data: Tensor, message: str) -> None:
+    """One initial state's shape (torch's message), device and dtype against the input."""
+    if tuple(state.shape) != expected:  # a tuple compare: torch.Size's goes through sym_eq
+        raise RuntimeError(message.format(expected, list(state.size())))
+    if state.device != data.device:
+        raise RuntimeError(
+            "Input and hidden tensors are not at the same device, found input tensor "
+            f"at {data.device} and hidden tensor at {state.device}"
+        )
+    if state.dtype != data.dtype:
+        raise RuntimeError(
+            f"hx dtype ({state.dtype}) does not match input dtype ({data.dtype}). "
+            f"Convert hx: hx.to({data.dtype})"
+        )
+
+
+def take_options(kwargs: dict, name: str, proj_allowed: bool = False) -> tuple[str, bool]:
+    """Pop rnnkit's keyword-only options from ``**kwargs`` (kept out of the signature,
+    which stays the one torch documents) and refuse anything else as torch would.
+
+    Returns:
+        ``(merge_mode, learn_initial_state)``.
+    """
+    merge_mode = kwargs.pop("merge_mode", "concat")
+    learn_initial_state = kwargs.pop("learn_initial_state", False)
+    if "proj_size" in kwargs and not proj_allowed:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+    if kwargs:
+        raise TypeError(
+            f"{name}.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'"
+        )
+    return merge_mode, learn_initial_state
+
+
+def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout):
+    """Reject what torch's layers reject, with the same exception types and wording."""
+    float(dropout)  # torch converts first, so a non-number fails here as it does there
+    if (
+        not isinstance(dropout, numbers.Number)
+        or isinstance(dropout, bool)
+        or not 0 <= dropout <= 1
+    ):
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability "
+            "of an element being zeroed"
+        )
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            "dropout option adds dropout after all but last recurrent layer, so non-zero "
+            "dropout expects num_layers greater than 1, but got "
+            f"dropout={dropout} and num_layers={num_layers}",
+            stacklevel=4,
+        )
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero")
+    if num_layers <= 0:
+        raise ValueError("num_layers must be greater than zero")
+
+
+def _check_options(merge_mode, learn_initial_state, bidirectional):
+    """Validate the keyword-only options that torch's layers lack."""
+    if merge_mode not in MERGE_MODES:
+        raise ValueError(
+            "Received an invalid value for argument `merge_mode`, "
+            f"expected one of {MERGE_MODES}, got {merge_mode!r}."
+        )
+    if merge_mode != "concat" and not bidirectional:
+        raise ValueError(
+            "Received an invalid value for argument `merge_mode`, expected 'concat' "
+            f"with bidirectional=False (one direction, nothing to merge), got {merge_mode!r}."
+        )
+    if not isinstance(learn_initial_state, bool):
+        raise TypeError(
+            "Received an invalid value for argument `learn_initial_state`, "
+            f"expected a bool, got {learn_initial_state!r}."
+        )
+
+
+def _merge_directions(out: Tensor, merge_mode: str) -> Tensor:
+    """Combine the two directions' columns. Shape: ``(R, 2 * H_out)`` -> ``(R, H_out)``."""
+    forward, backward = out.chunk(2, dim=1)  # (R, H_out) each
+    if merge_mode == "sum":
+        return forward + backward
+    if merge_mode == "mul":
+        return forward * backward
+    return (forward + backward) / 2  # "ave"
+
+
+def _packed_sizes(batch_sizes: Tensor, rows: int) -> list[int]:
+    """The rows per step of a PackedSequence, checked against the rows of its ``data``.
+
+    The compiled loops index rows by these sizes without bounds checks, so a
+    malformed PackedSequence (built by hand, not by ``pack_padded_sequence``)
+    is refused here, with torch.nn.RNN's exception type for the same input.
+    torch ignores rows of ``data`` beyond the sum, and the steps after a zero
+    size; we refuse those too rather than drop data silently.
+    """
+    expected = "PackedSequence batch_sizes, expected a 1-D int64 tensor"
+    if batch_sizes.dim() != 1:
+        error = IndexError if batch_sizes.dim() == 0 else TypeError
+        raise error(f"{expected}, got a {batch_sizes.dim()}-D tensor")
+    if batch_sizes.dtype != torch.int64:
+        error = TypeError if batch_sizes.is_floating_point() else RuntimeError
+        raise error(f"{expected}, got dtype {batch_sizes.dtype}")
+    sizes = batch_sizes.tolist()
+    if not sizes:
+        raise IndexError(f"{expected} with one entry per step, got an empty tensor")
+    if sizes[-1] < 0 or sum(sizes) != rows or sizes != sorted(sizes, reverse=True):
+        shown = ", ".join(map(str, sizes[:8])) + (", ..." if len(sizes) > 8 else "")
+        raise RuntimeError(
+            "PackedSequence batch_sizes, expected non-negative, non-increasing sizes summing "
+            f"to the {rows} rows of data, got [{shown}] (sum {sum(sizes)})"
+        )
+    return sizes
