@@ -1,8 +1,8 @@
 """rnnkit: recurrent neural networks, exact where they copy PyTorch and faster.
 
-``rnnkit.RNN`` and ``rnnkit.RNNCell`` are drop-in replacements for
-``torch.nn.RNN`` and ``torch.nn.RNNCell`` that run on rnnkit's fused engine
-(:mod:`rnnkit.engine`); :mod:`rnnkit.functional` holds the readable reference
+``rnnkit.RNN``, ``rnnkit.LSTM``, ``rnnkit.GRU`` and their cells are drop-in
+replacements for torch's layers of those names that run on rnnkit's fused
+engine (:mod:`rnnkit.engine`); :mod:`rnnkit.functional` holds the readable reference
 loop that documents the math; :mod:`rnnkit.init` holds initialisers for
 recurrent weights (orthogonal, IRNN identity, LSTM forget-gate bias).
 
@@ -18,6 +18,7 @@ from typing import Any
 from rnnkit import functional, init
 from rnnkit.cell import RNNCell
 from rnnkit.gated import GRU, LSTM
+from rnnkit.gated_cell import GRUCell, LSTMCell
 from rnnkit.rnn import RNN
 
 _LAZY = {
@@ -32,6 +33,8 @@ __all__ = [
     "LSTM",
     "RNN",
     "CharLanguageModel",
+    "GRUCell",
+    "LSTMCell",
     "RNNCell",
     "SequenceClassifier",
     "SequenceRegressor",

@@ -105,17 +105,24 @@ class RNNCell(nn.Module):
         return h_next if is_batched else h_next.squeeze(0)
 
     def _check_forward_args(self, input: Tensor, hx: Tensor) -> None:
-        """Validate shapes as torch's rnn_*_cell does, with its messages."""
-        if input.size(1) != self.input_size:
-            raise RuntimeError(
-                f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}"
-            )
+        check_cell_args(input, (hx,), self.input_size, self.hidden_size)
+
+
+def check_cell_args(input: Tensor, states, input_size: int, hidden_size: int) -> None:
+    """Validate a cell's input and states as torch's ``rnn_*_cell`` ops do, with their
+    messages (``hidden0``, ``hidden1``: the states in order)."""
+    if input.size(1) != input_size:
+        raise RuntimeError(
+            f"input has inconsistent input_size: got {input.size(1)} expected {input_size}"
+        )
+    for index, hx in enumerate(states):
         if input.size(0) != hx.size(0):
             raise RuntimeError(
-                f"Input batch size {input.size(0)} doesn't match hidden0 batch size {hx.size(0)}"
+                f"Input batch size {input.size(0)} doesn't match hidden{index} batch size "
+                f"{hx.size(0)}"
             )
-        if hx.size(1) != self.hidden_size:
+        if hx.size(1) != hidden_size:
             raise RuntimeError(
-                f"hidden0 has inconsistent hidden_size: got {hx.size(1)}, "
-                f"expected {self.hidden_size}"
+                f"hidden{index} has inconsistent hidden_size: got {hx.size(1)}, "
+                f"expected {hidden_size}"
             )
