@@ -1,4 +1,4 @@
-"""Times rnnkit.RNN against torch.nn.RNN on CPU and prints a table.
+"""Times rnnkit.RNN (or LSTM, GRU) against torch.nn's layer on CPU and prints a table.
 
 The same as ``rnnkit bench``: the measurement lives in :mod:`rnnkit.benchmark`,
 the options and output in :mod:`rnnkit.cli`.
@@ -7,6 +7,7 @@ Example:
     python benchmarks/bench_rnn.py --quick                 # reference shape, seconds
     python benchmarks/bench_rnn.py --threads 1 --markdown  # full grid at 1 thread
     python benchmarks/bench_rnn.py --shapes 1000,8,16,64 --modes train --json out.json
+    python benchmarks/bench_rnn.py --cell all --quick      # RNN, LSTM (two baselines), GRU
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,128 @@ def test_config_from_args_defaults_and_overrides():
     assert config.bidirectional == (True,)
     assert config.shapes == (TINY,)
     assert config.measure_memory is False
+
+
+@pytest.fixture(scope="module")
+def gated_results():
+    return run_benchmark(tiny_config(cells=benchmark.CELLS, layers=(2,)))
+
+
+def test_every_cell_runs_against_its_torch_layer_in_grid_order(gated_results):
+    cases = [(r["cell"], r["bidirectional"], r["mode"]) for r in gated_results]
+    assert cases == [
+        (cell, bidirectional, mode)
+        for cell in ("rnn", "lstm", "gru")
+        for bidirectional in (False, True)
+        for mode in ("inference", "train")
+    ]
+    for row in gated_results:
+        assert 0 <= row["max_rel_diff"] < 1e-4, row["cell"]
+        assert row["ratio"] == pytest.approx(row["torch"]["median_ms"] / row["rnnkit"]["median_ms"])
+        assert row["bound_ms"] > 0 and math.isfinite(row["bound_fraction"])
+        assert row["rnnkit"]["peak_torch_bytes"] >= row["output_bytes"]
+    assert json.loads(json.dumps(gated_results)) == gated_results
+
+
+def test_lstm_rows_alone_carry_the_onednn_off_baseline(gated_results):
+    for row in gated_results:
+        off = row[benchmark.ONEDNN_OFF]
+        if row["cell"] != "lstm":
+            assert off is None and row["ratio_onednn_off"] is None
+            continue
+        assert set(off) == IMPL_KEYS and off["peak_torch_bytes"] >= row["output_bytes"]
+        assert row["ratio_onednn_off"] == pytest.approx(
+            off["median_ms"] / row["rnnkit"]["median_ms"]
+        )
+
+
+def test_table_of_several_cells_names_the_cell_and_the_onednn_off_columns(gated_results):
+    lines = format_table(gated_results).splitlines()
+    assert lines[0].split()[:3] == ["cell", "shape", "TxNxH_inxH_out"]
+    assert "no-oneDNN ms" in lines[0] and "ratio no-oneDNN" in lines[0]
+    assert "no-oneDNN peak" in lines[0]
+    rows = lines[2 : 2 + len(gated_results)]
+    assert [row.split()[0] for row in rows] == [r["cell"] for r in gated_results]
+    for line, row in zip(rows, gated_results, strict=True):
+        # three "-" cells (time, ratio, peak) where there is no second baseline
+        assert line.split().count("-") == (0 if row["cell"] == "lstm" else 3), line
+    assert [line.split(" in ")[0] for line in lines[-3:]] == [
+        f"rnnkit is slower than torch.nn.{name}" for name in ("RNN", "LSTM", "GRU")
+    ]
+    assert "than torch.nn.LSTM with oneDNN off (no-oneDNN) in " in lines[-2]
+    assert "; with oneDNN off all " in lines[-2]
+    markdown = format_table(gated_results, markdown=True).splitlines()
+    assert markdown[0].startswith("| cell | shape TxNxH_inxH_out |")
+    assert markdown[2 + len(gated_results) :: 2] == [""] * 3  # a paragraph per cell
+
+
+def test_table_of_gated_cells_alone_drops_the_baseline_it_lacks(gated_results):
+    gru = [row for row in gated_results if row["cell"] == "gru"]
+    header = format_table(gru).splitlines()[0]
+    assert header.startswith("cell ") and "oneDNN" not in header
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_quick_config_runs_each_cell(cell):
+    config = BenchmarkConfig.quick(
+        cells=(cell,), layers=(1,), bidirectional=(True,), threads=(1,), repeats=1
+    )
+    rows = run_benchmark(config)
+    assert [(row["cell"], row["mode"]) for row in rows] == [(cell, "inference"), (cell, "train")]
+    assert all(row["max_rel_diff"] < 1e-4 for row in rows)
+    assert all((row[benchmark.ONEDNN_OFF] is not None) == (cell == "lstm") for row in rows)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+def test_onednn_off_baseline_leaves_onednn_and_takes_torchs_other_path():
+    from torch.profiler import profile
+
+    steps = benchmark._make_steps(nn.LSTM, (5, 2, 3, 4), 1, False, "train", seed=0, cell="lstm")
+    assert list(steps) == ["torch", benchmark.ONEDNN_OFF, "rnnkit"]
+    ops = {}
+    for name in ("torch", benchmark.ONEDNN_OFF):
+        with profile() as prof:
+            steps[name]()
+        ops[name] = {event.name for event in prof.events()}
+    assert "aten::mkldnn_rnn_layer" in ops["torch"]
+    assert "aten::mkldnn_rnn_layer" not in ops[benchmark.ONEDNN_OFF]
+    assert torch.backends.mkldnn.enabled  # switched back on after the call
+
+
+def test_cell_option_defaults_to_rnn_and_all_means_every_cell():
+    assert parse([]).cells == ("rnn",)
+    assert parse(["--cell", "all"]).cells == ("rnn", "lstm", "gru")
+    assert parse(["--cell", "gru", "lstm", "gru"]).cells == ("gru", "lstm")
+    assert parse(["--quick", "--cell", "lstm"]).cells == ("lstm",)
+
+
+def test_config_rejects_an_unknown_cell():
+    expected = re.escape("`cells`, expected a subset of ('rnn', 'lstm', 'gru'), got ('lstmx',)")
+    with pytest.raises(ValueError, match=expected):
+        BenchmarkConfig(cells=("lstmx",))
+    with pytest.raises(ValueError, match="`cells`, expected at least one value, got none"):
+        BenchmarkConfig(cells=())
+
+
+def test_script_rejects_an_unknown_cell_in_one_line(capsys):
+    assert load_script().main(["--cell", "lstmx"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --cell: invalid choice: 'lstmx'" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_script_json_records_the_cell(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    argv = ["--cell", "lstm", "--shapes", "5,2,3,4", "--layers", "1", "--bidirectional", "0"]
+    argv += ["--threads", "1", "--modes", "inference", "--repeats", "1", "--warmup", "1"]
+    assert load_script().main([*argv, "--quiet", "--markdown", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| lstm | 5x2x3x4 | 1 | uni | inference | 1 |" in printed
+    report = json.loads(out.read_text())
+    assert report["config"]["cells"] == ["lstm"]
+    assert report["environment"]["onednn"] == torch.backends.mkldnn.is_available()
+    (row,) = report["results"]
+    assert row["cell"] == "lstm" and row["torch_onednn_off"]["median_ms"] > 0
 
 
 def load_script(name: str = "bench_rnn"):

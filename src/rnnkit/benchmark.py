@@ -1,9 +1,21 @@
-"""Benchmark ``rnnkit.RNN`` against ``torch.nn.RNN`` on CPU.
+"""Benchmark rnnkit's recurrent layers against torch's on CPU.
 
+Each cell's layer is timed against torch's of the same name: ``rnnkit.RNN``
+against ``torch.nn.RNN`` (cell ``rnn``), ``rnnkit.LSTM`` against
+``torch.nn.LSTM`` (``lstm``), ``rnnkit.GRU`` against ``torch.nn.GRU`` (``gru``).
 Both modules run in the same process, in float32, on the same input and the same
 weights: rnnkit's parameters are loaded from the torch module's ``state_dict``
 (the parameter names are identical). Each row of the result is one
-(shape, layers, direction, mode, threads) case.
+(cell, shape, layers, direction, mode, threads) case.
+
+Baselines:
+    ``torch`` is torch's default CPU path. For LSTM on dense float32 input
+    that is oneDNN (``aten::mkldnn_rnn_layer``, training included), so LSTM
+    rows also time a second baseline, ``torch_onednn_off``: the same
+    ``torch.nn.LSTM`` with oneDNN turned off around each call, which is the
+    per-step path torch takes wherever oneDNN cannot run (PackedSequence input,
+    ``proj_size > 0``, float64). torch.nn.RNN and torch.nn.GRU never use
+    oneDNN on CPU, so their rows have the one baseline.
 
 Shape vocabulary (torch's): ``T`` time steps (torch's ``L``), ``N`` batch,
 ``H_in`` input features, ``H_out`` hidden features, ``D`` directions (2 if
@@ -23,11 +35,13 @@ Timing:
     ``time.perf_counter`` with the garbage collector paused. The repeat count
     is chosen from a time budget per implementation and row unless given
     (timing stops early, after at least three calls of each, past five times
-    the budget), and the median is reported. ``ratio`` is torch's median over rnnkit's: above 1
-    means rnnkit is faster. A row where either implementation's interquartile
-    range exceeds a quarter of its median is flagged noisy: on a shared machine
-    other processes were competing for the CPUs, which hurts most with several
-    threads, where one descheduled thread stalls the others at every parallel op.
+    the budget), and the median is reported. ``ratio`` is torch's median over
+    rnnkit's: above 1 means rnnkit is faster; ``ratio_onednn_off`` is the same
+    against the LSTM's second baseline. A row where any implementation's
+    interquartile range exceeds a quarter of its median is flagged noisy: on a
+    shared machine other processes were competing for the CPUs, which hurts most
+    with several threads, where one descheduled thread stalls the others at
+    every parallel op.
 
 Peak extra memory:
     One further call of each implementation runs under
@@ -44,11 +58,11 @@ Peak extra memory:
     multiple of the output size ``T * N * D * H_out * 4`` bytes.
 
 Example:
-    >>> from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
-    >>> config = BenchmarkConfig(shapes=((100, 30, 4, 64),), threads=(1,))
+    >>> from rnnkit.benchmark import CELLS, BenchmarkConfig, format_table, run_benchmark
+    >>> config = BenchmarkConfig(cells=CELLS, shapes=((100, 30, 4, 64),), threads=(1,))
     >>> results = run_benchmark(config)  # doctest: +SKIP
-    >>> len(results)  # 2 layers x 2 directions x 2 modes x 1 thread count  # doctest: +SKIP
-    8
+    >>> len(results)  # 3 cells x 2 layers x 2 directions x 2 modes x 1 thread  # doctest: +SKIP
+    24
     >>> print(format_table(results))  # doctest: +SKIP
 """
 
@@ -56,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -89,7 +104,11 @@ DEFAULT_SHAPES: tuple[Shape, ...] = (
     (100, 1, 4, 64),
 )
 MODES = ("inference", "train")
+CELLS = ("rnn", "lstm", "gru")
 IMPLEMENTATIONS = ("torch", "rnnkit")  # result keys; torch is the baseline
+ONEDNN_OFF = "torch_onednn_off"  # result key of LSTM's second baseline
+_LAYER_NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # in torch.nn and in rnnkit
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # gate blocks stacked in each weight
 
 # A float32 engine that matches nn.RNN differs by rounding only; anything larger
 # means the timings compare different computations.
@@ -128,6 +147,7 @@ class BenchmarkConfig:
     Every sequence field is one axis of the grid; the rows are their product.
     """
 
+    cells: tuple[str, ...] = ("rnn",)  # subset of CELLS: whose layers to time against torch's
     shapes: tuple[Shape, ...] = DEFAULT_SHAPES  # (T, N, H_in, H_out) each
     layers: tuple[int, ...] = (1, 2)  # values of num_layers
     bidirectional: tuple[bool, ...] = (False, True)  # values of bidirectional
@@ -143,7 +163,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         # Lists from argparse or JSON become tuples so that the config stays hashable.
-        for name in ("shapes", "layers", "bidirectional", "modes", "threads"):
+        for name in ("cells", "shapes", "layers", "bidirectional", "modes", "threads"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "shapes", tuple(tuple(s) for s in self.shapes))
         for shape in self.shapes:
@@ -164,12 +184,17 @@ class BenchmarkConfig:
                 "Received an invalid value for argument `bidirectional`, expected "
                 f"booleans, got {self.bidirectional!r}."
             )
+        if not set(self.cells) <= set(CELLS):
+            raise ValueError(
+                f"Received an invalid value for argument `cells`, expected a subset "
+                f"of {CELLS!r}, got {self.cells!r}."
+            )
         if not set(self.modes) <= set(MODES):
             raise ValueError(
                 f"Received an invalid value for argument `modes`, expected a subset "
                 f"of {MODES!r}, got {self.modes!r}."
             )
-        for name in ("shapes", "layers", "bidirectional", "modes", "threads"):
+        for name in ("cells", "shapes", "layers", "bidirectional", "modes", "threads"):
             if not getattr(self, name):
                 raise ValueError(
                     f"Received an invalid value for argument `{name}`, expected at "
@@ -226,37 +251,37 @@ def run_benchmark(
     *,
     candidate: Callable[..., nn.Module] | None = None,
 ) -> list[dict[str, Any]]:
-    """Times rnnkit.RNN against torch.nn.RNN on every row of the grid.
+    """Times rnnkit's layer against torch's on every row of the grid.
 
     The global number of torch threads is set per row and restored at the end;
-    the global random state is left as it was.
+    the global random state and torch's oneDNN switch are left as they were.
 
     Args:
         config: What to run; ``BenchmarkConfig()`` (the full grid) if None.
-        candidate: The module class compared with torch.nn.RNN, called like it;
-            ``rnnkit.RNN`` if None.
+        candidate: The module class compared with torch's layer of every row's
+            cell, called like it; rnnkit's layer of the cell if None.
 
     Returns:
-        One dict per row, in grid order (shape, layers, direction, mode,
-        threads), with keys ``T``, ``N``, ``H_in``, ``H_out``, ``num_layers``,
+        One dict per row, in grid order (cell, shape, layers, direction, mode,
+        threads), with keys ``cell``, ``T``, ``N``, ``H_in``, ``H_out``, ``num_layers``,
         ``bidirectional``, ``mode``, ``threads``, ``repeats`` (timed calls of
         each implementation), ``output_bytes``, ``load_average`` (of the
         machine, over the minute before the row ended), ``ratio`` (torch's
-        median time over rnnkit's), ``noisy`` (whether either implementation's
-        interquartile range exceeds a quarter of its median, the sign of
-        competing processes), ``max_rel_diff`` (largest difference between the two
-        implementations' outputs and gradients, relative to the largest
-        magnitude of each tensor), and one dict per implementation under
-        ``"torch"`` and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
+        median time over rnnkit's), ``ratio_onednn_off`` (the same for the
+        LSTM's second baseline; None in other cells' rows), ``bound_ms`` and
+        ``bound_fraction`` (the sequential-GEMM bound of :mod:`rnnkit.bound`
+        and its fraction of rnnkit's time), ``noisy`` (whether any
+        implementation's interquartile range exceeds a quarter of its median,
+        the sign of competing processes), ``max_rel_diff`` (largest difference
+        between rnnkit's outputs and gradients and each baseline's, relative to
+        the largest magnitude of each tensor), and one dict per implementation
+        under ``"torch"``, ``"torch_onednn_off"`` (None in rows of other cells
+        than LSTM) and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
         ``peak_bytes``, ``peak_torch_bytes``, ``peak_python_bytes`` and
         ``peak_x_output`` (the four memory keys are None when memory is not
         measured).
     """
     config = config if config is not None else BenchmarkConfig()
-    if candidate is None:
-        # Imported on use: a top-level import would be circular should the
-        # package (a `rnnkit bench` command) import this module.
-        from rnnkit import RNN as candidate
     if max(config.threads) > (os.cpu_count() or 1):
         logger.warning(
             "Timing with %d threads on %d CPUs: those rows measure contention.",
@@ -268,9 +293,10 @@ def run_benchmark(
     results = []
     started = time.perf_counter()
     try:
-        for shape, num_layers, bidirectional, mode, threads in _grid(config):
+        for cell, shape, num_layers, bidirectional, mode, threads in _grid(config):
             torch.set_num_threads(threads)
-            row = _run_row(config, candidate, shape, num_layers, bidirectional, mode, threads)
+            layer = candidate if candidate is not None else _rnnkit_layer(cell)
+            row = _run_row(config, layer, cell, shape, num_layers, bidirectional, mode, threads)
             logger.info("%s", _describe(row))
             results.append(row)
     finally:
@@ -299,33 +325,48 @@ def _load_average() -> float | None:
         return None
 
 
-def _grid(config: BenchmarkConfig) -> Iterator[tuple[Shape, int, bool, str, int]]:
-    for shape in config.shapes:
-        for num_layers in config.layers:
-            for bidirectional in config.bidirectional:
-                for mode in config.modes:
-                    for threads in config.threads:
-                        yield shape, num_layers, bidirectional, mode, threads
+def _rnnkit_layer(cell: str) -> Callable[..., nn.Module]:
+    # Imported on use: a top-level import would be circular should the
+    # package (a `rnnkit bench` command) import this module.
+    import rnnkit
+
+    return getattr(rnnkit, _LAYER_NAMES[cell])
+
+
+def _grid(config: BenchmarkConfig) -> Iterator[tuple[str, Shape, int, bool, str, int]]:
+    for cell in config.cells:
+        for shape in config.shapes:
+            for num_layers in config.layers:
+                for bidirectional in config.bidirectional:
+                    for mode in config.modes:
+                        for threads in config.threads:
+                            yield cell, shape, num_layers, bidirectional, mode, threads
 
 
 def _run_row(
     config: BenchmarkConfig,
     candidate: Callable[..., nn.Module],
+    cell: str,
     shape: Shape,
     num_layers: int,
     bidirectional: bool,
     mode: str,
     threads: int,
 ) -> dict[str, Any]:
-    """Builds both modules for one row, checks they agree, times them and profiles them."""
-    steps = _make_steps(candidate, shape, num_layers, bidirectional, mode, config.seed)
+    """Builds the modules for one row, checks they agree, times them and profiles them."""
+    steps = _make_steps(candidate, shape, num_layers, bidirectional, mode, config.seed, cell)
     warm_times, first_results = _warm_up(steps, config.warmup, config.budget_s)
-    max_rel_diff = _max_rel_diff(first_results["torch"], first_results["rnnkit"])
+    max_rel_diff = max(
+        _max_rel_diff(first_results[name], first_results["rnnkit"])
+        for name in steps
+        if name != "rnnkit"
+    )
     del first_results
     if not max_rel_diff <= _AGREEMENT_TOLERANCE:
         logger.warning(
-            "rnnkit and torch.nn.RNN disagree on shape %s, %d layers, %s, %s: max "
+            "rnnkit and torch.nn.%s disagree on shape %s, %d layers, %s, %s: max "
             "relative difference %.3g.",
+            _LAYER_NAMES[cell],
             shape,
             num_layers,
             _direction(bidirectional),
@@ -344,6 +385,7 @@ def _run_row(
     T, N, _, H_out = shape
     output_bytes = T * N * (2 if bidirectional else 1) * H_out * 4  # float32
     row: dict[str, Any] = {
+        "cell": cell,
         "T": T,
         "N": N,
         "H_in": shape[2],
@@ -356,14 +398,19 @@ def _run_row(
         "output_bytes": output_bytes,
         "load_average": _load_average(),  # of the minute before the row ended
     }
+    row[ONEDNN_OFF] = None  # replaced below in LSTM rows
     for name, step in steps.items():
         torch_bytes, python_bytes = _peak_memory(step) if config.measure_memory else (None, None)
         row[name] = _summarize_impl(samples[name], torch_bytes, python_bytes, output_bytes)
-    row["ratio"] = row["torch"]["median_ms"] / row["rnnkit"]["median_ms"]
-    row["bound_ms"] = sequential_gemm_bound_ms(*shape, num_layers, bidirectional, mode == "train")
-    row["bound_fraction"] = row["bound_ms"] / row["rnnkit"]["median_ms"]
+    ours_ms = row["rnnkit"]["median_ms"]
+    row["ratio"] = row["torch"]["median_ms"] / ours_ms
+    row["ratio_onednn_off"] = row[ONEDNN_OFF]["median_ms"] / ours_ms if row[ONEDNN_OFF] else None
+    row["bound_ms"] = sequential_gemm_bound_ms(
+        *shape, num_layers, bidirectional, mode == "train", gates=_GATES[cell]
+    )
+    row["bound_fraction"] = row["bound_ms"] / ours_ms
     row["noisy"] = any(
-        row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in IMPLEMENTATIONS
+        row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in steps
     )
     row["max_rel_diff"] = max_rel_diff
     return row
@@ -376,58 +423,101 @@ def _make_steps(
     bidirectional: bool,
     mode: str,
     seed: int,
+    cell: str = "rnn",
 ) -> dict[str, _Step]:
-    """Builds torch's module, copies its weights into the candidate, and a step for each."""
+    """Builds torch's module of ``cell``, copies its weights into the candidate, and a
+    step for each; for LSTM also a step of torch's module with oneDNN off."""
     T, N, H_in, H_out = shape
     D = 2 if bidirectional else 1
+    layer = getattr(nn, _LAYER_NAMES[cell])
     # Forked so that seeding here, and the candidate's own initialisation, leave
     # the caller's random stream untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        reference = nn.RNN(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+        reference = layer(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
         x = torch.randn(T, N, H_in)
         h0 = torch.randn(num_layers * D, N, H_out)
         grad_output = torch.randn(T, N, D * H_out)
         grad_h_n = torch.randn(num_layers * D, N, H_out)
+        hx, grad_state = h0, grad_h_n
+        if cell == "lstm":  # (h, c); c has H_out features too, as there is no projection
+            hx = (h0, torch.randn(num_layers * D, N, H_out))
+            grad_state = (grad_h_n, torch.randn(num_layers * D, N, H_out))
         engine = candidate(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
     engine.load_state_dict(reference.state_dict())
-    return {
-        name: _make_step(module, mode, x, h0, grad_output, grad_h_n)
-        for name, module in zip(IMPLEMENTATIONS, (reference, engine), strict=True)
+    modules = {"torch": reference, "rnnkit": engine}
+    if cell == "lstm":
+        # A module of its own, or the two baselines would share parameter gradients.
+        modules = {"torch": reference, ONEDNN_OFF: copy.deepcopy(reference), "rnnkit": engine}
+    steps = {
+        name: _make_step(module, mode, x, hx, grad_output, grad_state)
+        for name, module in modules.items()
     }
+    if ONEDNN_OFF in steps:
+        steps[ONEDNN_OFF] = _with_onednn_off(steps[ONEDNN_OFF])
+    return steps
+
+
+def _with_onednn_off(step: _Step) -> _Step:
+    """The same step, with torch's oneDNN backend turned off for the call and its backward."""
+
+    def call() -> tuple[torch.Tensor, ...]:
+        # The switch alone: torch.backends.mkldnn.flags(enabled=False) also resets
+        # TF32, precision and determinism settings, and warns about TF32 on CPU builds.
+        was_enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return step()
+        finally:
+            torch.backends.mkldnn.enabled = was_enabled
+
+    return _Step(call, step.leaves)
 
 
 def _make_step(
     module: nn.Module,
     mode: str,
     x: torch.Tensor,
-    h0: torch.Tensor,
+    hx: torch.Tensor | tuple[torch.Tensor, ...],
     grad_output: torch.Tensor,
-    grad_h_n: torch.Tensor,
+    grad_state: torch.Tensor | tuple[torch.Tensor, ...],
 ) -> _Step:
-    """Returns one call of ``module`` in ``mode``, returning outputs and gradients."""
+    """Returns one call of ``module`` in ``mode``, returning outputs and gradients.
+
+    ``hx`` and ``grad_state`` are a tensor (``h_0`` and the gradient of
+    ``h_n``) or, for LSTM, a tuple (``(h_0, c_0)`` and those of ``(h_n, c_n)``).
+    The call returns ``output``, the final state's tensors, then in training the
+    gradients of the input and of every parameter (sorted by name).
+    """
     if mode == "inference":
 
         def infer() -> tuple[torch.Tensor, ...]:
             with torch.inference_mode():
-                return tuple(module(x, h0))
+                output, state = module(x, hx)
+                return (output, *_tensors(state))
 
         return _Step(infer, leaves=())
 
-    # Each module gets its own input leaf, or the two would share x.grad.
+    # Each module gets its own input leaf, or they would share x.grad.
     x = x.detach().clone().requires_grad_(True)
-    # Sorted by name so that the two implementations' gradients line up.
+    # Sorted by name so that the implementations' gradients line up.
     leaves = [x] + [p for _, p in sorted(module.named_parameters())]
 
     def train() -> tuple[torch.Tensor, ...]:
         # Part of every training step, so part of its time.
         for leaf in leaves:
             leaf.grad = None
-        output, h_n = module(x, h0)
-        torch.autograd.backward((output, h_n), (grad_output, grad_h_n))
-        return (output.detach(), h_n.detach(), *(leaf.grad for leaf in leaves))
+        output, state = module(x, hx)
+        state = _tensors(state)
+        torch.autograd.backward((output, *state), (grad_output, *_tensors(grad_state)))
+        return (output.detach(), *(s.detach() for s in state), *(leaf.grad for leaf in leaves))
 
     return _Step(train, leaves)
+
+
+def _tensors(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``h_n`` as a one-tuple, ``(h_n, c_n)`` as it is."""
+    return state if isinstance(state, tuple) else (state,)
 
 
 def _warm_up(
@@ -612,36 +702,74 @@ def _shape_label(row: dict[str, Any]) -> str:
 
 
 def _describe(row: dict[str, Any]) -> str:
+    off = row[ONEDNN_OFF]
     return (
-        f"{_shape_label(row)} L={row['num_layers']} {_direction(row['bidirectional'])} "
-        f"{row['mode']} threads={row['threads']}: torch {row['torch']['median_ms']:.3f} ms, "
-        f"rnnkit {row['rnnkit']['median_ms']:.3f} ms, ratio {row['ratio']:.2f} "
-        f"({row['repeats']} repeats{', noisy' if row['noisy'] else ''})"
+        f"{row['cell']} {_shape_label(row)} L={row['num_layers']} "
+        f"{_direction(row['bidirectional'])} {row['mode']} threads={row['threads']}: "
+        f"torch {row['torch']['median_ms']:.3f} ms, "
+        + (f"torch without oneDNN {off['median_ms']:.3f} ms, " if off else "")
+        + f"rnnkit {row['rnnkit']['median_ms']:.3f} ms, ratio {row['ratio']:.2f}"
+        + (f" ({row['ratio_onednn_off']:.2f} without oneDNN)" if off else "")
+        + f" ({row['repeats']} repeats{', noisy' if row['noisy'] else ''})"
     )
 
 
-_COLUMNS = (
-    # (header, right-aligned)
-    ("shape TxNxH_inxH_out", False),
-    ("layers", True),
-    ("dir", False),
-    ("mode", False),
-    ("threads", True),
-    ("torch ms", True),
-    ("rnnkit ms", True),
-    ("ratio", True),
-    ("bound %", True),
-    ("torch peak", True),
-    ("rnnkit peak", True),
-)
+_Column = tuple[str, bool, Callable[[dict[str, Any]], str]]  # header, right-aligned, cell text
+
+
+def _columns(results: Sequence[dict[str, Any]]) -> list[_Column]:
+    """The table's columns: the Elman-only table's, plus a cell column where other
+    cells appear and the oneDNN-off baseline's columns where LSTM does."""
+    gated = any(row["cell"] != "rnn" for row in results)
+    onednn_off = any(row[ONEDNN_OFF] is not None for row in results)
+
+    def off(text: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+        return lambda row: text(row) if row[ONEDNN_OFF] is not None else "-"
+
+    columns: list[_Column] = [("cell", False, lambda row: row["cell"])] if gated else []
+    columns += [
+        ("shape TxNxH_inxH_out", False, _shape_label),
+        ("layers", True, lambda row: str(row["num_layers"])),
+        ("dir", False, lambda row: _direction(row["bidirectional"])),
+        ("mode", False, lambda row: row["mode"]),
+        ("threads", True, lambda row: str(row["threads"])),
+        ("torch ms", True, lambda row: _format_ms(row["torch"]["median_ms"])),
+    ]
+    if onednn_off:
+        columns.append(
+            ("no-oneDNN ms", True, off(lambda row: _format_ms(row[ONEDNN_OFF]["median_ms"])))
+        )
+    columns += [
+        ("rnnkit ms", True, lambda row: _format_ms(row["rnnkit"]["median_ms"])),
+        ("ratio", True, lambda row: _format_ratio(row["ratio"], row["noisy"])),
+    ]
+    if onednn_off:
+        columns.append(
+            (
+                "ratio no-oneDNN",
+                True,
+                off(lambda row: _format_ratio(row["ratio_onednn_off"], row["noisy"])),
+            )
+        )
+    columns += [
+        ("bound %", True, lambda row: f"{100 * row['bound_fraction']:.0f}"),
+        ("torch peak", True, lambda row: _format_peak(row["torch"])),
+    ]
+    if onednn_off:
+        columns.append(("no-oneDNN peak", True, off(lambda row: _format_peak(row[ONEDNN_OFF]))))
+    columns.append(("rnnkit peak", True, lambda row: _format_peak(row["rnnkit"])))
+    return columns
 
 
 def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> str:
-    """Formats benchmark rows as a table followed by a summary line.
+    """Formats benchmark rows as a table followed by a summary line per cell.
 
     Times are medians in milliseconds; ``ratio`` is torch's time over rnnkit's
     (above 1: rnnkit is faster), marked ``*`` where the row was noisy; peaks
-    are the peak extra memory and its multiple of the output size.
+    are the peak extra memory and its multiple of the output size. Where LSTM
+    rows appear, ``no-oneDNN`` columns give torch.nn.LSTM with oneDNN off,
+    its time, rnnkit's ratio to it and its peak (``-`` in other cells' rows);
+    where other cells than the Elman one appear, a first column names the cell.
 
     Args:
         results: Rows as returned by ``run_benchmark``.
@@ -654,42 +782,32 @@ def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> s
     Returns:
         The table and the summary, without a trailing newline.
     """
-    cells = [_cells(row) for row in results]
-    headers = [header for header, _ in _COLUMNS]
+    columns = _columns(results)
+    cells = [[text(row) for _, _, text in columns] for row in results]
+    headers = [header for header, _, _ in columns]
+    summary = _summary_lines(results)
     if markdown:
         lines = [
             "| " + " | ".join(headers) + " |",
-            "|" + "|".join("---:" if right else "---" for _, right in _COLUMNS) + "|",
+            "|" + "|".join("---:" if right else "---" for _, right, _ in columns) + "|",
         ]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
-        return "\n".join([*lines, "", summarize(results)])
+        return "\n".join([*lines, *(part for line in summary for part in ("", line))])
     widths = [max(len(row[i]) for row in [headers, *cells]) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
             value.rjust(width) if right else value.ljust(width)
-            for value, width, (_, right) in zip(values, widths, _COLUMNS, strict=True)
+            for value, width, (_, right, _) in zip(values, widths, columns, strict=True)
         ).rstrip()
 
     lines = [line(headers), line(["-" * width for width in widths])]
     lines += [line(row) for row in cells]
-    return "\n".join([*lines, summarize(results)])
+    return "\n".join([*lines, *summary])
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
-    return [
-        _shape_label(row),
-        str(row["num_layers"]),
-        _direction(row["bidirectional"]),
-        row["mode"],
-        str(row["threads"]),
-        _format_ms(row["torch"]["median_ms"]),
-        _format_ms(row["rnnkit"]["median_ms"]),
-        f"{row['ratio']:.2f}" + ("*" if row["noisy"] else ""),
-        f"{100 * row['bound_fraction']:.0f}",
-        _format_peak(row["torch"]),
-        _format_peak(row["rnnkit"]),
-    ]
+def _format_ratio(ratio: float, noisy: bool) -> str:
+    return f"{ratio:.2f}" + ("*" if noisy else "")
 
 
 def _format_ms(ms: float) -> str:
@@ -716,32 +834,56 @@ def _format_bytes(nbytes: float) -> str:
 
 
 def summarize(results: Sequence[dict[str, Any]]) -> str:
-    """One line: how many rows rnnkit is slower in, and the mean ratio per mode.
+    """One line per cell: how many rows rnnkit is slower in, and the mean ratio per mode.
 
     Args:
         results: Rows as returned by ``run_benchmark``.
 
     Returns:
-        The summary line.
+        The summary, a line per cell present, in the order of ``CELLS``.
     """
+    return "\n".join(_summary_lines(results))
+
+
+def _summary_lines(results: Sequence[dict[str, Any]]) -> list[str]:
     if not results:
-        return "No rows."
-    slower = sum(row["ratio"] < 1 for row in results)
-    parts = [f"rnnkit is slower than torch.nn.RNN in {slower} of {len(results)} rows"]
-    means = [f"all {_geometric_mean([row['ratio'] for row in results]):.2f}"]
-    for mode in MODES:
-        ratios = [row["ratio"] for row in results if row["mode"] == mode]
-        if ratios and len(ratios) < len(results):
-            means.append(f"{mode} {_geometric_mean(ratios):.2f}")
-    parts.append("geometric-mean ratio " + ", ".join(means))
-    noisy = sum(row["noisy"] for row in results)
+        return ["No rows."]
+    lines = []
+    for cell in CELLS:
+        rows = [row for row in results if row["cell"] == cell]
+        if rows:
+            lines.append(_summarize_cell(f"torch.nn.{_LAYER_NAMES[cell]}", rows))
+    return lines
+
+
+def _summarize_cell(baseline: str, rows: Sequence[dict[str, Any]]) -> str:
+    slower = sum(row["ratio"] < 1 for row in rows)
+    onednn_off = [row for row in rows if row["ratio_onednn_off"] is not None]
+    first = f"rnnkit is slower than {baseline} in {slower} of {len(rows)} rows"
+    if onednn_off:
+        slower_off = sum(row["ratio_onednn_off"] < 1 for row in onednn_off)
+        first += f", than {baseline} with oneDNN off (no-oneDNN) in {slower_off}"
+    parts = [first, "geometric-mean ratio " + _mean_ratios(rows, "ratio")]
+    if onednn_off:
+        parts.append("with oneDNN off " + _mean_ratios(onednn_off, "ratio_onednn_off"))
+    noisy = sum(row["noisy"] for row in rows)
     if noisy:
         parts.append(
             f"noisy rows (*: an interquartile range above {_NOISY_SPREAD:.0%} of the "
             f"median): {noisy}"
         )
-    parts.append(f"max relative difference {max(row['max_rel_diff'] for row in results):.1e}")
+    parts.append(f"max relative difference {max(row['max_rel_diff'] for row in rows):.1e}")
     return "; ".join(parts) + "."
+
+
+def _mean_ratios(rows: Sequence[dict[str, Any]], key: str) -> str:
+    """``all 1.23, inference 1.50, train 1.01``: the geometric means over all rows and per mode."""
+    means = [f"all {_geometric_mean([row[key] for row in rows]):.2f}"]
+    for mode in MODES:
+        ratios = [row[key] for row in rows if row["mode"] == mode]
+        if ratios and len(ratios) < len(rows):
+            means.append(f"{mode} {_geometric_mean(ratios):.2f}")
+    return ", ".join(means)
 
 
 def _geometric_mean(values: Sequence[float]) -> float:
@@ -752,8 +894,9 @@ def environment() -> dict[str, Any]:
     """Describes the machine and versions, to store next to the results.
 
     Returns:
-        Versions of Python, torch and rnnkit, the platform, the CPU count and
-        the BLAS the compiled loops give large products (None without them).
+        Versions of Python, torch and rnnkit, the platform, the CPU count,
+        whether torch has oneDNN, and the BLAS the compiled loops give large
+        products (None without them).
     """
     try:
         from importlib.metadata import version
@@ -768,6 +911,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "onednn": torch.backends.mkldnn.is_available(),  # behind torch.nn.LSTM's default path
         "large_gemm_library": compiled.large_gemm_library() if compiled.available() else None,
     }
 
@@ -835,6 +979,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"smoke test: the reference shape {REFERENCE_SHAPE} only, short budgets",
     )
     parser.add_argument(
+        "--cell",
+        nargs="+",
+        dest="cells",
+        choices=(*CELLS, "all"),
+        help="whose layers to time against torch's: rnn (default), lstm, gru, or all; "
+        "LSTM rows add torch with oneDNN off",
+    )
+    parser.add_argument(
         "--shapes",
         nargs="+",
         type=parse_shape,
@@ -886,10 +1038,14 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     Returns:
         ``BenchmarkConfig.quick`` if ``--quick`` was given, else the default
         configuration, with every option that was given overriding its field.
+        ``--cell all`` stands for every cell; a cell named twice runs once.
     """
     names = ("shapes", "layers", "bidirectional", "modes", "threads", "repeats", "budget_s")
     names += ("warmup", "measure_memory", "seed")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.cells is not None:
+        named = (cell for value in args.cells for cell in (CELLS if value == "all" else (value,)))
+        overrides["cells"] = tuple(dict.fromkeys(named))
     if args.quick:
         return BenchmarkConfig.quick(**overrides)
     return BenchmarkConfig(**overrides)

@@ -2,11 +2,13 @@
 
 A recurrent layer cannot beat the matrix products it must do, and the
 per-step ones are dependent: step ``t`` needs ``h_{t-1}``. Per layer and
-direction the forward pass needs one input GEMM ``(T*N, H_in) @ (H_in, H)``
-plus ``T`` dependent ``(N, H) @ (H, H)`` GEMMs. A training step adds the same
-``T`` dependent GEMMs backward and the three gradient GEMMs over all steps
-(input, ``W_ih`` and ``W_hh``). Elementwise work (activations, bias) is left
-out, so the bound is optimistic and a real engine reaches a fraction of it.
+direction the forward pass needs one input GEMM ``(T*N, H_in) @ (H_in, G*H)``
+plus ``T`` dependent ``(N, H) @ (H, G*H)`` GEMMs, where ``G`` is the number of
+gates whose pre-activations the weights stack (1 for the Elman cell, 4 for
+LSTM, 3 for GRU). A training step adds ``T`` dependent ``(N, G*H) @ (G*H, H)``
+GEMMs backward and the three gradient GEMMs over all steps (input, ``W_ih`` and
+``W_hh``). Elementwise work (activations, gates, bias) is left out, so the bound
+is optimistic and a real engine reaches a fraction of it.
 
 The dependent GEMMs are timed two ways and the faster counts: in a compiled
 loop calling BLAS as :mod:`rnnkit.compiled` does (SciPy's on one thread for
@@ -35,7 +37,7 @@ _REPEATS = 5
 
 def sequential_gemm_bound_ms(
     steps: int, batch: int, input_size: int, hidden_size: int, num_layers: int,
-    bidirectional: bool, train: bool,
+    bidirectional: bool, train: bool, *, gates: int = 1,
 ) -> float:  # fmt: skip
     """The bound, in milliseconds, for one call of an RNN of this shape.
 
@@ -43,28 +45,35 @@ def sequential_gemm_bound_ms(
         steps, batch, input_size, hidden_size: ``T, N, H_in, H_out``.
         num_layers, bidirectional: the stack.
         train: a training step (forward and backward) rather than inference.
+        gates: ``G``, the gate blocks stacked in the weights: 1 (Elman), 4
+            (LSTM) or 3 (GRU).
 
     Returns:
         The summed best-of-5 times of the GEMMs the call cannot avoid.
     """
     with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
-        return _bound_ms(steps, batch, input_size, hidden_size, num_layers, bidirectional, train)
+        return _bound_ms(
+            steps, batch, input_size, hidden_size, num_layers, bidirectional, train, gates
+        )
 
 
-def _bound_ms(steps, batch, input_size, hidden_size, num_layers, bidirectional, train) -> float:
+def _bound_ms(
+    steps, batch, input_size, hidden_size, num_layers, bidirectional, train, gates
+) -> float:
     directions = 2 if bidirectional else 1
     rows = steps * batch
+    width = gates * hidden_size  # the pre-activations of all gates
     total = 0.0
     for layer in range(num_layers):
         layer_input = input_size if layer == 0 else directions * hidden_size
-        per_direction = _mm_ms(rows, layer_input, hidden_size) + _dependent_ms(
-            steps, batch, hidden_size
+        per_direction = _mm_ms(rows, layer_input, width) + _dependent_ms(
+            steps, batch, hidden_size, width
         )
         if train:
-            per_direction += _dependent_ms(steps, batch, hidden_size)
-            per_direction += _mm_ms(hidden_size, rows, hidden_size)  # dW_hh
-            per_direction += _mm_ms(hidden_size, rows, layer_input)  # dW_ih
-            per_direction += _mm_ms(rows, hidden_size, layer_input)  # dX
+            per_direction += _dependent_ms(steps, batch, width, hidden_size)
+            per_direction += _mm_ms(width, rows, hidden_size)  # dW_hh
+            per_direction += _mm_ms(width, rows, layer_input)  # dW_ih
+            per_direction += _mm_ms(rows, width, layer_input)  # dX
         total += directions * per_direction
     return total
 
@@ -74,10 +83,12 @@ def _mm_ms(m: int, k: int, n: int) -> float:
     return _best_ms(lambda: torch.mm(a, b))
 
 
-def _dependent_ms(steps: int, batch: int, hidden_size: int) -> float:
+def _dependent_ms(steps: int, batch: int, hidden_size: int, out_size: int | None = None) -> float:
+    """``steps`` products ``(batch, hidden_size) @ (hidden_size, out_size)``, one after another."""
+    out_size = hidden_size if out_size is None else out_size
     h = np.random.default_rng(0).standard_normal((batch, hidden_size), dtype=np.float32)
-    w = np.random.default_rng(1).standard_normal((hidden_size, hidden_size), dtype=np.float32)
-    out = np.zeros((batch, hidden_size), np.float32)
+    w = np.random.default_rng(1).standard_normal((hidden_size, out_size), dtype=np.float32)
+    out = np.zeros((batch, out_size), np.float32)
     h_t, w_t, out_t = torch.from_numpy(h), torch.from_numpy(w), torch.from_numpy(out)
     # torch at the caller's thread count: with several threads it splits large steps
     torch_ms = _best_ms(lambda: [torch.mm(h_t, w_t, out=out_t) for _ in range(steps)])

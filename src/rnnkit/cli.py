@@ -191,8 +191,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         parents=[common],
-        help="time rnnkit.RNN against torch.nn.RNN",
-        description="Time rnnkit.RNN against torch.nn.RNN on the same weights (as "
+        help="time rnnkit.RNN, LSTM or GRU against torch's layer",
+        description="Time rnnkit.RNN, LSTM or GRU (--cell) against torch.nn's layer of the "
+        "same name on the same weights, and LSTM also against torch with oneDNN off (as "
         "benchmarks/bench_rnn.py).",
     )
     from rnnkit import benchmark
