@@ -91,12 +91,6 @@ class LSTM(RecurrentBase):
         merge_mode, learn_initial_state = take_options(kwargs, "LSTM", proj_allowed=True)
         super().__init__()
         self.mode = "LSTM"
-        if proj_size < 0:
-            raise ValueError(
-                "proj_size should be a positive integer or zero to disable projections"
-            )
-        if isinstance(hidden_size, int) and proj_size >= hidden_size:
-            raise ValueError("proj_size has to be smaller than hidden_size")
         self._build(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             proj_size, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
@@ -106,6 +100,8 @@ class LSTM(RecurrentBase):
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
     def _states_of(self, hx) -> tuple[Tensor, Tensor]:
+        if not isinstance(hx, Tensor) and len(hx) > 2:
+            raise RuntimeError("lstm expects two hidden states")  # torch's kernel's words
         return tuple(hx)
 
     def _result_of(self, states):
@@ -122,7 +118,7 @@ class LSTM(RecurrentBase):
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.bidirectional, self.dropout, self.training, self.proj_size)
-        return gated_stack("lstm", data, states, all_weights, batch_sizes, *args)
+        return gated_stack("lstm", data, states, all_weights, batch_sizes, *args, engine=engine)
 
     def _run_reference(self, padded, states, all_weights, lengths):
         out, finals = lstm_reference(
@@ -204,7 +200,7 @@ class GRU(RecurrentBase):
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.bidirectional, self.dropout, self.training)
-        return gated_stack("gru", data, states, all_weights, batch_sizes, *args)
+        return gated_stack("gru", data, states, all_weights, batch_sizes, *args, engine=engine)
 
     def _run_reference(self, padded, states, all_weights, lengths):
         out, h_n = gru_reference(

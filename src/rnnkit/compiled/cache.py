@@ -144,6 +144,6 @@ def _fingerprint() -> str:
         numba_version = "unknown"
     here = Path(__file__).resolve().parent
     sources = [(name, (here / name).stat().st_mtime_ns, (here / name).stat().st_size)
-               for name in ("kernels.py", "blas.py")]  # fmt: skip
+               for name in ("kernels.py", "gated_kernels.py", "blas.py")]  # fmt: skip
     key = (numba_version, sys.version, platform.machine(), platform.node(), sources)
     return hashlib.sha1(repr(key).encode()).hexdigest()[:16]

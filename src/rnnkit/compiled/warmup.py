@@ -187,9 +187,13 @@ def load(dtype: torch.dtype) -> bool:
     Returns:
         Whether any kernel was compiled (rather than loaded from the disk cache).
     """
-    from rnnkit.compiled import kernels
+    from rnnkit.compiled import gated_kernels, kernels
 
-    dispatchers = [kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths]
+    dispatchers = [
+        kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths,
+        gated_kernels.lstm_forward_loop, gated_kernels.lstm_backward_walk,
+        gated_kernels.gru_forward_loop, gated_kernels.gru_backward_walk,
+    ]  # fmt: skip
     before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     cpu = time.thread_time()
     _exercise(dtype)
@@ -228,6 +232,28 @@ def _exercise(dtype: torch.dtype) -> None:
         d, grad_out, h_n, x, out, h0, w_ih, w_hh, 0, False, False, grad_x, grad_h0,
         accumulate_x=False, weight_grads=True, bias_grads=True,
     )  # fmt: skip
+    _exercise_gated(full, x, [batch] * steps)
+
+
+def _exercise_gated(full, x: torch.Tensor, batch_sizes: list[int]) -> None:
+    """:func:`_exercise` for the LSTM and GRU kernels, through the engine's layers
+    (a projected LSTM: the same signatures as one without)."""
+    from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
+    from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
+
+    hidden, batch, width, every = 3, batch_sizes[0], x.size(1), (True, True, True)
+    h0, c0 = full(1, batch, 2), full(1, batch, hidden)
+    lstm = [full(4 * hidden, width), full(4 * hidden, 2), full(4 * hidden), full(4 * hidden),
+            full(2, hidden)]  # fmt: skip
+    out, h_n, c_n, *saved = lstm_layer_forward(x, h0, c0, lstm, batch_sizes, (False,), True,
+                                               "compiled")  # fmt: skip
+    lstm_layer_backward(full(*out.shape), full(*h_n.shape), full(*c_n.shape), x, h0, c0, lstm,
+                        out, *saved, batch_sizes, (False,), True, every, "compiled")  # fmt: skip
+    h0 = full(1, batch, hidden)
+    gru = [full(3 * hidden, width), full(3 * hidden, hidden), full(3 * hidden), full(3 * hidden)]
+    out, h_n, *saved = gru_layer_forward(x, h0, gru, batch_sizes, (False,), "compiled")
+    gru_layer_backward(full(*out.shape), full(*h_n.shape), x, h0, gru, out, *saved, batch_sizes,
+                       (False,), every, "compiled")  # fmt: skip
 
 
 def _prepare_in_background(dtype: torch.dtype) -> None:

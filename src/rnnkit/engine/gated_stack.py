@@ -6,9 +6,8 @@ custom op (``rnnkit::lstm_layer``, ``rnnkit::gru_layer``, with fake
 implementations) while ``torch.compile`` or ``torch.export`` traces, and a
 plain call when nothing needs a gradient.
 
-The gated loops run on torch ops on every device and dtype; there are no
-compiled (numba) gated loops yet, so every engine name (``"auto"``,
-``"compiled"``, ``"fused"``) runs them.
+The time loops run compiled (:mod:`rnnkit.compiled.gated_kernels`) or in torch
+ops; :func:`rnnkit.engine.resolve_engine` picks, as for the Elman layer.
 """
 
 from __future__ import annotations
@@ -21,22 +20,21 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
-from rnnkit.engine.layer import grad_needed
+from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
-
-ENGINES = ("auto", "compiled", "fused")
 
 
 class LSTMLayerFunction(torch.autograd.Function):
     """:func:`lstm_layer_forward` and its backward for eager autograd."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, batch_sizes, directions, projected, *weights):
+    def forward(ctx, x, h0, c0, batch_sizes, directions, projected, engine, *weights):
         out, h_n, c_n, *saved = lstm_layer_forward(
-            x, h0, c0, weights, batch_sizes, directions, projected
+            x, h0, c0, weights, batch_sizes, directions, projected, engine
         )
         ctx.save_for_backward(x, h0, c0, out, *saved, *weights)
         ctx.args = (batch_sizes, directions, projected)
+        ctx.engine = engine
         return out, h_n, c_n
 
     @staticmethod
@@ -44,23 +42,26 @@ class LSTMLayerFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h_n, grad_c_n):
         x, h0, c0, out, gates, cells, tanh_cells, *weights = ctx.saved_tensors
         need = ctx.needs_input_grad
-        needs = (need[0], need[1] or need[2], any(need[6:]))
+        needs = (need[0], need[1] or need[2], any(need[7:]))
         grad_x, grad_h0, grad_c0, grad_weights = lstm_layer_backward(
             grad_out.contiguous(), grad_h_n, grad_c_n, x, h0, c0, weights, out,
-            gates, cells, tanh_cells, *ctx.args, needs,
+            gates, cells, tanh_cells, *ctx.args, needs, ctx.engine,
         )  # fmt: skip
-        grad_weights = _only_needed(grad_weights, need[6:])
-        return grad_x, grad_h0, grad_c0, None, None, None, *grad_weights
+        grad_weights = _only_needed(grad_weights, need[7:])
+        return grad_x, grad_h0, grad_c0, None, None, None, None, *grad_weights
 
 
 class GRULayerFunction(torch.autograd.Function):
     """:func:`gru_layer_forward` and its backward for eager autograd."""
 
     @staticmethod
-    def forward(ctx, x, h0, batch_sizes, directions, *weights):
-        out, h_n, gates, products = gru_layer_forward(x, h0, weights, batch_sizes, directions)
+    def forward(ctx, x, h0, batch_sizes, directions, engine, *weights):
+        out, h_n, gates, products = gru_layer_forward(
+            x, h0, weights, batch_sizes, directions, engine
+        )
         ctx.save_for_backward(x, h0, out, gates, products, *weights)
         ctx.args = (batch_sizes, directions)
+        ctx.engine = engine
         return out, h_n
 
     @staticmethod
@@ -68,12 +69,12 @@ class GRULayerFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_h_n):
         x, h0, out, gates, products, *weights = ctx.saved_tensors
         need = ctx.needs_input_grad
-        needs = (need[0], need[1], any(need[4:]))
+        needs = (need[0], need[1], any(need[5:]))
         grad_x, grad_h0, grad_weights = gru_layer_backward(
             grad_out.contiguous(), grad_h_n, x, h0, weights, out, gates, products,
-            *ctx.args, needs,
+            *ctx.args, needs, ctx.engine,
         )  # fmt: skip
-        return grad_x, grad_h0, None, None, *_only_needed(grad_weights, need[4:])
+        return grad_x, grad_h0, None, None, None, *_only_needed(grad_weights, need[5:])
 
 
 def _only_needed(grads, needed) -> list:
@@ -94,12 +95,14 @@ def _lstm_layer_op(
     batch_sizes: list[int],
     directions: list[bool],
     projected: bool,
+    engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected)
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
+    return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, engine)
 
 
 @_lstm_layer_op.register_fake
-def _(x, h0, c0, weights, batch_sizes, directions, projected):
+def _(x, h0, c0, weights, batch_sizes, directions, projected, engine):
     rows, hidden = x.size(0), c0.size(2)
     gates = x.new_empty(len(directions), rows, 4 * hidden)
     cells = x.new_empty(len(directions), rows, hidden)
@@ -121,24 +124,27 @@ def _lstm_layer_backward_op(
     batch_sizes: list[int],
     directions: list[bool],
     projected: bool,
+    engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
     grad_x, grad_h0, grad_c0, grad_weights = lstm_layer_backward(
         grad_out.contiguous(), grad_h_n, grad_c_n, x, h0, c0, weights, *saved,
-        batch_sizes, directions, projected, (True, True, True),
+        batch_sizes, directions, projected, (True, True, True), engine,
     )  # fmt: skip
     return grad_x, grad_h0, grad_c0, [g.contiguous() for g in grad_weights]
 
 
 @_lstm_layer_backward_op.register_fake
-def _(grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, saved, batch_sizes, directions, projected):
+def _(grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, saved, batch_sizes, directions, projected,
+      engine):  # fmt: skip
     like = [w.new_empty(w.shape) for w in weights]
     return x.new_empty(x.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape), like
 
 
 def _lstm_setup_context(ctx, inputs, output):
-    x, h0, c0, weights, batch_sizes, directions, projected = inputs
+    x, h0, c0, weights, batch_sizes, directions, projected, engine = inputs
     ctx.save_for_backward(x, h0, c0, *output[:1], *output[3:], *weights)
-    ctx.args = (batch_sizes, directions, projected)
+    ctx.args = (batch_sizes, directions, projected, engine)
 
 
 def _lstm_op_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
@@ -150,7 +156,7 @@ def _lstm_op_backward(ctx, grad_out, grad_h_n, grad_c_n, *_):
         grad_out, grad_h_n, grad_c_n, x, h0, c0, weights,
         [out, gates, cells, tanh_cells], *ctx.args,
     )  # fmt: skip
-    return grad_x, grad_h0, grad_c0, grad_weights, None, None, None
+    return grad_x, grad_h0, grad_c0, grad_weights, None, None, None, None
 
 
 _lstm_layer_op.register_autograd(_lstm_op_backward, setup_context=_lstm_setup_context)
@@ -163,12 +169,14 @@ def _gru_layer_op(
     weights: list[Tensor],
     batch_sizes: list[int],
     directions: list[bool],
+    engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return gru_layer_forward(x, h0, weights, batch_sizes, directions)
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine)
 
 
 @_gru_layer_op.register_fake
-def _(x, h0, weights, batch_sizes, directions):
+def _(x, h0, weights, batch_sizes, directions, engine):
     gates = x.new_empty(len(directions), x.size(0), 3 * h0.size(2))
     out = x.new_empty(x.size(0), h0.size(0) * h0.size(2))
     return out, h0.new_empty(h0.shape), gates, gates.new_empty(gates.shape)
@@ -184,23 +192,25 @@ def _gru_layer_backward_op(
     saved: list[Tensor],
     batch_sizes: list[int],
     directions: list[bool],
+    engine: str,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
     grad_x, grad_h0, grad_weights = gru_layer_backward(
         grad_out.contiguous(), grad_h_n, x, h0, weights, *saved,
-        batch_sizes, directions, (True, True, True),
+        batch_sizes, directions, (True, True, True), engine,
     )  # fmt: skip
     return grad_x, grad_h0, [g.contiguous() for g in grad_weights]
 
 
 @_gru_layer_backward_op.register_fake
-def _(grad_out, grad_h_n, x, h0, weights, saved, batch_sizes, directions):
+def _(grad_out, grad_h_n, x, h0, weights, saved, batch_sizes, directions, engine):
     return x.new_empty(x.shape), h0.new_empty(h0.shape), [w.new_empty(w.shape) for w in weights]
 
 
 def _gru_setup_context(ctx, inputs, output):
-    x, h0, weights, batch_sizes, directions = inputs
+    x, h0, weights, batch_sizes, directions, engine = inputs
     ctx.save_for_backward(x, h0, output[0], *output[2:], *weights)
-    ctx.args = (batch_sizes, directions)
+    ctx.args = (batch_sizes, directions, engine)
 
 
 def _gru_op_backward(ctx, grad_out, grad_h_n, *_):
@@ -210,7 +220,7 @@ def _gru_op_backward(ctx, grad_out, grad_h_n, *_):
     grad_x, grad_h0, grad_weights = _gru_layer_backward_op(
         grad_out, grad_h_n, x, h0, weights, [out, gates, products], *ctx.args
     )
-    return grad_x, grad_h0, grad_weights, None, None
+    return grad_x, grad_h0, grad_weights, None, None, None
 
 
 _gru_layer_op.register_autograd(_gru_op_backward, setup_context=_gru_setup_context)
@@ -219,26 +229,29 @@ _gru_layer_op.register_autograd(_gru_op_backward, setup_context=_gru_setup_conte
 # -- stacks ---------------------------------------------------------------------
 
 
-def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected):
+def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected, engine):
     """One LSTM layer through the right wrapper. Returns ``(out, h_n, c_n)``."""
     if torch.compiler.is_compiling():
         result = _lstm_layer_op(
-            x, h0, c0, list(weights), list(batch_sizes), list(directions), projected
+            x, h0, c0, list(weights), list(batch_sizes), list(directions), projected, engine
         )
         return result[:3]
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
+    args = (batch_sizes, directions, projected, engine)
     if grad_needed(x, h0, [c0, *weights]):
-        return LSTMLayerFunction.apply(x, h0, c0, batch_sizes, directions, projected, *weights)
-    return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected)[:3]
+        return LSTMLayerFunction.apply(x, h0, c0, *args, *weights)
+    return lstm_layer_forward(x, h0, c0, weights, *args)[:3]
 
 
-def _gru_layer(x, h0, weights, batch_sizes, directions):
+def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
     """One GRU layer through the right wrapper. Returns ``(out, h_n)``."""
     if torch.compiler.is_compiling():
-        result = _gru_layer_op(x, h0, list(weights), list(batch_sizes), list(directions))
+        result = _gru_layer_op(x, h0, list(weights), list(batch_sizes), list(directions), engine)
         return result[:2]
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
     if grad_needed(x, h0, weights):
-        return GRULayerFunction.apply(x, h0, batch_sizes, directions, *weights)
-    return gru_layer_forward(x, h0, weights, batch_sizes, directions)[:2]
+        return GRULayerFunction.apply(x, h0, batch_sizes, directions, engine, *weights)
+    return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine)[:2]
 
 
 def gated_stack(
@@ -251,6 +264,7 @@ def gated_stack(
     dropout: float,
     training: bool,
     proj_size: int = 0,
+    engine: str = "auto",
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """A multi-layer, optionally bidirectional LSTM or GRU over packed rows.
 
@@ -265,6 +279,8 @@ def gated_stack(
         dropout: dropout on the outputs of all layers but the last.
         training: dropout applies only when True.
         proj_size: the LSTM's projection size, 0 for none.
+        engine: ``"auto"``, ``"compiled"`` or ``"fused"`` (see
+            :func:`rnnkit.engine.resolve_engine`).
 
     Returns:
         ``(out, final_states)``, final_states shaped as ``states``.
@@ -283,11 +299,12 @@ def gated_stack(
         layer_states = [s[rows] for s in states]
         if cell == "lstm":
             layer_input, *last = _lstm_layer(
-                layer_input, *layer_states, weights, batch_sizes, directions, proj_size > 0
-            )
+                layer_input, *layer_states, weights, batch_sizes, directions, proj_size > 0,
+                engine,
+            )  # fmt: skip
         else:
             layer_input, *last = _gru_layer(
-                layer_input, *layer_states, weights, batch_sizes, directions
+                layer_input, *layer_states, weights, batch_sizes, directions, engine
             )
         finals.append(last)
         if dropout and training and layer < num_layers - 1:

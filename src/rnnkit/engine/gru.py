@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 
 
@@ -36,7 +37,7 @@ def _input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
     return bias
 
 
-def gru_layer_forward(x, h0, weights, batch_sizes, directions):
+def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
     """The forward pass of every direction of one GRU layer.
 
     Args:
@@ -45,6 +46,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions):
         weights: per direction ``w_ih, w_hh[, b_ih, b_hh]``, flattened.
         batch_sizes: rows per step.
         directions: per direction, whether it runs in reverse.
+        engine: ``"compiled"`` (the time loop compiled) or ``"fused"`` (torch ops).
 
     Returns:
         ``(out, h_n, gates, hidden_products)``: the outputs, the last states, and
@@ -59,15 +61,23 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions):
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)
     products = torch.empty_like(gates)
-    h_n = torch.empty_like(h0)
+    h_n = h0.new_empty(h0.shape)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         gate_rows, product_rows = gates[k], products[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
         torch.mm(x, w_ih.t(), out=gate_rows)  # (R, 3H)
         if b_ih is not None:
             gate_rows.add_(_input_bias(b_ih, b_hh))
-            bias_hn = torch.cat([torch.zeros_like(b_hh[: 2 * hidden]), b_hh[2 * hidden :]])
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
+        if engine == "compiled":
+            b_hn = None if b_hh is None else b_hh[2 * hidden :]
+            compiled_gated.gru_forward(
+                gate_rows, product_rows, out, k * hidden, h0[k], w_hh_t, b_hn, batch_sizes,
+                directions[k], h_n[k],
+            )  # fmt: skip
+            continue
+        if b_ih is not None:
+            bias_hn = torch.cat([torch.zeros_like(b_hh[: 2 * hidden]), b_hh[2 * hidden :]])
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
             h_prev = previous_rows(out_k, h0[k], previous, n)
@@ -87,8 +97,9 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions):
 
 
 def gru_layer_backward(
-    grad_out, grad_h_n, x, h0, weights, out, gates, products, batch_sizes, directions, needs
-):
+    grad_out, grad_h_n, x, h0, weights, out, gates, products, batch_sizes, directions, needs,
+    engine="fused",
+):  # fmt: skip
     """Backpropagation through time for every direction of one GRU layer.
 
     Args:
@@ -97,6 +108,7 @@ def gru_layer_backward(
         out, gates, products: what :func:`gru_layer_forward` returned.
         batch_sizes, directions: as in the forward.
         needs: whether ``x``, ``h0`` and the weights need a gradient.
+        engine: as in the forward.
 
     Returns:
         ``(grad_x, grad_h0, grad_weights)``, None where ``needs`` says no;
@@ -107,33 +119,28 @@ def gru_layer_backward(
     """
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
     grad_x = x.new_empty(x.shape) if needs[0] else None
-    grad_h0 = torch.empty_like(h0)
+    grad_h0 = h0.new_empty(h0.shape)
     grad_weights = [] if needs[2] else None
     d_out = x.new_empty(rows, hidden)  # dL/dh at every row
     d_hidden = x.new_empty(rows, 3 * hidden)  # dL/d(recurrent pre-activations)
+    d_input = torch.empty_like(d_hidden)  # dL/d(input pre-activations)
     for k, (w_ih, w_hh, b_ih, _) in enumerate(_split(weights, num_directions)):
         reverse = directions[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
         grad_out_k = grad_out[:, k * hidden : (k + 1) * hidden]
-        r, z, n = gates[k].split(hidden, dim=1)  # (R, H) each
         h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, H)
-        # dL/d(pre-activation) per unit of dL/dh, for all rows: n, z, then r
-        # (through n's product with W_hn h + b_hn).
-        scale_n = (1 - z) * (1 - n * n)
-        scale_z = (h_prev - n) * z * (1 - z)
-        scale_r = products[k][:, 2 * hidden :] * r * (1 - r) * scale_n
-        scale = torch.stack([scale_r, scale_z, scale_n * r], dim=1)  # (R, 3, H)
         carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
-        for first, end, rows_t in reversed(steps_in_order(batch_sizes, reverse)):
-            dh = d_out[first:end]
-            torch.add(grad_out_k[first:end], carry[:rows_t], out=dh)
-            dg = d_hidden[first:end]  # (n, 3H)
-            torch.mul(scale[first:end], dh.unsqueeze(1), out=dg.unflatten(1, (3, -1)))
-            torch.mul(dh, z[first:end], out=carry[:rows_t])
-            carry[:rows_t].addmm_(dg, w_hh)
+        if engine == "compiled":
+            compiled_gated.gru_backward(
+                d_hidden, d_input, grad_out, out, k * hidden, gates[k], products[k], h0[k],
+                w_hh, batch_sizes, reverse, carry,
+            )  # fmt: skip
+        else:
+            _walk_back(
+                d_hidden, d_input, d_out, grad_out_k, gates[k], products[k], h_prev, w_hh,
+                batch_sizes, reverse, carry,
+            )  # fmt: skip
         grad_h0[k] = carry
-        d_input = d_hidden.clone()  # dL/d(input pre-activations): n's is not scaled by r
-        torch.mul(d_out, scale_n, out=d_input[:, 2 * hidden :])
         if grad_x is not None:
             grad_x.copy_(d_input.mm(w_ih)) if k == 0 else grad_x.addmm_(d_input, w_ih)
         if grad_weights is None:
@@ -142,3 +149,32 @@ def gru_layer_backward(
         if b_ih is not None:
             grad_weights += [d_input.sum(0), d_hidden.sum(0)]
     return grad_x, grad_h0, grad_weights
+
+
+def _walk_back(d_hidden, d_input, d_out, grad_out, gates, products, h_prev, w_hh, batch_sizes,
+               reverse, carry) -> None:  # fmt: skip
+    """One direction's walk back in time in torch ops: fills ``d_hidden`` and
+    ``d_input``; ``carry`` enters as dL/dh_n and leaves as dL/dh_0.
+
+    Shape:
+        as in :func:`gru_layer_backward`; grad_out ``(R, H)`` (this direction's
+        columns), h_prev ``(R, H)`` the state each row's step started from.
+    """
+    hidden = h_prev.size(1)
+    r, z, n = gates.split(hidden, dim=1)  # (R, H) each
+    # dL/d(pre-activation) per unit of dL/dh, for all rows: n, z, then r
+    # (through n's product with W_hn h + b_hn).
+    scale_n = (1 - z) * (1 - n * n)
+    scale_z = (h_prev - n) * z * (1 - z)
+    scale_r = products[:, 2 * hidden :] * r * (1 - r) * scale_n
+    scale = torch.stack([scale_r, scale_z, scale_n * r], dim=1)  # (R, 3, H)
+    for first, end, rows_t in reversed(steps_in_order(batch_sizes, reverse)):
+        dh = d_out[first:end]
+        torch.add(grad_out[first:end], carry[:rows_t], out=dh)
+        dg = d_hidden[first:end]  # (n, 3H)
+        torch.mul(scale[first:end], dh.unsqueeze(1), out=dg.unflatten(1, (3, -1)))
+        torch.mul(dh, z[first:end], out=carry[:rows_t])
+        carry[:rows_t].addmm_(dg, w_hh)
+    # n's input pre-activation is not scaled by r
+    d_input.copy_(d_hidden)
+    torch.mul(d_out, scale_n, out=d_input[:, 2 * hidden :])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 
 
@@ -52,7 +53,7 @@ def split_lstm_weights(weights, num_directions: int, projected: bool) -> list[tu
     return parts
 
 
-def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
+def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, engine="fused"):
     """The forward pass of every direction of one LSTM layer.
 
     Args:
@@ -62,6 +63,7 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
         batch_sizes: rows per step.
         directions: per direction, whether it runs in reverse.
         projected: whether each direction has a projection ``w_hr``.
+        engine: ``"compiled"`` (the time loop compiled) or ``"fused"`` (torch ops).
 
     Returns:
         ``(out, h_n, c_n, gates, cells, tanh_cells)``: the outputs, the last
@@ -78,7 +80,7 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
     gates = x.new_empty(num_directions, rows, 4 * hidden)
     cells = x.new_empty(num_directions, rows, hidden)
     tanh_cells = torch.empty_like(cells)
-    h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
+    h_n, c_n = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
     raw = x.new_empty(batch_sizes[0], hidden) if projected else None  # o * tanh(c) of a step
     parts = split_lstm_weights(weights, num_directions, projected)
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(parts):
@@ -89,6 +91,12 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
             gate_rows.add_(_to_engine_order(b_ih + b_hh))
         w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
+        if engine == "compiled":
+            compiled_gated.lstm_forward(
+                gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k], w_hh_t,
+                w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k],
+            )  # fmt: skip
+            continue
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
             g = gate_rows[first:end]  # (n, 4H)
@@ -114,7 +122,7 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected):
 
 def lstm_layer_backward(
     grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, out, gates, cells, tanh_cells,
-    batch_sizes, directions, projected, needs,
+    batch_sizes, directions, projected, needs, engine="fused",
 ):  # fmt: skip
     """Backpropagation through time for every direction of one LSTM layer.
 
@@ -124,6 +132,7 @@ def lstm_layer_backward(
         out, gates, cells, tanh_cells: what :func:`lstm_layer_forward` returned.
         batch_sizes, directions, projected: as in the forward.
         needs: whether ``x``, the initial states and the weights need a gradient.
+        engine: as in the forward.
 
     Returns:
         ``(grad_x, grad_h0, grad_c0, grad_weights)``, None where ``needs`` says no;
@@ -135,7 +144,7 @@ def lstm_layer_backward(
     num_directions, rows = len(directions), x.size(0)
     hidden, out_size = c0.size(2), h0.size(2)
     grad_x = x.new_empty(x.shape) if needs[0] else None
-    grad_h0, grad_c0 = torch.empty_like(h0), torch.empty_like(c0)
+    grad_h0, grad_c0 = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
     grad_weights = [] if needs[2] else None
     d_gates = x.new_empty(rows, 4 * hidden)  # dL/d(pre-activation), reused per direction
     d_out = x.new_empty(rows, out_size)  # dL/dh at every row
@@ -146,30 +155,20 @@ def lstm_layer_backward(
         reverse = directions[k]
         out_k = out[:, k * out_size : (k + 1) * out_size]
         grad_out_k = grad_out[:, k * out_size : (k + 1) * out_size]
-        o, i, f, g = gates[k].split(hidden, dim=1)  # (R, H) each
         tanh_c = tanh_cells[k]
-        # The factors of the backward walk that do not depend on it, for all rows:
-        # dc = dc_next * f_next + dh * a; d(o) = dh * b; d(i, f, g) = dc * scale.
-        a = o * (1 - tanh_c * tanh_c)
-        b = tanh_c * o * (1 - o)
-        c_prev = previous_states(cells[k], c0[k], batch_sizes, reverse)
-        scale = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=1)
         w_hh_engine = _to_engine_order(w_hh)  # (4H, P)
         carry_h = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         carry_c = grad_c_n[k].clone()
-        for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
-            dh = d_out[first:end]
-            torch.add(grad_out_k[first:end], carry_h[:n], out=dh)
-            d_raw_t = d_raw[first:end]
-            if w_hr is not None:
-                torch.mm(dh, w_hr, out=d_raw_t)
-            dc = d_cell[:n]
-            torch.addcmul(carry_c[:n], d_raw_t, a[first:end], out=dc)
-            dg = d_gates[first:end]  # (n, 4H)
-            torch.mul(d_raw_t, b[first:end], out=dg[:, :hidden])
-            torch.mul(scale[first:end], dc.unsqueeze(1), out=dg[:, hidden:].unflatten(1, (3, -1)))
-            torch.mul(dc, f[first:end], out=carry_c[:n])
-            torch.mm(dg, w_hh_engine, out=carry_h[:n])
+        if engine == "compiled":
+            compiled_gated.lstm_backward(
+                d_gates, d_out, d_raw, grad_out, k * out_size, gates[k], cells[k], tanh_c,
+                c0[k], w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
+            )  # fmt: skip
+        else:
+            _walk_back(
+                d_gates, d_out, d_raw, d_cell, grad_out_k, gates[k], cells[k], tanh_c, c0[k],
+                w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
+            )  # fmt: skip
         grad_h0[k], grad_c0[k] = carry_h, carry_c
         w_ih_engine = _to_engine_order(w_ih)  # (4H, H_in)
         if grad_x is not None:
@@ -185,5 +184,39 @@ def lstm_layer_backward(
             bias = _to_torch_order(d_gates.sum(0))
             grad_weights += [bias, bias.clone()]
         if w_hr is not None:
+            o = gates[k][:, :hidden]
             grad_weights.append(d_out.t().mm(o * tanh_c))  # (P, H)
     return grad_x, grad_h0, grad_c0, grad_weights
+
+
+def _walk_back(d_gates, d_out, d_raw, d_cell, grad_out, gates, cells, tanh_c, c0, w_hh, w_hr,
+               batch_sizes, reverse, carry_h, carry_c) -> None:  # fmt: skip
+    """One direction's walk back in time in torch ops: fills ``d_gates``, ``d_out`` and
+    ``d_raw``; ``carry_h``/``carry_c`` enter as dL/dh_n, dL/dc_n and leave as dL/dh_0,
+    dL/dc_0.
+
+    Shape:
+        as in :func:`lstm_layer_backward`; grad_out ``(R, P)`` (this direction's
+        columns), gates ``(R, 4H)`` (order ``o, i, f, g``), w_hh ``(4H, P)`` in that order.
+    """
+    hidden = cells.size(1)
+    o, i, f, g = gates.split(hidden, dim=1)  # (R, H) each
+    # The factors of the walk that do not depend on it, for all rows:
+    # dc = dc_next * f_next + dh * a; d(o) = dh * b; d(i, f, g) = dc * scale.
+    a = o * (1 - tanh_c * tanh_c)
+    b = tanh_c * o * (1 - o)
+    c_prev = previous_states(cells, c0, batch_sizes, reverse)
+    scale = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g)], dim=1)
+    for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
+        dh = d_out[first:end]
+        torch.add(grad_out[first:end], carry_h[:n], out=dh)
+        d_raw_t = d_raw[first:end]
+        if w_hr is not None:
+            torch.mm(dh, w_hr, out=d_raw_t)
+        dc = d_cell[:n]
+        torch.addcmul(carry_c[:n], d_raw_t, a[first:end], out=dc)
+        dg = d_gates[first:end]  # (n, 4H)
+        torch.mul(d_raw_t, b[first:end], out=dg[:, :hidden])
+        torch.mul(scale[first:end], dc.unsqueeze(1), out=dg[:, hidden:].unflatten(1, (3, -1)))
+        torch.mul(dc, f[first:end], out=carry_c[:n])
+        torch.mm(dg, w_hh, out=carry_h[:n])

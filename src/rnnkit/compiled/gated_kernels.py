@@ -1,0 +1,305 @@
+"""Compiled time loops of the LSTM and GRU: the loops of :mod:`rnnkit.engine.lstm` and
+:mod:`rnnkit.engine.gru`, without an interpreter round trip per op.
+
+Each step is one BLAS product (the recurrent one; two with an LSTM projection)
+and one fused loop over the step's rows that applies every gate, so a step
+costs its arithmetic. The input projections before the loop and the weight
+gradients after it are large GEMMs, left to torch.
+
+Layouts are the torch-ops engine's: packed rows (step ``t`` owns rows
+``offsets[t] : offsets[t] + batch_sizes[t]``), LSTM gates in the order ``o, i,
+f, g``, GRU gates ``r, z, n``; a direction's output is the columns ``column :
+column + H_out`` of a buffer the directions share. All arrays are C-contiguous.
+
+``consts`` carries ``0.5`` and ``1.0`` in the arrays' dtype, so that float32
+arithmetic stays float32 (a Python float literal would promote it to float64).
+``fast`` (float32) takes the rational tanh of :mod:`rnnkit.compiled.kernels`;
+float64 takes ``np.tanh``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from rnnkit.compiled.blas import scratch
+from rnnkit.compiled.cache import configure_numba
+from rnnkit.compiled.kernels import _fast_tanh, _matmul_accumulate, _offsets
+
+_CACHE = configure_numba()
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh(x, fast):
+    return _fast_tanh(x) if fast else np.tanh(x)
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid(x, fast, half):
+    return half * _tanh(half * x, fast) + half  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def _recurrent_product(states, column, width, h0, w_t, into, offsets, batch_sizes, t, reverse,
+                       small_gemm, int_args, scalar_args):  # fmt: skip
+    """``into += h_prev @ w_t`` for step ``t``'s rows: the previous step's states in
+    ``states[:, column : column + width]``, or ``h0`` for sequences starting at ``t``."""
+    n, steps = batch_sizes[t], batch_sizes.shape[0]
+    if not reverse:
+        if t == 0:
+            _matmul_accumulate(h0[:n], w_t, into, small_gemm, int_args, scalar_args)
+        else:
+            first = offsets[t - 1]
+            previous = states[first : first + n, column : column + width]
+            _matmul_accumulate(previous, w_t, into, small_gemm, int_args, scalar_args)
+        return
+    n_next = batch_sizes[t + 1] if t + 1 < steps else 0  # they continue; the rest start here
+    previous = states[offsets[t + 1] : offsets[t + 1] + n_next, column : column + width]
+    _matmul_accumulate(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args)
+    _matmul_accumulate(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _previous_row(offsets, batch_sizes, t, r, reverse):
+    """The packed row holding the state sequence ``r`` had before step ``t``, or -1: h0."""
+    if not reverse:
+        return offsets[t - 1] + r if t > 0 else -1
+    if t + 1 < batch_sizes.shape[0] and r < batch_sizes[t + 1]:
+        return offsets[t + 1] + r
+    return -1
+
+
+@njit(cache=_CACHE, nogil=True)
+def _last_rows(states, column, batch_sizes, offsets, reverse, into):
+    """Each sequence's state after its last processed step, into ``into``."""
+    width, steps = into.shape[1], batch_sizes.shape[0]
+    for t in range(1 if reverse else steps):
+        n = batch_sizes[t]
+        n_next = 0 if reverse or t + 1 == steps else batch_sizes[t + 1]
+        for i in range(n_next, n):
+            for j in range(width):
+                into[i, j] = states[offsets[t] + i, np.uint64(column) + np.uint64(j)]
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def lstm_forward_loop(
+    gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, raw, batch_sizes, reverse,
+    fast, consts, small_gemm, tall_rows, h_n, c_n,
+):  # fmt: skip
+    """One LSTM direction's recurrence.
+
+    Args:
+        gates: each row's input projection plus bias (order ``o, i, f, g``);
+            becomes the activated gates.
+        cells, tanh_cells: written with every row's cell state and its tanh.
+        out: written with the hidden states, in columns ``column : column + P``.
+        h0, c0: initial states.
+        w_hh_t: the recurrent weight, transposed, rows in gate order ``o, i, f, g``.
+        w_hr_t: the projection, transposed; 0 rows: none.
+        raw: scratch for one step's ``o * tanh(c)`` (used with a projection).
+        batch_sizes, reverse, fast, consts, small_gemm, tall_rows: see the module doc.
+        h_n, c_n: written with each sequence's last states.
+
+    Shape:
+        gates ``(R, 4H)``, cells and tanh_cells ``(R, H)``, out ``(R, W)``, h0
+        ``(N, P)``, c0 ``(N, H)``, w_hh_t ``(P, 4H)``, w_hr_t ``(H, P)``, raw ``(N, H)``.
+    """
+    int_args, scalar_args = scratch(gates.dtype, tall_rows)
+    half = consts[0]
+    hidden, width = cells.shape[1], h0.shape[1]
+    projected = w_hr_t.shape[0] > 0
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
+    for i in range(steps):
+        t = steps - 1 - i if reverse else i
+        n, start = batch_sizes[t], offsets[t]
+        _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
+                           batch_sizes, t, reverse, small_gemm, int_args, scalar_args)  # fmt: skip
+        for r in range(n):
+            row = start + r
+            before = _previous_row(offsets, batch_sizes, t, r, reverse)
+            for j in range(hidden):
+                u = np.uint64(j)
+                o = _sigmoid(gates[row, u], fast, half)
+                gi = _sigmoid(gates[row, h1 + u], fast, half)
+                f = _sigmoid(gates[row, h2 + u], fast, half)
+                g = _tanh(gates[row, h3 + u], fast)
+                c_prev = cells[before, u] if before >= 0 else c0[r, u]
+                c = f * c_prev + gi * g
+                tanh_c = _tanh(c, fast)
+                gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
+                    o, gi, f, g,
+                )  # fmt: skip
+                cells[row, u], tanh_cells[row, u] = c, tanh_c
+                if projected:
+                    raw[r, u] = o * tanh_c
+                else:
+                    out[row, np.uint64(column) + u] = o * tanh_c
+        if projected:
+            rows = out[start : start + n, column : column + width]
+            rows[:] = 0.0
+            _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args)
+    _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
+    _last_rows(cells, 0, batch_sizes, offsets, reverse, c_n)
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def lstm_backward_walk(
+    d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_cells, c0, w_hh, w_hr,
+    batch_sizes, reverse, consts, small_gemm, tall_rows, carry_h, carry_c,
+):  # fmt: skip
+    """One LSTM direction's walk back in time: dL/d(pre-activation) of every row.
+
+    Args:
+        d_gates: written, gate order ``o, i, f, g``.
+        d_out: written with dL/dh of every row.
+        d_raw: written with dL/d(o * tanh(c)) (with a projection; else ``d_out`` itself).
+        grad_out: upstream gradient of the output, columns ``column : column + P``.
+        gates, cells, tanh_cells, c0: from the forward pass.
+        w_hh: the recurrent weight, rows in gate order ``o, i, f, g``.
+        w_hr: the projection; 0 rows: none.
+        carry_h, carry_c: on entry dL/dh_n and dL/dc_n; on return dL/dh_0 and dL/dc_0.
+
+    Shape:
+        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(R, H)``, grad_out ``(R, W)``,
+        w_hh ``(4H, P)``, w_hr ``(P, H)``, carry_h ``(N, P)``, carry_c ``(N, H)``.
+    """
+    int_args, scalar_args = scratch(d_gates.dtype, tall_rows)
+    one = consts[1]
+    hidden, width = cells.shape[1], carry_h.shape[1]
+    projected = w_hr.shape[0] > 0
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
+    for i in range(steps):
+        t = i if reverse else steps - 1 - i
+        n, start = batch_sizes[t], offsets[t]
+        for r in range(n):
+            for j in range(width):
+                u = np.uint64(j)
+                d_out[start + r, u] = grad_out[start + r, np.uint64(column) + u] + carry_h[r, u]
+        if projected:
+            d_raw[start : start + n] = 0.0
+            _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[start : start + n],
+                               small_gemm, int_args, scalar_args)  # fmt: skip
+        for r in range(n):
+            row = start + r
+            before = _previous_row(offsets, batch_sizes, t, r, reverse)
+            for j in range(hidden):
+                u = np.uint64(j)
+                dh = d_raw[row, u]
+                o, gi = gates[row, u], gates[row, h1 + u]
+                f, g = gates[row, h2 + u], gates[row, h3 + u]
+                tanh_c = tanh_cells[row, u]
+                c_prev = cells[before, u] if before >= 0 else c0[r, u]
+                dc = carry_c[r, u] + dh * o * (one - tanh_c * tanh_c)
+                d_gates[row, u] = dh * tanh_c * o * (one - o)
+                d_gates[row, h1 + u] = dc * g * gi * (one - gi)
+                d_gates[row, h2 + u] = dc * c_prev * f * (one - f)
+                d_gates[row, h3 + u] = dc * gi * (one - g * g)
+                carry_c[r, u] = dc * f
+        into = carry_h[:n]
+        into[:] = 0.0
+        _matmul_accumulate(d_gates[start : start + n], w_hh, into, small_gemm, int_args,
+                           scalar_args)  # fmt: skip
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def gru_forward_loop(
+    gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, fast, consts,
+    small_gemm, tall_rows, h_n,
+):  # fmt: skip
+    """One GRU direction's recurrence.
+
+    Args:
+        gates: each row's input projection plus ``b_ih`` (and ``b_hh`` for r, z);
+            becomes the activated gates ``r, z, n``.
+        products: written with each row's recurrent product ``W_hh h_prev``, plus
+            ``b_hn`` in the ``n`` columns.
+        out: written with the hidden states, in columns ``column : column + H``.
+        h0: initial states. w_hh_t: the recurrent weight, transposed.
+        bias_hn: ``b_hn`` (zeros without biases).
+        h_n: written with each sequence's last state.
+
+    Shape:
+        gates and products ``(R, 3H)``, out ``(R, W)``, h0 ``(N, H)``, w_hh_t
+        ``(H, 3H)``, bias_hn ``(H,)``.
+    """
+    int_args, scalar_args = scratch(gates.dtype, tall_rows)
+    half = consts[0]
+    hidden = h0.shape[1]
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
+    for i in range(steps):
+        t = steps - 1 - i if reverse else i
+        n, start = batch_sizes[t], offsets[t]
+        into = products[start : start + n]
+        into[:] = 0.0
+        _recurrent_product(out, column, hidden, h0, w_hh_t, into, offsets, batch_sizes, t,
+                           reverse, small_gemm, int_args, scalar_args)  # fmt: skip
+        for r in range(n):
+            row = start + r
+            before = _previous_row(offsets, batch_sizes, t, r, reverse)
+            for j in range(hidden):
+                u = np.uint64(j)
+                h_prev = out[before, np.uint64(column) + u] if before >= 0 else h0[r, u]
+                gh_n = products[row, h2 + u] + bias_hn[u]
+                products[row, h2 + u] = gh_n
+                reset = _sigmoid(gates[row, u] + products[row, u], fast, half)
+                update = _sigmoid(gates[row, h1 + u] + products[row, h1 + u], fast, half)
+                candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
+                gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
+                out[row, np.uint64(column) + u] = candidate + update * (h_prev - candidate)
+    _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def gru_backward_walk(
+    d_hidden, d_input, grad_out, out, column, gates, products, h0, w_hh, batch_sizes, reverse,
+    consts, small_gemm, tall_rows, carry,
+):  # fmt: skip
+    """One GRU direction's walk back in time.
+
+    Args:
+        d_hidden: written with dL/d(recurrent pre-activations) ``r, z, n`` of every
+            row (the ``n`` one scaled by ``r``).
+        d_input: written with dL/d(input pre-activations) of every row.
+        grad_out: upstream gradient of the output, columns ``column : column + H``.
+        out, gates, products, h0: from the forward pass.
+        w_hh: the recurrent weight.
+        carry: on entry dL/dh_n; on return dL/dh_0.
+
+    Shape:
+        d_hidden, d_input ``(R, 3H)``, grad_out and out ``(R, W)``, w_hh ``(3H, H)``,
+        carry ``(N, H)``.
+    """
+    int_args, scalar_args = scratch(d_hidden.dtype, tall_rows)
+    one = consts[1]
+    hidden = h0.shape[1]
+    offsets = _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
+    for i in range(steps):
+        t = i if reverse else steps - 1 - i
+        n, start = batch_sizes[t], offsets[t]
+        for r in range(n):
+            row = start + r
+            before = _previous_row(offsets, batch_sizes, t, r, reverse)
+            for j in range(hidden):
+                u = np.uint64(j)
+                c = np.uint64(column) + u
+                dh = grad_out[row, c] + carry[r, u]
+                h_prev = out[before, c] if before >= 0 else h0[r, u]
+                reset, update, candidate = gates[row, u], gates[row, h1 + u], gates[row, h2 + u]
+                d_n = dh * (one - update) * (one - candidate * candidate)
+                d_z = dh * (h_prev - candidate) * update * (one - update)
+                d_r = d_n * products[row, h2 + u] * reset * (one - reset)
+                d_hidden[row, u], d_hidden[row, h1 + u], d_hidden[row, h2 + u] = (
+                    d_r, d_z, d_n * reset,
+                )  # fmt: skip
+                d_input[row, u], d_input[row, h1 + u], d_input[row, h2 + u] = d_r, d_z, d_n
+                carry[r, u] = dh * update
+        _matmul_accumulate(d_hidden[start : start + n], w_hh, carry[:n], small_gemm, int_args,
+                           scalar_args)  # fmt: skip
