@@ -108,6 +108,12 @@ class LSTMCell(_GatedCell):
         ...     h, c = cell(x_t, (h, c))
     """
 
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        # Defined here so that a wrong call names LSTMCell as torch's does.
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):
         """The next ``(h, c)`` (see the class Shape section)."""
         if hx is not None:
@@ -116,6 +122,12 @@ class LSTMCell(_GatedCell):
                     raise ValueError(
                         f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {value.dim()}D instead"
                     )
+            if isinstance(hx, Tensor):
+                raise TypeError(
+                    "lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor"
+                )
+            if len(hx) != 2:
+                raise RuntimeError("lstm_cell expects two hidden states")
         input, (h, c), is_batched = self._batched(input, hx)
         h, c = lstm_cell_reference(input, h, c, *self._weights())
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
@@ -152,6 +164,12 @@ class GRUCell(_GatedCell):
 
     _gates = 3
     _name = "GRUCell"
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        # Defined here so that a wrong call names GRUCell as torch's does.
+        super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """The next hidden state (see the class Shape section)."""

@@ -66,7 +66,9 @@ class RecurrentBase(nn.Module):
         proj_size, factory_kwargs, merge_mode, learn_initial_state,
     ) -> None:  # fmt: skip
         """Check torch's arguments and ours, then create the parameters as torch does."""
-        _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        _check_constructor_args(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
+        )
         _check_options(merge_mode, learn_initial_state, bidirectional)
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -360,7 +362,9 @@ def take_options(kwargs: dict, name: str, proj_allowed: bool = False) -> tuple[s
     return merge_mode, learn_initial_state
 
 
-def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_first, dropout):
+def _check_constructor_args(
+    input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size=0
+):
     """Reject what torch's layers reject, with the same exception types and wording."""
     float(dropout)  # torch converts first, so a non-number fails here as it does there
     if (
@@ -389,6 +393,10 @@ def _check_constructor_args(input_size, hidden_size, num_layers, bias, batch_fir
             raise ValueError(f"{name} must be greater than zero")
     if num_layers <= 0:
         raise ValueError("num_layers must be greater than zero")
+    if proj_size < 0:
+        raise ValueError("proj_size should be a positive integer or zero to disable projections")
+    if proj_size >= hidden_size:
+        raise ValueError("proj_size has to be smaller than hidden_size")
 
 
 def _check_options(merge_mode, learn_initial_state, bidirectional):
