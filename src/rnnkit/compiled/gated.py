@@ -117,8 +117,8 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().lstm_backward_walk(
         a["d_gates"], a["d_out"], a["d_raw"], a["grad_out"], column, a["gates"], a["cells"],
-        a["tanh_cells"], a["c0"], a["w_hh"], w_hr_np, sizes, reverse, consts, small_gemm,
-        tall_rows, a["carry_h"], a["carry_c"],
+        a["tanh_cells"], a["c0"], a["w_hh"], w_hr_np, sizes, reverse, dtype == np.float32,
+        consts, small_gemm, tall_rows, a["carry_h"], a["carry_c"],
     )  # fmt: skip
 
 
@@ -177,7 +177,8 @@ def gru_backward(d_hidden, d_input, grad_out, out, column, gates, products, h0, 
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
         a["d_hidden"], a["d_input"], a["grad_out"], a["out"], column, a["gates"], a["products"],
-        a["h0"], a["w_hh"], sizes, reverse, consts, small_gemm, tall_rows, a["carry"],
+        a["h0"], a["w_hh"], sizes, reverse, dtype == np.float32, consts, small_gemm, tall_rows,
+        a["carry"],
     )  # fmt: skip
 
 

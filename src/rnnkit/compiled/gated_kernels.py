@@ -24,7 +24,7 @@ from numba import njit
 
 from rnnkit.compiled.blas import scratch
 from rnnkit.compiled.cache import configure_numba
-from rnnkit.compiled.kernels import _fast_tanh, _matmul_accumulate, _offsets
+from rnnkit.compiled.kernels import _FAST, _fast_tanh, _matmul_accumulate, _offsets
 
 _CACHE = configure_numba()
 
@@ -60,13 +60,14 @@ def _recurrent_product(states, column, width, h0, w_t, into, offsets, batch_size
 
 
 @njit(cache=_CACHE, nogil=True)
-def _previous_row(offsets, batch_sizes, t, r, reverse):
-    """The packed row holding the state sequence ``r`` had before step ``t``, or -1: h0."""
+def _continuing(offsets, batch_sizes, t, reverse):
+    """``(count, first)``: step ``t``'s first ``count`` rows continue sequences whose
+    previous states are rows ``first : first + count``; its other rows start from h0."""
     if not reverse:
-        return offsets[t - 1] + r if t > 0 else -1
-    if t + 1 < batch_sizes.shape[0] and r < batch_sizes[t + 1]:
-        return offsets[t + 1] + r
-    return -1
+        return (batch_sizes[t], offsets[t - 1]) if t > 0 else (0, 0)
+    if t + 1 < batch_sizes.shape[0]:
+        return batch_sizes[t + 1], offsets[t + 1]
+    return 0, 0
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -79,6 +80,157 @@ def _last_rows(states, column, batch_sizes, offsets, reverse, into):
         for i in range(n_next, n):
             for j in range(width):
                 into[i, j] = states[offsets[t] + i, np.uint64(column) + np.uint64(j)]
+
+
+# The gates of a block of rows, ``count`` rows from ``first``, whose previous states are
+# rows ``prev_row...`` of ``c_prev`` / ``h_prev``: a step's continuing rows read the
+# step before's, its starting rows read h0/c0. Each body is compiled twice: exact
+# (float64, np.tanh) and fast (float32: the rational tanh, fastmath, vectorised).
+
+
+def _lstm_cells_body(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
+                     prev_row, half, fast):  # fmt: skip
+    """Activate the gates (``o, i, f, g``, in place), write ``c``, ``tanh(c)`` and
+    ``o * tanh(c)`` (into ``dest`` from row ``dest_row``, column ``dest_column``)."""
+    hidden = cells.shape[1]
+    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
+    for r in range(count):
+        row, before = first + r, prev_row + r
+        for j in range(hidden):
+            u = np.uint64(j)
+            o = _sigmoid(gates[row, u], fast, half)
+            gi = _sigmoid(gates[row, h1 + u], fast, half)
+            f = _sigmoid(gates[row, h2 + u], fast, half)
+            g = _tanh(gates[row, h3 + u], fast)
+            c = f * c_prev[before, u] + gi * g
+            tanh_c = _tanh(c, fast)
+            gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
+                o, gi, f, g,
+            )  # fmt: skip
+            cells[row, u], tanh_cells[row, u] = c, tanh_c
+            dest[dest_row + r, np.uint64(dest_column) + u] = o * tanh_c
+
+
+def _lstm_cells_back_body(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
+                          carry_row, c_prev, prev_row, one):  # fmt: skip
+    """dL/d(pre-activation) of the block's gates from dL/d(o * tanh(c)) (``d_raw``) and
+    the carried dL/dc (rows ``carry_row...`` of ``carry_c``, updated to dL/dc_prev)."""
+    hidden = cells.shape[1]
+    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
+    for r in range(count):
+        row, before, k = first + r, prev_row + r, carry_row + r
+        for j in range(hidden):
+            u = np.uint64(j)
+            dh = d_raw[row, u]
+            o, gi = gates[row, u], gates[row, h1 + u]
+            f, g = gates[row, h2 + u], gates[row, h3 + u]
+            tanh_c = tanh_cells[row, u]
+            dc = carry_c[k, u] + dh * o * (one - tanh_c * tanh_c)
+            d_gates[row, u] = dh * tanh_c * o * (one - o)
+            d_gates[row, h1 + u] = dc * g * gi * (one - gi)
+            d_gates[row, h2 + u] = dc * c_prev[before, u] * f * (one - f)
+            d_gates[row, h3 + u] = dc * gi * (one - g * g)
+            carry_c[k, u] = dc * f
+
+
+def _gru_cells_body(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
+                    bias_hn, half, fast):  # fmt: skip
+    """Activate the gates (``r, z, n``, in place), add ``b_hn`` to the ``n`` products and
+    write ``h = n + z * (h_prev - n)`` into ``out``'s columns from ``column``."""
+    hidden = bias_hn.shape[0]
+    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
+    for r in range(count):
+        row, before = first + r, prev_row + r
+        for j in range(hidden):
+            u = np.uint64(j)
+            h_before = h_prev[before, np.uint64(prev_column) + u]
+            gh_n = products[row, h2 + u] + bias_hn[u]
+            products[row, h2 + u] = gh_n
+            reset = _sigmoid(gates[row, u] + products[row, u], fast, half)
+            update = _sigmoid(gates[row, h1 + u] + products[row, h1 + u], fast, half)
+            candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
+            gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
+            out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
+
+
+def _gru_cells_back_body(d_hidden, d_input, grad_out, carry, column, gates, products, first,
+                         count, carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
+    """dL/d(pre-activations) of the block's gates from dL/dh (upstream plus the carried
+    rows ``carry_row...`` of ``carry``, which become dL/dh_prev through the update gate)."""
+    hidden = carry.shape[1]
+    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
+    for r in range(count):
+        row, before, k = first + r, prev_row + r, carry_row + r
+        for j in range(hidden):
+            u = np.uint64(j)
+            dh = grad_out[row, np.uint64(column) + u] + carry[k, u]
+            h_before = h_prev[before, np.uint64(prev_column) + u]
+            reset, update, candidate = gates[row, u], gates[row, h1 + u], gates[row, h2 + u]
+            d_n = dh * (one - update) * (one - candidate * candidate)
+            d_z = dh * (h_before - candidate) * update * (one - update)
+            d_r = d_n * products[row, h2 + u] * reset * (one - reset)
+            d_hidden[row, u], d_hidden[row, h1 + u], d_hidden[row, h2 + u] = (
+                d_r, d_z, d_n * reset,
+            )  # fmt: skip
+            d_input[row, u], d_input[row, h1 + u], d_input[row, h2 + u] = d_r, d_z, d_n
+            carry[k, u] = dh * update
+
+
+def _compiled_twice(body):
+    """``(exact, fast)`` compilations of ``body``: fast may reorder float32 arithmetic."""
+    exact = njit(cache=_CACHE, nogil=True, error_model="numpy")(body)
+    fast = njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")(body)
+    return exact, fast
+
+
+_lstm_exact, _lstm_fast = _compiled_twice(_lstm_cells_body)
+_lstm_back_exact, _lstm_back_fast = _compiled_twice(_lstm_cells_back_body)
+_gru_exact, _gru_fast = _compiled_twice(_gru_cells_body)
+_gru_back_exact, _gru_back_fast = _compiled_twice(_gru_cells_back_body)
+
+
+@njit(inline="always")
+def _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
+                prev_row, half):  # fmt: skip
+    if fast:
+        _lstm_fast(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
+                   prev_row, half, True)  # fmt: skip
+    else:
+        _lstm_exact(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
+                    prev_row, half, False)  # fmt: skip
+
+
+@njit(inline="always")
+def _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
+                     carry_row, c_prev, prev_row, one):  # fmt: skip
+    if fast:
+        _lstm_back_fast(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
+                        carry_row, c_prev, prev_row, one)  # fmt: skip
+    else:
+        _lstm_back_exact(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
+                         carry_row, c_prev, prev_row, one)  # fmt: skip
+
+
+@njit(inline="always")
+def _gru_cells(fast, gates, products, out, column, first, count, h_prev, prev_row, prev_column,
+               bias_hn, half):  # fmt: skip
+    if fast:
+        _gru_fast(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
+                  bias_hn, half, True)  # fmt: skip
+    else:
+        _gru_exact(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
+                   bias_hn, half, False)  # fmt: skip
+
+
+@njit(inline="always")
+def _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products, first,
+                    count, carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
+    if fast:
+        _gru_back_fast(d_hidden, d_input, grad_out, carry, column, gates, products, first,
+                       count, carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
+    else:
+        _gru_back_exact(d_hidden, d_input, grad_out, carry, column, gates, products, first,
+                        count, carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -106,36 +258,21 @@ def lstm_forward_loop(
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
-    hidden, width = cells.shape[1], h0.shape[1]
+    width = h0.shape[1]
     projected = w_hr_t.shape[0] > 0
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
-    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
         _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
                            batch_sizes, t, reverse, small_gemm, int_args, scalar_args)  # fmt: skip
-        for r in range(n):
-            row = start + r
-            before = _previous_row(offsets, batch_sizes, t, r, reverse)
-            for j in range(hidden):
-                u = np.uint64(j)
-                o = _sigmoid(gates[row, u], fast, half)
-                gi = _sigmoid(gates[row, h1 + u], fast, half)
-                f = _sigmoid(gates[row, h2 + u], fast, half)
-                g = _tanh(gates[row, h3 + u], fast)
-                c_prev = cells[before, u] if before >= 0 else c0[r, u]
-                c = f * c_prev + gi * g
-                tanh_c = _tanh(c, fast)
-                gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
-                    o, gi, f, g,
-                )  # fmt: skip
-                cells[row, u], tanh_cells[row, u] = c, tanh_c
-                if projected:
-                    raw[r, u] = o * tanh_c
-                else:
-                    out[row, np.uint64(column) + u] = o * tanh_c
+        n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
+        dest, dest_row, dest_column = (raw, 0, 0) if projected else (out, start, column)
+        _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row, dest_column, start, n_cont,
+                    cells, previous, half)  # fmt: skip
+        _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row + n_cont, dest_column,
+                    start + n_cont, n - n_cont, c0, n_cont, half)  # fmt: skip
         if projected:
             rows = out[start : start + n, column : column + width]
             rows[:] = 0.0
@@ -147,7 +284,7 @@ def lstm_forward_loop(
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_backward_walk(
     d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_cells, c0, w_hh, w_hr,
-    batch_sizes, reverse, consts, small_gemm, tall_rows, carry_h, carry_c,
+    batch_sizes, reverse, fast, consts, small_gemm, tall_rows, carry_h, carry_c,
 ):  # fmt: skip
     """One LSTM direction's walk back in time: dL/d(pre-activation) of every row.
 
@@ -167,11 +304,10 @@ def lstm_backward_walk(
     """
     int_args, scalar_args = scratch(d_gates.dtype, tall_rows)
     one = consts[1]
-    hidden, width = cells.shape[1], carry_h.shape[1]
+    width = carry_h.shape[1]
     projected = w_hr.shape[0] > 0
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
-    h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
     for i in range(steps):
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
@@ -183,22 +319,11 @@ def lstm_backward_walk(
             d_raw[start : start + n] = 0.0
             _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[start : start + n],
                                small_gemm, int_args, scalar_args)  # fmt: skip
-        for r in range(n):
-            row = start + r
-            before = _previous_row(offsets, batch_sizes, t, r, reverse)
-            for j in range(hidden):
-                u = np.uint64(j)
-                dh = d_raw[row, u]
-                o, gi = gates[row, u], gates[row, h1 + u]
-                f, g = gates[row, h2 + u], gates[row, h3 + u]
-                tanh_c = tanh_cells[row, u]
-                c_prev = cells[before, u] if before >= 0 else c0[r, u]
-                dc = carry_c[r, u] + dh * o * (one - tanh_c * tanh_c)
-                d_gates[row, u] = dh * tanh_c * o * (one - o)
-                d_gates[row, h1 + u] = dc * g * gi * (one - gi)
-                d_gates[row, h2 + u] = dc * c_prev * f * (one - f)
-                d_gates[row, h3 + u] = dc * gi * (one - g * g)
-                carry_c[r, u] = dc * f
+        n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
+        _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, start, n_cont,
+                         0, cells, previous, one)  # fmt: skip
+        _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, start + n_cont,
+                         n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
         into = carry_h[:n]
         into[:] = 0.0
         _matmul_accumulate(d_gates[start : start + n], w_hh, into, small_gemm, int_args,
@@ -231,7 +356,6 @@ def gru_forward_loop(
     hidden = h0.shape[1]
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
-    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
@@ -239,26 +363,18 @@ def gru_forward_loop(
         into[:] = 0.0
         _recurrent_product(out, column, hidden, h0, w_hh_t, into, offsets, batch_sizes, t,
                            reverse, small_gemm, int_args, scalar_args)  # fmt: skip
-        for r in range(n):
-            row = start + r
-            before = _previous_row(offsets, batch_sizes, t, r, reverse)
-            for j in range(hidden):
-                u = np.uint64(j)
-                h_prev = out[before, np.uint64(column) + u] if before >= 0 else h0[r, u]
-                gh_n = products[row, h2 + u] + bias_hn[u]
-                products[row, h2 + u] = gh_n
-                reset = _sigmoid(gates[row, u] + products[row, u], fast, half)
-                update = _sigmoid(gates[row, h1 + u] + products[row, h1 + u], fast, half)
-                candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
-                gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
-                out[row, np.uint64(column) + u] = candidate + update * (h_prev - candidate)
+        n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
+        _gru_cells(fast, gates, products, out, column, start, n_cont, out, previous, column,
+                   bias_hn, half)  # fmt: skip
+        _gru_cells(fast, gates, products, out, column, start + n_cont, n - n_cont, h0, n_cont, 0,
+                   bias_hn, half)  # fmt: skip
     _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_backward_walk(
     d_hidden, d_input, grad_out, out, column, gates, products, h0, w_hh, batch_sizes, reverse,
-    consts, small_gemm, tall_rows, carry,
+    fast, consts, small_gemm, tall_rows, carry,
 ):  # fmt: skip
     """One GRU direction's walk back in time.
 
@@ -277,29 +393,15 @@ def gru_backward_walk(
     """
     int_args, scalar_args = scratch(d_hidden.dtype, tall_rows)
     one = consts[1]
-    hidden = h0.shape[1]
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
-    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
     for i in range(steps):
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
-        for r in range(n):
-            row = start + r
-            before = _previous_row(offsets, batch_sizes, t, r, reverse)
-            for j in range(hidden):
-                u = np.uint64(j)
-                c = np.uint64(column) + u
-                dh = grad_out[row, c] + carry[r, u]
-                h_prev = out[before, c] if before >= 0 else h0[r, u]
-                reset, update, candidate = gates[row, u], gates[row, h1 + u], gates[row, h2 + u]
-                d_n = dh * (one - update) * (one - candidate * candidate)
-                d_z = dh * (h_prev - candidate) * update * (one - update)
-                d_r = d_n * products[row, h2 + u] * reset * (one - reset)
-                d_hidden[row, u], d_hidden[row, h1 + u], d_hidden[row, h2 + u] = (
-                    d_r, d_z, d_n * reset,
-                )  # fmt: skip
-                d_input[row, u], d_input[row, h1 + u], d_input[row, h2 + u] = d_r, d_z, d_n
-                carry[r, u] = dh * update
+        n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
+        _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products, start,
+                        n_cont, 0, out, previous, column, one)  # fmt: skip
+        _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products,
+                        start + n_cont, n - n_cont, n_cont, h0, n_cont, 0, one)  # fmt: skip
         _matmul_accumulate(d_hidden[start : start + n], w_hh, carry[:n], small_gemm, int_args,
                            scalar_args)  # fmt: skip
