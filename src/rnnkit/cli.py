@@ -402,8 +402,11 @@ def _train_into(
     model = _new_or_resumed_model(data.model_config, work if resume else None)
     train_config = config.train.to_train_config()
     parameters = sum(p.numel() for p in model.parameters())
+    layer = type(model.encoder.rnn).__name__  # RNN, LSTM or GRU: config.model.cell
+    # Only the Elman layer has a choice of nonlinearity; the gated ones fix theirs.
+    nonlinearity = f"{config.model.nonlinearity}, " if config.model.cell == "rnn" else ""
     _print(
-        f"model: {type(model).__name__}, rnnkit.RNN encoder ({config.model.nonlinearity}, "
+        f"model: {type(model).__name__}, rnnkit.{layer} encoder ({nonlinearity}"
         f"hidden {config.model.hidden_size}, {config.model.num_layers} layer"
         f"{'s' if config.model.num_layers > 1 else ''}"
         f"{', bidirectional' if config.model.bidirectional else ''}) + linear head, "

@@ -276,7 +276,7 @@ def test_load_refuses_another_estimator_and_a_bare_model(classification, tmp_pat
 def test_get_params_set_params_and_clone():
     model = SequenceClassifier(hidden_size=8, epochs=3)
     params = model.get_params()
-    assert list(params)[:3] == ["hidden_size", "num_layers", "nonlinearity"]
+    assert list(params)[:3] == ["hidden_size", "num_layers", "cell"]
     assert params["hidden_size"] == 8 and params["pooling"] == "mean" and params["lr"] == 3e-3
     assert params["patch_size"] == params["max_steps"] == params["scaling"] == "auto"
     assert model.set_params(lr=0.5, pooling="max") is model

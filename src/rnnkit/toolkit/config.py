@@ -51,6 +51,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from rnnkit.toolkit.arguments import is_int, is_real
+from rnnkit.toolkit.cells import CELLS
 from rnnkit.toolkit.data.series_archive import is_aeon_source
 from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
 from rnnkit.toolkit.models import NONLINEARITIES, POOLINGS
@@ -256,7 +257,9 @@ class ModelSection:
     hidden_size: int = 64
     # Stacked recurrent layers.
     num_layers: int = 1
-    # "tanh" or "relu", as in torch.nn.RNN.
+    # The recurrent layer: "rnn" (Elman, rnnkit.RNN), "lstm" (rnnkit.LSTM) or "gru" (rnnkit.GRU).
+    cell: str = "rnn"
+    # "tanh" or "relu", as in torch.nn.RNN; the "rnn" cell's only (lstm and gru take "tanh").
     nonlinearity: str = "tanh"
     # Also read every sequence backwards (not for language-model: it must not see the future).
     bidirectional: bool = False
@@ -281,7 +284,14 @@ class ModelSection:
     def __post_init__(self) -> None:
         _check_int("model.hidden_size", self.hidden_size, 1)
         _check_int("model.num_layers", self.num_layers, 1)
+        _check_choice("model.cell", self.cell, tuple(CELLS))
         _check_choice("model.nonlinearity", self.nonlinearity, NONLINEARITIES)
+        if self.cell != "rnn" and self.nonlinearity != "tanh":
+            raise _invalid(
+                "model.nonlinearity",
+                f"\"tanh\" with model.cell = {self.cell!r} (only the 'rnn' cell has a choice)",
+                self.nonlinearity,
+            )
         _check_bool("model.bidirectional", self.bidirectional)
         _check_real("model.dropout", self.dropout, 0.0, 1.0, "a number in [0, 1]")
         _as_float(self, "dropout")

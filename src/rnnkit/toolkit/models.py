@@ -1,8 +1,9 @@
 r"""Sequence models: a recurrent encoder (the feature extractor) and the heads that read it.
 
-Every model is an ``encoder`` (:class:`RecurrentEncoder`: an :class:`rnnkit.RNN`
-with ``batch_first=True`` and, for token input, an ``nn.Embedding``) followed by
-a ``head`` (the estimator):
+Every model is an ``encoder`` (:class:`RecurrentEncoder`: an :class:`rnnkit.RNN`,
+:class:`rnnkit.LSTM` or :class:`rnnkit.GRU`, chosen by ``cell``, with
+``batch_first=True`` and, for token input, an ``nn.Embedding``) followed by a
+``head`` (the estimator):
 
 ==================  ===================  ==========================================
 model               head                 output
@@ -38,8 +39,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.rnn import RNN
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
+from rnnkit.toolkit.cells import check_cell, recurrent_layer
 from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
@@ -100,7 +101,9 @@ class ModelConfig:
     hidden_size: int = 64
     # Stacked recurrent layers; layer k > 0 reads every step of layer k - 1.
     num_layers: int = 1
-    # "tanh" or "relu", as in torch.nn.RNN.
+    # The recurrent layer: "rnn" (rnnkit.RNN, Elman), "lstm" (rnnkit.LSTM) or "gru" (rnnkit.GRU).
+    cell: str = "rnn"
+    # "tanh" or "relu", as in torch.nn.RNN; "rnn" cell only (lstm and gru take "tanh").
     nonlinearity: str = "tanh"
     # Also read every sequence backwards and concatenate both directions' features.
     bidirectional: bool = False
@@ -159,6 +162,7 @@ class ModelConfig:
         _check_int("num_layers", self.num_layers, 1)
         if self.nonlinearity not in NONLINEARITIES:
             raise invalid_argument("nonlinearity", f"one of {NONLINEARITIES}", self.nonlinearity)
+        check_cell(self.cell, self.nonlinearity)
         if not isinstance(self.bidirectional, bool):
             raise invalid_argument("bidirectional", "a bool", self.bidirectional)
         if not is_real(self.dropout) or not 0 <= self.dropout <= 1:
@@ -246,16 +250,24 @@ class EncoderOutput(NamedTuple):
     """What :class:`RecurrentEncoder` returns.
 
     Padded steps of ``output`` are zeros; ``lengths`` is None when every
-    sequence fills the window.
+    sequence fills the window. ``h_n`` is the hidden state whatever the cell;
+    an LSTM's cell state comes beside it in ``c_n``, and ``state`` is what to
+    hand back as ``hx`` to carry on from the last step.
     """
 
     output: Tensor  # (batch, window, directions * hidden): the top layer at every step
     h_n: Tensor  # (directions * num_layers, batch, hidden): each sequence's last state
     lengths: Tensor | None  # (batch,) int64 on the CPU: valid steps per sequence
+    c_n: Tensor | None = None  # like h_n: the LSTM's last cell state; None for rnn and gru
+
+    @property
+    def state(self) -> Tensor | tuple[Tensor, Tensor]:
+        """The encoder's ``hx`` that continues these sequences: ``(h_n, c_n)`` or ``h_n``."""
+        return self.h_n if self.c_n is None else (self.h_n, self.c_n)
 
 
 class RecurrentEncoder(nn.Module):
-    """An :class:`rnnkit.RNN` over real-valued features or embedded token ids.
+    """An :class:`rnnkit.RNN`, LSTM or GRU over real-valued features or embedded token ids.
 
     Args:
         hidden_size: features of the hidden state.
@@ -263,11 +275,15 @@ class RecurrentEncoder(nn.Module):
         vocab_size: number of token ids for token input (give this or input_size).
         embedding_dim: width of the token embedding; default hidden_size.
         padding_idx: token id embedded as zeros (``nn.Embedding``'s padding_idx).
-        num_layers, nonlinearity, bidirectional, dropout: as in :class:`rnnkit.RNN`.
+        cell: the recurrent layer (:mod:`rnnkit.toolkit.cells`): "rnn"
+            (:class:`rnnkit.RNN`), "lstm" (:class:`rnnkit.LSTM`) or "gru" (:class:`rnnkit.GRU`).
+        num_layers, nonlinearity, bidirectional, dropout: as in :class:`rnnkit.RNN`;
+            ``nonlinearity`` must stay "tanh" with a gated cell.
         input_dropout: dropout probability on the RNN's input in training.
         char_vocab_size, char_embedding_dim, char_hidden_size: give these to read
             each token as ``[word id, char ids...]`` through
-            :class:`~rnnkit.toolkit.word_embedding.WordCharEmbedding`.
+            :class:`~rnnkit.toolkit.word_embedding.WordCharEmbedding` (whose
+            character layer is of the same cell).
 
     Shape:
         - x: ``(batch, window, features)`` floats, ``(batch, window)`` token ids
@@ -275,8 +291,10 @@ class RecurrentEncoder(nn.Module):
           ``PackedSequence`` of either.
         - lengths: ``(batch,)`` valid steps per sequence of a padded ``x``; with a
           PackedSequence None or its own lengths.
-        - hx: ``(directions * num_layers, batch, hidden)`` or None for zeros.
-        - returns :class:`EncoderOutput` ``(output, h_n, lengths)``.
+        - hx: ``(directions * num_layers, batch, hidden)``, for "lstm" a pair
+          ``(h_0, c_0)`` of that shape (an earlier ``EncoderOutput.state``), or
+          None for zeros.
+        - returns :class:`EncoderOutput` ``(output, h_n, lengths, c_n)``.
 
     Example:
         >>> encoder = RecurrentEncoder(16, input_size=4, bidirectional=True)
@@ -286,6 +304,9 @@ class RecurrentEncoder(nn.Module):
         torch.Size([3, 10, 32])
         >>> out.h_n.shape  # (directions * num_layers, batch, hidden)
         torch.Size([2, 3, 16])
+        >>> lstm = RecurrentEncoder(16, input_size=4, cell="lstm")
+        >>> lstm(x).c_n.shape  # the cell state beside h_n; lstm(x).state is (h_n, c_n)
+        torch.Size([1, 3, 16])
     """
 
     def __init__(
@@ -297,6 +318,7 @@ class RecurrentEncoder(nn.Module):
         embedding_dim: int | None = None,
         padding_idx: int | None = 0,
         num_layers: int = 1,
+        cell: str = "rnn",
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
@@ -322,15 +344,16 @@ class RecurrentEncoder(nn.Module):
                 self.embedding = WordCharEmbedding(
                     vocab_size, embedding_dim, char_vocab_size,
                     char_embedding_dim or char_hidden_size, char_hidden_size, padding_idx,
+                    cell=cell,
                 )  # fmt: skip
                 rnn_input_size = self.embedding.embedding_dim
             else:
                 self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
                 rnn_input_size = embedding_dim
         self.input_dropout = nn.Dropout(input_dropout)
-        self.rnn = RNN(
-            rnn_input_size, hidden_size, num_layers, nonlinearity=nonlinearity,
-            batch_first=True, dropout=dropout, bidirectional=bidirectional,
+        self.rnn = recurrent_layer(
+            cell, rnn_input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity,
+            dropout=dropout, bidirectional=bidirectional,
         )  # fmt: skip
 
     @classmethod
@@ -339,7 +362,7 @@ class RecurrentEncoder(nn.Module):
         return cls(
             config.hidden_size, input_size=config.input_size, vocab_size=config.vocab_size,
             embedding_dim=config.embedding_dim, padding_idx=config.padding_idx,
-            num_layers=config.num_layers, nonlinearity=config.nonlinearity,
+            num_layers=config.num_layers, cell=config.cell, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
             input_dropout=config.input_dropout, char_vocab_size=config.char_vocab_size,
             char_embedding_dim=config.char_embedding_dim,
@@ -359,11 +382,11 @@ class RecurrentEncoder(nn.Module):
         self,
         x: Tensor | PackedSequence,
         lengths: Tensor | Sequence[int] | None = None,
-        hx: Tensor | None = None,
+        hx: Tensor | tuple[Tensor, Tensor] | None = None,
     ) -> EncoderOutput:
         """Run the RNN over every valid step; see the class Shape section."""
         if isinstance(x, PackedSequence):
-            packed_output, h_n = self.rnn(self._embed_packed(x), hx)
+            packed_output, state = self.rnn(self._embed_packed(x), hx)
             output, own_lengths = pad_packed_sequence(packed_output, batch_first=True)
             # Collate functions hand over (packed, lengths, target): lengths may come
             # along, but must be the ones the PackedSequence carries.
@@ -375,21 +398,21 @@ class RecurrentEncoder(nn.Module):
                     f"None or the PackedSequence's own lengths {own_lengths.tolist()}",
                     torch.as_tensor(lengths).tolist(),
                 )
-            return EncoderOutput(output, h_n, own_lengths)  # output: (batch, window, D * hidden)
+            return _encoded(output, state, own_lengths)  # output: (batch, window, D * hidden)
         self._check_padded(x)
         batch, window = x.shape[:2]
         if lengths is not None:
             lengths = _check_lengths(lengths, batch, window)
             if bool((lengths < window).any()):
                 packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-                packed_output, h_n = self.rnn(self._embed_packed(packed), hx)
+                packed_output, state = self.rnn(self._embed_packed(packed), hx)
                 output, _ = pad_packed_sequence(
                     packed_output, batch_first=True, total_length=window
                 )  # (batch, window, directions * hidden), zeros past each length
-                return EncoderOutput(output, h_n, lengths)
+                return _encoded(output, state, lengths)
         x = x if self.embedding is None else self.embedding(x)  # (batch, window, features)
-        output, h_n = self.rnn(self.input_dropout(x), hx)  # (batch, window, directions * hidden)
-        return EncoderOutput(output, h_n, lengths)
+        output, state = self.rnn(self.input_dropout(x), hx)  # (batch, window, D * hidden)
+        return _encoded(output, state, lengths)
 
     def _embed_packed(self, packed: PackedSequence) -> PackedSequence:
         # Embedding the packed rows only: padded ids are never looked up.
@@ -415,6 +438,17 @@ class RecurrentEncoder(nn.Module):
                 "Received an invalid value for argument `x`, expected a tensor of shape "
                 f"(batch, window, features), got shape {tuple(x.shape)}"
             )
+
+
+def _encoded(
+    output: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None
+) -> EncoderOutput:
+    """The EncoderOutput of a layer's result: an LSTM's final state is ``(h_n, c_n)``, an
+    RNN's or GRU's is ``h_n``."""
+    if isinstance(state, tuple):
+        h_n, c_n = state
+        return EncoderOutput(output, h_n, lengths, c_n)
+    return EncoderOutput(output, state, lengths)
 
 
 def _check_lengths(lengths: Tensor | Sequence[int], batch: int, window: int) -> Tensor:
@@ -482,7 +516,7 @@ class ManyToOneHead(nn.Module):
 
     def pool(self, encoded: EncoderOutput) -> Tensor:
         """One feature vector per sequence, ``(batch, directions * hidden)``."""
-        output, h_n, lengths = encoded
+        output, h_n, lengths = encoded.output, encoded.h_n, encoded.lengths
         if self.pooling == "last":
             # Packing made h_n each sequence's own last state; top layer = last D rows.
             return torch.cat(list(h_n[-self.num_directions :]), dim=-1)  # (batch, D * hidden)
@@ -701,7 +735,8 @@ class LanguageModel(nn.Module):
                 logits = self.head(encoded)[0, -1]  # (vocab_size,)
                 token = self._sample(logits, temperature, top_k, generator)  # (1,)
                 yield int(token)
-                encoded = self.encoder(token.view(1, 1), hx=encoded.h_n)  # one step
+                # one step; an LSTM carries its cell state beside h
+                encoded = self.encoder(token.view(1, 1), hx=encoded.state)
         finally:
             self.train(was_training)
 

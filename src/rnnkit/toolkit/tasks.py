@@ -919,8 +919,8 @@ def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...]
         batch: A collated batch ``(*inputs, target)``.
 
     Returns:
-        ``(what, shape, meaning)`` rows: the input, the RNN's output and
-        ``h_n``, the head's output.
+        ``(what, shape, meaning)`` rows: the input, the recurrent layer's output
+        and ``h_n`` (and an LSTM's ``c_n``), the head's output.
 
     Example:
         >>> trace = shape_trace(model, (torch.randn(30, 100, 4), torch.randn(30, 1)))
@@ -950,10 +950,15 @@ def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...]
     out_meaning = (
         "(batch, outputs)" if output.dim() == 2 else "(batch, window, outputs)"
     )  # many-to-one or one per step
+    layer = type(model.encoder.rnn).__name__  # RNN, LSTM or GRU
+    state = "(directions * layers, batch, hidden)"
+    states = [(f"{layer} h_n", tuple(encoded.h_n.shape), state)]
+    if encoded.c_n is not None:  # an LSTM's
+        states.append((f"{layer} c_n", tuple(encoded.c_n.shape), f"{state}: the cell state"))
     return [
         input_row,
-        ("RNN output", tuple(encoded.output.shape), "(batch, window, directions * hidden)"),
-        ("RNN h_n", tuple(encoded.h_n.shape), "(directions * layers, batch, hidden)"),
+        (f"{layer} output", tuple(encoded.output.shape), "(batch, window, directions * hidden)"),
+        *states,
         ("head output", tuple(output.shape), out_meaning),
     ]
 

@@ -1,4 +1,4 @@
-"""Words embedded by id and by spelling: a character-level rnnkit.RNN per word.
+"""Words embedded by id and by spelling: a character-level recurrent layer per word.
 
 A word-id embedding knows nothing of a word it never saw in training; its
 spelling still tells a lot (``-ly``, ``-ing``, a capital, digits). Each token
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnkit.rnn import RNN
+from rnnkit.toolkit.cells import final_hidden, recurrent_layer
 
 # Characters kept per word: longer words keep their first and last MAX_WORD_CHARS // 2
 # characters, where prefixes and suffixes (the parts that tell a word class) are.
@@ -50,6 +50,7 @@ class WordCharEmbedding(nn.Module):
         char_embedding_dim: Width of the character embedding.
         char_hidden_size: Hidden features per direction of the character RNN.
         padding_idx: Word id embedded as zeros.
+        cell: The character layer: "rnn" (:class:`rnnkit.RNN`, tanh), "lstm" or "gru".
 
     Shape:
         - ids: ``(..., 1 + chars)`` int64: the word id, then its character ids.
@@ -71,12 +72,13 @@ class WordCharEmbedding(nn.Module):
         char_embedding_dim: int,
         char_hidden_size: int,
         padding_idx: int | None = 0,
+        cell: str = "rnn",
     ) -> None:
         super().__init__()
         self.words = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.chars = nn.Embedding(char_vocab_size, char_embedding_dim, padding_idx=0)
-        self.char_rnn = RNN(char_embedding_dim, char_hidden_size, batch_first=True,
-                            bidirectional=True)  # fmt: skip
+        self.char_rnn = recurrent_layer(cell, char_embedding_dim, char_hidden_size,
+                                        bidirectional=True)  # fmt: skip
         self.embedding_dim = embedding_dim + 2 * char_hidden_size
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -103,7 +105,8 @@ class WordCharEmbedding(nn.Module):
                 self.chars(chars[spelt]), lengths[spelt].cpu(), batch_first=True,
                 enforce_sorted=False,
             )  # fmt: skip
-            _, h_n = self.char_rnn(packed)  # (2, spelt, char_hidden): forward, backward
+            _, state = self.char_rnn(packed)
+            h_n = final_hidden(state)  # (2, spelt, char_hidden): forward, backward
             spelled = spelled.index_copy(0, spelt, torch.cat([h_n[0], h_n[1]], dim=-1))
         out = torch.cat([words, spelled], dim=-1)  # (tokens, embedding_dim + 2 * char_hidden)
         return out.reshape(*ids.shape[:-1], self.embedding_dim)

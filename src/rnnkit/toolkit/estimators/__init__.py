@@ -12,15 +12,16 @@ estimator                  y                     score
 X for the first three is a 3-D array ``(N, L, C)``, a list of arrays ``(L_i,
 C)`` of different lengths, or a list of token lists (text; the estimator
 builds a vocabulary with ``<pad>`` and ``<unk>`` and learns an embedding);
-see :mod:`rnnkit.toolkit.estimators.inputs`. Each is an
-:class:`rnnkit.RNN` encoder and a head (:mod:`rnnkit.toolkit.models`),
+see :mod:`rnnkit.toolkit.estimators.inputs`. Each is a recurrent encoder
+(:class:`rnnkit.RNN`, LSTM or GRU) and a head (:mod:`rnnkit.toolkit.models`),
 trained by the :class:`~rnnkit.toolkit.trainer.Trainer` on packed batches.
 
 Hyper-parameters are keyword arguments of the constructor, which only stores
 them (``get_params`` / ``set_params`` as in scikit-learn); fit checks them and
 names a bad one. The shared ones, with their defaults:
 
-- architecture: ``hidden_size=64``, ``num_layers=1``, ``nonlinearity="tanh"``,
+- architecture: ``cell="rnn"`` (or ``"lstm"``, ``"gru"``; ``nonlinearity`` is the
+  "rnn" cell's only), ``hidden_size=64``, ``num_layers=1``, ``nonlinearity="tanh"``,
   ``dropout=0.0`` (between layers), ``embedding_dim=None`` (token input:
   hidden_size), ``min_freq=1`` (rarer tokens read as ``<unk>``),
   ``seq_length=64`` (language model: characters per training piece);

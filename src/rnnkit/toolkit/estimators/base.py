@@ -242,7 +242,7 @@ class Estimator:
         """The architecture hyper-parameters and `fields` (which win: sizes from the data,
         settings fit chose), checked (ModelConfig names a bad one)."""
         parameters = {
-            "hidden_size": self.hidden_size, "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size, "num_layers": self.num_layers, "cell": self.cell,
             "nonlinearity": self.nonlinearity, "bidirectional": self.bidirectional,
             "dropout": self.dropout, "embedding_dim": self.embedding_dim,
         }  # fmt: skip

@@ -29,8 +29,10 @@ class SequenceClassifier(ManyToOneEstimator):
     indices in sorted order (integers first), as ``classes_`` lists them.
 
     Args:
+        cell: The encoder's recurrent layer: "rnn" (:class:`rnnkit.RNN`, the
+            default), "lstm" (:class:`rnnkit.LSTM`) or "gru" (:class:`rnnkit.GRU`).
         hidden_size, num_layers, nonlinearity, bidirectional, dropout: The
-            :class:`rnnkit.RNN` encoder.
+            encoder, as in :class:`rnnkit.RNN` (nonlinearity: the "rnn" cell only).
         embedding_dim: Width of the token embedding (token input only); None
             means hidden_size.
         min_freq: Tokens seen fewer times in training map to ``<unk>``.

@@ -39,8 +39,10 @@ class CharLanguageModel(Estimator):
 
     Args:
         seq_length: Characters per training piece (backpropagation through time).
+        cell: The encoder's recurrent layer: "rnn" (:class:`rnnkit.RNN`, the
+            default), "lstm" (:class:`rnnkit.LSTM`) or "gru" (:class:`rnnkit.GRU`).
         hidden_size, num_layers, nonlinearity, bidirectional, dropout: The
-            :class:`rnnkit.RNN` encoder.
+            encoder, as in :class:`rnnkit.RNN` (nonlinearity: the "rnn" cell only).
         embedding_dim: Width of the character embedding; None means hidden_size.
         epochs, batch_size, lr, weight_decay, grad_clip, early_stopping_patience,
             seed, device: Training, as in :class:`~rnnkit.toolkit.trainer.TrainConfig`
@@ -68,6 +70,7 @@ class CharLanguageModel(Estimator):
         seq_length: int = 64,
         hidden_size: int = 64,
         num_layers: int = 1,
+        cell: str = "rnn",
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
@@ -85,6 +88,7 @@ class CharLanguageModel(Estimator):
         self.seq_length = seq_length
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.cell = cell
         self.nonlinearity = nonlinearity
         self.bidirectional = bidirectional
         self.dropout = dropout
@@ -235,7 +239,7 @@ class CharLanguageModel(Estimator):
                 targets = ids[start + 1 : stop + 1]  # (segment,)
                 total += F.cross_entropy(logits.double(), targets, reduction="sum").item()
                 count += stop - start
-                state = encoded.h_n  # (num_layers, 1, hidden)
+                state = encoded.state  # h_n (num_layers, 1, hidden), and c_n for an LSTM
         if count == 0:
             raise invalid("X", "a text of at least 2 characters", f"lengths {_lengths(texts)}")
         return total, count

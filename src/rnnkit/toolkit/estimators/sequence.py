@@ -73,6 +73,7 @@ class SequenceEstimator(Estimator):
         *,
         hidden_size: int = 64,
         num_layers: int = 1,
+        cell: str = "rnn",
         nonlinearity: str = "tanh",
         bidirectional: bool = False,
         dropout: float = 0.0,
@@ -90,6 +91,7 @@ class SequenceEstimator(Estimator):
     ) -> None:
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.cell = cell
         self.nonlinearity = nonlinearity
         self.bidirectional = bidirectional
         self.dropout = dropout
@@ -289,6 +291,7 @@ class ManyToOneEstimator(SequenceEstimator):
         *,
         hidden_size: int | str = AUTO,
         num_layers: int = 1,
+        cell: str = "rnn",
         nonlinearity: str = "tanh",
         bidirectional: bool = True,
         dropout: float = 0.0,
@@ -311,7 +314,7 @@ class ManyToOneEstimator(SequenceEstimator):
         verbose: bool | None = None,
     ) -> None:
         super().__init__(
-            hidden_size=hidden_size, num_layers=num_layers, nonlinearity=nonlinearity,
+            hidden_size=hidden_size, num_layers=num_layers, cell=cell, nonlinearity=nonlinearity,
             bidirectional=bidirectional, dropout=dropout, embedding_dim=embedding_dim,
             min_freq=min_freq, epochs=epochs, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, grad_clip=grad_clip,
