@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 
 
@@ -65,9 +66,8 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         gate_rows, product_rows = gates[k], products[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
-        torch.mm(x, w_ih.t(), out=gate_rows)  # (R, 3H)
-        if b_ih is not None:
-            gate_rows.add_(_input_bias(b_ih, b_hh))
+        bias = None if b_ih is None else _input_bias(b_ih, b_hh)
+        project_input(x, w_ih, bias, gate_rows)  # (R, 3H)
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
@@ -142,10 +142,10 @@ def gru_layer_backward(
             )  # fmt: skip
         grad_h0[k] = carry
         if grad_x is not None:
-            grad_x.copy_(d_input.mm(w_ih)) if k == 0 else grad_x.addmm_(d_input, w_ih)
+            add_input_grad(grad_x, d_input, w_ih, first=k == 0)
         if grad_weights is None:
             continue
-        grad_weights += [d_input.t().mm(x), d_hidden.t().mm(h_prev)]
+        grad_weights += [input_weight_grad(d_input, x), d_hidden.t().mm(h_prev)]
         if b_ih is not None:
             grad_weights += [d_input.sum(0), d_hidden.sum(0)]
     return grad_x, grad_h0, grad_weights

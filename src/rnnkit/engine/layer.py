@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit import compiled
 from rnnkit.compiled import warmup
+from rnnkit.engine.products import add_input_grad
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
 
@@ -38,9 +39,6 @@ AUTO_COMPILED_MAX = 512 * 1024
 AUTO_COMPILED_MAX_ONE_THREAD = 1 << 20
 
 _FULL_PRECISION = (torch.float32, torch.float64)
-
-# Input widths up to which the backward GEMMs run transposed (see layer_backward).
-_NARROW_INPUT = 8
 
 # In inference, a stacked layer's input projection overwrites its input (the layer
 # below's output, which nothing else reads) in row chunks of a sixteenth of it, so
@@ -408,17 +406,8 @@ class _ChunkTarget:
         """
         w_ih, w_hh = self.w_ih, self.w_hh
         if self.grad_x is not None:
-            rows = self.grad_x[first_row : first_row + d.size(0)]
-            # BLAS is slow (4-7x, measured) on products with an output this narrow
-            # (H_in columns); the transposed product is the same numbers, fast.
-            narrow = x.size(1) <= _NARROW_INPUT
-            if narrow:
-                share = w_ih.t().mm(d.t()).t()  # (r, H_in)
-                rows.copy_(share) if self.first else rows.add_(share)
-            elif self.first:
-                torch.mm(d, w_ih, out=rows)
-            else:
-                rows.addmm_(d, w_ih)
+            rows = self.grad_x[first_row : first_row + d.size(0)]  # (r, H_in)
+            add_input_grad(rows, d, w_ih, self.first)
         if self.grad_h0 is not None:
             if not reverse and first_row == 0:  # every sequence starts at step 0
                 torch.mm(d[: sizes[0]], w_hh, out=self.grad_h0)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 
 
@@ -86,9 +87,8 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, e
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(parts):
         gate_rows, cell_rows, tanh_rows = gates[k], cells[k], tanh_cells[k]
         out_k = out[:, k * out_size : (k + 1) * out_size]
-        torch.mm(x, _to_engine_order(w_ih).t(), out=gate_rows)  # (R, 4H)
-        if b_ih is not None:
-            gate_rows.add_(_to_engine_order(b_ih + b_hh))
+        bias = None if b_ih is None else _to_engine_order(b_ih + b_hh)
+        project_input(x, _to_engine_order(w_ih), bias, gate_rows)  # (R, 4H)
         w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
         if engine == "compiled":
@@ -172,12 +172,12 @@ def lstm_layer_backward(
         grad_h0[k], grad_c0[k] = carry_h, carry_c
         w_ih_engine = _to_engine_order(w_ih)  # (4H, H_in)
         if grad_x is not None:
-            grad_x.copy_(d_gates.mm(w_ih_engine)) if k == 0 else grad_x.addmm_(d_gates, w_ih_engine)
+            add_input_grad(grad_x, d_gates, w_ih_engine, first=k == 0)
         if grad_weights is None:
             continue
         h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, P)
         grad_weights += [
-            _to_torch_order(d_gates.t().mm(x)),
+            _to_torch_order(input_weight_grad(d_gates, x)),
             _to_torch_order(d_gates.t().mm(h_prev)),
         ]
         if b_ih is not None:
