@@ -288,3 +288,31 @@ def test_a_variant_task_trains_its_config_with_its_settings(tmp_path):
     assert argv[:2] == ["train", "configs/goog_forecast.toml"]
     sets = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
     assert sets == ["data.target_transform=none", *rr.smoke_sets(task)]
+
+
+CELL_VARIANTS = [("ewt-lstm", "ewt", "lstm"), ("sst2-gru", "sst2", "gru"),
+                 ("shakespeare-lstm", "shakespeare", "lstm")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "base", "cell"), CELL_VARIANTS)
+def test_a_cell_variant_trains_its_task_s_config_with_its_cell(key, base, cell, tmp_path):
+    task, base_task = rr.TASKS[key], rr.TASKS[base]
+    argv = rr.train_argv(task, tmp_path / "run", smoke=True)
+    assert argv[:2] == ["train", base_task.config]
+    sets = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+    assert sets == [f"model.cell={cell}", *rr.smoke_sets(base_task)]
+    assert task.figures is base_task.figures or task.figures.__qualname__ == (
+        base_task.figures.__qualname__
+    )
+
+
+def test_a_cell_variant_s_smoke_run_uses_its_cell(tmp_path, monkeypatch, capsys):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the real data are not at {SHARED_DATA}")
+    monkeypatch.chdir(REPO)
+    run = tmp_path / "sst2-gru"
+    assert rnnkit_main(rr.train_argv(rr.TASKS["sst2-gru"], run, smoke=True)) == 0
+    out = capsys.readouterr().out
+    assert "rnnkit.GRU encoder" in out and rr.parse_parameters(out) > 0
+    figures = rr.TASKS["sst2-gru"].figures(json.loads((run / "results.json").read_text()))
+    assert figures and all(math.isfinite(f.value) for f in figures)
