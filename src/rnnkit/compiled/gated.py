@@ -47,13 +47,13 @@ def _prologue(rows: int, batch_sizes, batch: int, dtype: np.dtype):
 
 
 def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, batch_sizes,
-                 reverse, h_n, c_n) -> None:  # fmt: skip
+                 reverse, h_n, c_n, keep=True) -> None:  # fmt: skip
     """One LSTM direction's recurrence, in place (see ``gated_kernels.lstm_forward_loop``).
 
     Shape:
-        gates ``(R, 4H)``, cells and tanh_cells ``(R, H)``, out ``(R, W)``,
-        h0 and h_n ``(N, P)``, c0 and c_n ``(N, H)``, w_hh_t ``(P, 4H)``,
-        w_hr_t ``(H, P)`` or None.
+        gates ``(R, 4H)``, cells and tanh_cells ``(R, H)`` (without ``keep``:
+        ``(2N, H)`` and ``(N, H)``), out ``(R, W)``, h0 and h_n ``(N, P)``, c0 and
+        c_n ``(N, H)``, w_hh_t ``(P, 4H)``, w_hr_t ``(H, P)`` or None.
     """
     gates_np = _written_in_place(gates, "gates")
     rows, hidden = gates_np.shape[0], cells.size(-1)
@@ -61,8 +61,11 @@ def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, 
     arrays = {
         "gates": (gates_np, (rows, 4 * hidden)),
         "out": (_written_in_place(out, "out"), (rows, out.size(-1))),
-        "cells": (_written_in_place(cells, "cells"), (rows, hidden)),
-        "tanh_cells": (_written_in_place(tanh_cells, "tanh_cells"), (rows, hidden)),
+        "cells": (_written_in_place(cells, "cells"), (rows if keep else 2 * batch, hidden)),
+        "tanh_cells": (
+            _written_in_place(tanh_cells, "tanh_cells"),
+            (rows if keep else batch, hidden),
+        ),
         "h0": (_as_numpy(h0), (batch, width)),
         "c0": (_as_numpy(c0), (batch, hidden)),
         "w_hh_t": (_as_numpy(w_hh_t), (width, 4 * hidden)),
@@ -79,6 +82,7 @@ def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, 
     _kernels().lstm_forward_loop(
         a["gates"], a["cells"], a["tanh_cells"], a["out"], column, a["h0"], a["c0"], a["w_hh_t"],
         w_hr_np, raw, *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], a["c_n"],
+        keep,
     )  # fmt: skip
 
 
@@ -123,12 +127,12 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
 
 
 def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse,
-                h_n) -> None:  # fmt: skip
+                h_n, keep=True) -> None:  # fmt: skip
     """One GRU direction's recurrence, in place (see ``gated_kernels.gru_forward_loop``).
 
     Shape:
-        gates and products ``(R, 3H)``, out ``(R, W)``, h0 and h_n ``(N, H)``,
-        w_hh_t ``(H, 3H)``, bias_hn ``(H,)`` or None.
+        gates and products ``(R, 3H)`` (products without ``keep``: ``(N, 3H)``), out
+        ``(R, W)``, h0 and h_n ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)`` or None.
     """
     gates_np = _written_in_place(gates, "gates")
     rows, hidden, batch = gates_np.shape[0], h0.size(-1), h0.size(0)
@@ -136,7 +140,10 @@ def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, 
     arrays = {
         "out": (_written_in_place(out, "out"), (rows, out.size(-1))),
         "gates": (gates_np, (rows, 3 * hidden)),
-        "products": (_written_in_place(products, "products"), (rows, 3 * hidden)),
+        "products": (
+            _written_in_place(products, "products"),
+            (rows if keep else batch, 3 * hidden),
+        ),
         "h0": (_as_numpy(h0), (batch, hidden)),
         "w_hh_t": (_as_numpy(w_hh_t), (hidden, 3 * hidden)),
         "bias_hn": (np.zeros(hidden, dtype) if bias_hn is None else _as_numpy(bias_hn), (hidden,)),
@@ -146,7 +153,7 @@ def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, 
     a = {name: array for name, (array, _) in arrays.items()}
     _kernels().gru_forward_loop(
         a["gates"], a["products"], a["out"], column, a["h0"], a["w_hh_t"], a["bias_hn"],
-        *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"],
+        *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], keep,
     )  # fmt: skip
 
 

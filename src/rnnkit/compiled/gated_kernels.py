@@ -82,16 +82,31 @@ def _last_rows(states, column, batch_sizes, offsets, reverse, into):
                 into[i, j] = states[offsets[t] + i, np.uint64(column) + np.uint64(j)]
 
 
+@njit(cache=_CACHE, nogil=True)
+def _keep_ending(states, first, batch_sizes, t, reverse, into):
+    """Into ``into``, the states of the sequences whose last processed step is ``t``,
+    held in rows ``first...`` of ``states`` (in the step's row order)."""
+    n = batch_sizes[t]
+    if reverse:  # every sequence ends at step 0
+        ending = 0 if t == 0 else n
+    else:
+        ending = batch_sizes[t + 1] if t + 1 < batch_sizes.shape[0] else 0
+    for i in range(ending, n):
+        for j in range(into.shape[1]):
+            into[i, j] = states[first + i, j]
+
+
 # The gates of a block of rows, ``count`` rows from ``first``, whose previous states are
 # rows ``prev_row...`` of ``c_prev`` / ``h_prev``: a step's continuing rows read the
 # step before's, its starting rows read h0/c0. Each body is compiled twice: exact
 # (float64, np.tanh) and fast (float32: the rational tanh, fastmath, vectorised).
 
 
-def _lstm_cells_body(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
-                     prev_row, half, fast):  # fmt: skip
-    """Activate the gates (``o, i, f, g``, in place), write ``c``, ``tanh(c)`` and
-    ``o * tanh(c)`` (into ``dest`` from row ``dest_row``, column ``dest_column``)."""
+def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
+                     first, count, c_prev, prev_row, half, fast):  # fmt: skip
+    """Activate the gates (``o, i, f, g``, in place), write ``c`` (into ``cells`` from
+    row ``cell_row``), ``tanh(c)`` (``tanh_cells`` from ``tanh_row``) and ``o * tanh(c)``
+    (``dest`` from row ``dest_row``, column ``dest_column``)."""
     hidden = cells.shape[1]
     h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
     for r in range(count):
@@ -107,7 +122,7 @@ def _lstm_cells_body(gates, cells, tanh_cells, dest, dest_row, dest_column, firs
             gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
                 o, gi, f, g,
             )  # fmt: skip
-            cells[row, u], tanh_cells[row, u] = c, tanh_c
+            cells[cell_row + r, u], tanh_cells[tanh_row + r, u] = c, tanh_c
             dest[dest_row + r, np.uint64(dest_column) + u] = o * tanh_c
 
 
@@ -133,21 +148,22 @@ def _lstm_cells_back_body(d_gates, carry_c, d_raw, gates, cells, tanh_cells, fir
             carry_c[k, u] = dc * f
 
 
-def _gru_cells_body(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
-                    bias_hn, half, fast):  # fmt: skip
-    """Activate the gates (``r, z, n``, in place), add ``b_hn`` to the ``n`` products and
-    write ``h = n + z * (h_prev - n)`` into ``out``'s columns from ``column``."""
+def _gru_cells_body(gates, products, product_row, out, column, first, count, h_prev, prev_row,
+                    prev_column, bias_hn, half, fast):  # fmt: skip
+    """Activate the gates (``r, z, n``, in place), add ``b_hn`` to the ``n`` products (rows
+    from ``product_row``) and write ``h = n + z * (h_prev - n)`` into ``out``'s columns
+    from ``column``."""
     hidden = bias_hn.shape[0]
     h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
     for r in range(count):
-        row, before = first + r, prev_row + r
+        row, before, p = first + r, prev_row + r, product_row + r
         for j in range(hidden):
             u = np.uint64(j)
             h_before = h_prev[before, np.uint64(prev_column) + u]
-            gh_n = products[row, h2 + u] + bias_hn[u]
-            products[row, h2 + u] = gh_n
-            reset = _sigmoid(gates[row, u] + products[row, u], fast, half)
-            update = _sigmoid(gates[row, h1 + u] + products[row, h1 + u], fast, half)
+            gh_n = products[p, h2 + u] + bias_hn[u]
+            products[p, h2 + u] = gh_n
+            reset = _sigmoid(gates[row, u] + products[p, u], fast, half)
+            update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], fast, half)
             candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
             gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
             out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
@@ -190,14 +206,14 @@ _gru_back_exact, _gru_back_fast = _compiled_twice(_gru_cells_back_body)
 
 
 @njit(inline="always")
-def _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
-                prev_row, half):  # fmt: skip
+def _lstm_cells(fast, gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
+                first, count, c_prev, prev_row, half):  # fmt: skip
     if fast:
-        _lstm_fast(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
-                   prev_row, half, True)  # fmt: skip
+        _lstm_fast(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
+                   first, count, c_prev, prev_row, half, True)  # fmt: skip
     else:
-        _lstm_exact(gates, cells, tanh_cells, dest, dest_row, dest_column, first, count, c_prev,
-                    prev_row, half, False)  # fmt: skip
+        _lstm_exact(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
+                    first, count, c_prev, prev_row, half, False)  # fmt: skip
 
 
 @njit(inline="always")
@@ -212,14 +228,14 @@ def _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, fi
 
 
 @njit(inline="always")
-def _gru_cells(fast, gates, products, out, column, first, count, h_prev, prev_row, prev_column,
-               bias_hn, half):  # fmt: skip
+def _gru_cells(fast, gates, products, product_row, out, column, first, count, h_prev, prev_row,
+               prev_column, bias_hn, half):  # fmt: skip
     if fast:
-        _gru_fast(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
-                  bias_hn, half, True)  # fmt: skip
+        _gru_fast(gates, products, product_row, out, column, first, count, h_prev, prev_row,
+                  prev_column, bias_hn, half, True)  # fmt: skip
     else:
-        _gru_exact(gates, products, out, column, first, count, h_prev, prev_row, prev_column,
-                   bias_hn, half, False)  # fmt: skip
+        _gru_exact(gates, products, product_row, out, column, first, count, h_prev, prev_row,
+                   prev_column, bias_hn, half, False)  # fmt: skip
 
 
 @njit(inline="always")
@@ -236,14 +252,16 @@ def _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, pro
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_forward_loop(
     gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, raw, batch_sizes, reverse,
-    fast, consts, small_gemm, tall_rows, h_n, c_n,
+    fast, consts, small_gemm, tall_rows, h_n, c_n, keep,
 ):  # fmt: skip
     """One LSTM direction's recurrence.
 
     Args:
         gates: each row's input projection plus bias (order ``o, i, f, g``);
             becomes the activated gates.
-        cells, tanh_cells: written with every row's cell state and its tanh.
+        cells, tanh_cells: written with every row's cell state and its tanh; without
+            ``keep`` (inference), scratch: the cell states of the last two steps, the
+            tanh of one.
         out: written with the hidden states, in columns ``column : column + P``.
         h0, c0: initial states.
         w_hh_t: the recurrent weight, transposed, rows in gate order ``o, i, f, g``.
@@ -251,14 +269,16 @@ def lstm_forward_loop(
         raw: scratch for one step's ``o * tanh(c)`` (used with a projection).
         batch_sizes, reverse, fast, consts, small_gemm, tall_rows: see the module doc.
         h_n, c_n: written with each sequence's last states.
+        keep: keep every row's cell state and its tanh for the backward pass.
 
     Shape:
-        gates ``(R, 4H)``, cells and tanh_cells ``(R, H)``, out ``(R, W)``, h0
-        ``(N, P)``, c0 ``(N, H)``, w_hh_t ``(P, 4H)``, w_hr_t ``(H, P)``, raw ``(N, H)``.
+        gates ``(R, 4H)``, cells and tanh_cells ``(R, H)`` (without keep ``(2N, H)``
+        and ``(N, H)``), out ``(R, W)``, h0 ``(N, P)``, c0 ``(N, H)``, w_hh_t
+        ``(P, 4H)``, w_hr_t ``(H, P)``, raw ``(N, H)``.
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
-    width = h0.shape[1]
+    batch, width = h0.shape[0], h0.shape[1]
     projected = w_hr_t.shape[0] > 0
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
@@ -268,17 +288,24 @@ def lstm_forward_loop(
         _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
                            batch_sizes, t, reverse, small_gemm, int_args, scalar_args)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
+        cell_row, tanh_row = start, start
+        if not keep:  # steps alternate between two blocks of cell rows
+            cell_row, tanh_row, previous = (i % 2) * batch, 0, ((i + 1) % 2) * batch
         dest, dest_row, dest_column = (raw, 0, 0) if projected else (out, start, column)
-        _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row, dest_column, start, n_cont,
-                    cells, previous, half)  # fmt: skip
-        _lstm_cells(fast, gates, cells, tanh_cells, dest, dest_row + n_cont, dest_column,
-                    start + n_cont, n - n_cont, c0, n_cont, half)  # fmt: skip
+        _lstm_cells(fast, gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row,
+                    dest_column, start, n_cont, cells, previous, half)  # fmt: skip
+        _lstm_cells(fast, gates, cells, cell_row + n_cont, tanh_cells, tanh_row + n_cont, dest,
+                    dest_row + n_cont, dest_column, start + n_cont, n - n_cont, c0, n_cont,
+                    half)  # fmt: skip
+        if not keep:
+            _keep_ending(cells, cell_row, batch_sizes, t, reverse, c_n)
         if projected:
             rows = out[start : start + n, column : column + width]
             rows[:] = 0.0
             _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args)
     _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
-    _last_rows(cells, 0, batch_sizes, offsets, reverse, c_n)
+    if keep:
+        _last_rows(cells, 0, batch_sizes, offsets, reverse, c_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -333,7 +360,7 @@ def lstm_backward_walk(
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_forward_loop(
     gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, fast, consts,
-    small_gemm, tall_rows, h_n,
+    small_gemm, tall_rows, h_n, keep,
 ):  # fmt: skip
     """One GRU direction's recurrence.
 
@@ -341,15 +368,17 @@ def gru_forward_loop(
         gates: each row's input projection plus ``b_ih`` (and ``b_hh`` for r, z);
             becomes the activated gates ``r, z, n``.
         products: written with each row's recurrent product ``W_hh h_prev``, plus
-            ``b_hn`` in the ``n`` columns.
+            ``b_hn`` in the ``n`` columns; without ``keep`` (inference), scratch for
+            one step's.
         out: written with the hidden states, in columns ``column : column + H``.
         h0: initial states. w_hh_t: the recurrent weight, transposed.
         bias_hn: ``b_hn`` (zeros without biases).
         h_n: written with each sequence's last state.
+        keep: keep every row's products for the backward pass.
 
     Shape:
-        gates and products ``(R, 3H)``, out ``(R, W)``, h0 ``(N, H)``, w_hh_t
-        ``(H, 3H)``, bias_hn ``(H,)``.
+        gates and products ``(R, 3H)`` (products without keep ``(N, 3H)``), out
+        ``(R, W)``, h0 ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)``.
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
@@ -359,15 +388,16 @@ def gru_forward_loop(
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
-        into = products[start : start + n]
+        product_row = start if keep else 0
+        into = products[product_row : product_row + n]
         into[:] = 0.0
         _recurrent_product(out, column, hidden, h0, w_hh_t, into, offsets, batch_sizes, t,
                            reverse, small_gemm, int_args, scalar_args)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _gru_cells(fast, gates, products, out, column, start, n_cont, out, previous, column,
-                   bias_hn, half)  # fmt: skip
-        _gru_cells(fast, gates, products, out, column, start + n_cont, n - n_cont, h0, n_cont, 0,
-                   bias_hn, half)  # fmt: skip
+        _gru_cells(fast, gates, products, product_row, out, column, start, n_cont, out, previous,
+                   column, bias_hn, half)  # fmt: skip
+        _gru_cells(fast, gates, products, product_row + n_cont, out, column, start + n_cont,
+                   n - n_cont, h0, n_cont, 0, bias_hn, half)  # fmt: skip
     _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
 
 

@@ -240,7 +240,7 @@ def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected, engine):
     args = (batch_sizes, directions, projected, engine)
     if grad_needed(x, h0, [c0, *weights]):
         return LSTMLayerFunction.apply(x, h0, c0, *args, *weights)
-    return lstm_layer_forward(x, h0, c0, weights, *args)[:3]
+    return lstm_layer_forward(x, h0, c0, weights, *args, keep=False)[:3]
 
 
 def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
@@ -251,7 +251,7 @@ def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
     engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
     if grad_needed(x, h0, weights):
         return GRULayerFunction.apply(x, h0, batch_sizes, directions, engine, *weights)
-    return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine)[:2]
+    return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine, keep=False)[:2]
 
 
 def gated_stack(

@@ -38,7 +38,7 @@ def _input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
     return bias
 
 
-def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
+def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", keep=True):
     """The forward pass of every direction of one GRU layer.
 
     Args:
@@ -48,11 +48,13 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
         batch_sizes: rows per step.
         directions: per direction, whether it runs in reverse.
         engine: ``"compiled"`` (the time loop compiled) or ``"fused"`` (torch ops).
+        keep: keep what the backward pass reads; False (inference) holds one
+            step's recurrent products only.
 
     Returns:
         ``(out, h_n, gates, hidden_products)``: the outputs, the last states, and
         what the backward pass reads: every row's activated gates ``r, z, n`` and
-        its recurrent product ``W_hh h_prev + [0, 0, b_hn]``.
+        its recurrent product ``W_hh h_prev + [0, 0, b_hn]`` (one step's without keep).
 
     Shape:
         x ``(R, H_in)``, h0 ``(D, N, H)``; out ``(R, D * H)``, h_n ``(D, N, H)``;
@@ -61,7 +63,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)
-    products = torch.empty_like(gates)
+    products = x.new_empty(num_directions, rows if keep else batch_sizes[0], 3 * hidden)
     h_n = h0.new_empty(h0.shape)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         gate_rows, product_rows = gates[k], products[k]
@@ -73,7 +75,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
             compiled_gated.gru_forward(
                 gate_rows, product_rows, out, k * hidden, h0[k], w_hh_t, b_hn, batch_sizes,
-                directions[k], h_n[k],
+                directions[k], h_n[k], keep,
             )  # fmt: skip
             continue
         if b_ih is not None:
@@ -81,7 +83,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused"):
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
             h_prev = previous_rows(out_k, h0[k], previous, n)
-            gh = product_rows[first:end]  # (n, 3H)
+            gh = product_rows[first:end] if keep else product_rows[:n]  # (n, 3H)
             if b_ih is None:
                 torch.mm(h_prev, w_hh_t, out=gh)
             else:

@@ -54,7 +54,9 @@ def split_lstm_weights(weights, num_directions: int, projected: bool) -> list[tu
     return parts
 
 
-def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, engine="fused"):
+def lstm_layer_forward(
+    x, h0, c0, weights, batch_sizes, directions, projected, engine="fused", keep=True
+):
     """The forward pass of every direction of one LSTM layer.
 
     Args:
@@ -65,11 +67,13 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, e
         directions: per direction, whether it runs in reverse.
         projected: whether each direction has a projection ``w_hr``.
         engine: ``"compiled"`` (the time loop compiled) or ``"fused"`` (torch ops).
+        keep: keep what the backward pass reads; False (inference) lets the
+            compiled loop hold the cell states of two steps only.
 
     Returns:
         ``(out, h_n, c_n, gates, cells, tanh_cells)``: the outputs, the last
         states, and what the backward pass reads: every row's activated gates
-        (order ``o, i, f, g``), cell state and its tanh.
+        (order ``o, i, f, g``), cell state and its tanh (scratch without keep).
 
     Shape:
         x ``(R, H_in)``, h0 ``(D, N, P)``, c0 ``(D, N, H)``; out ``(R, D * P)``,
@@ -79,8 +83,10 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, e
     hidden, out_size = c0.size(2), h0.size(2)
     out = x.new_empty(rows, num_directions * out_size)
     gates = x.new_empty(num_directions, rows, 4 * hidden)
-    cells = x.new_empty(num_directions, rows, hidden)
-    tanh_cells = torch.empty_like(cells)
+    ring = not keep and engine == "compiled"  # (2N, H) cell rows, (N, H) of their tanh
+    batch = batch_sizes[0] if len(batch_sizes) else 0
+    cells = x.new_empty(num_directions, 2 * batch if ring else rows, hidden)
+    tanh_cells = x.new_empty(num_directions, batch if ring else rows, hidden)
     h_n, c_n = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
     raw = x.new_empty(batch_sizes[0], hidden) if projected else None  # o * tanh(c) of a step
     parts = split_lstm_weights(weights, num_directions, projected)
@@ -94,7 +100,7 @@ def lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, e
         if engine == "compiled":
             compiled_gated.lstm_forward(
                 gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k], w_hh_t,
-                w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k],
+                w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k], keep=not ring,
             )  # fmt: skip
             continue
         previous = None
