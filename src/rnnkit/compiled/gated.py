@@ -126,13 +126,14 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
     )  # fmt: skip
 
 
-def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse,
+def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse,
                 h_n, keep=True) -> None:  # fmt: skip
     """One GRU direction's recurrence, in place (see ``gated_kernels.gru_forward_loop``).
 
     Shape:
-        gates and products ``(R, 3H)`` (products without ``keep``: ``(N, 3H)``), out
-        ``(R, W)``, h0 and h_n ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)`` or None.
+        gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without ``keep``:
+        ``(N, H)``), out ``(R, W)``, h0 and h_n ``(N, H)``, w_hh_t ``(H, 3H)``,
+        bias_hn ``(H,)`` or None.
     """
     gates_np = _written_in_place(gates, "gates")
     rows, hidden, batch = gates_np.shape[0], h0.size(-1), h0.size(0)
@@ -140,10 +141,8 @@ def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, 
     arrays = {
         "out": (_written_in_place(out, "out"), (rows, out.size(-1))),
         "gates": (gates_np, (rows, 3 * hidden)),
-        "products": (
-            _written_in_place(products, "products"),
-            (rows if keep else batch, 3 * hidden),
-        ),
+        "products": (_written_in_place(products, "products"), (batch, 3 * hidden)),
+        "kept_n": (_written_in_place(kept_n, "kept_n"), (rows if keep else batch, hidden)),
         "h0": (_as_numpy(h0), (batch, hidden)),
         "w_hh_t": (_as_numpy(w_hh_t), (hidden, 3 * hidden)),
         "bias_hn": (np.zeros(hidden, dtype) if bias_hn is None else _as_numpy(bias_hn), (hidden,)),
@@ -152,18 +151,18 @@ def gru_forward(gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, 
     _check(arrays, "out", column, hidden)
     a = {name: array for name, (array, _) in arrays.items()}
     _kernels().gru_forward_loop(
-        a["gates"], a["products"], a["out"], column, a["h0"], a["w_hh_t"], a["bias_hn"],
-        *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], keep,
+        a["gates"], a["products"], a["kept_n"], a["out"], column, a["h0"], a["w_hh_t"],
+        a["bias_hn"], *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], keep,
     )  # fmt: skip
 
 
-def gru_backward(d_hidden, d_input, grad_out, out, column, gates, products, h0, w_hh,
-                 batch_sizes, reverse, carry) -> None:  # fmt: skip
+def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes,
+                 reverse, carry) -> None:  # fmt: skip
     """One GRU direction's walk back in time (see ``gated_kernels.gru_backward_walk``).
 
     Shape:
-        d_hidden, d_input, gates, products ``(R, 3H)``, grad_out and out ``(R, W)``,
-        h0 and carry ``(N, H)``, w_hh ``(3H, H)``.
+        d_hidden and gates ``(R, 3H)``, d_n and kept_n ``(R, H)``, grad_out and out
+        ``(R, W)``, h0 and carry ``(N, H)``, w_hh ``(3H, H)``.
     """
     d_hidden_np = _written_in_place(d_hidden, "d_hidden")
     rows, hidden, batch = d_hidden_np.shape[0], h0.size(-1), h0.size(0)
@@ -172,9 +171,9 @@ def gru_backward(d_hidden, d_input, grad_out, out, column, gates, products, h0, 
         "grad_out": (_as_numpy(grad_out), (rows, grad_out.size(-1))),
         "out": (_as_numpy(out), (rows, grad_out.size(-1))),
         "d_hidden": (d_hidden_np, (rows, 3 * hidden)),
-        "d_input": (_written_in_place(d_input, "d_input"), (rows, 3 * hidden)),
+        "d_n": (_written_in_place(d_n, "d_n"), (rows, hidden)),
         "gates": (_as_numpy(gates), (rows, 3 * hidden)),
-        "products": (_as_numpy(products), (rows, 3 * hidden)),
+        "kept_n": (_as_numpy(kept_n), (rows, hidden)),
         "h0": (_as_numpy(h0), (batch, hidden)),
         "w_hh": (_as_numpy(w_hh), (3 * hidden, hidden)),
         "carry": (_written_in_place(carry, "carry"), (batch, hidden)),
@@ -183,7 +182,7 @@ def gru_backward(d_hidden, d_input, grad_out, out, column, gates, products, h0, 
     a = {name: array for name, (array, _) in arrays.items()}
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
-        a["d_hidden"], a["d_input"], a["grad_out"], a["out"], column, a["gates"], a["products"],
+        a["d_hidden"], a["d_n"], a["grad_out"], a["out"], column, a["gates"], a["kept_n"],
         a["h0"], a["w_hh"], sizes, reverse, dtype == np.float32, consts, small_gemm, tall_rows,
         a["carry"],
     )  # fmt: skip

@@ -148,20 +148,21 @@ def _lstm_cells_back_body(d_gates, carry_c, d_raw, gates, cells, tanh_cells, fir
             carry_c[k, u] = dc * f
 
 
-def _gru_cells_body(gates, products, product_row, out, column, first, count, h_prev, prev_row,
-                    prev_column, bias_hn, half, fast):  # fmt: skip
-    """Activate the gates (``r, z, n``, in place), add ``b_hn`` to the ``n`` products (rows
-    from ``product_row``) and write ``h = n + z * (h_prev - n)`` into ``out``'s columns
-    from ``column``."""
+def _gru_cells_body(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
+                    prev_row, prev_column, bias_hn, half, fast):  # fmt: skip
+    """Activate the gates (``r, z, n``, in place) from the step's recurrent products (row
+    ``row - offset`` for packed row ``row``: ``offset`` is the step's first), keep
+    ``W_hn h_prev + b_hn`` (into ``kept_n`` from row ``kept_row``) and write
+    ``h = n + z * (h_prev - n)`` into ``out``'s columns from ``column``."""
     hidden = bias_hn.shape[0]
     h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
     for r in range(count):
-        row, before, p = first + r, prev_row + r, product_row + r
+        row, before, p = first + r, prev_row + r, first - offset + r
         for j in range(hidden):
             u = np.uint64(j)
             h_before = h_prev[before, np.uint64(prev_column) + u]
             gh_n = products[p, h2 + u] + bias_hn[u]
-            products[p, h2 + u] = gh_n
+            kept_n[kept_row + r, u] = gh_n
             reset = _sigmoid(gates[row, u] + products[p, u], fast, half)
             update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], fast, half)
             candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
@@ -169,10 +170,12 @@ def _gru_cells_body(gates, products, product_row, out, column, first, count, h_p
             out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
 
 
-def _gru_cells_back_body(d_hidden, d_input, grad_out, carry, column, gates, products, first,
-                         count, carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
-    """dL/d(pre-activations) of the block's gates from dL/dh (upstream plus the carried
-    rows ``carry_row...`` of ``carry``, which become dL/dh_prev through the update gate)."""
+def _gru_cells_back_body(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
+                         carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
+    """dL/d(recurrent pre-activations) of the block's gates (``d_hidden``; ``d_n``: the
+    ``n`` gate's input pre-activation, not scaled by ``r``) from dL/dh (upstream plus the
+    carried rows ``carry_row...`` of ``carry``, which become dL/dh_prev through the
+    update gate)."""
     hidden = carry.shape[1]
     h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
     for r in range(count):
@@ -182,13 +185,13 @@ def _gru_cells_back_body(d_hidden, d_input, grad_out, carry, column, gates, prod
             dh = grad_out[row, np.uint64(column) + u] + carry[k, u]
             h_before = h_prev[before, np.uint64(prev_column) + u]
             reset, update, candidate = gates[row, u], gates[row, h1 + u], gates[row, h2 + u]
-            d_n = dh * (one - update) * (one - candidate * candidate)
+            d_candidate = dh * (one - update) * (one - candidate * candidate)
             d_z = dh * (h_before - candidate) * update * (one - update)
-            d_r = d_n * products[row, h2 + u] * reset * (one - reset)
+            d_r = d_candidate * kept_n[row, u] * reset * (one - reset)
             d_hidden[row, u], d_hidden[row, h1 + u], d_hidden[row, h2 + u] = (
-                d_r, d_z, d_n * reset,
+                d_r, d_z, d_candidate * reset,
             )  # fmt: skip
-            d_input[row, u], d_input[row, h1 + u], d_input[row, h2 + u] = d_r, d_z, d_n
+            d_n[row, u] = d_candidate
             carry[k, u] = dh * update
 
 
@@ -228,25 +231,25 @@ def _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, fi
 
 
 @njit(inline="always")
-def _gru_cells(fast, gates, products, product_row, out, column, first, count, h_prev, prev_row,
-               prev_column, bias_hn, half):  # fmt: skip
+def _gru_cells(fast, gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
+               prev_row, prev_column, bias_hn, half):  # fmt: skip
     if fast:
-        _gru_fast(gates, products, product_row, out, column, first, count, h_prev, prev_row,
-                  prev_column, bias_hn, half, True)  # fmt: skip
+        _gru_fast(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
+                  prev_row, prev_column, bias_hn, half, True)  # fmt: skip
     else:
-        _gru_exact(gates, products, product_row, out, column, first, count, h_prev, prev_row,
-                   prev_column, bias_hn, half, False)  # fmt: skip
+        _gru_exact(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
+                   prev_row, prev_column, bias_hn, half, False)  # fmt: skip
 
 
 @njit(inline="always")
-def _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products, first,
-                    count, carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
+def _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
+                    carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
     if fast:
-        _gru_back_fast(d_hidden, d_input, grad_out, carry, column, gates, products, first,
-                       count, carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
+        _gru_back_fast(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
+                       carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
     else:
-        _gru_back_exact(d_hidden, d_input, grad_out, carry, column, gates, products, first,
-                        count, carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
+        _gru_back_exact(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
+                        carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -359,7 +362,7 @@ def lstm_backward_walk(
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_forward_loop(
-    gates, products, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, fast, consts,
+    gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, fast, consts,
     small_gemm, tall_rows, h_n, keep,
 ):  # fmt: skip
     """One GRU direction's recurrence.
@@ -367,18 +370,18 @@ def gru_forward_loop(
     Args:
         gates: each row's input projection plus ``b_ih`` (and ``b_hh`` for r, z);
             becomes the activated gates ``r, z, n``.
-        products: written with each row's recurrent product ``W_hh h_prev``, plus
-            ``b_hn`` in the ``n`` columns; without ``keep`` (inference), scratch for
-            one step's.
+        products: scratch for one step's recurrent products ``W_hh h_prev``.
+        kept_n: written with each row's ``W_hn h_prev + b_hn`` (what the backward
+            pass reads); without ``keep`` (inference), scratch for one step's.
         out: written with the hidden states, in columns ``column : column + H``.
         h0: initial states. w_hh_t: the recurrent weight, transposed.
         bias_hn: ``b_hn`` (zeros without biases).
         h_n: written with each sequence's last state.
-        keep: keep every row's products for the backward pass.
+        keep: keep every row's ``kept_n`` for the backward pass.
 
     Shape:
-        gates and products ``(R, 3H)`` (products without keep ``(N, 3H)``), out
-        ``(R, W)``, h0 ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)``.
+        gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without keep
+        ``(N, H)``), out ``(R, W)``, h0 ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)``.
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
@@ -388,38 +391,39 @@ def gru_forward_loop(
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
-        product_row = start if keep else 0
-        into = products[product_row : product_row + n]
+        into = products[:n]
         into[:] = 0.0
         _recurrent_product(out, column, hidden, h0, w_hh_t, into, offsets, batch_sizes, t,
                            reverse, small_gemm, int_args, scalar_args)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _gru_cells(fast, gates, products, product_row, out, column, start, n_cont, out, previous,
-                   column, bias_hn, half)  # fmt: skip
-        _gru_cells(fast, gates, products, product_row + n_cont, out, column, start + n_cont,
-                   n - n_cont, h0, n_cont, 0, bias_hn, half)  # fmt: skip
+        kept_row = start if keep else 0
+        _gru_cells(fast, gates, products, start, kept_n, kept_row, out, column, start, n_cont,
+                   out, previous, column, bias_hn, half)  # fmt: skip
+        _gru_cells(fast, gates, products, start, kept_n, kept_row + n_cont, out, column,
+                   start + n_cont, n - n_cont, h0, n_cont, 0, bias_hn, half)  # fmt: skip
     _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_backward_walk(
-    d_hidden, d_input, grad_out, out, column, gates, products, h0, w_hh, batch_sizes, reverse,
-    fast, consts, small_gemm, tall_rows, carry,
+    d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes, reverse, fast,
+    consts, small_gemm, tall_rows, carry,
 ):  # fmt: skip
     """One GRU direction's walk back in time.
 
     Args:
         d_hidden: written with dL/d(recurrent pre-activations) ``r, z, n`` of every
             row (the ``n`` one scaled by ``r``).
-        d_input: written with dL/d(input pre-activations) of every row.
+        d_n: written with dL/d(the ``n`` gate's input pre-activation) of every row;
+            the ``r`` and ``z`` ones are ``d_hidden``'s.
         grad_out: upstream gradient of the output, columns ``column : column + H``.
-        out, gates, products, h0: from the forward pass.
+        out, gates, kept_n, h0: from the forward pass.
         w_hh: the recurrent weight.
         carry: on entry dL/dh_n; on return dL/dh_0.
 
     Shape:
-        d_hidden, d_input ``(R, 3H)``, grad_out and out ``(R, W)``, w_hh ``(3H, H)``,
-        carry ``(N, H)``.
+        d_hidden ``(R, 3H)``, d_n and kept_n ``(R, H)``, grad_out and out ``(R, W)``,
+        w_hh ``(3H, H)``, carry ``(N, H)``.
     """
     int_args, scalar_args = scratch(d_hidden.dtype, tall_rows)
     one = consts[1]
@@ -429,9 +433,9 @@ def gru_backward_walk(
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products, start,
+        _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n, start,
                         n_cont, 0, out, previous, column, one)  # fmt: skip
-        _gru_cells_back(fast, d_hidden, d_input, grad_out, carry, column, gates, products,
+        _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n,
                         start + n_cont, n - n_cont, n_cont, h0, n_cont, 0, one)  # fmt: skip
         _matmul_accumulate(d_hidden[start : start + n], w_hh, carry[:n], small_gemm, int_args,
                            scalar_args)  # fmt: skip

@@ -56,10 +56,8 @@ class GRULayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, batch_sizes, directions, engine, *weights):
-        out, h_n, gates, products = gru_layer_forward(
-            x, h0, weights, batch_sizes, directions, engine
-        )
-        ctx.save_for_backward(x, h0, out, gates, products, *weights)
+        out, h_n, gates, kept_n = gru_layer_forward(x, h0, weights, batch_sizes, directions, engine)
+        ctx.save_for_backward(x, h0, out, gates, kept_n, *weights)
         ctx.args = (batch_sizes, directions)
         ctx.engine = engine
         return out, h_n
@@ -67,11 +65,11 @@ class GRULayerFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h_n):
-        x, h0, out, gates, products, *weights = ctx.saved_tensors
+        x, h0, out, gates, kept_n, *weights = ctx.saved_tensors
         need = ctx.needs_input_grad
         needs = (need[0], need[1], any(need[5:]))
         grad_x, grad_h0, grad_weights = gru_layer_backward(
-            grad_out.contiguous(), grad_h_n, x, h0, weights, out, gates, products,
+            grad_out.contiguous(), grad_h_n, x, h0, weights, out, gates, kept_n,
             *ctx.args, needs, ctx.engine,
         )  # fmt: skip
         return grad_x, grad_h0, None, None, None, *_only_needed(grad_weights, need[5:])
@@ -179,7 +177,8 @@ def _gru_layer_op(
 def _(x, h0, weights, batch_sizes, directions, engine):
     gates = x.new_empty(len(directions), x.size(0), 3 * h0.size(2))
     out = x.new_empty(x.size(0), h0.size(0) * h0.size(2))
-    return out, h0.new_empty(h0.shape), gates, gates.new_empty(gates.shape)
+    kept_n = x.new_empty(len(directions), x.size(0), h0.size(2))
+    return out, h0.new_empty(h0.shape), gates, kept_n
 
 
 @torch.library.custom_op("rnnkit::gru_layer_backward", mutates_args=())
@@ -214,11 +213,11 @@ def _gru_setup_context(ctx, inputs, output):
 
 
 def _gru_op_backward(ctx, grad_out, grad_h_n, *_):
-    x, h0, out, gates, products, *weights = ctx.saved_tensors
+    x, h0, out, gates, kept_n, *weights = ctx.saved_tensors
     grad_out = torch.zeros_like(out) if grad_out is None else grad_out
     grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
     grad_x, grad_h0, grad_weights = _gru_layer_backward_op(
-        grad_out, grad_h_n, x, h0, weights, [out, gates, products], *ctx.args
+        grad_out, grad_h_n, x, h0, weights, [out, gates, kept_n], *ctx.args
     )
     return grad_x, grad_h0, grad_weights, None, None, None
 

@@ -49,24 +49,26 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         directions: per direction, whether it runs in reverse.
         engine: ``"compiled"`` (the time loop compiled) or ``"fused"`` (torch ops).
         keep: keep what the backward pass reads; False (inference) holds one
-            step's recurrent products only.
+            step's ``kept_n`` only.
 
     Returns:
-        ``(out, h_n, gates, hidden_products)``: the outputs, the last states, and
-        what the backward pass reads: every row's activated gates ``r, z, n`` and
-        its recurrent product ``W_hh h_prev + [0, 0, b_hn]`` (one step's without keep).
+        ``(out, h_n, gates, kept_n)``: the outputs, the last states, and what the
+        backward pass reads: every row's activated gates ``r, z, n`` and the ``n``
+        gate's recurrent term ``W_hn h_prev + b_hn`` (one step's without keep).
 
     Shape:
         x ``(R, H_in)``, h0 ``(D, N, H)``; out ``(R, D * H)``, h_n ``(D, N, H)``;
-        gates and hidden_products ``(D, R, 3H)``.
+        gates ``(D, R, 3H)``, kept_n ``(D, R, H)``.
     """
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)
-    products = x.new_empty(num_directions, rows if keep else batch_sizes[0], 3 * hidden)
+    batch = batch_sizes[0] if len(batch_sizes) else 0
+    products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev (+ [0, 0, b_hn])
+    kept_n = x.new_empty(num_directions, rows if keep else batch, hidden)
     h_n = h0.new_empty(h0.shape)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
-        gate_rows, product_rows = gates[k], products[k]
+        gate_rows, kept_rows = gates[k], kept_n[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
         bias = None if b_ih is None else _input_bias(b_ih, b_hh)
         project_input(x, w_ih, bias, gate_rows)  # (R, 3H)
@@ -74,8 +76,8 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
             compiled_gated.gru_forward(
-                gate_rows, product_rows, out, k * hidden, h0[k], w_hh_t, b_hn, batch_sizes,
-                directions[k], h_n[k], keep,
+                gate_rows, products, kept_rows, out, k * hidden, h0[k], w_hh_t, b_hn,
+                batch_sizes, directions[k], h_n[k], keep,
             )  # fmt: skip
             continue
         if b_ih is not None:
@@ -83,7 +85,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
             h_prev = previous_rows(out_k, h0[k], previous, n)
-            gh = product_rows[first:end] if keep else product_rows[:n]  # (n, 3H)
+            gh = products[:n]  # (n, 3H)
             if b_ih is None:
                 torch.mm(h_prev, w_hh_t, out=gh)
             else:
@@ -93,13 +95,15 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
             candidate = g[:, 2 * hidden :]
             candidate.addcmul_(g[:, :hidden], gh[:, 2 * hidden :]).tanh_()  # n
             torch.lerp(candidate, h_prev, g[:, hidden : 2 * hidden], out=out_k[first:end])
+            if keep:
+                kept_rows[first:end] = gh[:, 2 * hidden :]
             previous = (first, n)
         last_states(out_k, batch_sizes, directions[k], h_n[k])
-    return out, h_n, gates, products
+    return out, h_n, gates, kept_n
 
 
 def gru_layer_backward(
-    grad_out, grad_h_n, x, h0, weights, out, gates, products, batch_sizes, directions, needs,
+    grad_out, grad_h_n, x, h0, weights, out, gates, kept_n, batch_sizes, directions, needs,
     engine="fused",
 ):  # fmt: skip
     """Backpropagation through time for every direction of one GRU layer.
@@ -107,7 +111,7 @@ def gru_layer_backward(
     Args:
         grad_out, grad_h_n: upstream gradients of ``out`` and ``h_n``.
         x, h0, weights: the forward inputs.
-        out, gates, products: what :func:`gru_layer_forward` returned.
+        out, gates, kept_n: what :func:`gru_layer_forward` returned.
         batch_sizes, directions: as in the forward.
         needs: whether ``x``, ``h0`` and the weights need a gradient.
         engine: as in the forward.
@@ -125,7 +129,9 @@ def gru_layer_backward(
     grad_weights = [] if needs[2] else None
     d_out = x.new_empty(rows, hidden)  # dL/dh at every row
     d_hidden = x.new_empty(rows, 3 * hidden)  # dL/d(recurrent pre-activations)
-    d_input = torch.empty_like(d_hidden)  # dL/d(input pre-activations)
+    # dL/d(input pre-activations) is d_hidden's for r and z; for n it is d_n (unscaled by r)
+    d_n = x.new_empty(rows, hidden)
+    d_rz = d_hidden[:, : 2 * hidden]
     for k, (w_ih, w_hh, b_ih, _) in enumerate(_split(weights, num_directions)):
         reverse = directions[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
@@ -134,29 +140,31 @@ def gru_layer_backward(
         carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         if engine == "compiled":
             compiled_gated.gru_backward(
-                d_hidden, d_input, grad_out, out, k * hidden, gates[k], products[k], h0[k],
-                w_hh, batch_sizes, reverse, carry,
+                d_hidden, d_n, grad_out, out, k * hidden, gates[k], kept_n[k], h0[k], w_hh,
+                batch_sizes, reverse, carry,
             )  # fmt: skip
         else:
             _walk_back(
-                d_hidden, d_input, d_out, grad_out_k, gates[k], products[k], h_prev, w_hh,
+                d_hidden, d_n, d_out, grad_out_k, gates[k], kept_n[k], h_prev, w_hh,
                 batch_sizes, reverse, carry,
             )  # fmt: skip
         grad_h0[k] = carry
         if grad_x is not None:
-            add_input_grad(grad_x, d_input, w_ih, first=k == 0)
+            add_input_grad(grad_x, d_rz, w_ih[: 2 * hidden], first=k == 0)
+            add_input_grad(grad_x, d_n, w_ih[2 * hidden :], first=False)
         if grad_weights is None:
             continue
-        grad_weights += [input_weight_grad(d_input, x), d_hidden.t().mm(h_prev)]
+        grad_w_ih = torch.cat([input_weight_grad(d_rz, x), input_weight_grad(d_n, x)])
+        grad_weights += [grad_w_ih, d_hidden.t().mm(h_prev)]
         if b_ih is not None:
-            grad_weights += [d_input.sum(0), d_hidden.sum(0)]
+            grad_weights += [torch.cat([d_rz.sum(0), d_n.sum(0)]), d_hidden.sum(0)]
     return grad_x, grad_h0, grad_weights
 
 
-def _walk_back(d_hidden, d_input, d_out, grad_out, gates, products, h_prev, w_hh, batch_sizes,
+def _walk_back(d_hidden, d_n, d_out, grad_out, gates, kept_n, h_prev, w_hh, batch_sizes,
                reverse, carry) -> None:  # fmt: skip
-    """One direction's walk back in time in torch ops: fills ``d_hidden`` and
-    ``d_input``; ``carry`` enters as dL/dh_n and leaves as dL/dh_0.
+    """One direction's walk back in time in torch ops: fills ``d_hidden`` and ``d_n``;
+    ``carry`` enters as dL/dh_n and leaves as dL/dh_0.
 
     Shape:
         as in :func:`gru_layer_backward`; grad_out ``(R, H)`` (this direction's
@@ -168,7 +176,7 @@ def _walk_back(d_hidden, d_input, d_out, grad_out, gates, products, h_prev, w_hh
     # (through n's product with W_hn h + b_hn).
     scale_n = (1 - z) * (1 - n * n)
     scale_z = (h_prev - n) * z * (1 - z)
-    scale_r = products[:, 2 * hidden :] * r * (1 - r) * scale_n
+    scale_r = kept_n * r * (1 - r) * scale_n
     scale = torch.stack([scale_r, scale_z, scale_n * r], dim=1)  # (R, 3, H)
     for first, end, rows_t in reversed(steps_in_order(batch_sizes, reverse)):
         dh = d_out[first:end]
@@ -177,6 +185,4 @@ def _walk_back(d_hidden, d_input, d_out, grad_out, gates, products, h_prev, w_hh
         torch.mul(scale[first:end], dh.unsqueeze(1), out=dg.unflatten(1, (3, -1)))
         torch.mul(dh, z[first:end], out=carry[:rows_t])
         carry[:rows_t].addmm_(dg, w_hh)
-    # n's input pre-activation is not scaled by r
-    d_input.copy_(d_hidden)
-    torch.mul(d_out, scale_n, out=d_input[:, 2 * hidden :])
+    torch.mul(d_out, scale_n, out=d_n)  # n's input pre-activation is not scaled by r
