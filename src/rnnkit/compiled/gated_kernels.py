@@ -24,7 +24,13 @@ from numba import njit
 
 from rnnkit.compiled.blas import scratch
 from rnnkit.compiled.cache import configure_numba
-from rnnkit.compiled.kernels import _FAST, _fast_tanh, _matmul_accumulate, _offsets
+from rnnkit.compiled.kernels import (
+    _FAST,
+    _fast_tanh,
+    _last_states,
+    _matmul_accumulate,
+    _offsets,
+)
 
 _CACHE = configure_numba()
 
@@ -68,18 +74,6 @@ def _continuing(offsets, batch_sizes, t, reverse):
     if t + 1 < batch_sizes.shape[0]:
         return batch_sizes[t + 1], offsets[t + 1]
     return 0, 0
-
-
-@njit(cache=_CACHE, nogil=True)
-def _last_rows(states, column, batch_sizes, offsets, reverse, into):
-    """Each sequence's state after its last processed step, into ``into``."""
-    width, steps = into.shape[1], batch_sizes.shape[0]
-    for t in range(1 if reverse else steps):
-        n = batch_sizes[t]
-        n_next = 0 if reverse or t + 1 == steps else batch_sizes[t + 1]
-        for i in range(n_next, n):
-            for j in range(width):
-                into[i, j] = states[offsets[t] + i, np.uint64(column) + np.uint64(j)]
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -306,9 +300,9 @@ def lstm_forward_loop(
             rows = out[start : start + n, column : column + width]
             rows[:] = 0.0
             _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args)
-    _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
+    _last_states(out, column, batch_sizes, offsets, reverse, h_n)
     if keep:
-        _last_rows(cells, 0, batch_sizes, offsets, reverse, c_n)
+        _last_states(cells, 0, batch_sizes, offsets, reverse, c_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -401,7 +395,7 @@ def gru_forward_loop(
                    out, previous, column, bias_hn, half)  # fmt: skip
         _gru_cells(fast, gates, products, start, kept_n, kept_row + n_cont, out, column,
                    start + n_cont, n - n_cont, h0, n_cont, 0, bias_hn, half)  # fmt: skip
-    _last_rows(out, column, batch_sizes, offsets, reverse, h_n)
+    _last_states(out, column, batch_sizes, offsets, reverse, h_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
