@@ -94,8 +94,13 @@ def test_first_call_does_not_wait_for_compilation(tmp_path):
     }
     results = {name: _finish(process) for name, process in processes.items()}
     fused_first = results["fused"][0]["first"]
-    for name in ("empty", "unwritable"):
+    for name, cache_dir in (("empty", empty), ("unwritable", unwritable)):
         report, log = results[name]
+        if report["first"] >= 10 * fused_first:
+            # Three processes and their compiles on this machine's two cores can starve a
+            # first call; a slow one is measured again alone (a regression fails both).
+            retry = tmp_path / f"retry-{name}" if name == "empty" else cache_dir
+            report, log = _finish(_start(retry, "full"))
         # generous: compiling takes a thousand times as long as a first call
         assert report["first"] < 10 * fused_first, (name, report, fused_first)
         assert report["first_is_fused"] and not report["first_is_compiled"], (name, report)
