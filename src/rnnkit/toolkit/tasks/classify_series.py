@@ -19,10 +19,8 @@ import torch
 from rnnkit.toolkit.config import RunConfig
 from rnnkit.toolkit.data import DataError, LabelEncoder, StandardScaler, collate_classification
 from rnnkit.toolkit.data.series_archive import read_labelled_series
-from rnnkit.toolkit.tasks import (
-    SequenceDataset,
-    Task,
-    TaskData,
+from rnnkit.toolkit.tasks.base import SequenceDataset, Task, TaskData
+from rnnkit.toolkit.tasks.common import (
     _split_examples,
     _unknown_label,
     majority_label,
