@@ -7,7 +7,8 @@ loop that documents the math; :mod:`rnnkit.init` holds initialisers for
 recurrent weights (orthogonal, IRNN identity, LSTM forget-gate bias).
 
 The scikit-learn-style estimators (``rnnkit.SequenceRegressor``,
-``SequenceClassifier``, ``SequenceTagger``, ``CharLanguageModel``) live in
+``SequenceClassifier``, ``SequenceTagger``, ``CharLanguageModel``,
+``SequenceTranslator``) live in
 :mod:`rnnkit.toolkit.estimators` and are imported on first use, so that
 ``import rnnkit`` stays light.
 """
@@ -26,6 +27,7 @@ _LAZY = {
     "SequenceClassifier": "rnnkit.toolkit.estimators",
     "SequenceRegressor": "rnnkit.toolkit.estimators",
     "SequenceTagger": "rnnkit.toolkit.estimators",
+    "SequenceTranslator": "rnnkit.toolkit.estimators",
 }
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "SequenceClassifier",
     "SequenceRegressor",
     "SequenceTagger",
+    "SequenceTranslator",
     "functional",
     "init",
 ]

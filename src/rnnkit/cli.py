@@ -188,6 +188,23 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
     generate.set_defaults(handler=_generate)
 
+    translate = commands.add_parser(
+        "translate",
+        parents=[common],
+        help="translate sentences with a translate run",
+        description="Translate TEXT, or each line of standard input, with a translate run's "
+        "model; one translation per line.",
+    )
+    translate.add_argument("run_dir", metavar="RUN_DIR")
+    translate.add_argument("text", nargs="?", help="a sentence (default: lines of stdin)")
+    translate.add_argument(
+        "--beam", type=int, default=5, metavar="N", help="beam size; 1 is greedy (default 5)"
+    )
+    translate.add_argument(
+        "--attention", metavar="PNG", help="also draw TEXT's attention map into this file"
+    )
+    translate.set_defaults(handler=_translate)
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -409,7 +426,8 @@ def _train_into(
         f"model: {type(model).__name__}, rnnkit.{layer} encoder ({nonlinearity}"
         f"hidden {config.model.hidden_size}, {config.model.num_layers} layer"
         f"{'s' if config.model.num_layers > 1 else ''}"
-        f"{', bidirectional' if config.model.bidirectional else ''}) + linear head, "
+        f"{', bidirectional' if config.model.bidirectional else ''}) + "
+        f"{'decoder with attention' if config.task == 'translate' else 'linear head'}, "
         f"{parameters:,} parameters"
     )
     batch = first_batch(data.train, data.collate_fn, train_config.batch_size)
@@ -428,7 +446,7 @@ def _train_into(
         model,
         data.train,
         data.val,
-        loss_fn=task.loss_fn(),
+        loss_fn=task.loss_fn(config.train.label_smoothing),
         metrics=task.metrics(),
         collate_fn=data.collate_fn,
         callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
@@ -488,6 +506,8 @@ def _train_into(
             test_frame = frame
     rundir.write_json(work / rundir.RESULTS_FILE, results)
     _write_plots(work, config, history, results, test_frame)
+    if config.task == "translate" and data.test is not None:
+        _draw_attention(work / rundir.ATTENTION_PNG, model, transform, data.test.pairs.sources)
     if test_frame is not None:
         atomic_write(work / rundir.PREDICTIONS_CSV, test_frame.to_csv(index=False))
     return results
@@ -554,6 +574,20 @@ def _write_plots(
             title=f"{config.task}, test set: accuracy "
             f"{results['test']['model']['accuracy']:.1%} ({len(labels):,} examples)",
         )
+
+
+def _draw_attention(path: Path, model: Any, transform: Any, sentences: Sequence[str]) -> None:
+    """The attention map of the test sentence of median length (a typical one)."""
+    from rnnkit.toolkit import plots
+    from rnnkit.toolkit.tasks.translate import BEAM_SIZE, translate_sentences
+
+    by_length = sorted(sentences, key=len)
+    sentence = by_length[len(by_length) // 2]
+    maps: list[Any] = []
+    translation = translate_sentences(model, transform, [sentence], attention=maps)[0]
+    source, target, weights = maps[0]
+    plots.plot_attention(weights, source, target, path,
+                         title=f"{sentence}\n-> {translation} (beam {BEAM_SIZE})")  # fmt: skip
 
 
 def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:
@@ -734,6 +768,38 @@ def _generate(args: argparse.Namespace) -> int:
         sys.stdout.write("\ufffd" if token == unk else transform.vocab.decode([token])[0])
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    run, config, _, transform, _, model = _load_run(args.run_dir)
+    if config.task != "translate":
+        raise UsageError(
+            f"{args.run_dir}: is a {config.task!r} run; translate needs a 'translate' run"
+        )
+    if args.beam < 1:
+        raise UsageError(f"--beam: expected a positive integer, got {args.beam}")
+    if args.attention and args.text is None:
+        raise UsageError("--attention draws one sentence: give TEXT")
+    from rnnkit.toolkit.tasks.translate import translate_sentences
+
+    if args.text is not None:
+        sentences = [args.text.strip()]
+    else:
+        sentences = [line.strip() for line in sys.stdin]
+    if not all(sentences):
+        raise UsageError("expected a sentence, got an empty line")
+    maps: list[Any] = []
+    for translation in translate_sentences(
+        model, transform, sentences, beam_size=args.beam, attention=maps
+    ):
+        _print(translation)
+    if args.attention:
+        from rnnkit.toolkit import plots
+
+        source, target, weights = maps[0]
+        plots.plot_attention(weights, source, target, args.attention,
+                             title=f"{run.name}: attention, beam {args.beam}")  # fmt: skip
     return 0
 
 

@@ -54,10 +54,10 @@ from rnnkit.toolkit.arguments import is_int, is_real
 from rnnkit.toolkit.cells import CELLS
 from rnnkit.toolkit.data.series_archive import is_aeon_source
 from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
-from rnnkit.toolkit.models import NONLINEARITIES, POOLINGS
+from rnnkit.toolkit.models import ATTENTIONS, NONLINEARITIES, POOLINGS
 from rnnkit.toolkit.trainer import LR_SCHEDULES, OPTIMIZERS
 
-TASKS = ("forecast", "classify", "classify-series", "tag", "language-model")
+TASKS = ("forecast", "classify", "classify-series", "tag", "language-model", "translate")
 # The ModelConfig task each run task trains.
 MODEL_TASKS = {
     "forecast": "regression",
@@ -65,6 +65,7 @@ MODEL_TASKS = {
     "classify-series": "classification",
     "tag": "tagging",
     "language-model": "language_model",
+    "translate": "translation",
 }
 # Metric names each task's trainer logs (besides "loss"), for checking train.monitor.
 TASK_METRICS = {
@@ -73,6 +74,7 @@ TASK_METRICS = {
     "classify-series": ("accuracy",),
     "tag": ("accuracy",),
     "language-model": ("accuracy", "perplexity"),
+    "translate": ("accuracy",),
 }
 SECTIONS = ("data", "model", "train")
 SET_SOURCE = "--set"  # how errors name values given on the command line
@@ -198,13 +200,23 @@ class DataConfig:
     # Classify, tag: keep words seen at least this often in training; the rest are <unk>.
     min_freq: int = 1
     # Classify, tag: most entries of the vocabulary (with <pad> and <unk>); 0 means no limit.
+    # Translate: subwords per language; 0 chooses half the training side's distinct words,
+    # within [100, 8000], with room for every distinct character.
     max_vocab: int = 0
+    # Translate: the target-side files, line k translating line k of path, val_path and
+    # test_path (plain or gzip). "" beside `path`: `path` is one tab-separated file of pairs.
+    target_path: str = ""
+    val_target_path: str = ""
+    test_target_path: str = ""
+    # Translate, a tab-separated `path`: the (source, target) column numbers, from 0.
+    columns: tuple[int, ...] = (0, 1)
     # Keep only the first `limit` examples of each file (characters for language-model; not
     # for forecast), for quick smoke runs; 0 means everything.
     limit: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("path", "val_path", "test_path", "target", "target_transform"):
+        for name in ("path", "val_path", "test_path", "target", "target_transform", "target_path",
+                     "val_target_path", "test_target_path"):  # fmt: skip
             _check_str(f"data.{name}", getattr(self, name))
         for name in ("val_fraction", "test_fraction"):
             _check_real(
@@ -243,6 +255,18 @@ class DataConfig:
                 self.max_vocab,
             )  # fmt: skip
         _check_int("data.limit", self.limit, 0, " (0 means no limit)")
+        columns = self.columns
+        if (
+            isinstance(columns, str)
+            or not isinstance(columns, Sequence)
+            or len(columns) != 2
+            or not all(is_int(c) and c >= 0 for c in columns)
+            or columns[0] == columns[1]
+        ):
+            raise _invalid(
+                "data.columns", "two distinct column numbers [source, target], from 0", columns
+            )
+        object.__setattr__(self, "columns", tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -280,6 +304,11 @@ class ModelSection:
     char_hidden_size: int = 0
     # Width of the character embedding; 0 means char_hidden_size.
     char_embedding_dim: int = 0
+    # Translate: how the decoder scores source steps, "multiplicative" (Luong; the decoder
+    # then runs over a whole target in one call in training) or "additive" (Bahdanau).
+    attention: str = "multiplicative"
+    # Translate: the output layer shares the target embedding's weights.
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         _check_int("model.hidden_size", self.hidden_size, 1)
@@ -305,6 +334,8 @@ class ModelSection:
         _check_int(
             "model.char_embedding_dim", self.char_embedding_dim, 0, " (0 means char_hidden_size)"
         )
+        _check_choice("model.attention", self.attention, ATTENTIONS)
+        _check_bool("model.tie_embeddings", self.tie_embeddings)
 
     def to_model_config(self, task: str, **sizes: int) -> Any:
         """The :class:`~rnnkit.toolkit.models.ModelConfig` of this section for a run task.
@@ -317,6 +348,9 @@ class ModelSection:
         from rnnkit.toolkit.models import ModelConfig
 
         values = dataclasses.asdict(self)
+        for name in ("attention", "tie_embeddings"):  # the translation model's alone
+            if task != "translate":
+                values.pop(name)
         embedding_dim = values.pop("embedding_dim") or None
         char_hidden_size = values.pop("char_hidden_size") or None
         char_embedding_dim = values.pop("char_embedding_dim") or None
@@ -354,6 +388,9 @@ class TrainSection:
     plateau_factor: float = 0.5
     # Epochs without improvement before "plateau" lowers the learning rate.
     plateau_patience: int = 2
+    # Cross-entropy tasks: the target is 1 - label_smoothing on the true class, the rest
+    # spread evenly over the others (0 is none; translate's configs take 0.1).
+    label_smoothing: float = 0.0
     # Clip the gradient's global L2 norm to this before each step; 0 turns clipping off.
     grad_clip: float = 1.0
     # Stop after this many epochs without improvement of monitor; 0 trains every epoch.
@@ -391,12 +428,14 @@ class TrainSection:
         if not is_real(self.grad_clip) or self.grad_clip < 0:
             raise _invalid("train.grad_clip", "a positive number, or 0 for no clipping",
                            self.grad_clip)  # fmt: skip
+        _check_real("train.label_smoothing", self.label_smoothing, 0.0, 1.0, "a number in [0, 1)",
+                    high_open=True)  # fmt: skip
         if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise _invalid("train.momentum", "a number in [0, 1)", self.momentum)
         if not is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
             raise _invalid("train.plateau_factor", "a number in (0, 1)", self.plateau_factor)
         for name in ("lr", "weight_decay", "momentum", "min_lr", "plateau_factor", "grad_clip",
-                     "early_stopping_min_delta"):  # fmt: skip
+                     "early_stopping_min_delta", "label_smoothing"):  # fmt: skip
             _as_float(self, name)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -418,6 +457,7 @@ class TrainSection:
         from rnnkit.toolkit.trainer import TrainConfig
 
         values = dataclasses.asdict(self)
+        values.pop("label_smoothing")  # the task's loss takes it, not the trainer
         values["grad_clip"] = self.grad_clip or None
         values["early_stopping_patience"] = self.early_stopping_patience or None
         values["monitor"] = self.monitor or None
@@ -438,7 +478,8 @@ class RunConfig:
     """
 
     # "forecast" (regression of the next value of a series), "classify" (a label per text),
-    # "tag" (a label per word, CoNLL-U UPOS) or "language-model" (the next character).
+    # "tag" (a label per word, CoNLL-U UPOS), "language-model" (the next character) or
+    # "translate" (a sentence per sentence).
     task: str = "forecast"
     # Files, columns, windows and splits.
     data: DataConfig = field(default_factory=DataConfig)
@@ -464,11 +505,15 @@ class RunConfig:
                     )
         elif not data.path:
             raise _invalid("data.path", f"the training file of task {self.task!r}", data.path)
+        self._check_translate_paths()
         if self.task in ("forecast", "classify-series") and model.embedding_dim:
             raise _invalid(
                 "model.embedding_dim", f"0 for task {self.task!r} (its inputs are numbers)",
                 model.embedding_dim,
             )  # fmt: skip
+        if self.task == "forecast" and train.label_smoothing:
+            raise _invalid("train.label_smoothing", "0 for task 'forecast' (it has no classes)",
+                           train.label_smoothing)  # fmt: skip
         if self.task == "forecast" and data.limit:
             raise _invalid(
                 "data.limit", "0 for task 'forecast' (windows are cut from one series)", data.limit
@@ -485,6 +530,11 @@ class RunConfig:
                 "0 without a character RNN (set model.char_hidden_size for one)",
                 model.char_embedding_dim,
             )
+        if self.task != "translate":
+            for name, default in (("attention", "multiplicative"), ("tie_embeddings", False)):
+                if getattr(model, name) != default:
+                    raise _invalid(f"model.{name}", f"{default!r} for task {self.task!r} "
+                                   "(translate only)", getattr(model, name))  # fmt: skip
         if self.task in ("tag", "language-model") and model.pooling != "last":
             raise _invalid(
                 "model.pooling", f"'last' for task {self.task!r} (it predicts every step)",
@@ -506,6 +556,27 @@ class RunConfig:
                     train.monitor,
                 )  # fmt: skip
 
+    def _check_translate_paths(self) -> None:
+        """Target-side files for translate only; with separate files, each held-out source
+        file has its target file (with a tab-separated ``path``, held-out files are too)."""
+        data = self.data
+        for name in ("target_path", "val_target_path", "test_target_path"):
+            source_name = name.replace("target_", "")
+            value = getattr(data, name)
+            if value and self.task != "translate":
+                raise _invalid(f"data.{name}", f'"" for task {self.task!r} (translate only)',
+                               value)  # fmt: skip
+            if self.task != "translate" or name == "target_path":
+                continue
+            wanted = bool(data.target_path and getattr(data, source_name))
+            if bool(value) != wanted:
+                raise _invalid(
+                    f"data.{name}",
+                    f"a target-side file exactly when data.target_path and data.{source_name} "
+                    "are given (tab-separated pairs otherwise)",
+                    value,
+                )
+
     @property
     def model_task(self) -> str:
         """The :class:`~rnnkit.toolkit.models.ModelConfig` task of this run's task."""
@@ -520,7 +591,14 @@ class RunConfig:
         base = Path.cwd() if base is None else Path(base)
         paths = {
             name: str((base / getattr(self.data, name)).resolve())
-            for name in ("path", "val_path", "test_path")
+            for name in (
+                "path",
+                "val_path",
+                "test_path",
+                "target_path",
+                "val_target_path",
+                "test_target_path",
+            )
             if getattr(self.data, name) and not is_aeon_source(getattr(self.data, name))
         }
         return self.replace(data=dataclasses.replace(self.data, **paths))

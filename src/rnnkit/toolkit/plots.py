@@ -1,4 +1,5 @@
-"""PNG plots of a run: learning curves, a forecast against the actual series, a confusion matrix.
+"""PNG plots of a run: learning curves, a forecast against the actual series, a confusion
+matrix, a translation's attention map.
 
 matplotlib is imported inside the functions (importing the toolkit stays
 cheap) and draws on an Agg canvas attached to each figure, without pyplot, so
@@ -17,7 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["confusion_counts", "plot_confusion_matrix", "plot_forecast", "plot_learning_curves"]
+__all__ = [
+    "confusion_counts",
+    "plot_attention",
+    "plot_confusion_matrix",
+    "plot_forecast",
+    "plot_learning_curves",
+]
 
 DPI = 120
 
@@ -269,6 +276,77 @@ def _confusion_figure(counts: np.ndarray, names: list[str], title: str) -> Any:
     axes.set_ylabel("true")
     axes.set_title(title)
     return figure
+
+
+def plot_attention(
+    weights: Any,
+    source: Sequence[str],
+    target: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Attention",
+) -> Path:
+    """Which source pieces each generated piece read: the decoder's attention weights.
+
+    Args:
+        weights: ``(target, source)`` attention weights (a tensor or array), each row
+            summing to 1.
+        source: The source pieces, one per column.
+        target: The generated pieces (EOS included), one per row.
+        path: Where the PNG goes.
+        title: The figure's title.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: The weights' shape is not ``(len(target), len(source))``.
+
+    Example:
+        >>> plot_attention(weights, ["▁Ein", "▁Mann", "."], ["▁A", "▁man", ".", "</s>"],
+        ...                "runs/de-en/attention.png")
+    """
+    values = np.asarray(weights, dtype=float)
+    if values.shape != (len(target), len(source)):
+        raise ValueError(
+            "Received an invalid value for argument `weights`, expected shape "
+            f"({len(target)}, {len(source)}) (target, source), got {values.shape}"
+        )
+    figure = _figure(min(2.5 + 0.42 * len(source), 16), min(2.0 + 0.36 * len(target), 14))
+    axes = figure.add_subplot()
+    image = axes.imshow(values, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    figure.colorbar(image, ax=axes, label="attention weight", shrink=0.8)
+    font = {"family": _fonts_for([*source, *target, title])}
+    axes.set_xticks(np.arange(len(source)), list(source), rotation=60, ha="right",
+                    rotation_mode="anchor", fontdict=font)  # fmt: skip
+    axes.set_yticks(np.arange(len(target)), list(target), fontdict=font)
+    axes.set_xlabel("source (read by the encoder)")
+    axes.set_ylabel("generated, top to bottom")
+    axes.set_title(title, fontdict=font)
+    _save(figure, path)
+    return Path(path)
+
+
+def _fonts_for(texts: Sequence[str]) -> list[str]:
+    """Font families for labels: matplotlib's default, then NanumGothic for Hangul when
+    koreanize-matplotlib (``pip install 'rnnkit[translate]'``) ships it; registered for
+    this call's labels only, never as a global setting."""
+    families = ["DejaVu Sans"]
+    if not any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for t in texts for ch in t):
+        return families
+    import importlib.util
+
+    # The font file only: importing koreanize_matplotlib would set matplotlib's global fonts.
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return families
+    font = Path(spec.submodule_search_locations[0]) / "fonts" / "NanumGothic.ttf"
+    if not font.is_file():
+        return families
+    from matplotlib import font_manager
+
+    font_manager.fontManager.addfont(str(font))
+    return [*families, "NanumGothic"]
 
 
 def _save(figure: Any, path: str | os.PathLike[str]) -> None:

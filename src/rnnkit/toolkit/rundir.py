@@ -55,6 +55,7 @@ RESULTS_FILE = "results.json"
 LEARNING_CURVES_PNG = "learning_curves.png"
 FORECAST_PNG = "forecast.png"
 CONFUSION_PNG = "confusion_matrix.png"
+ATTENTION_PNG = "attention.png"  # translate: one test sentence's attention map
 PREDICTIONS_CSV = "test_predictions.csv"
 
 __all__ = [

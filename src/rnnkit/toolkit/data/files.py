@@ -8,13 +8,17 @@ one-line :class:`~rnnkit.toolkit.data.errors.DataError`.
 from __future__ import annotations
 
 import codecs
+import gzip
 import logging
 import os
+import zlib
 from pathlib import Path
 
 from rnnkit.toolkit.data.errors import DataError
 
 logger = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 
 
 def check_file(path: str | os.PathLike[str]) -> Path:
@@ -38,7 +42,7 @@ def check_file(path: str | os.PathLike[str]) -> Path:
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
-    """Read a whole UTF-8 file (a leading byte-order mark is dropped).
+    """Read a whole UTF-8 file, plain or gzip-compressed (a leading byte-order mark is dropped).
 
     Args:
         path: The file to read.
@@ -47,11 +51,17 @@ def read_text(path: str | os.PathLike[str]) -> str:
         The decoded text, line endings as in the file.
 
     Raises:
-        DataError: The path is missing or a directory, the file is empty, or
-            its bytes are not UTF-8 (the message gives the line and byte offset).
+        DataError: The path is missing or a directory, the file is empty, a gzip
+            file is damaged, or its bytes are not UTF-8 (the message gives the line
+            and byte offset, in the decompressed text for a gzip file).
     """
     file = check_file(path)
     data = file.read_bytes()
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(file, f"expected a readable gzip file, got {error}") from None
     if not data:
         raise DataError(file, "expected text, got an empty file (0 bytes)")
     # Spreadsheets often save a byte-order mark, which would glue onto the first header.

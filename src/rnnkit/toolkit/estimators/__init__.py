@@ -7,6 +7,7 @@ estimator                  y                     score
 ``SequenceClassifier``     N labels (str / int)  accuracy
 ``SequenceTagger``         N tag lists           token accuracy
 ``CharLanguageModel``      none (a text is X)    log-likelihood per character, in nats
+``SequenceTranslator``     N translations (str)  corpus BLEU (sacreBLEU), 0-100
 =========================  ====================  ======================================
 
 X for the first three is a 3-D array ``(N, L, C)``, a list of arrays ``(L_i,
@@ -50,6 +51,7 @@ from rnnkit.toolkit.estimators.classifier import SequenceClassifier
 from rnnkit.toolkit.estimators.language_model import CharLanguageModel
 from rnnkit.toolkit.estimators.regressor import SequenceRegressor
 from rnnkit.toolkit.estimators.tagger import SequenceTagger
+from rnnkit.toolkit.estimators.translator import SequenceTranslator
 
 __all__ = [
     "CharLanguageModel",
@@ -58,4 +60,5 @@ __all__ = [
     "SequenceClassifier",
     "SequenceRegressor",
     "SequenceTagger",
+    "SequenceTranslator",
 ]

@@ -256,6 +256,7 @@ class Estimator:
         val: Sequence[Any] | None,
         collate_fn: Callable[[list[Any]], Any],
         callbacks: Sequence[Callback] = (),
+        label_smoothing: float = 0.0,
     ) -> tuple[nn.Module, list[dict[str, float]]]:
         """A model built from ``train_config.seed`` and trained; returns it (in eval mode)
         and its history."""
@@ -263,7 +264,8 @@ class Estimator:
             torch.manual_seed(train_config.seed)
             model = build_model(model_config)
             trainer = Trainer(
-                train_config, model, train, val, loss_fn=loss_for_task(model_config.task),
+                train_config, model, train, val,
+                loss_fn=loss_for_task(model_config.task, label_smoothing),
                 metrics=metrics_for_task(model_config.task), collate_fn=collate_fn,
                 callbacks=callbacks,
             )  # fmt: skip

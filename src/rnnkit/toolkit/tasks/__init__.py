@@ -11,6 +11,7 @@ task                data                       model                scored again
 ``classify-series`` ``.ts`` / aeon archive     ``ManyToOneModel``   the majority training label
 ``tag``             CoNLL-U (form, UPOS)       ``TaggingModel``     each word's usual tag
 ``language-model``  plain text -> chunks       ``LanguageModel``    character frequencies
+``translate``       sentence pairs -> subwords ``TranslationModel`` copying the source
 ==================  =========================  ===================  ============================
 
 Everything fitted on the training data (scalers, vocabulary, label classes, the
@@ -23,9 +24,9 @@ Shapes are spelled out: ``(batch, window, features)`` for price windows,
 
 Each task lives in a module of its own, with its data, model sizes and scores:
 :mod:`~rnnkit.toolkit.tasks.forecast`, :mod:`~rnnkit.toolkit.tasks.text`
-(``classify`` and ``tag``), :mod:`~rnnkit.toolkit.tasks.classify_series` and
-:mod:`~rnnkit.toolkit.tasks.language_model`, on the small base of
-:mod:`~rnnkit.toolkit.tasks.base`; :mod:`~rnnkit.toolkit.tasks.running` runs a
+(``classify`` and ``tag``), :mod:`~rnnkit.toolkit.tasks.classify_series`,
+:mod:`~rnnkit.toolkit.tasks.language_model` and :mod:`~rnnkit.toolkit.tasks.translate`,
+on the small base of :mod:`~rnnkit.toolkit.tasks.base`; :mod:`~rnnkit.toolkit.tasks.running` runs a
 model over examples and :mod:`~rnnkit.toolkit.tasks.common` holds the helpers the
 tasks share. Only this module knows every task: :func:`get_task` looks one up.
 """
@@ -47,6 +48,7 @@ from rnnkit.toolkit.tasks.forecast import ForecastTask, SeriesDataset
 from rnnkit.toolkit.tasks.language_model import LanguageModelTask
 from rnnkit.toolkit.tasks.running import EVAL_BATCH_SIZE, first_batch, shape_trace
 from rnnkit.toolkit.tasks.text import ClassifyTask, TagTask
+from rnnkit.toolkit.tasks.translate import TranslateTask
 
 __all__ = [
     "EVAL_BATCH_SIZE",
@@ -64,6 +66,7 @@ __all__ = [
     "Task",
     "TaskData",
     "TextTransform",
+    "TranslateTask",
     "check_model_fits",
     "first_batch",
     "get_task",
@@ -78,6 +81,7 @@ TASKS: dict[str, type[Task]] = {
     "classify-series": ClassifySeriesTask,
     "tag": TagTask,
     "language-model": LanguageModelTask,
+    "translate": TranslateTask,
 }
 
 

@@ -202,8 +202,8 @@ class Task:
         loses to its baseline; None when it does not."""
         return None
 
-    def loss_fn(self) -> Callable[[Any, Any], Tensor]:
-        return loss_for_task(_model_task(self.name))
+    def loss_fn(self, label_smoothing: float = 0.0) -> Callable[[Any, Any], Tensor]:
+        return loss_for_task(_model_task(self.name), label_smoothing)
 
     def metrics(self) -> tuple[Any, ...]:
         return metrics_for_task(_model_task(self.name))

@@ -48,6 +48,8 @@ def shape_trace(model: nn.Module, batch: Any) -> list[tuple[str, tuple[int, ...]
         [(30, 100, 4), (30, 100, 64), (1, 30, 64), (30, 1)]
     """
     inputs = tuple(batch[:-1])
+    if hasattr(model, "shape_trace"):  # a model of its own layout (TranslationModel)
+        return model.shape_trace(*to_device(inputs, next(model.parameters()).device))
     x = inputs[0]
     if isinstance(x, PackedSequence):
         lengths = inputs[1] if len(inputs) > 1 else None
