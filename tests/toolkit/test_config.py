@@ -252,7 +252,7 @@ def test_parse_override():
             "",
             ["task=regression"],
             "--set: invalid value for key `task`, expected one of 'forecast', 'classify', "
-            "'classify-series', 'tag', 'language-model', got 'regression'",
+            "'classify-series', 'tag', 'language-model', 'translate', got 'regression'",
         ),
     ],
 )
