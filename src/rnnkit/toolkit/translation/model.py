@@ -252,8 +252,3 @@ def _reorder(state: DecoderState, rows: Tensor) -> DecoderState:
         state.mask.index_select(0, rows),
     )  # fmt: skip
 
-
-def describe_size(model: TranslationModel) -> str:
-    """``"12.3 M parameters"``."""
-    count = model.parameter_count()
-    return f"{count / 1e6:.1f} M parameters" if count >= 1e5 else f"{count:,} parameters"
