@@ -1,7 +1,7 @@
 """The first minute of a new user: import, first forward, first backward, in new processes.
 
 Each run starts a new Python process that imports torch and rnnkit, builds
-``RNN(4, 64)`` and times, on ``(100, 30, 4)`` input, the first forward, the
+``RNN(4, 64)`` (``--cell lstm``/``gru``: ``LSTM(4, 64)``/``GRU(4, 64)``) and times, on ``(100, 30, 4)`` input, the first forward, the
 first backward and the tenth forward + backward; then it keeps calling until
 the compiled engine is in use (rnnkit's "auto"), and reports the CPU time spent
 compiling. The same for ``torch.nn.RNN``
@@ -22,6 +22,7 @@ worker process and thread, less the torch.nn.RNN run's first calls (median).
 
 Example:
     python benchmarks/cold_start.py --repeats 3 --train
+    python benchmarks/cold_start.py --repeats 3 --cell lstm
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ import json, os, sys, time
 start = time.perf_counter()
 import torch
 torch_imported = time.perf_counter()
-module = sys.argv[1]
+module, cell = sys.argv[1], sys.argv[2]
+layer = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
 if module == "rnnkit":
     import rnnkit
-    make = rnnkit.RNN
+    make = getattr(rnnkit, layer)
 else:
-    make = torch.nn.RNN
+    make = getattr(torch.nn, layer)
 imported = time.perf_counter()
 torch.manual_seed(0)
 model, x = make(4, 64), torch.randn(100, 30, 4)
@@ -68,10 +70,13 @@ _, tenth = timed(lambda: model(x)[0].sum().backward())
 engine, ready, warming = "torch", None, []
 if module == "rnnkit":
     from rnnkit.engine import resolve_engine
-    engine = resolve_engine("auto", x, 30, 64)
+    which = () if cell == "rnn" else (cell,)  # revisions before kernel sets per cell take none
+    engine = resolve_engine("auto", x, 30, 64, *which)
     # calls go on while the kernels are prepared in the background (none before
     # background compilation existed): how much does the caller slow down?
-    while resolve_engine("auto", x, 30, 64) != "compiled" and time.perf_counter() - start < 300:
+    while resolve_engine("auto", x, 30, 64, *which) != "compiled" and (
+        time.perf_counter() - start < 300
+    ):
         warming.append(timed(lambda: model(x)[0].sum().backward())[1])
     ready = time.perf_counter() - start
     try:
@@ -80,7 +85,7 @@ if module == "rnnkit":
         pass
     else:
         if engine != "compiled":  # else loaded by the first call: in first_cpu already
-            first_cpu += warmup.cpu_seconds(torch.float32) or 0.0
+            first_cpu += warmup.cpu_seconds(torch.float32, *which) or 0.0
 after = [timed(lambda: model(x)[0].sum().backward())[1] for _ in range(20)]
 median = lambda values: sorted(values)[len(values) // 2] if values else None
 print(json.dumps({
@@ -94,12 +99,13 @@ print(json.dumps({
 _COLUMNS = ("import", "forward", "backward", "tenth", "ready", "warming", "after", "cpu")
 
 
-def _run_child(module: str, cache: Path) -> dict:
+def _run_child(module: str, cache: Path, cell: str = "rnn") -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
     env.pop("RNNKIT_ENGINE", None)  # the default, "auto"
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, module], env=env, capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", _CHILD, module, cell], env=env, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -140,15 +146,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per row (median)")
     parser.add_argument("--train", action="store_true", help="also time `rnnkit train`")
+    parser.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="rnn",
+                        help="the layer: RNN(4, 64), LSTM(4, 64) or GRU(4, 64)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rnnkit-cold-") as tmp:
         root = Path(tmp)
         torch_runs, empty_runs, warm_runs = [], [], []
         for repeat in range(args.repeats):
             cache = root / f"cache{repeat}"
-            torch_runs.append(_run_child("torch", cache))
-            empty_runs.append(_run_child("rnnkit", cache))
-            warm_runs.append(_run_child("rnnkit", cache))
+            torch_runs.append(_run_child("torch", cache, args.cell))
+            empty_runs.append(_run_child("rnnkit", cache, args.cell))
+            warm_runs.append(_run_child("rnnkit", cache, args.cell))
         torch_m = {key: _median(torch_runs, key) for key in _COLUMNS}
         torch_total = torch_m["import"] + torch_m["forward"] + torch_m["backward"]
         print(
@@ -157,7 +165,9 @@ def main() -> None:
             "| compiled in use at (s) | fwd+bwd after (ms) | compile CPU (s) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for name, runs in (("torch.nn.RNN", torch_runs), ("rnnkit, empty cache", empty_runs),
+        layer = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[args.cell]
+        for name, runs in ((f"torch.nn.{layer}", torch_runs),
+                           ("rnnkit, empty cache", empty_runs),
                            ("rnnkit, warm cache", warm_runs)):  # fmt: skip
             print(_row(name, runs, torch_total, torch_m["cpu"]))
         print(f"\n{args.repeats} runs per row, medians; python {sys.version.split()[0]}, "

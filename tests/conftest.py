@@ -54,7 +54,8 @@ def compiled_kernels_ready() -> None:
     ``auto`` runs torch ops meanwhile, is tested in a new process: test_warmup.py.)"""
     if compiled.available():
         for dtype in warmup.DTYPES:
-            warmup.wait(dtype)
+            for cell in warmup.CELLS:
+                warmup.wait(dtype, cell)
 
 
 @pytest.fixture(params=ENGINES)

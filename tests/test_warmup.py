@@ -20,10 +20,10 @@ import pytest
 from rnnkit import cli
 from rnnkit.compiled import cache
 
-# One process: times the first forward + backward of RNN(4, 64) on (100, 30, 4)
-# under "auto" (or under $RNNKIT_ENGINE as set), then, unless "first-only", compares
-# it with the torch-ops engine, waits for the kernels, and compares a later call
-# under "auto" with the compiled engine.
+# One process: times the first forward + backward of RNN(4, 64) (or the LSTM or GRU
+# that argv[2] names) on (100, 30, 4) under "auto" (or under $RNNKIT_ENGINE as set),
+# then, unless "first-only", compares it with the torch-ops engine, waits for the
+# kernels, and compares a later call under "auto" with the compiled engine.
 _SCRIPT = textwrap.dedent(
     """
     import json, logging, os, sys, time
@@ -32,7 +32,9 @@ _SCRIPT = textwrap.dedent(
     from rnnkit.compiled import warmup
     from rnnkit.engine import resolve_engine
     torch.manual_seed(0)
-    model, x = rnnkit.RNN(4, 64), torch.randn(100, 30, 4)
+    cell = sys.argv[2]
+    layer = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell]
+    model, x = layer(4, 64), torch.randn(100, 30, 4)
 
     def run(engine=None):
         if engine:
@@ -40,7 +42,8 @@ _SCRIPT = textwrap.dedent(
         model.zero_grad(set_to_none=True)
         x_ = x.clone().requires_grad_()
         start = time.perf_counter()
-        out, h_n = model(x_)
+        out, state = model(x_)
+        h_n = state[0] if isinstance(state, tuple) else state  # an LSTM's (h_n, c_n)
         (out.sum() + h_n.sum()).backward()
         seconds = time.perf_counter() - start
         os.environ.pop("RNNKIT_ENGINE", None)
@@ -53,9 +56,9 @@ _SCRIPT = textwrap.dedent(
     report = {"first": first_seconds}
     if sys.argv[1] != "first-only":
         report["first_is_fused"] = same(first, run("fused")[1])
-        warmup.wait(torch.float32)
+        warmup.wait(torch.float32, cell)
         later = run()[1]
-        report["engine"] = resolve_engine("auto", x, 30, 64)
+        report["engine"] = resolve_engine("auto", x, 30, 64, cell)
         report["later_is_compiled"] = same(later, run("compiled")[1])
         report["first_is_compiled"] = same(first, run("compiled")[1])
     print(json.dumps(report))
@@ -63,13 +66,13 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _start(cache_dir, mode: str, engine: str | None = None) -> subprocess.Popen:
+def _start(cache_dir, mode: str, engine: str | None = None, cell: str = "rnn") -> subprocess.Popen:
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
     env.pop("RNNKIT_ENGINE", None)
     if engine:
         env["RNNKIT_ENGINE"] = engine
     return subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT, mode], env=env, text=True,
+        [sys.executable, "-c", _SCRIPT, mode, cell], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -105,17 +108,36 @@ def test_first_call_does_not_wait_for_compilation(tmp_path):
         assert report["first"] < 10 * fused_first, (name, report, fused_first)
         assert report["first_is_fused"] and not report["first_is_compiled"], (name, report)
         assert report["engine"] == "compiled" and report["later_is_compiled"], (name, report)
-        assert "preparing the float32 kernels in the background" in log, log
-        assert "float32 kernels ready after" in log, log
+        assert "preparing the float32-rnn kernels in the background" in log, log
+        assert "float32-rnn kernels ready after" in log, log
     assert "worker process" in results["empty"][1] and "s of CPU" in results["empty"][1]
     assert "cannot write the kernel cache" in results["unwritable"][1]
     assert "worker process not used" in results["unwritable"][1]
-    assert any(empty.rglob("*.nbi")) and any(empty.glob("rnnkit-float32-*.ready"))
+    assert any(empty.rglob("*.nbi")) and any(empty.glob("rnnkit-float32-rnn-*.ready"))
+    # An RNN-only program compiles no gated kernel.
+    assert not any(empty.rglob("gated_kernels*")) and not any(empty.glob("*lstm*.ready"))
 
     # The cache is complete now: the compiled loops from the first call, every run alike.
     report, log = _finish(_start(empty, "full"))
     assert report["first_is_compiled"] and report["engine"] == "compiled", report
-    assert "loading the float32 kernels from" in log, log
+    assert "loading the float32-rnn kernels from" in log, log
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_gated_layer_s_first_call_does_not_wait_for_its_kernels(tmp_path, cell):
+    """The same for LSTM and GRU, whose kernels are a set of their own: compiled when
+    the layer is first used, and only they."""
+    fused = _finish(_start(tmp_path / "unused", "first-only", engine="fused", cell=cell))[0]
+    report, log = _finish(_start(tmp_path / "empty", "full", cell=cell))
+    if report["first"] >= 10 * fused["first"]:  # starved on a loaded machine: measure again
+        report, log = _finish(_start(tmp_path / "retry", "full", cell=cell))
+    assert report["first"] < 10 * fused["first"], (report, fused)
+    assert report["first_is_fused"] and not report["first_is_compiled"], report
+    assert report["engine"] == "compiled" and report["later_is_compiled"], report
+    assert f"preparing the float32-{cell} kernels in the background" in log, log
+    other = "gru" if cell == "lstm" else "lstm"
+    assert not any(tmp_path.rglob(f"*{other}*")), sorted(tmp_path.rglob("*"))
+    assert not any(tmp_path.rglob("kernels.*.nbi"))  # nor the Elman kernels
 
 
 def test_cache_directory_choice(tmp_path):
@@ -140,7 +162,8 @@ def test_warmup_command(capsys):
     assert cli.main(["warmup", "--dtype", "float32"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("kernel cache: ")
-    assert "float32 kernels loaded from the cache in" in printed  # conftest compiled them
+    for cell in ("rnn", "lstm", "gru"):  # conftest compiled them
+        assert f"float32 {cell} kernels loaded from the cache in" in printed
 
 
 def test_training_compiles_in_place_and_stays_on_the_compiled_loops(monkeypatch):
@@ -165,6 +188,6 @@ def test_training_compiles_in_place_and_stays_on_the_compiled_loops(monkeypatch)
     assert resolve_engine("auto", x, 30, 64) == "compiled"
     assert warmup._threads == {}
     # Outside a training loop, a dtype never used in one is prepared in the background.
-    monkeypatch.setattr(warmup, "_prepare_in_background", lambda dtype: None)
+    monkeypatch.setattr(warmup, "_prepare_in_background", lambda kernels: None)
     assert resolve_engine("auto", x.double(), 30, 64) == "fused"
-    assert torch.float64 in warmup._threads
+    assert (torch.float64, "rnn") in warmup._threads

@@ -233,6 +233,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=("float32", "float64"), action="append",
         help="only this dtype's kernels (repeatable; default: both)",
     )  # fmt: skip
+    warmup.add_argument(
+        "--cell", choices=("rnn", "lstm", "gru"), action="append",
+        help="only this cell's kernels (repeatable; default: all three)",
+    )  # fmt: skip
     warmup.set_defaults(handler=_warmup)
     return parser
 
@@ -844,10 +848,11 @@ def _warmup(args: argparse.Namespace) -> int:
         raise ValueError("The compiled engine needs numba and scipy: pip install numba scipy")
     _print(f"kernel cache: {cache.location() or 'none (no writable directory)'}")
     for name in args.dtype or ("float32", "float64"):
-        start = time.perf_counter()
-        compiled_now = warmup.load(getattr(torch, name))
-        how = "compiled" if compiled_now else "loaded from the cache"
-        _print(f"{name} kernels {how} in {time.perf_counter() - start:.1f} s")
+        for cell in args.cell or warmup.CELLS:
+            start = time.perf_counter()
+            compiled_now = warmup.load(getattr(torch, name), cell)
+            how = "compiled" if compiled_now else "loaded from the cache"
+            _print(f"{name} {cell} kernels {how} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -112,16 +112,16 @@ def _in_tree() -> Path:
     return Path(__file__).resolve().parent / "__pycache__"
 
 
-def complete(dtype_name: str) -> bool:
-    """Whether an earlier process left every kernel of this dtype in the cache, for this
-    numba, Python, machine and kernel source (see :func:`mark_complete`)."""
-    marker = _marker(dtype_name)
+def complete(name: str) -> bool:
+    """Whether an earlier process left every kernel of this set (``"float32-rnn"``) in the
+    cache, for this numba, Python, machine and kernel source (see :func:`mark_complete`)."""
+    marker = _marker(name)
     return marker is not None and marker.exists()
 
 
-def mark_complete(dtype_name: str) -> None:
-    """Record that this dtype's kernels are all in the cache (no-op without a cache)."""
-    marker = _marker(dtype_name)
+def mark_complete(name: str) -> None:
+    """Record that this set's kernels are all in the cache (no-op without a cache)."""
+    marker = _marker(name)
     if marker is not None:
         try:
             marker.touch()
@@ -129,9 +129,9 @@ def mark_complete(dtype_name: str) -> None:
             logger.debug("rnnkit.compiled: cannot write %s", marker)
 
 
-def _marker(dtype_name: str) -> Path | None:
+def _marker(name: str) -> Path | None:
     directory = location()
-    return None if directory is None else directory / f"rnnkit-{dtype_name}-{_fingerprint()}.ready"
+    return None if directory is None else directory / f"rnnkit-{name}-{_fingerprint()}.ready"
 
 
 @functools.cache

@@ -1,8 +1,10 @@
 """Getting the compiled kernels ready without making a call wait for them.
 
-Compiling one dtype's kernels takes about 15 s of CPU with an empty numba
-cache; loading them from the cache, under a second. The first time ``auto``
-would pick the compiled engine for a dtype, :func:`ready` decides:
+Kernels come in sets, one per dtype and cell ("rnn", "lstm", "gru"), each
+prepared when first wanted: a program that runs only ``rnnkit.RNN`` never
+compiles the gated kernels. Compiling one set takes about 5-15 s of CPU with an
+empty numba cache; loading it from the cache, under a second. The first time
+``auto`` would pick the compiled engine for a set, :func:`ready` decides:
 
 - The cache holds them all (an earlier process marked it: see
   :func:`rnnkit.compiled.cache.complete`): load them now, so that every call of
@@ -51,6 +53,8 @@ from rnnkit.compiled import cache
 logger = logging.getLogger(__name__)
 
 DTYPES = (torch.float32, torch.float64)
+CELLS = ("rnn", "lstm", "gru")
+Kernels = tuple[torch.dtype, str]  # one set: (dtype, cell)
 
 # While the thread loads kernels, the interpreter hands the GIL over this often
 # (seconds; Python's default is 0.005). Loading is Python that rarely releases
@@ -58,43 +62,46 @@ DTYPES = (torch.float32, torch.float64)
 # to get it back, so at the default a call of 100 small steps slowed several-fold.
 _LOAD_SWITCH_INTERVAL = 0.0002
 
-_ready: set[torch.dtype] = set()
-_cpu_seconds: dict[torch.dtype, float] = {}
-_threads: dict[torch.dtype, threading.Thread | None] = {}  # None: a load that failed
+_ready: set[Kernels] = set()
+_cpu_seconds: dict[Kernels, float] = {}
+_threads: dict[Kernels, threading.Thread | None] = {}  # None: a load that failed
 _lock = threading.Lock()
 _in_place_depth = 0  # > 0 inside compiling_in_place()
-_in_place_noted: set[torch.dtype] = set()
+_in_place_noted: set[Kernels] = set()
 
 
-def ready(dtype: torch.dtype) -> bool:
-    """Whether ``dtype``'s kernels are loaded; if not, start preparing them in the
-    background (once per process) and return False.
+def ready(dtype: torch.dtype, cell: str = "rnn") -> bool:
+    """Whether the kernels of ``dtype`` and ``cell`` are loaded; if not, start preparing
+    them in the background (once per process) and return False.
 
     Args:
         dtype: ``torch.float32`` or ``torch.float64``.
+        cell: "rnn", "lstm" or "gru".
     """
-    if dtype in _ready:
+    kernels = (dtype, cell)
+    if kernels in _ready:
         return True
     if _in_place_depth > 0:
-        _note_in_place(dtype)
+        _note_in_place(kernels)
         return True
     with _lock:
-        if dtype not in _threads and dtype not in _ready and cache.complete(_name(dtype)):
-            _load_before_first_call(dtype)
-        elif dtype not in _threads and dtype not in _ready:
-            name = _name(dtype)
+        fresh = kernels not in _threads and kernels not in _ready
+        if fresh and cache.complete(_name(kernels)):
+            _load_before_first_call(kernels)
+        elif fresh:
+            name = _name(kernels)
             logger.info(
                 "rnnkit.compiled: preparing the %s kernels in the background (compiling them "
-                "takes about 15 s of CPU once per cache); torch ops run until they are ready",
+                "takes 5-15 s of CPU once per cache); torch ops run until they are ready",
                 name,
             )
             thread = threading.Thread(
-                target=_prepare_in_background, args=(dtype,), name=f"rnnkit-warmup-{name}",
+                target=_prepare_in_background, args=(kernels,), name=f"rnnkit-warmup-{name}",
                 daemon=True,
             )  # fmt: skip
-            _threads[dtype] = thread
+            _threads[kernels] = thread
             thread.start()
-    return dtype in _ready
+    return kernels in _ready
 
 
 @contextlib.contextmanager
@@ -121,103 +128,123 @@ def compiling_in_place() -> Iterator[None]:
                 _ready.update(_in_place_noted)
 
 
-def _note_in_place(dtype: torch.dtype) -> None:
-    """Log, once per dtype, that kernels the cache lacks will compile on first use."""
-    if dtype in _in_place_noted:
+def _note_in_place(kernels: Kernels) -> None:
+    """Log, once per set, that kernels the cache lacks will compile on first use."""
+    if kernels in _in_place_noted:
         return
-    _in_place_noted.add(dtype)
-    if not cache.complete(_name(dtype)):
+    _in_place_noted.add(kernels)
+    if not cache.complete(_name(kernels)):
         logger.info(
             "rnnkit.compiled: the %s kernels compile on first use if the cache (%s) lacks "
-            "them: about 10 s of CPU once per cache (`rnnkit warmup` does it ahead)",
-            _name(dtype), cache.location() or "none",
+            "them: 5-15 s of CPU once per cache (`rnnkit warmup` does it ahead)",
+            _name(kernels), cache.location() or "none",
         )  # fmt: skip
 
 
-def cpu_seconds(dtype: torch.dtype) -> float | None:
-    """CPU time this process (its worker included) spent compiling or loading
-    ``dtype``'s kernels, or None if they have not been prepared here."""
-    return _cpu_seconds.get(dtype)
+def cpu_seconds(dtype: torch.dtype, cell: str = "rnn") -> float | None:
+    """CPU time this process (its worker included) spent compiling or loading the
+    kernels of ``dtype`` and ``cell``, or None if they have not been prepared here."""
+    return _cpu_seconds.get((dtype, cell))
 
 
-def _load_before_first_call(dtype: torch.dtype) -> None:
+def _load_before_first_call(kernels: Kernels) -> None:
     """Load kernels the cache holds, in the caller's thread; a failure is logged, and
-    leaves ``auto`` on torch ops for this dtype (``wait`` raises it)."""
-    logger.info("rnnkit.compiled: loading the %s kernels from %s", _name(dtype), cache.location())
+    leaves ``auto`` on torch ops for this set (``wait`` raises it)."""
+    logger.info("rnnkit.compiled: loading the %s kernels from %s", _name(kernels),
+                cache.location())  # fmt: skip
     start = time.perf_counter()
     try:
-        compiled_now = load(dtype)
+        compiled_now = load(*kernels)
     except Exception:
         logger.warning(
             "rnnkit.compiled: loading the %s kernels failed; torch ops keep running them",
-            _name(dtype), exc_info=True,
+            _name(kernels), exc_info=True,
         )  # fmt: skip
-        _threads[dtype] = None  # tried: not again on every call
+        _threads[kernels] = None  # tried: not again on every call
         return
-    _log_ready(dtype, time.perf_counter() - start, compiled_now)
+    _log_ready(kernels, time.perf_counter() - start, compiled_now)
 
 
-def wait(dtype: torch.dtype) -> None:
-    """Block until ``dtype``'s kernels are loaded: join the background preparation,
-    or, if none runs (or it failed), compile or load them in this thread.
+def wait(dtype: torch.dtype, cell: str = "rnn") -> None:
+    """Block until the kernels of ``dtype`` and ``cell`` are loaded: join the background
+    preparation, or, if none runs (or it failed), compile or load them in this thread.
 
     Raises:
         Whatever compiling the kernels raises.
     """
-    if dtype in _ready:
+    kernels = (dtype, cell)
+    if kernels in _ready:
         return
     with _lock:
-        thread = _threads.get(dtype)
+        thread = _threads.get(kernels)
     if thread is not None and thread is not threading.current_thread():
         thread.join()
-    if dtype not in _ready:
+    if kernels not in _ready:
         logger.info(
-            "rnnkit.compiled: compiling or loading the %s kernels before this call (about 15 s "
+            "rnnkit.compiled: compiling or loading the %s kernels before this call (5-15 s "
             "of CPU once per cache; `rnnkit warmup` does it ahead)",
-            _name(dtype),
+            _name(kernels),
         )
         start = time.perf_counter()
-        compiled_now = load(dtype)
-        _log_ready(dtype, time.perf_counter() - start, compiled_now)
+        compiled_now = load(dtype, cell)
+        _log_ready(kernels, time.perf_counter() - start, compiled_now)
 
 
-def load(dtype: torch.dtype) -> bool:
-    """Compile or load every kernel ``dtype`` can need, in this thread, and mark it ready.
+def load(dtype: torch.dtype, cell: str = "rnn") -> bool:
+    """Compile or load every kernel of ``dtype`` and ``cell``, in this thread, and mark
+    them ready.
 
     Returns:
         Whether any kernel was compiled (rather than loaded from the disk cache).
-    """
-    from rnnkit.compiled import gated_kernels, kernels
 
-    dispatchers = [
-        kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths,
-        gated_kernels.lstm_forward_loop, gated_kernels.lstm_backward_walk,
-        gated_kernels.gru_forward_loop, gated_kernels.gru_backward_walk,
-    ]  # fmt: skip
+    Raises:
+        ValueError: ``cell`` is not one of :data:`CELLS`.
+    """
+    if cell not in CELLS:
+        raise ValueError(
+            f"Received an invalid value for argument `cell`, expected one of {CELLS}, got {cell!r}"
+        )
+    dispatchers = _dispatchers(cell)
     before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     cpu = time.thread_time()
-    _exercise(dtype)
-    cache.mark_complete(_name(dtype))
-    _cpu_seconds[dtype] = _cpu_seconds.get(dtype, 0.0) + time.thread_time() - cpu
-    _ready.add(dtype)
+    (_exercise if cell == "rnn" else _exercise_gated)(dtype, cell)
+    cache.mark_complete(_name((dtype, cell)))
+    kernels = (dtype, cell)
+    _cpu_seconds[kernels] = _cpu_seconds.get(kernels, 0.0) + time.thread_time() - cpu
+    _ready.add(kernels)
     return sum(sum(d.stats.cache_misses.values()) for d in dispatchers) > before
 
 
-def _exercise(dtype: torch.dtype) -> None:
-    """Call each kernel once on tiny operands, so that numba compiles (or loads) every
-    signature the wrappers in :mod:`rnnkit.compiled` give it in this dtype (they differ
-    only by dtype: every array is C-contiguous and ``batch_sizes`` read-only).
+def _dispatchers(cell: str) -> list:
+    """The numba dispatchers of one cell's kernels."""
+    from rnnkit.compiled import gated_kernels, kernels
 
-    Operands are constants, not random: this may run beside the caller's code and
-    must not draw from torch's global generator.
-    """
+    return {
+        "rnn": [kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths],
+        "lstm": [gated_kernels.lstm_forward_loop, gated_kernels.lstm_backward_walk],
+        "gru": [gated_kernels.gru_forward_loop, gated_kernels.gru_backward_walk],
+    }[cell]
+
+
+def _full(dtype: torch.dtype):
+    """Constant operands: this may run beside the caller's code and must not draw from
+    torch's global generator."""
+
+    def full(*shape: int, value: float = 0.5) -> torch.Tensor:
+        return torch.full(shape, value, dtype=dtype)
+
+    return full
+
+
+def _exercise(dtype: torch.dtype, cell: str = "rnn") -> None:
+    """Call each Elman kernel once on tiny operands, so that numba compiles (or loads)
+    every signature the wrappers in :mod:`rnnkit.compiled` give it in this dtype (they
+    differ only by dtype: every array is C-contiguous and ``batch_sizes`` read-only)."""
     from rnnkit import compiled
 
     steps, batch, hidden, width = 3, 2, 3, 2
     rows = steps * batch
-
-    def full(*shape: int, value: float = 0.5) -> torch.Tensor:
-        return torch.full(shape, value, dtype=dtype)
+    full = _full(dtype)
 
     x, w_ih, w_hh, bias = full(rows, width), full(hidden, width), full(hidden, hidden), full(hidden)
     h0, out, h_n = full(batch, hidden), torch.empty(rows, hidden, dtype=dtype), full(batch, hidden)
@@ -232,16 +259,25 @@ def _exercise(dtype: torch.dtype) -> None:
         d, grad_out, h_n, x, out, h0, w_ih, w_hh, 0, False, False, grad_x, grad_h0,
         accumulate_x=False, weight_grads=True, bias_grads=True,
     )  # fmt: skip
-    _exercise_gated(full, x, [batch] * steps)
 
 
-def _exercise_gated(full, x: torch.Tensor, batch_sizes: list[int]) -> None:
-    """:func:`_exercise` for the LSTM and GRU kernels, through the engine's layers
+def _exercise_gated(dtype: torch.dtype, cell: str) -> None:
+    """:func:`_exercise` for the LSTM or GRU kernels, through the engine's layers
     (a projected LSTM: the same signatures as one without)."""
     from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
     from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
 
-    hidden, batch, width, every = 3, batch_sizes[0], x.size(1), (True, True, True)
+    full = _full(dtype)
+    steps, batch, hidden, width, every = 3, 2, 3, 2, (True, True, True)
+    x, batch_sizes = full(steps * batch, width), [batch] * steps
+    if cell == "gru":
+        h0 = full(1, batch, hidden)
+        gru = [full(3 * hidden, width), full(3 * hidden, hidden), full(3 * hidden),
+               full(3 * hidden)]  # fmt: skip
+        out, h_n, *saved = gru_layer_forward(x, h0, gru, batch_sizes, (False,), "compiled")
+        gru_layer_backward(full(*out.shape), full(*h_n.shape), x, h0, gru, out, *saved,
+                           batch_sizes, (False,), every, "compiled")  # fmt: skip
+        return
     h0, c0 = full(1, batch, 2), full(1, batch, hidden)
     lstm = [full(4 * hidden, width), full(4 * hidden, 2), full(4 * hidden), full(4 * hidden),
             full(2, hidden)]  # fmt: skip
@@ -249,45 +285,40 @@ def _exercise_gated(full, x: torch.Tensor, batch_sizes: list[int]) -> None:
                                                "compiled")  # fmt: skip
     lstm_layer_backward(full(*out.shape), full(*h_n.shape), full(*c_n.shape), x, h0, c0, lstm,
                         out, *saved, batch_sizes, (False,), True, every, "compiled")  # fmt: skip
-    h0 = full(1, batch, hidden)
-    gru = [full(3 * hidden, width), full(3 * hidden, hidden), full(3 * hidden), full(3 * hidden)]
-    out, h_n, *saved = gru_layer_forward(x, h0, gru, batch_sizes, (False,), "compiled")
-    gru_layer_backward(full(*out.shape), full(*h_n.shape), x, h0, gru, out, *saved, batch_sizes,
-                       (False,), every, "compiled")  # fmt: skip
 
 
-def _prepare_in_background(dtype: torch.dtype) -> None:
+def _prepare_in_background(kernels: Kernels) -> None:
     """The background thread: compile in a worker process if the cache takes it, then load."""
     start = time.perf_counter()
     try:
-        worker_cpu = _compile_in_worker(dtype) if cache.location() is not None else None
+        worker_cpu = _compile_in_worker(kernels) if cache.location() is not None else None
         loading = time.perf_counter()
         thread_cpu = time.thread_time()
         previous = sys.getswitchinterval()
         sys.setswitchinterval(_LOAD_SWITCH_INTERVAL)
         try:
-            compiled_here = load(dtype)
+            compiled_here = load(*kernels)
         finally:
             sys.setswitchinterval(previous)
     except Exception:
         logger.warning(
             "rnnkit.compiled: preparing the %s kernels failed; torch ops keep running them",
-            _name(dtype), exc_info=True,
+            _name(kernels), exc_info=True,
         )  # fmt: skip
         return
     end = time.perf_counter()
-    _cpu_seconds[dtype] += worker_cpu or 0.0
+    _cpu_seconds[kernels] += worker_cpu or 0.0
     logger.info(
         "rnnkit.compiled: %s kernels ready after %.1f s (worker process %s; %s here in %.2f s, "
         "%.2f s of CPU)",
-        _name(dtype), end - start,
+        _name(kernels), end - start,
         "not used" if worker_cpu is None else f"{worker_cpu:.1f} s of CPU",
         "compiled" if compiled_here else "loaded", end - loading, time.thread_time() - thread_cpu,
     )  # fmt: skip
 
 
-def _compile_in_worker(dtype: torch.dtype) -> float | None:
-    """Compile ``dtype``'s kernels into the disk cache in a new Python process.
+def _compile_in_worker(kernels: Kernels) -> float | None:
+    """Compile one set of kernels into the disk cache in a new Python process.
 
     Returns:
         The worker's CPU time in seconds, or None where no worker could run
@@ -303,11 +334,12 @@ def _compile_in_worker(dtype: torch.dtype) -> float | None:
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
-    code = "import sys; from rnnkit.compiled import warmup; warmup._worker(sys.argv[1])"
+    code = "import sys; from rnnkit.compiled import warmup; warmup._worker(*sys.argv[1:])"
+    dtype, cell = kernels
     try:
         result = subprocess.run(
-            [sys.executable, "-c", code, _name(dtype)], env=env, capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, check=False,
+            [sys.executable, "-c", code, _dtype_name(dtype), cell], env=env, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL, check=False,
         )  # fmt: skip
     except OSError as error:
         logger.info("rnnkit.compiled: no worker process (%s); compiling here", error)
@@ -316,29 +348,35 @@ def _compile_in_worker(dtype: torch.dtype) -> float | None:
         logger.warning(
             "rnnkit.compiled: the worker compiling the %s kernels failed (exit status %d); "
             "compiling here. Its last output: %s",
-            _name(dtype), result.returncode, result.stderr.strip()[-2000:],
+            _name(kernels), result.returncode, result.stderr.strip()[-2000:],
         )  # fmt: skip
         return None
     return float(result.stdout.split()[-1])
 
 
-def _worker(name: str) -> None:
-    """The worker process: compile one dtype's kernels into the cache, print its CPU time."""
+def _worker(dtype_name: str, cell: str = "rnn") -> None:
+    """The worker process: compile one set of kernels into the cache, print its CPU time."""
     torch.set_num_threads(1)
-    load(getattr(torch, name))
+    load(getattr(torch, dtype_name), cell)
     print(time.process_time())
 
 
-def _log_ready(dtype: torch.dtype, seconds: float, compiled_now: bool) -> None:
+def _log_ready(kernels: Kernels, seconds: float, compiled_now: bool) -> None:
     logger.info(
         "rnnkit.compiled: %s kernels %s in %.1f s (cache: %s)",
-        _name(dtype), "compiled" if compiled_now else "loaded", seconds,
+        _name(kernels), "compiled" if compiled_now else "loaded", seconds,
         cache.location() or "none",
     )  # fmt: skip
 
 
-def _name(dtype: torch.dtype) -> str:
+def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def _name(kernels: Kernels) -> str:
+    """``"float32-lstm"``: the set in log lines and in the cache's completion marker."""
+    dtype, cell = kernels
+    return f"{_dtype_name(dtype)}-{cell}"
 
 
 def _forget_unfinished() -> None:

@@ -95,7 +95,7 @@ def _lstm_layer_op(
     projected: bool,
     engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm")
     return lstm_layer_forward(x, h0, c0, weights, batch_sizes, directions, projected, engine)
 
 
@@ -124,7 +124,7 @@ def _lstm_layer_backward_op(
     projected: bool,
     engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm")
     grad_x, grad_h0, grad_c0, grad_weights = lstm_layer_backward(
         grad_out.contiguous(), grad_h_n, grad_c_n, x, h0, c0, weights, *saved,
         batch_sizes, directions, projected, (True, True, True), engine,
@@ -169,7 +169,7 @@ def _gru_layer_op(
     directions: list[bool],
     engine: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2), "gru")
     return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine)
 
 
@@ -193,7 +193,7 @@ def _gru_layer_backward_op(
     directions: list[bool],
     engine: str,
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2), "gru")
     grad_x, grad_h0, grad_weights = gru_layer_backward(
         grad_out.contiguous(), grad_h_n, x, h0, weights, *saved,
         batch_sizes, directions, (True, True, True), engine,
@@ -235,7 +235,7 @@ def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected, engine):
             x, h0, c0, list(weights), list(batch_sizes), list(directions), projected, engine
         )
         return result[:3]
-    engine = resolve_engine(engine, x, h0.size(1), c0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm")
     args = (batch_sizes, directions, projected, engine)
     if grad_needed(x, h0, [c0, *weights]):
         return LSTMLayerFunction.apply(x, h0, c0, *args, *weights)
@@ -247,7 +247,7 @@ def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
     if torch.compiler.is_compiling():
         result = _gru_layer_op(x, h0, list(weights), list(batch_sizes), list(directions), engine)
         return result[:2]
-    engine = resolve_engine(engine, x, h0.size(1), h0.size(2))
+    engine = resolve_engine(engine, x, h0.size(1), h0.size(2), "gru")
     if grad_needed(x, h0, weights):
         return GRULayerFunction.apply(x, h0, batch_sizes, directions, engine, *weights)
     return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine, keep=False)[:2]

@@ -560,7 +560,9 @@ def grad_needed(x: Tensor, h0: Tensor, weights: Iterable[Tensor]) -> bool:
     )
 
 
-def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> str:
+def resolve_engine(
+    requested: str, x: Tensor, batch: int, hidden_size: int, cell: str = "rnn"
+) -> str:
     """The one place that picks the engine of a layer: ``"compiled"`` or ``"fused"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
@@ -568,9 +570,9 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
     call torch's own BLAS for large products, else only while a step's product
     is small (``batch * hidden_size**2 <= AUTO_COMPILED_MAX``, or
     ``AUTO_COMPILED_MAX_ONE_THREAD`` when torch runs on one thread), once their
-    kernels for the input's dtype are loaded: until then (compiling takes about
-    15 s on first use) the torch-ops engine runs while they are prepared in the
-    background (:mod:`rnnkit.compiled.warmup`). The torch-ops engine everywhere
+    kernels for the input's dtype and the cell are loaded: until then (compiling
+    takes 5-15 s on first use) the torch-ops engine runs while they are prepared
+    in the background (:mod:`rnnkit.compiled.warmup`). The torch-ops engine everywhere
     else. ``"compiled"`` insists on the compiled loops, waiting for their kernels
     if need be; ``"fused"`` on torch ops.
 
@@ -579,6 +581,7 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
         x: the layer input (its device and dtype decide).
         batch: sequences in the batch.
         hidden_size: features of the hidden state.
+        cell: "rnn", "lstm" or "gru": whose kernels the compiled engine needs.
 
     Returns:
         ``"compiled"`` or ``"fused"``.
@@ -594,7 +597,7 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
             )
         if not compiled.available():
             raise ImportError("The compiled engine needs numba and scipy: pip install numba scipy")
-        warmup.wait(x.dtype)
+        warmup.wait(x.dtype, cell)
         return "compiled"
     if requested != "auto":
         raise ValueError(
@@ -604,7 +607,7 @@ def resolve_engine(requested: str, x: Tensor, batch: int, hidden_size: int) -> s
     if not (runs_compiled and compiled.available()):
         return "fused"
     # Asked before the size rule, whose large_gemm_library() would import numba here.
-    if not warmup.ready(x.dtype):  # starts preparing the kernels in the background
+    if not warmup.ready(x.dtype, cell):  # starts preparing the kernels in the background
         return "fused"
     one_thread = torch.get_num_threads() == 1
     limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX

@@ -251,4 +251,3 @@ def _reorder(state: DecoderState, rows: Tensor) -> DecoderState:
         hidden, state.keys.index_select(0, rows), state.memory.index_select(0, rows),
         state.mask.index_select(0, rows),
     )  # fmt: skip
-
