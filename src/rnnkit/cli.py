@@ -205,6 +205,31 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     translate.set_defaults(handler=_translate)
 
+    explain = commands.add_parser(
+        "explain",
+        parents=[common],
+        help="draw what a run's recurrent network does with one example",
+        description="Draw what a run's network does with one example (the first test example, "
+        "else the first validation or training one; or the first of --data): the top layer's "
+        "hidden states at every step (hidden_states.png), the norm of dLoss/dh_t through time "
+        "(gradient_through_time.png) and, for a translate run, the attention map "
+        "(attention.png).",
+    )
+    explain.add_argument("run_dir", metavar="RUN_DIR")
+    explain.add_argument("--data", metavar="PATH", help="another file in the training format")
+    explain.add_argument("--out", metavar="DIR", help="where the PNGs go (default RUN_DIR/explain)")
+    explain.add_argument(
+        "--compare",
+        action="store_true",
+        help="also train an Elman RNN, a GRU and an LSTM of the run's size briefly on its "
+        "training data (in memory) and draw their gradient norms in one figure (slow)",
+    )
+    explain.add_argument(
+        "--compare-epochs", type=int, default=2, metavar="N",
+        help="epochs of each --compare model (default 2)",
+    )  # fmt: skip
+    explain.set_defaults(handler=_explain)
+
     bench = commands.add_parser(
         "bench",
         parents=[common],
@@ -805,6 +830,113 @@ def _translate(args: argparse.Namespace) -> int:
         plots.plot_attention(weights, source, target, args.attention,
                              title=f"{run.name}: attention, beam {args.beam}")  # fmt: skip
     return 0
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from rnnkit.toolkit import explain, plots
+
+    if args.compare_epochs < 1:
+        raise UsageError(
+            f"--compare-epochs: expected a positive integer, got {args.compare_epochs}"
+        )
+    run, config, task, transform, _, model = _load_run(args.run_dir)
+    model, note = explain.explained_model(model)
+    data = None
+    if args.data:
+        dataset, collate_fn = task.dataset(config, transform, args.data), task.collate_fn(transform)
+        where = args.data
+    else:
+        data = task.prepare(config)
+        _check_same_transform(run, data.transform.to_dict())
+        dataset, split = explain.first_split(data)
+        collate_fn, where = data.collate_fn, f"the run's {split} data"
+    batch = explain.example_batch(dataset, collate_fn, where)
+    out = Path(args.out) if args.out else run / explain.EXPLAIN_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    _print(f"rnnkit explain: {run}, the first example of {where}")
+    if note:
+        _print(f"note: {note}")
+
+    layer = f"rnnkit.{type(model.encoder.rnn).__name__}"
+    states = explain.hidden_states(model, batch)
+    steps, units = states["forward"].shape
+    inputs = explain.step_inputs(transform, batch)
+    names = getattr(transform, "feature_columns", None)  # a forecast's input columns
+    if names is not None and (isinstance(inputs, list) or len(names) != inputs.shape[1]):
+        names = None
+    what = "encoder's " if config.task == "translate" else ""
+    path = plots.plot_hidden_states(
+        states, out / explain.HIDDEN_STATES_PNG, inputs=inputs, feature_names=names,
+        title=f"{run.name}: hidden states of the {what}top {layer} layer\n"
+        f"{units} units, {steps} steps ({where})",
+    )  # fmt: skip
+    _print(f"wrote {path}")
+
+    if config.task == "translate":
+        sentence = dataset.pairs.sources[0]
+        attention = explain.attention_map(model, transform, sentence)
+        path = plots.plot_attention(
+            attention.weights, attention.source, attention.target, out / explain.ATTENTION_PNG,
+            title=f"{sentence}\n-> {attention.translation}",
+        )  # fmt: skip
+        _print(f"wrote {path}")
+        _print(
+            f"note: no {explain.GRADIENT_PNG} for a translate run: its decoder reads every "
+            "encoder step through attention, not only through the recurrence"
+            + ("; --compare does not apply either" if args.compare else "")
+        )
+        return 0
+
+    loss_fn = task.loss_fn(config.train.label_smoothing)
+    norms = explain.gradient_through_time(model, batch, loss_fn)
+    two = len(norms) == 2
+    path = plots.plot_gradient_norms(
+        {f"{name} direction": values for name, values in norms.items()} if two
+        else norms["forward"],
+        out / explain.GRADIENT_PNG,
+        title=f"{run.name}: how much the loss depends on the state after each step\n"
+        f"({layer}, {units} units, {where})",
+    )  # fmt: skip
+    _print(f"wrote {path}")
+    if args.compare:
+        if data is None:  # the comparison trains on the run's own training data
+            data = task.prepare(config)
+            _check_same_transform(run, data.transform.to_dict())
+        _explain_compare(args, run, task, data, batch, out, where)
+    return 0
+
+
+def _explain_compare(
+    args: argparse.Namespace, run: Path, task: Any, data: Any, batch: Any, out: Path, where: str
+) -> None:
+    """Train each cell briefly on the run's data and draw their gradient norms together."""
+    from rnnkit.toolkit import explain, plots, rundir
+
+    curves, labels = [], []
+    epochs = args.compare_epochs
+    for cell in explain.COMPARED_CELLS:
+        config = explain.compare_config(run / rundir.CONFIG_FILE, cell, epochs)
+        name = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}[cell]
+        _print(
+            f"--compare: training rnnkit.{name} (hidden {config.model.hidden_size}) for {epochs} "
+            f"epoch{'s' if epochs > 1 else ''} on {len(data.train):,} examples"
+        )
+        printer = _EpochPrinter(_higher_is_better(task, config.train.monitor))
+        model = explain.train_briefly(config, task, data, callbacks=[printer])
+        loss_fn = task.loss_fn(config.train.label_smoothing)
+        norms = explain.gradient_through_time(model, batch, loss_fn)
+        curves.append(norms["forward"])
+        labels.append(f"rnnkit.{name}" + (" (Elman)" if cell == "rnn" else ""))
+    forward = ", forward direction" if data.model_config.bidirectional else ""
+    path = plots.plot_gradient_norms(
+        curves, out / explain.GRADIENT_COMPARE_PNG, labels=labels,
+        title=f"{run.name}: three cells after {epochs} epoch{'s' if epochs > 1 else ''} each\n"
+        f"(hidden {data.model_config.hidden_size}{forward}, {where})",
+    )  # fmt: skip
+    _print(f"wrote {path}")
 
 
 # ----------------------------------------------------------------------------- bench

@@ -1,5 +1,6 @@
 """PNG plots of a run: learning curves, a forecast against the actual series, a confusion
-matrix, a translation's attention map.
+matrix, a translation's attention map, and what ``rnnkit explain`` shows of a network: its
+hidden states over one example and the gradient's norm through time.
 
 matplotlib is imported inside the functions (importing the toolkit stays
 cheap) and draws on an Agg canvas attached to each figure, without pyplot, so
@@ -23,6 +24,8 @@ __all__ = [
     "plot_attention",
     "plot_confusion_matrix",
     "plot_forecast",
+    "plot_gradient_norms",
+    "plot_hidden_states",
     "plot_learning_curves",
 ]
 
@@ -325,6 +328,269 @@ def plot_attention(
     axes.set_title(title, fontdict=font)
     _save(figure, path)
     return Path(path)
+
+
+def plot_hidden_states(
+    states: Any,
+    path: str | os.PathLike[str],
+    *,
+    inputs: Any = None,
+    feature_names: Sequence[str] | None = None,
+    title: str = "Hidden states",
+) -> Path:
+    """Each unit's state at each step as a heatmap (units x steps), under what was read.
+
+    Args:
+        states: ``(steps, units)`` states (a tensor or array), or a mapping from a
+            direction's name to its states (``{"forward": ..., "backward": ...}``, as
+            :func:`rnnkit.toolkit.explain.hidden_states` returns them), drawn side by side.
+        path: Where the PNG goes.
+        inputs: What was read at each step: tokens (one string per step), shown as
+            the x tick labels; or numbers ``(steps,)`` or ``(steps, features)``,
+            drawn as lines above the heatmap; None shows step numbers only.
+        feature_names: The names of the numeric inputs' features, for a legend.
+        title: The figure's title.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: The states are not 2-D, finite and of one shape; `inputs` or
+            `feature_names` do not match them.
+
+    Shape:
+        Each of `states` ``(steps, units)``; the heatmap has a row per unit and a
+        column per step.
+
+    Example:
+        >>> plot_hidden_states(explain.hidden_states(model, batch), "hidden_states.png",
+        ...                    inputs=list("the cat"))
+    """
+    panels = _state_panels(states)
+    steps = panels[0][1].shape[0]
+    tokens, values = _step_inputs(inputs, steps)
+    if feature_names is not None and (values is None or len(feature_names) != values.shape[1]):
+        expected = "None for tokens" if values is None else f"{values.shape[1]} names"
+        raise ValueError(
+            f"Received an invalid value for argument `feature_names`, expected {expected} "
+            f"(one per feature of `inputs`), got {list(feature_names)!r}"
+        )
+    figure = _hidden_states_figure(panels, tokens, values, feature_names, title)
+    _save(figure, path)
+    return Path(path)
+
+
+def _state_panels(states: Any) -> list[tuple[str, np.ndarray]]:
+    """``(name, (steps, units) array)`` per direction, checked."""
+    if isinstance(states, Mapping):
+        panels = [(str(name), np.asarray(values, dtype=float)) for name, values in states.items()]
+    else:
+        panels = [("", np.asarray(states, dtype=float))]
+    shapes = [values.shape for _, values in panels]
+    if not panels or any(len(shape) != 2 or 0 in shape for shape in shapes):
+        raise ValueError(
+            "Received an invalid value for argument `states`, expected (steps, units) arrays "
+            f"of at least one step and unit, got shapes {shapes}"
+        )
+    if len(set(shapes)) > 1:
+        raise ValueError(
+            "Received an invalid value for argument `states`, expected every direction of "
+            f"one shape, got shapes {shapes}"
+        )
+    if not all(np.isfinite(values).all() for _, values in panels):
+        raise ValueError(
+            "Received an invalid value for argument `states`, expected finite values, got NaN "
+            "or infinity (did training diverge?)"
+        )
+    return panels
+
+
+def _step_inputs(inputs: Any, steps: int) -> tuple[list[str] | None, np.ndarray | None]:
+    """``(tokens, None)``, ``(None, (steps, features) values)`` or ``(None, None)``."""
+    if inputs is None:
+        return None, None
+    if not isinstance(inputs, str) and _all_strings(inputs):
+        tokens = list(inputs)
+        if len(tokens) != steps:
+            raise ValueError(
+                f"Received an invalid value for argument `inputs`, expected {steps} tokens "
+                f"(one per step of `states`), got {len(tokens)}"
+            )
+        return tokens, None
+    try:
+        values = np.asarray(inputs, dtype=float)
+    except (TypeError, ValueError):
+        values = None
+    if values is not None and values.ndim == 1:
+        values = values[:, None]  # (steps, 1)
+    if values is None or values.ndim != 2 or values.shape[0] != steps:
+        shape = None if values is None else values.shape
+        raise ValueError(
+            f"Received an invalid value for argument `inputs`, expected {steps} tokens or "
+            f"numbers of shape ({steps},) or ({steps}, features), got {type(inputs).__name__}"
+            + ("" if shape is None else f" of shape {shape}")
+        )
+    return None, values
+
+
+def _all_strings(values: Any) -> bool:
+    return isinstance(values, Sequence) and all(isinstance(v, str) for v in values)
+
+
+def _hidden_states_figure(
+    panels: list[tuple[str, np.ndarray]],
+    tokens: list[str] | None,
+    values: np.ndarray | None,
+    feature_names: Sequence[str] | None,
+    title: str,
+) -> Any:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    steps, units = panels[0][1].shape
+    columns = len(panels)
+    width = min(4.5 + 0.11 * steps, 11.0) * columns + 1.2  # + the colour bar
+    height = min(2.0 + 0.14 * units, 9.0) + (1.6 if values is not None else 0.0)
+    every = -(-steps // 60)  # at most about 60 token labels, however long the example
+    turned = bool(tokens) and max(map(len, tokens)) * -(-steps // every) > 40  # else overlap
+    height += 0.6 if turned else 0.0
+    figure = _figure(min(width, 24.0), height)
+    rows = 2 if values is not None else 1
+    grid = figure.subplots(
+        rows, columns, squeeze=False, sharex="col", height_ratios=[1, 3] if rows == 2 else None
+    )
+    # tanh keeps RNN, LSTM and GRU states in [-1, 1]: a fixed scale shows saturation; relu's
+    # unbounded states take their own largest magnitude.
+    largest = max(float(np.abs(states).max()) for _, states in panels)
+    bound = 1.0 if largest <= 1.0 else largest
+    font = {"family": _fonts_for([*(tokens or []), title])}
+    one_based = FuncFormatter(lambda value, _: f"{round(value) + 1}")
+    image = None
+    for column, (name, states) in enumerate(panels):
+        heat = grid[-1, column]
+        image = heat.imshow(states.T, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound,
+                            interpolation="nearest")  # fmt: skip
+        heat.yaxis.set_major_locator(MaxNLocator(integer=True))
+        heat.yaxis.set_major_formatter(one_based)
+        if column == 0:
+            heat.set_ylabel("unit")
+        if tokens is not None:
+            ticks = np.arange(0, steps, every)
+            heat.set_xticks(ticks, [tokens[i] for i in ticks], fontdict=font,
+                            rotation=90 if turned else 0)  # fmt: skip
+            heat.set_xlabel("input, step by step" + (f" (every {every}th)" if every > 1 else ""))
+        else:
+            heat.xaxis.set_major_locator(MaxNLocator(integer=True))
+            heat.xaxis.set_major_formatter(one_based)
+            heat.set_xlabel("step")
+        if columns > 1:
+            reading = " (reads right to left)" if name == "backward" else ""
+            grid[0, column].set_title(f"{name} direction{reading}")
+        if values is not None:
+            top = grid[0, column]
+            lines = top.plot(np.arange(steps), values, linewidth=1.0)
+            top.set_ylabel("input")
+            top.grid(alpha=0.3)
+            top.tick_params(labelbottom=False)
+            if feature_names is not None and column == 0 and len(feature_names) <= 10:
+                top.legend(lines, list(feature_names), fontsize=7, loc="upper left",
+                           ncols=min(len(feature_names), 5))  # fmt: skip
+    figure.colorbar(image, ax=list(grid[-1]), label="hidden state", shrink=0.9)
+    figure.suptitle(title, fontfamily=font["family"])
+    return figure
+
+
+def plot_gradient_norms(
+    norms: Any,
+    path: str | os.PathLike[str],
+    *,
+    labels: Sequence[str] | None = None,
+    title: str = "Gradient through time",
+) -> Path:
+    """The norm of dLoss/dh_t against the step t, on a log axis: where the gradient vanishes.
+
+    Args:
+        norms: One curve ``(steps,)``; several, as a sequence of curves (of any
+            lengths) or a ``(curves, steps)`` array; or a mapping from a curve's
+            label to it (as :func:`rnnkit.toolkit.explain.gradient_through_time`
+            returns them, one per direction).
+        path: Where the PNG goes.
+        labels: One legend entry per curve (not with a mapping, whose keys are the labels).
+        title: The figure's title.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: A curve is empty, not 1-D, or holds a negative or non-finite
+            value; no value is positive (nothing to draw on a log axis); `labels`
+            do not match the curves.
+
+    Shape:
+        Each curve ``(steps,)``; entry ``t - 1`` is the norm at step ``t``.
+
+    Example:
+        >>> plot_gradient_norms([rnn, gru, lstm], "compare.png", labels=["RNN", "GRU", "LSTM"])
+    """
+    curves = _norm_curves(norms, labels)
+    figure = _figure(7, 4)
+    axes = figure.add_subplot()
+    for label, values in curves:
+        steps = np.arange(1, len(values) + 1)
+        shown = np.where(values > 0, values, np.nan)  # a zero has no place on a log axis
+        axes.plot(steps, shown, "-o", markersize=2.5 if len(values) <= 60 else 0, linewidth=1.2,
+                  label=label)  # fmt: skip
+    axes.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("step t (the state after reading input t)")
+    axes.set_ylabel("‖dLoss/dh_t‖")
+    axes.set_title(title)
+    axes.grid(alpha=0.3, which="both")
+    if any(label for label, _ in curves):
+        axes.legend()
+    _save(figure, path)
+    return Path(path)
+
+
+def _norm_curves(norms: Any, labels: Sequence[str] | None) -> list[tuple[str, np.ndarray]]:
+    """``(label, (steps,) values)`` per curve, checked."""
+    if isinstance(norms, Mapping):
+        if labels is not None:
+            raise ValueError(
+                "Received an invalid value for argument `labels`, expected None with a mapping "
+                f"of curves (its keys are the labels), got {list(labels)!r}"
+            )
+        labels, raw = [str(k) for k in norms], list(norms.values())
+    elif isinstance(norms, (list, tuple)) and norms and np.ndim(norms[0]) >= 1:
+        raw = list(norms)
+    else:
+        array = np.asarray(norms, dtype=float)
+        raw = [array] if array.ndim == 1 else list(array) if array.ndim == 2 else [array]
+    curves = [np.asarray(values, dtype=float) for values in raw]
+    if not curves or any(c.ndim != 1 or c.size == 0 for c in curves):
+        raise ValueError(
+            "Received an invalid value for argument `norms`, expected one or more non-empty "
+            f"(steps,) curves, got shapes {[c.shape for c in curves]}"
+        )
+    if any(not np.isfinite(c).all() or (c < 0).any() for c in curves):
+        raise ValueError(
+            "Received an invalid value for argument `norms`, expected finite non-negative "
+            "norms, got NaN, infinity or a negative value (did training diverge?)"
+        )
+    if not any((c > 0).any() for c in curves):
+        raise ValueError(
+            "Received an invalid value for argument `norms`, expected at least one positive "
+            "norm (a log axis cannot show zeros), got only zeros"
+        )
+    if labels is None:
+        labels = [""] * len(curves)
+    elif len(labels) != len(curves) or not _all_strings(labels):
+        raise ValueError(
+            f"Received an invalid value for argument `labels`, expected {len(curves)} strings "
+            f"(one per curve), got {list(labels)!r}"
+        )
+    return list(zip(labels, curves, strict=True))
 
 
 def _fonts_for(texts: Sequence[str]) -> list[str]:
