@@ -88,12 +88,12 @@ class LSTM(RecurrentBase):
         dtype=None,
         **kwargs,
     ) -> None:
-        merge_mode, learn_initial_state = take_options(kwargs, "LSTM", proj_allowed=True)
+        options = take_options(kwargs, "LSTM", proj_allowed=True)
         super().__init__()
         self.mode = "LSTM"
         self._build(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            proj_size, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
+            proj_size, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
 
     def _state_sizes(self) -> tuple[int, int]:
@@ -190,12 +190,12 @@ class GRU(RecurrentBase):
         dtype=None,
         **kwargs,
     ) -> None:
-        merge_mode, learn_initial_state = take_options(kwargs, "GRU")
+        options = take_options(kwargs, "GRU")
         super().__init__()
         self.mode = "GRU"
         self._build(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
+            0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):

@@ -17,8 +17,10 @@ import math
 import numbers
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -59,17 +61,19 @@ class RecurrentBase(nn.Module):
     # Class defaults: modules pickled before these options existed still load and run.
     merge_mode = "concat"
     learn_initial_state = False
+    weight_drop = 0.0
 
     def _build(
         self,
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-        proj_size, factory_kwargs, merge_mode, learn_initial_state,
+        proj_size, factory_kwargs, options: Options,
     ) -> None:  # fmt: skip
         """Check torch's arguments and ours, then create the parameters as torch does."""
         _check_constructor_args(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
         )
-        _check_options(merge_mode, learn_initial_state, bidirectional)
+        merge_mode, learn_initial_state, weight_drop = options
+        _check_options(merge_mode, learn_initial_state, bidirectional, weight_drop)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -102,6 +106,8 @@ class RecurrentBase(nn.Module):
                 self._all_weights.append(list(shapes))
         if merge_mode != "concat":
             self.merge_mode = merge_mode
+        if weight_drop:
+            self.weight_drop = float(weight_drop)
         if learn_initial_state:
             self.learn_initial_state = True
             for name, size in zip(self._initial_state_names, self._state_sizes(), strict=True):
@@ -172,6 +178,8 @@ class RecurrentBase(nn.Module):
             s += f", merge_mode={self.merge_mode!r}"
         if self.learn_initial_state:
             s += ", learn_initial_state=True"
+        if self.weight_drop:
+            s += f", weight_drop={self.weight_drop}"
         return s
 
     # -- states: a tensor for RNN and GRU, a pair for LSTM (overridden there) --
@@ -229,6 +237,8 @@ class RecurrentBase(nn.Module):
             data = input
             batch = input.size(0) if self.batch_first else input.size(1)
         all_weights = self.all_weights  # once: each lookup goes through Module.__getattr__
+        if self.weight_drop and self.training:
+            all_weights = _drop_recurrent_weights(all_weights, self.weight_drop)
         data = self._check_input(data, all_weights[0][0].dtype, packed)
         states = self._initial_states(states, batch, data)
 
@@ -344,22 +354,39 @@ def _check_state(state: Tensor, expected: tuple, data: Tensor, message: str) -> 
         )
 
 
-def take_options(kwargs: dict, name: str, proj_allowed: bool = False) -> tuple[str, bool]:
-    """Pop rnnkit's keyword-only options from ``**kwargs`` (kept out of the signature,
-    which stays the one torch documents) and refuse anything else as torch would.
+class Options(NamedTuple):
+    """rnnkit's keyword-only options that torch's layers lack (see the layers' docs)."""
 
-    Returns:
-        ``(merge_mode, learn_initial_state)``.
-    """
-    merge_mode = kwargs.pop("merge_mode", "concat")
-    learn_initial_state = kwargs.pop("learn_initial_state", False)
+    merge_mode: str = "concat"
+    learn_initial_state: bool = False
+    weight_drop: float = 0.0
+
+
+def take_options(kwargs: dict, name: str, proj_allowed: bool = False) -> Options:
+    """Pop rnnkit's keyword-only options from ``**kwargs`` (kept out of the signature,
+    which stays the one torch documents) and refuse anything else as torch would."""
+    options = Options(
+        kwargs.pop("merge_mode", "concat"),
+        kwargs.pop("learn_initial_state", False),
+        kwargs.pop("weight_drop", 0.0),
+    )
     if "proj_size" in kwargs and not proj_allowed:
         raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
     if kwargs:
         raise TypeError(
             f"{name}.__init__() got an unexpected keyword argument '{next(iter(kwargs))}'"
         )
-    return merge_mode, learn_initial_state
+    return options
+
+
+def _drop_recurrent_weights(all_weights: list[list[Tensor]], p: float) -> list[list[Tensor]]:
+    """DropConnect on each ``weight_hh`` (Wan et al. 2013; AWD-LSTM, Merity et al. 2018):
+    one mask per forward call, shared by every step, scaled by ``1 / (1 - p)``. The
+    dropped weights go to the engine as they are, so every engine runs them."""
+    return [
+        [w if i != 1 else F.dropout(w, p, training=True) for i, w in enumerate(weights)]
+        for weights in all_weights
+    ]
 
 
 def _check_constructor_args(
@@ -399,8 +426,17 @@ def _check_constructor_args(
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
-def _check_options(merge_mode, learn_initial_state, bidirectional):
+def _check_options(merge_mode, learn_initial_state, bidirectional, weight_drop=0.0):
     """Validate the keyword-only options that torch's layers lack."""
+    if (
+        not isinstance(weight_drop, numbers.Real)
+        or isinstance(weight_drop, bool)
+        or not 0 <= weight_drop < 1
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `weight_drop`, expected a number in "
+            f"[0, 1), got {weight_drop!r}."
+        )
     if merge_mode not in MERGE_MODES:
         raise ValueError(
             "Received an invalid value for argument `merge_mode`, "

@@ -96,7 +96,7 @@ class RNN(RecurrentBase):
         dtype=None,
         **kwargs,
     ) -> None:
-        merge_mode, learn_initial_state = take_options(kwargs, "RNN")
+        options = take_options(kwargs, "RNN")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
@@ -106,7 +106,7 @@ class RNN(RecurrentBase):
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         self._build(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, {"device": device, "dtype": dtype}, merge_mode, learn_initial_state,
+            0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):

@@ -289,6 +289,9 @@ class ModelSection:
     bidirectional: bool = False
     # Dropout probability between recurrent layers in training (needs num_layers > 1).
     dropout: float = 0.0
+    # DropConnect on the recurrent weights in training, one mask per forward call
+    # (AWD-LSTM's weight drop; rnnkit's weight_drop option); 0 is off.
+    weight_drop: float = 0.0
     # Width of the word or character embedding (classify, tag, language-model); 0 means
     # hidden_size.
     embedding_dim: int = 0
@@ -324,6 +327,9 @@ class ModelSection:
         _check_bool("model.bidirectional", self.bidirectional)
         _check_real("model.dropout", self.dropout, 0.0, 1.0, "a number in [0, 1]")
         _as_float(self, "dropout")
+        _check_real("model.weight_drop", self.weight_drop, 0.0, 1.0, "a number in [0, 1)",
+                    high_open=True)  # fmt: skip
+        _as_float(self, "weight_drop")
         _check_int("model.embedding_dim", self.embedding_dim, 0, " (0 means hidden_size)")
         _check_choice("model.pooling", self.pooling, POOLINGS)
         for name in ("input_dropout", "output_dropout"):

@@ -110,6 +110,9 @@ class ModelConfig:
     bidirectional: bool = False
     # Dropout probability between recurrent layers in training (needs num_layers > 1).
     dropout: float = 0.0
+    # DropConnect on the recurrent weights in training, one mask per forward call
+    # (rnnkit's weight_drop option; AWD-LSTM); 0 is off.
+    weight_drop: float = 0.0
     # Values per prediction: targets per sequence for regression (None means 1), classes
     # for classification and tagging, vocab_size for language_model (None means vocab_size).
     num_outputs: int | None = None
@@ -174,6 +177,8 @@ class ModelConfig:
             raise invalid_argument("bidirectional", "a bool", self.bidirectional)
         if not is_real(self.dropout) or not 0 <= self.dropout <= 1:
             raise invalid_argument("dropout", "a number in [0, 1]", self.dropout)
+        if not is_real(self.weight_drop) or not 0 <= self.weight_drop < 1:
+            raise invalid_argument("weight_drop", "a number in [0, 1)", self.weight_drop)
         if self.pooling not in POOLINGS:
             raise invalid_argument("pooling", f"one of {POOLINGS}", self.pooling)
         for name in ("input_dropout", "output_dropout"):
@@ -306,6 +311,7 @@ class RecurrentEncoder(nn.Module):
             (:class:`rnnkit.RNN`), "lstm" (:class:`rnnkit.LSTM`) or "gru" (:class:`rnnkit.GRU`).
         num_layers, nonlinearity, bidirectional, dropout: as in :class:`rnnkit.RNN`;
             ``nonlinearity`` must stay "tanh" with a gated cell.
+        weight_drop: DropConnect on the recurrent weights in training (0 is off).
         input_dropout: dropout probability on the RNN's input in training.
         char_vocab_size, char_embedding_dim, char_hidden_size: give these to read
             each token as ``[word id, char ids...]`` through
@@ -350,6 +356,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         input_dropout: float = 0.0,
+        weight_drop: float = 0.0,
         char_vocab_size: int | None = None,
         char_embedding_dim: int | None = None,
         char_hidden_size: int | None = None,
@@ -378,9 +385,10 @@ class RecurrentEncoder(nn.Module):
                 self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
                 rnn_input_size = embedding_dim
         self.input_dropout = nn.Dropout(input_dropout)
+        options = {"weight_drop": weight_drop} if weight_drop else {}  # off: torch's layer
         self.rnn = recurrent_layer(
             cell, rnn_input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity,
-            dropout=dropout, bidirectional=bidirectional,
+            dropout=dropout, bidirectional=bidirectional, **options,
         )  # fmt: skip
 
     @classmethod
@@ -391,7 +399,8 @@ class RecurrentEncoder(nn.Module):
             embedding_dim=config.embedding_dim, padding_idx=config.padding_idx,
             num_layers=config.num_layers, cell=config.cell, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
-            input_dropout=config.input_dropout, char_vocab_size=config.char_vocab_size,
+            input_dropout=config.input_dropout, weight_drop=config.weight_drop,
+            char_vocab_size=config.char_vocab_size,
             char_embedding_dim=config.char_embedding_dim,
             char_hidden_size=config.char_hidden_size,
         )  # fmt: skip

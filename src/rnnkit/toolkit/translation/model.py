@@ -98,16 +98,17 @@ class TranslationModel(nn.Module):
             hidden, vocab_size=config.vocab_size, embedding_dim=embedding, padding_idx=PAD,
             num_layers=config.num_layers, cell=config.cell, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
-            input_dropout=config.input_dropout,
+            input_dropout=config.input_dropout, weight_drop=config.weight_drop,
         )  # fmt: skip
         memory_size = self.encoder.output_size  # D * H
         self.bridge = nn.Linear(memory_size, hidden)
         self.cell_bridge = nn.Linear(memory_size, hidden) if config.cell == "lstm" else None
         self.target_embedding = nn.Embedding(config.num_outputs, embedding, padding_idx=PAD)
         self.embedding_dropout = nn.Dropout(config.input_dropout)
+        options = {"weight_drop": config.weight_drop} if config.weight_drop else {}
         self.decoder = recurrent_layer(
             config.cell, embedding, hidden, num_layers=config.num_layers,
-            nonlinearity=config.nonlinearity, dropout=config.dropout,
+            nonlinearity=config.nonlinearity, dropout=config.dropout, **options,
         )  # fmt: skip
         self.attention = Attention(config.attention, hidden, memory_size, hidden)
         combined = embedding if config.tie_embeddings else hidden
