@@ -313,7 +313,9 @@ class NaNLossAfter:
 
 
 def _diverge_after(monkeypatch, batches: int) -> None:
-    monkeypatch.setattr(tasks.ForecastTask, "loss_fn", lambda self: NaNLossAfter(batches))
+    monkeypatch.setattr(
+        tasks.ForecastTask, "loss_fn", lambda self, label_smoothing=0.0: NaNLossAfter(batches)
+    )
 
 
 # (id, extra argv, a fault to inject or None, what the message must say)
