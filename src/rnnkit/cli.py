@@ -1,4 +1,4 @@
-"""The ``rnnkit`` command: train, evaluate, predict, generate, bench, warmup.
+"""The ``rnnkit`` command: train, evaluate, predict, generate, translate, explain, bench, warmup.
 
 ::
 
@@ -6,8 +6,10 @@
     rnnkit evaluate RUN_DIR [--data PATH]
     rnnkit predict RUN_DIR --data PATH [--output CSV]
     rnnkit generate RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]
+    rnnkit translate RUN_DIR [TEXT] [--beam N] [--attention PNG]
+    rnnkit explain RUN_DIR [--data PATH] [--out DIR] [--compare]
     rnnkit bench [--quick] [--shapes T,N,H_in,H_out ...] ...
-    rnnkit warmup [--dtype float32|float64 ...]
+    rnnkit warmup [--dtype float32|float64 ...] [--cell rnn|lstm|gru ...]
 
 ``rnnkit train`` with no arguments is the main job: next-day close of the
 bundled Google prices from 100 days of Open/High/Low/Close (see
