@@ -1,8 +1,9 @@
 """The first minute of a new user: import, first forward, first backward, in new processes.
 
 Each run starts a new Python process that imports torch and rnnkit, builds
-``RNN(4, 64)`` (``--cell lstm``/``gru``: ``LSTM(4, 64)``/``GRU(4, 64)``) and times, on ``(100, 30, 4)`` input, the first forward, the
-first backward and the tenth forward + backward; then it keeps calling until
+``RNN(4, 64)`` (``--cell lstm`` or ``gru``: ``LSTM(4, 64)`` or ``GRU(4, 64)``)
+and times, on ``(100, 30, 4)`` input, the first forward, the first backward and
+the tenth forward + backward; then it keeps calling until
 the compiled engine is in use (rnnkit's "auto"), and reports the CPU time spent
 compiling. The same for ``torch.nn.RNN``
 (20 more calls, as rnnkit's runs make after the switch).

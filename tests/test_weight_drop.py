@@ -40,6 +40,7 @@ def test_training_runs_torch_s_layer_on_the_dropped_recurrent_weights(name, engi
     out, state = ours(x_ours)
     expected, expected_state = theirs(x_theirs)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(state, expected_state, rtol=1e-10, atol=1e-12)  # h_n (c_n)
     grad = torch.randn_like(out)
     out.backward(grad)
     expected.backward(grad)
