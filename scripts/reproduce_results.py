@@ -258,8 +258,10 @@ TASKS = {
              "so no test target is seen in training. No published figure is comparable: "
              "OPUS-MT's transformers, trained on millions of pairs, score about 41 BLEU on "
              "the Tatoeba Challenge test set, which overlaps this file. 4,585 training pairs "
-             "are few for a model of 3.2M parameters: validation loss was best at epoch 8 of "
-             "40 and the attention maps are often flat or fixed on the last token."),
+             "are few for a model of 3.2M parameters: validation loss is best at epoch 10 "
+             "and early stopping ends the run at 16; the attention maps are often flat or "
+             "fixed on the last token. weight_drop=0.3 was chosen on validation (one seed: "
+             "BLEU 7.85 -> 8.57, chrF 22.25 -> 22.67, loss 3.658 -> 3.647)."),
     )
 }  # fmt: skip
 
