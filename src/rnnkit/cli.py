@@ -609,16 +609,14 @@ def _write_plots(
 
 def _draw_attention(path: Path, model: Any, transform: Any, sentences: Sequence[str]) -> None:
     """The attention map of the test sentence of median length (a typical one)."""
-    from rnnkit.toolkit import plots
-    from rnnkit.toolkit.tasks.translate import BEAM_SIZE, translate_sentences
+    from rnnkit.toolkit import explain, plots
+    from rnnkit.toolkit.tasks.translate import BEAM_SIZE
 
     by_length = sorted(sentences, key=len)
     sentence = by_length[len(by_length) // 2]
-    maps: list[Any] = []
-    translation = translate_sentences(model, transform, [sentence], attention=maps)[0]
-    source, target, weights = maps[0]
-    plots.plot_attention(weights, source, target, path,
-                         title=f"{sentence}\n-> {translation} (beam {BEAM_SIZE})")  # fmt: skip
+    found = explain.attention_map(model, transform, sentence)
+    title = f"{sentence}\n-> {found.translation} (beam {BEAM_SIZE})"
+    plots.plot_attention(found.weights, found.source, found.target, path, title=title)
 
 
 def _check_same_transform(run: Path, fitted: Mapping[str, Any]) -> None:

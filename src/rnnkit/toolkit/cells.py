@@ -47,7 +47,13 @@ def check_cell(cell: object, nonlinearity: object = "tanh") -> None:
 
 
 def recurrent_layer(
-    cell: str, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh", **options: Any
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    nonlinearity: str = "tanh",
+    weight_drop: float = 0.0,
+    **options: Any,
 ) -> nn.Module:
     """A ``batch_first`` :class:`rnnkit.RNN`, :class:`rnnkit.LSTM` or :class:`rnnkit.GRU`.
 
@@ -55,11 +61,15 @@ def recurrent_layer(
         cell: "rnn", "lstm" or "gru".
         input_size, hidden_size: As in torch's layers.
         nonlinearity: The "rnn" cell's; "tanh" with the others (:func:`check_cell`).
+        weight_drop: rnnkit's DropConnect on the recurrent weights; 0 (off) builds the
+            layer without the option, so its repr and state dict are torch's.
         options: Further constructor arguments (num_layers, dropout, bidirectional).
     """
     check_cell(cell, nonlinearity)
     if cell == "rnn":
         options["nonlinearity"] = nonlinearity
+    if weight_drop:
+        options["weight_drop"] = weight_drop
     return CELLS[cell](input_size, hidden_size, batch_first=True, **options)
 
 

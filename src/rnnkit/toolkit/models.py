@@ -385,10 +385,9 @@ class RecurrentEncoder(nn.Module):
                 self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
                 rnn_input_size = embedding_dim
         self.input_dropout = nn.Dropout(input_dropout)
-        options = {"weight_drop": weight_drop} if weight_drop else {}  # off: torch's layer
         self.rnn = recurrent_layer(
             cell, rnn_input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity,
-            dropout=dropout, bidirectional=bidirectional, **options,
+            dropout=dropout, bidirectional=bidirectional, weight_drop=weight_drop,
         )  # fmt: skip
 
     @classmethod

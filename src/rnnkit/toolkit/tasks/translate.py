@@ -21,7 +21,6 @@ import pandas as pd
 from torch import nn
 
 from rnnkit.toolkit.config import RunConfig
-from rnnkit.toolkit.data import DataError
 from rnnkit.toolkit.tasks.base import Task, TaskData
 from rnnkit.toolkit.translation.data import (
     SentencePairs,
@@ -29,8 +28,8 @@ from rnnkit.toolkit.translation.data import (
     collate_translation,
     read_pairs,
     read_parallel,
+    read_sentences,
     split_by_target,
-    split_lines,
 )
 from rnnkit.toolkit.translation.scores import corpus_scores, sacre_bleu
 from rnnkit.toolkit.translation.subwords import SubwordVocabulary, choose_vocab_size
@@ -169,7 +168,7 @@ class TranslateTask(Task):
         return results, frame
 
     def predict(self, model, transform, path):
-        sources = read_pairs(path, (0, 1)).sources if _has_tabs(path) else _lines(path)
+        sources = read_pairs(path, (0, 1)).sources if _has_tabs(path) else read_sentences(path)
         return pd.DataFrame(
             {"source": sources, "translation": translate_sentences(model, transform, sources)}
         )
@@ -233,17 +232,7 @@ def translate_sentences(
 
 
 def _has_tabs(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` holds tab-separated pairs rather than one sentence per line."""
     from rnnkit.toolkit.data.files import read_text
 
     return "\t" in read_text(path)
-
-
-def _lines(path: str | os.PathLike[str]) -> list[str]:
-    from rnnkit.toolkit.data.files import read_text
-
-    lines = [line.strip() for line in split_lines(read_text(path))]
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            raise DataError(path, "expected a sentence on every line, got an empty line",
-                            line=number)  # fmt: skip
-    return lines

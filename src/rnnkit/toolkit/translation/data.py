@@ -43,6 +43,7 @@ __all__ = [
     "collate_translation",
     "read_pairs",
     "read_parallel",
+    "read_sentences",
     "split_by_target",
     "split_lines",
 ]
@@ -82,8 +83,8 @@ def read_parallel(
         DataError: A file is missing, empty, not UTF-8 or holds an empty line, or the
             two files have different numbers of lines.
     """
-    sources = _sentences(source_path)
-    targets = _sentences(target_path)
+    sources = read_sentences(source_path)
+    targets = read_sentences(target_path)
     if len(sources) != len(targets):
         raise DataError(
             source_path,
@@ -136,7 +137,12 @@ def split_lines(text: str) -> list[str]:
     return lines[:-1] if lines[-1] == "" else lines  # the newline that ends the last line
 
 
-def _sentences(path: str | os.PathLike[str]) -> list[str]:
+def read_sentences(path: str | os.PathLike[str]) -> list[str]:
+    """The sentences of a file of one per line (plain or gzip), stripped.
+
+    Raises:
+        DataError: The file is missing, empty or not UTF-8, or a line is empty.
+    """
     lines = split_lines(read_text(path))
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -105,10 +105,10 @@ class TranslationModel(nn.Module):
         self.cell_bridge = nn.Linear(memory_size, hidden) if config.cell == "lstm" else None
         self.target_embedding = nn.Embedding(config.num_outputs, embedding, padding_idx=PAD)
         self.embedding_dropout = nn.Dropout(config.input_dropout)
-        options = {"weight_drop": config.weight_drop} if config.weight_drop else {}
         self.decoder = recurrent_layer(
             config.cell, embedding, hidden, num_layers=config.num_layers,
-            nonlinearity=config.nonlinearity, dropout=config.dropout, **options,
+            nonlinearity=config.nonlinearity, dropout=config.dropout,
+            weight_drop=config.weight_drop,
         )  # fmt: skip
         self.attention = Attention(config.attention, hidden, memory_size, hidden)
         combined = embedding if config.tie_embeddings else hidden
