@@ -1,12 +1,13 @@
-"""Does a regulariser help? Train a config with and without one ``--set``, over seeds, and
-compare the validation figure (never the test split: the choice is made on validation).
+"""Does a regulariser help? Train a config without and with each ``--set`` (one row per
+``--set``, given once or more), over seeds, and compare the validation figure (never the
+test split: the choice is made on validation).
 
 Each run is ``python -m rnnkit train CONFIG --set train.seed=S [--set SETTING]`` in the
 repository root; the table (mean and spread of the validation figure per seed) is printed
 and, with ``--write``, saved as markdown::
 
     python scripts/compare_regulariser.py configs/sst2_classify.toml \\
-        --set model.weight_drop=0.3 --seeds 0 1 2 --write docs/regularisers.md
+        --set model.weight_drop=0.3 --set model.zoneout=0.1 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def validation_figure(results: dict) -> tuple[str, float]:
     return ("accuracy", model["accuracy"]) if "accuracy" in model else ("loss", model["loss"])
 
 
-def train(config: str, seed: int, setting: str | None, out: Path) -> dict:
+def train(config: str, seed: int, settings: list[str], out: Path) -> dict:
     command = [sys.executable, "-m", "rnnkit", "train", config, "--out", str(out),
                "--set", f"train.seed={seed}"]  # fmt: skip
-    if setting:
+    for setting in settings:
         command += ["--set", setting]
     print("$ " + " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -41,21 +42,34 @@ def train(config: str, seed: int, setting: str | None, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="a config of configs/, relative to the repository root")
-    parser.add_argument("--set", dest="setting", required=True, help="the regulariser's --set")
+    parser.add_argument(
+        "--set", dest="settings", action="append", required=True,
+        help="a regulariser's --set; give it again for another row",
+    )  # fmt: skip
+    parser.add_argument(
+        "--base", action="append", default=[],
+        help="a --set for every run, the one without a regulariser too (e.g. model.cell=gru)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--write", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args(argv)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="rnnkit-regulariser-") as tmp:
-        for setting in (None, args.setting):
+        for row, setting in enumerate([None, *args.settings]):
             values = []
             for seed in args.seeds:
-                out = Path(tmp) / f"{'on' if setting else 'off'}-{seed}"
-                name, value = validation_figure(train(args.config, seed, setting, out))
+                out = Path(tmp) / f"{row}-{seed}"
+                settings = [*args.base, *([setting] if setting else [])]
+                name, value = validation_figure(train(args.config, seed, settings, out))
                 values.append(value)
             rows[setting or "without it"] = (name, values)
+    base = "".join(f" --set {s}" for s in args.base)
+    command = " ".join(
+        [args.config, *(f"--base {s}" for s in args.base), *(f"--set {s}" for s in args.settings),
+         "--seeds", *map(str, args.seeds)]
+    )  # fmt: skip
     lines = [
-        f"`{args.config}`, validation figure per seed ({', '.join(map(str, args.seeds))}):",
+        f"`{args.config}`{base}, validation figure per seed ({', '.join(map(str, args.seeds))}):",
         "",
         "| run | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | spread |",
         "|---|" + "---|" * (len(args.seeds) + 2),
@@ -73,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         args.write.write_text(
             "# Does a regulariser help?\n\nWritten by `python scripts/compare_regulariser.py "
-            f"{args.config} --set {args.setting} --seeds {' '.join(map(str, args.seeds))}`.\n\n"
-            + table
-            + "\n"
+            f"{command}`.\n\n" + table + "\n"
         )
     return 0
 

@@ -477,8 +477,9 @@ def write_results_md(reports: Sequence[Report], docs_dir: Path, *, smoke: bool =
     for report in reports:
         lines += _table_rows(report)
     lines += ["", "Met: beats the reference (GOOG) or reaches the target; *stretch*: reaches "
-              "the stretch target too. What a regulariser (`model.weight_drop`) does to "
-              "the validation figures, over seeds: [regularisers.md](regularisers.md).",
+              "the stretch target too. What a regulariser (`model.weight_drop`, "
+              "`recurrent_dropout`, `zoneout`, `layer_norm`) does to the validation "
+              "figures, over seeds: [regularisers.md](regularisers.md).",
               ""]  # fmt: skip
     for report in reports:
         lines += [f"## {report.task.title}", ""]

@@ -57,9 +57,10 @@ def rnn_cell_reference(
     return ACTIVATIONS[nonlinearity](pre)
 
 
-# A step of one layer and direction: (x_t, state, weights) -> next state, where the
-# state is a tuple of tensors whose first one is the step's output.
-Step = Callable[[Tensor, tuple[Tensor, ...], Sequence[Tensor]], tuple[Tensor, ...]]
+# A step of one layer and direction: (x_t, state, weights, t) -> next state, where the
+# state is a tuple of tensors whose first one is the step's output, and t the step's
+# index in time (for what changes per step, as zoneout's masks).
+Step = Callable[[Tensor, tuple[Tensor, ...], Sequence[Tensor], int], tuple[Tensor, ...]]
 
 
 def stack_reference(
@@ -80,7 +81,7 @@ def stack_reference(
         states: the initial states, each stacked over (layer, direction); the
             first is the one a step outputs.
         all_weights: per (layer, direction), the weights handed to `step`.
-        step: ``(x_t, state, weights) -> state``.
+        step: ``(x_t, state, weights, t) -> state``.
         bidirectional, dropout, training, lengths: as in :func:`rnn_reference`.
 
     Returns:
@@ -109,7 +110,7 @@ def stack_reference(
             out = [None] * seq_len
             steps = range(seq_len - 1, -1, -1) if direction == 1 else range(seq_len)
             for t in steps:
-                new = step(layer_input[t], state, all_weights[index])
+                new = step(layer_input[t], state, all_weights[index], t)
                 # padding carries every state unchanged
                 state = tuple(torch.where(valid[t], n, s) for n, s in zip(new, state, strict=True))
                 out[t] = torch.where(valid[t], state[0], torch.zeros_like(state[0]))
@@ -157,7 +158,7 @@ def rnn_reference(
     weights = [(*w, None, None)[:4] for w in all_weights]  # no biases: None
     output, (h_n,) = stack_reference(
         input, (hx,), weights,
-        lambda x, state, w: (rnn_cell_reference(x, *state, *w, nonlinearity),),
+        lambda x, state, w, _: (rnn_cell_reference(x, *state, *w, nonlinearity),),
         bidirectional, dropout, training, lengths,
     )  # fmt: skip
     return output, h_n

@@ -87,12 +87,28 @@ def lstm_cell_reference(
         w_hr ``(H_out, H_cell)``; returns ``(N, H_out)`` and ``(N, H_cell)``.
     """
     gates = F.linear(input, w_ih, b_ih) + F.linear(hx, w_hh, b_hh)  # (N, 4 * H_cell)
-    i, f, g, o = gates.chunk(4, dim=1)
-    c = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)  # (N, H_cell)
+    h, c = lstm_update(gates, cx)  # (N, H_cell) each
     if w_hr is not None:
         h = F.linear(h, w_hr)  # (N, H_out)
     return h, c
+
+
+def lstm_update(gates: Tensor, cx: Tensor) -> tuple[Tensor, Tensor]:
+    """An LSTM step after its products: the gates' activations and the new states.
+
+    Args:
+        gates: the pre-activations ``i, f, g, o`` side by side.
+        cx: the previous cell state.
+
+    Returns:
+        ``(h_t, c_t)`` (``h_t`` before any projection).
+
+    Shape:
+        gates ``(N, 4 * H_cell)``, cx ``(N, H_cell)``; returns ``(N, H_cell)`` each.
+    """
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 def gru_cell_reference(
@@ -119,8 +135,25 @@ def gru_cell_reference(
         w_hh ``(3 * H_out, H_out)``, biases ``(3 * H_out,)``; returns ``(N, H_out)``.
     """
     # The two products stay apart: the reset gate scales only the hidden one.
-    x_r, x_z, x_n = F.linear(input, w_ih, b_ih).chunk(3, dim=1)
-    h_r, h_z, h_n = F.linear(hx, w_hh, b_hh).chunk(3, dim=1)
+    return gru_update(F.linear(input, w_ih, b_ih), F.linear(hx, w_hh, b_hh), hx)
+
+
+def gru_update(projected: Tensor, recurrent: Tensor, hx: Tensor) -> Tensor:
+    """A GRU step after its products: the gates and the new state.
+
+    Args:
+        projected: the input's products ``W_i* x_t + b_i*`` for ``r, z, n``.
+        recurrent: the hidden state's products ``W_h* h_{t-1} + b_h*`` for ``r, z, n``.
+        hx: the previous hidden state.
+
+    Returns:
+        The next hidden state ``h_t``.
+
+    Shape:
+        projected, recurrent ``(N, 3 * H_out)``, hx ``(N, H_out)``; returns ``(N, H_out)``.
+    """
+    x_r, x_z, x_n = projected.chunk(3, dim=1)
+    h_r, h_z, h_n = recurrent.chunk(3, dim=1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
@@ -187,7 +220,7 @@ def lstm_reference(
         input,
         (hx, cx),
         parts,
-        lambda x, state, w: lstm_cell_reference(x, *state, *w),
+        lambda x, state, w, _: lstm_cell_reference(x, *state, *w),
         bidirectional,
         dropout,
         training,
@@ -229,7 +262,7 @@ def gru_reference(
         input,
         (hx,),
         parts,
-        lambda x, state, w: (gru_cell_reference(x, *state, *w),),
+        lambda x, state, w, _: (gru_cell_reference(x, *state, *w),),
         bidirectional,
         dropout,
         training,

@@ -46,10 +46,13 @@ class LSTM(RecurrentBase):
         bidirectional: if True, a bidirectional LSTM. Default: False.
         proj_size: if positive, ``h`` is projected to this many features. Default: 0.
         device, dtype: of the parameters.
-        merge_mode, learn_initial_state: keyword-only options torch lacks
+        merge_mode, learn_initial_state, weight_drop, recurrent_dropout, zoneout,
+            layer_norm: keyword-only options torch lacks, as in :class:`rnnkit.RNN`
             (``learn_initial_state`` adds ``initial_state`` ``(D * num_layers, H_out)``
-            and ``initial_cell_state`` ``(D * num_layers, H_cell)``), as in
-            :class:`rnnkit.RNN`; at their defaults the layer is torch's.
+            and ``initial_cell_state`` ``(D * num_layers, H_cell)``; zoneout also acts
+            on the cell state, with its own draws; layer_norm normalises each of the
+            four gates; the last three not with ``proj_size``); at their defaults the
+            layer is torch's.
 
     Shape:
         - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``
@@ -155,8 +158,10 @@ class GRU(RecurrentBase):
             training mode. Default: 0.
         bidirectional: if True, a bidirectional GRU. Default: False.
         device, dtype: of the parameters.
-        merge_mode, learn_initial_state: keyword-only options torch lacks, as in
-            :class:`rnnkit.RNN`; at their defaults the layer is torch's.
+        merge_mode, learn_initial_state, weight_drop, recurrent_dropout, zoneout,
+            layer_norm: keyword-only options torch lacks, as in :class:`rnnkit.RNN`
+            (layer_norm normalises each of the three gates' products, ``n``'s before
+            the reset gate scales it); at their defaults the layer is torch's.
 
     Shape:
         - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``

@@ -24,6 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.engine.options import OptionsSpec, options_stack
+from rnnkit.functional_options import options_reference
+from rnnkit.masks import draw_masks, padded_masks
+
 ENGINE_ENV = "RNNKIT_ENGINE"
 ENGINES = ("auto", "compiled", "fused", "reference")
 MERGE_MODES = ("concat", "sum", "mul", "ave")
@@ -62,6 +66,10 @@ class RecurrentBase(nn.Module):
     merge_mode = "concat"
     learn_initial_state = False
     weight_drop = 0.0
+    recurrent_dropout = 0.0
+    zoneout = 0.0
+    layer_norm = False
+    _layer_norm_names: list[list[str]] = []
 
     def _build(
         self,
@@ -72,8 +80,7 @@ class RecurrentBase(nn.Module):
         _check_constructor_args(
             input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size
         )
-        merge_mode, learn_initial_state, weight_drop = options
-        _check_options(merge_mode, learn_initial_state, bidirectional, weight_drop)
+        _check_options(options, bidirectional, proj_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -104,11 +111,21 @@ class RecurrentBase(nn.Module):
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
                 self._flat_weights_names.extend(shapes)
                 self._all_weights.append(list(shapes))
-        if merge_mode != "concat":
-            self.merge_mode = merge_mode
-        if weight_drop:
-            self.weight_drop = float(weight_drop)
-        if learn_initial_state:
+        if options.merge_mode != "concat":
+            self.merge_mode = options.merge_mode
+        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+            if getattr(options, name):
+                setattr(self, name, float(getattr(options, name)))
+        if options.layer_norm:
+            self.layer_norm = True
+            self._layer_norm_names = [
+                [f"layer_norm_{kind}_{names[0].split('_', 2)[2]}" for kind in ("weight", "bias")]
+                for names in self._all_weights
+            ]  # per (layer, direction): gain and bias of each gate's recurrent product
+            for names in self._layer_norm_names:
+                for name in names:
+                    setattr(self, name, nn.Parameter(torch.empty(gate_size, **factory_kwargs)))
+        if options.learn_initial_state:
             self.learn_initial_state = True
             for name, size in zip(self._initial_state_names, self._state_sizes(), strict=True):
                 shape = (num_layers * num_directions, size)  # (D * num_layers, size)
@@ -143,12 +160,15 @@ class RecurrentBase(nn.Module):
     def reset_parameters(self) -> None:
         """Draw every weight and bias from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.
 
-        A learned initial state starts at zeros, the state torch assumes.
+        A learned initial state starts at zeros, the state torch assumes; a layer
+        norm's gain at ones and its bias at zeros.
         """
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for name, weight in self.named_parameters():
-            if name in self._initial_state_names:
+            if name in self._initial_state_names or name.startswith("layer_norm_bias"):
                 nn.init.zeros_(weight)
+            elif name.startswith("layer_norm_weight"):
+                nn.init.ones_(weight)
             else:
                 nn.init.uniform_(weight, -stdv, stdv)
 
@@ -178,8 +198,11 @@ class RecurrentBase(nn.Module):
             s += f", merge_mode={self.merge_mode!r}"
         if self.learn_initial_state:
             s += ", learn_initial_state=True"
-        if self.weight_drop:
-            s += f", weight_drop={self.weight_drop}"
+        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+            if getattr(self, name):
+                s += f", {name}={getattr(self, name)}"
+        if self.layer_norm:
+            s += ", layer_norm=True"
         return s
 
     # -- states: a tensor for RNN and GRU, a pair for LSTM (overridden there) --
@@ -289,6 +312,11 @@ class RecurrentBase(nn.Module):
             for size in self._state_sizes()
         )
 
+    @property
+    def _has_step_options(self) -> bool:
+        """Whether an option acts inside the step (then the options engine runs)."""
+        return bool(self.recurrent_dropout or self.zoneout or self.layer_norm)
+
     def _run(self, data: Tensor, states, batch_sizes: list[int], all_weights):
         """Dispatch to the selected engine.
 
@@ -296,6 +324,8 @@ class RecurrentBase(nn.Module):
             data ``(R, H_in)`` -> ``(R, D * H_out)``, states as given.
         """
         engine = selected_engine()
+        if self._has_step_options:
+            return self._run_options(data, states, batch_sizes, all_weights, engine)
         if engine != "reference":  # "auto", "compiled" or "fused": the stack resolves it
             return self._run_stack(data, states, batch_sizes, all_weights, engine)
         # reference: the readable loop works on padded, time-major sequences
@@ -307,6 +337,44 @@ class RecurrentBase(nn.Module):
         packed = PackedSequence(data, torch.tensor(batch_sizes))
         padded, lengths = pad_packed_sequence(packed)  # (L, N, H_in)
         out, finals = self._run_reference(padded, states, all_weights, lengths)
+        return pack_padded_sequence(out, lengths).data, finals
+
+    def _run_options(self, data, states, batch_sizes, all_weights, engine):
+        """A layer with recurrent dropout, zoneout or layer norm: its masks drawn once,
+        then the options engine (:mod:`rnnkit.engine.options`; torch ops, whichever
+        engine is selected) or, for ``"reference"``, the readable loop. Shapes as
+        :meth:`_run`."""
+        num_directions = 2 if self.bidirectional else 1
+        masks = draw_masks(
+            self.num_layers, num_directions, batch_sizes, self._state_sizes(),
+            self.recurrent_dropout, self.zoneout, self.training, data,
+        )  # fmt: skip
+        if self.layer_norm:
+            parameters = self._parameters
+            all_weights = [
+                [*weights, *(parameters[name] for name in names)]
+                for weights, names in zip(all_weights, self._layer_norm_names, strict=True)
+            ]
+        spec = OptionsSpec(
+            self.mode.split("_")[0].lower(), self.mode == "RNN_RELU", self.bias, self.layer_norm
+        )
+        args = (self.bidirectional, self.dropout, self.training)
+        if engine != "reference":
+            return options_stack(spec, data, states, all_weights, masks, batch_sizes, *args)
+        nonlinearity = "relu" if spec.relu else "tanh"
+        masks = padded_masks(masks, batch_sizes)
+        seq_len, batch = len(batch_sizes), batch_sizes[0]
+        lengths = None
+        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+            padded = data.view(seq_len, batch, data.size(1))
+        else:
+            padded, lengths = pad_packed_sequence(PackedSequence(data, torch.tensor(batch_sizes)))
+        out, finals = options_reference(
+            spec.cell, padded, states, all_weights, masks, self.layer_norm, nonlinearity, *args,
+            lengths,
+        )  # fmt: skip
+        if lengths is None:
+            return out.view(seq_len * batch, out.size(2)), finals
         return pack_padded_sequence(out, lengths).data, finals
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
@@ -360,16 +428,17 @@ class Options(NamedTuple):
     merge_mode: str = "concat"
     learn_initial_state: bool = False
     weight_drop: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    layer_norm: bool = False
 
 
 def take_options(kwargs: dict, name: str, proj_allowed: bool = False) -> Options:
     """Pop rnnkit's keyword-only options from ``**kwargs`` (kept out of the signature,
     which stays the one torch documents) and refuse anything else as torch would."""
-    options = Options(
-        kwargs.pop("merge_mode", "concat"),
-        kwargs.pop("learn_initial_state", False),
-        kwargs.pop("weight_drop", 0.0),
-    )
+    options = Options(**{
+        field: kwargs.pop(field) for field in Options._fields if field in kwargs
+    })  # fmt: skip
     if "proj_size" in kwargs and not proj_allowed:
         raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
     if kwargs:
@@ -426,16 +495,26 @@ def _check_constructor_args(
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
-def _check_options(merge_mode, learn_initial_state, bidirectional, weight_drop=0.0):
+def _check_options(options: Options, bidirectional: bool, proj_size: int = 0) -> None:
     """Validate the keyword-only options that torch's layers lack."""
-    if (
-        not isinstance(weight_drop, numbers.Real)
-        or isinstance(weight_drop, bool)
-        or not 0 <= weight_drop < 1
-    ):
+    merge_mode, learn_initial_state = options.merge_mode, options.learn_initial_state
+    for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+        value = getattr(options, name)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+            raise ValueError(
+                f"Received an invalid value for argument `{name}`, expected a number in "
+                f"[0, 1), got {value!r}."
+            )
+    if not isinstance(options.layer_norm, bool):
+        raise TypeError(
+            "Received an invalid value for argument `layer_norm`, "
+            f"expected a bool, got {options.layer_norm!r}."
+        )
+    if proj_size and (options.recurrent_dropout or options.zoneout or options.layer_norm):
         raise ValueError(
-            "Received an invalid value for argument `weight_drop`, expected a number in "
-            f"[0, 1), got {weight_drop!r}."
+            "Received recurrent_dropout, zoneout or layer_norm with "
+            f"proj_size={proj_size}; expected proj_size=0: the options engine has no "
+            "projected LSTM."
         )
     if merge_mode not in MERGE_MODES:
         raise ValueError(

@@ -57,8 +57,22 @@ class RNN(RecurrentBase):
             ``(D * num_layers, H_out)``, zeros at first, used for every sequence
             when ``hx`` is not given; an explicit ``hx`` wins. Default: False.
 
-    ``merge_mode`` and ``learn_initial_state`` are keyword-only options torch
-    lacks; at their defaults the layer, its ``state_dict`` and repr are torch's.
+        weight_drop: DropConnect on ``W_hh`` in training, one mask per forward call
+            (AWD-LSTM). Default: 0.
+        recurrent_dropout: in training, ``h_{t-1}`` is multiplied by a mask drawn
+            once per sequence (0 or ``1 / (1 - p)``) before the recurrent product
+            (Gal & Ghahramani 2016). Default: 0.
+        zoneout: each unit keeps its previous value with this probability at each
+            step in training; evaluation takes the expectation (Krueger et al.
+            2017). Default: 0.
+        layer_norm: if True, ``W_hh h_{t-1}`` is layer-normalised per gate, with a
+            learned gain ``layer_norm_weight_l{k}`` (ones) and bias
+            ``layer_norm_bias_l{k}`` (zeros), before ``b_hh``. Default: False.
+
+    The options after ``dtype`` are keyword-only and torch lacks them; at their
+    defaults the layer, its ``state_dict`` and repr are torch's. The math of the
+    last three is in :mod:`rnnkit.functional_options`; a layer with any of them
+    runs on :mod:`rnnkit.engine.options` (not with ``proj_size``).
 
     Shape:
         - input: ``(L, H_in)`` unbatched, ``(L, N, H_in)``, ``(N, L, H_in)``

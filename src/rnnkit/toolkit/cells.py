@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -25,7 +26,28 @@ from rnnkit.toolkit.arguments import invalid_argument
 # The layer of each cell name; "rnn" (Elman) is the default everywhere.
 CELLS: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
-__all__ = ["CELLS", "check_cell", "final_hidden", "recurrent_layer"]
+# rnnkit's regularising options that torch's layers lack, which the toolkit's models
+# expose (``model.<name>`` in a run config), with the value that means off.
+LAYER_OPTIONS: dict[str, Any] = {
+    "weight_drop": 0.0,
+    "recurrent_dropout": 0.0,
+    "zoneout": 0.0,
+    "layer_norm": False,
+}
+
+__all__ = [
+    "CELLS",
+    "LAYER_OPTIONS",
+    "check_cell",
+    "final_hidden",
+    "layer_options_of",
+    "recurrent_layer",
+]
+
+
+def layer_options_of(config: Any) -> dict[str, Any]:
+    """The :data:`LAYER_OPTIONS` a model config (or any object with those attributes) sets."""
+    return {name: getattr(config, name, off) for name, off in LAYER_OPTIONS.items()}
 
 
 def check_cell(cell: object, nonlinearity: object = "tanh") -> None:
@@ -52,7 +74,7 @@ def recurrent_layer(
     hidden_size: int,
     *,
     nonlinearity: str = "tanh",
-    weight_drop: float = 0.0,
+    layer_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """A ``batch_first`` :class:`rnnkit.RNN`, :class:`rnnkit.LSTM` or :class:`rnnkit.GRU`.
@@ -61,15 +83,17 @@ def recurrent_layer(
         cell: "rnn", "lstm" or "gru".
         input_size, hidden_size: As in torch's layers.
         nonlinearity: The "rnn" cell's; "tanh" with the others (:func:`check_cell`).
-        weight_drop: rnnkit's DropConnect on the recurrent weights; 0 (off) builds the
-            layer without the option, so its repr and state dict are torch's.
+        layer_options: rnnkit's options from :data:`LAYER_OPTIONS` (weight_drop,
+            recurrent_dropout, zoneout, layer_norm); those at their off value are not
+            passed, so a layer without any has torch's repr and state dict.
         options: Further constructor arguments (num_layers, dropout, bidirectional).
     """
     check_cell(cell, nonlinearity)
     if cell == "rnn":
         options["nonlinearity"] = nonlinearity
-    if weight_drop:
-        options["weight_drop"] = weight_drop
+    for name, value in (layer_options or {}).items():
+        if value != LAYER_OPTIONS[name]:
+            options[name] = value
     return CELLS[cell](input_size, hidden_size, batch_first=True, **options)
 
 

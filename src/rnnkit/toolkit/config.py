@@ -292,6 +292,14 @@ class ModelSection:
     # DropConnect on the recurrent weights in training, one mask per forward call
     # (AWD-LSTM's weight drop; rnnkit's weight_drop option); 0 is off.
     weight_drop: float = 0.0
+    # Variational dropout on the state the recurrent product reads, one mask per sequence
+    # and layer (rnnkit's recurrent_dropout option); 0 is off.
+    recurrent_dropout: float = 0.0
+    # Zoneout: in training each state unit keeps its previous value with this probability
+    # (rnnkit's zoneout option); 0 is off.
+    zoneout: float = 0.0
+    # Layer normalisation of each gate's recurrent product (rnnkit's layer_norm option).
+    layer_norm: bool = False
     # Width of the word or character embedding (classify, tag, language-model); 0 means
     # hidden_size.
     embedding_dim: int = 0
@@ -327,9 +335,11 @@ class ModelSection:
         _check_bool("model.bidirectional", self.bidirectional)
         _check_real("model.dropout", self.dropout, 0.0, 1.0, "a number in [0, 1]")
         _as_float(self, "dropout")
-        _check_real("model.weight_drop", self.weight_drop, 0.0, 1.0, "a number in [0, 1)",
-                    high_open=True)  # fmt: skip
-        _as_float(self, "weight_drop")
+        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+            _check_real(f"model.{name}", getattr(self, name), 0.0, 1.0, "a number in [0, 1)",
+                        high_open=True)  # fmt: skip
+            _as_float(self, name)
+        _check_bool("model.layer_norm", self.layer_norm)
         _check_int("model.embedding_dim", self.embedding_dim, 0, " (0 means hidden_size)")
         _check_choice("model.pooling", self.pooling, POOLINGS)
         for name in ("input_dropout", "output_dropout"):

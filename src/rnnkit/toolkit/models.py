@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
-from rnnkit.toolkit.cells import check_cell, recurrent_layer
+from rnnkit.toolkit.cells import check_cell, layer_options_of, recurrent_layer
 from rnnkit.toolkit.ensemble import EnsembleModel
 from rnnkit.toolkit.word_embedding import WordCharEmbedding
 
@@ -113,6 +113,14 @@ class ModelConfig:
     # DropConnect on the recurrent weights in training, one mask per forward call
     # (rnnkit's weight_drop option; AWD-LSTM); 0 is off.
     weight_drop: float = 0.0
+    # Variational dropout on the state the recurrent product reads, one mask per sequence
+    # (rnnkit's recurrent_dropout option; Gal & Ghahramani 2016); 0 is off.
+    recurrent_dropout: float = 0.0
+    # In training each state unit keeps its previous value with this probability (rnnkit's
+    # zoneout option; Krueger et al. 2017); 0 is off.
+    zoneout: float = 0.0
+    # Layer normalisation of each gate's recurrent product (rnnkit's layer_norm option).
+    layer_norm: bool = False
     # Values per prediction: targets per sequence for regression (None means 1), classes
     # for classification and tagging, vocab_size for language_model (None means vocab_size).
     num_outputs: int | None = None
@@ -177,8 +185,12 @@ class ModelConfig:
             raise invalid_argument("bidirectional", "a bool", self.bidirectional)
         if not is_real(self.dropout) or not 0 <= self.dropout <= 1:
             raise invalid_argument("dropout", "a number in [0, 1]", self.dropout)
-        if not is_real(self.weight_drop) or not 0 <= self.weight_drop < 1:
-            raise invalid_argument("weight_drop", "a number in [0, 1)", self.weight_drop)
+        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+            value = getattr(self, name)
+            if not is_real(value) or not 0 <= value < 1:
+                raise invalid_argument(name, "a number in [0, 1)", value)
+        if not isinstance(self.layer_norm, bool):
+            raise invalid_argument("layer_norm", "a bool", self.layer_norm)
         if self.pooling not in POOLINGS:
             raise invalid_argument("pooling", f"one of {POOLINGS}", self.pooling)
         for name in ("input_dropout", "output_dropout"):
@@ -311,7 +323,9 @@ class RecurrentEncoder(nn.Module):
             (:class:`rnnkit.RNN`), "lstm" (:class:`rnnkit.LSTM`) or "gru" (:class:`rnnkit.GRU`).
         num_layers, nonlinearity, bidirectional, dropout: as in :class:`rnnkit.RNN`;
             ``nonlinearity`` must stay "tanh" with a gated cell.
-        weight_drop: DropConnect on the recurrent weights in training (0 is off).
+        layer_options: rnnkit's regularising options for the layer
+            (:data:`rnnkit.toolkit.cells.LAYER_OPTIONS`: weight_drop, recurrent_dropout,
+            zoneout, layer_norm); absent or off by default.
         input_dropout: dropout probability on the RNN's input in training.
         char_vocab_size, char_embedding_dim, char_hidden_size: give these to read
             each token as ``[word id, char ids...]`` through
@@ -356,7 +370,7 @@ class RecurrentEncoder(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         input_dropout: float = 0.0,
-        weight_drop: float = 0.0,
+        layer_options: Mapping[str, Any] | None = None,
         char_vocab_size: int | None = None,
         char_embedding_dim: int | None = None,
         char_hidden_size: int | None = None,
@@ -387,7 +401,7 @@ class RecurrentEncoder(nn.Module):
         self.input_dropout = nn.Dropout(input_dropout)
         self.rnn = recurrent_layer(
             cell, rnn_input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity,
-            dropout=dropout, bidirectional=bidirectional, weight_drop=weight_drop,
+            dropout=dropout, bidirectional=bidirectional, layer_options=layer_options,
         )  # fmt: skip
 
     @classmethod
@@ -398,7 +412,7 @@ class RecurrentEncoder(nn.Module):
             embedding_dim=config.embedding_dim, padding_idx=config.padding_idx,
             num_layers=config.num_layers, cell=config.cell, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
-            input_dropout=config.input_dropout, weight_drop=config.weight_drop,
+            input_dropout=config.input_dropout, layer_options=layer_options_of(config),
             char_vocab_size=config.char_vocab_size,
             char_embedding_dim=config.char_embedding_dim,
             char_hidden_size=config.char_hidden_size,

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rnnkit.toolkit.cells import recurrent_layer
+from rnnkit.toolkit.cells import layer_options_of, recurrent_layer
 from rnnkit.toolkit.models import ModelConfig, RecurrentEncoder, _valid_steps
 from rnnkit.toolkit.translation.attention import Attention
 from rnnkit.toolkit.translation.search import Hypotheses, beam_search, greedy_search
@@ -98,7 +98,7 @@ class TranslationModel(nn.Module):
             hidden, vocab_size=config.vocab_size, embedding_dim=embedding, padding_idx=PAD,
             num_layers=config.num_layers, cell=config.cell, nonlinearity=config.nonlinearity,
             bidirectional=config.bidirectional, dropout=config.dropout,
-            input_dropout=config.input_dropout, weight_drop=config.weight_drop,
+            input_dropout=config.input_dropout, layer_options=layer_options_of(config),
         )  # fmt: skip
         memory_size = self.encoder.output_size  # D * H
         self.bridge = nn.Linear(memory_size, hidden)
@@ -108,7 +108,7 @@ class TranslationModel(nn.Module):
         self.decoder = recurrent_layer(
             config.cell, embedding, hidden, num_layers=config.num_layers,
             nonlinearity=config.nonlinearity, dropout=config.dropout,
-            weight_drop=config.weight_drop,
+            layer_options=layer_options_of(config),
         )  # fmt: skip
         self.attention = Attention(config.attention, hidden, memory_size, hidden)
         combined = embedding if config.tie_embeddings else hidden
