@@ -9,7 +9,7 @@
     rnnkit translate RUN_DIR [TEXT] [--beam N] [--attention PNG]
     rnnkit explain RUN_DIR [--data PATH] [--out DIR] [--compare]
     rnnkit bench [--quick] [--shapes T,N,H_in,H_out ...] ...
-    rnnkit warmup [--dtype float32|float64 ...] [--cell rnn|lstm|gru ...]
+    rnnkit warmup [--dtype float32|float64 ...] [--cell rnn|lstm|gru|options ...]
 
 ``rnnkit train`` with no arguments is the main job: next-day close of the
 bundled Google prices from 100 days of Open/High/Low/Close (see
@@ -261,8 +261,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="only this dtype's kernels (repeatable; default: both)",
     )  # fmt: skip
     warmup.add_argument(
-        "--cell", choices=("rnn", "lstm", "gru"), action="append",
-        help="only this cell's kernels (repeatable; default: all three)",
+        "--cell", choices=("rnn", "lstm", "gru", "options"), action="append",
+        help="only this cell's kernels (repeatable; 'options': every cell with recurrent "
+        "dropout, zoneout or layer norm; default: all)",
     )  # fmt: skip
     warmup.set_defaults(handler=_warmup)
     return parser

@@ -341,9 +341,9 @@ class RecurrentBase(nn.Module):
 
     def _run_options(self, data, states, batch_sizes, all_weights, engine):
         """A layer with recurrent dropout, zoneout or layer norm: its masks drawn once,
-        then the options engine (:mod:`rnnkit.engine.options`; torch ops, whichever
-        engine is selected) or, for ``"reference"``, the readable loop. Shapes as
-        :meth:`_run`."""
+        then the options engine (:mod:`rnnkit.engine.options`: compiled or torch-ops
+        loops, as ``engine`` resolves) or, for ``"reference"``, the readable loop.
+        Shapes as :meth:`_run`."""
         num_directions = 2 if self.bidirectional else 1
         masks = draw_masks(
             self.num_layers, num_directions, batch_sizes, self._state_sizes(),
@@ -360,7 +360,9 @@ class RecurrentBase(nn.Module):
         )
         args = (self.bidirectional, self.dropout, self.training)
         if engine != "reference":
-            return options_stack(spec, data, states, all_weights, masks, batch_sizes, *args)
+            return options_stack(
+                spec, data, states, all_weights, masks, batch_sizes, *args, engine=engine
+            )
         nonlinearity = "relu" if spec.relu else "tanh"
         masks = padded_masks(masks, batch_sizes)
         seq_len, batch = len(batch_sizes), batch_sizes[0]

@@ -1,6 +1,7 @@
 """Getting the compiled kernels ready without making a call wait for them.
 
-Kernels come in sets, one per dtype and cell ("rnn", "lstm", "gru"), each
+Kernels come in sets, one per dtype and cell ("rnn", "lstm", "gru", and "options":
+every cell with recurrent dropout, zoneout or layer norm), each
 prepared when first wanted: a program that runs only ``rnnkit.RNN`` never
 compiles the gated kernels. Compiling one set takes about 5-15 s of CPU with an
 empty numba cache; loading it from the cache, under a second. The first time
@@ -53,7 +54,7 @@ from rnnkit.compiled import cache
 logger = logging.getLogger(__name__)
 
 DTYPES = (torch.float32, torch.float64)
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "options")
 Kernels = tuple[torch.dtype, str]  # one set: (dtype, cell)
 
 # While the thread loads kernels, the interpreter hands the GIL over this often
@@ -76,7 +77,7 @@ def ready(dtype: torch.dtype, cell: str = "rnn") -> bool:
 
     Args:
         dtype: ``torch.float32`` or ``torch.float64``.
-        cell: "rnn", "lstm" or "gru".
+        cell: "rnn", "lstm", "gru" or "options".
     """
     kernels = (dtype, cell)
     if kernels in _ready:
@@ -207,7 +208,8 @@ def load(dtype: torch.dtype, cell: str = "rnn") -> bool:
     dispatchers = _dispatchers(cell)
     before = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     cpu = time.thread_time()
-    (_exercise if cell == "rnn" else _exercise_gated)(dtype, cell)
+    exercise = {"rnn": _exercise, "options": _exercise_options}.get(cell, _exercise_gated)
+    exercise(dtype, cell)
     cache.mark_complete(_name((dtype, cell)))
     kernels = (dtype, cell)
     _cpu_seconds[kernels] = _cpu_seconds.get(kernels, 0.0) + time.thread_time() - cpu
@@ -217,12 +219,13 @@ def load(dtype: torch.dtype, cell: str = "rnn") -> bool:
 
 def _dispatchers(cell: str) -> list:
     """The numba dispatchers of one cell's kernels."""
-    from rnnkit.compiled import gated_kernels, kernels
+    from rnnkit.compiled import gated_kernels, kernels, options_kernels
 
     return {
         "rnn": [kernels.forward_loop, kernels.backward_loop, kernels.backward_equal_lengths],
         "lstm": [gated_kernels.lstm_forward_loop, gated_kernels.lstm_backward_walk],
         "gru": [gated_kernels.gru_forward_loop, gated_kernels.gru_backward_walk],
+        "options": [options_kernels.options_forward_loop, options_kernels.options_backward_walk],
     }[cell]
 
 
@@ -285,6 +288,31 @@ def _exercise_gated(dtype: torch.dtype, cell: str) -> None:
                                                "compiled")  # fmt: skip
     lstm_layer_backward(full(*out.shape), full(*h_n.shape), full(*c_n.shape), x, h0, c0, lstm,
                         out, *saved, batch_sizes, (False,), True, every, "compiled")  # fmt: skip
+
+
+def _exercise_options(dtype: torch.dtype, cell: str = "options") -> None:
+    """:func:`_exercise` for the options kernels, through the engine's layer: one LSTM
+    with every option (every cell and option passes the kernels the same types: an
+    option that is off is an array with no rows)."""
+    from rnnkit.engine.options import OptionsSpec, options_layer_backward, options_layer_forward
+    from rnnkit.masks import LayerMasks
+
+    full = _full(dtype)
+    steps, batch, hidden, width = 3, 2, 3, 2
+    x, batch_sizes, spec = (
+        full(steps * batch, width),
+        [batch] * steps,
+        OptionsSpec("lstm", False, True, True),
+    )
+    states = (full(1, batch, hidden), full(1, batch, hidden))
+    weights = [full(4 * hidden, width), full(4 * hidden, hidden), *(full(4 * hidden),) * 4]
+    masks = LayerMasks(full(1, batch, hidden), full(1, steps * batch, hidden),
+                       full(1, steps * batch, hidden))  # fmt: skip
+    args = (batch_sizes, (False,), spec, "compiled")
+    out, finals, kept = options_layer_forward(x, states, weights, masks, *args)
+    grads = (full(*out.shape), tuple(full(*s.shape) for s in finals))
+    options_layer_backward(*grads, x, states, weights, masks, out, kept, *args[:3],
+                           (True, True, True), "compiled")  # fmt: skip
 
 
 def _prepare_in_background(kernels: Kernels) -> None:

@@ -288,6 +288,37 @@ def gated_stack(
         x ``(R, H_in)``, h0 ``(D * num_layers, N, H_out)``, c0 ``(D * num_layers, N, H)``;
         out ``(R, D * H_out)``.
     """
+
+    def run_layer(layer, layer_input, layer_states, weights, batch_sizes, directions):
+        if cell == "lstm":
+            out, *last = _lstm_layer(
+                layer_input, *layer_states, weights, batch_sizes, directions, proj_size > 0,
+                engine,
+            )  # fmt: skip
+            return out, last
+        out, *last = _gru_layer(
+            layer_input, *layer_states, weights, batch_sizes, directions, engine
+        )
+        return out, last
+
+    return stack_layers(run_layer, x, states, all_weights, batch_sizes, bidirectional, dropout,
+                        training)  # fmt: skip
+
+
+def stack_layers(run_layer, x, states, all_weights, batch_sizes, bidirectional, dropout, training):
+    """Layers over packed rows, each reading the one below (after dropout in training):
+    the stack every gated (and options) layer shares.
+
+    Args:
+        run_layer: ``(layer, x, layer_states, weights, batch_sizes, directions) ->
+            (out, finals)`` for one layer, all its directions; ``weights`` flattened
+            over them.
+        x, states, all_weights, batch_sizes, bidirectional, dropout, training: as in
+            :func:`gated_stack`.
+
+    Returns:
+        ``(out, final_states)``, final_states shaped as ``states``.
+    """
     directions = (False, True) if bidirectional else (False,)
     num_layers = len(all_weights) // len(directions)
     batch_sizes = tuple(batch_sizes)
@@ -296,15 +327,9 @@ def gated_stack(
         rows = slice(layer * len(directions), (layer + 1) * len(directions))
         weights = [w for ws in all_weights[rows] for w in ws]
         layer_states = [s[rows] for s in states]
-        if cell == "lstm":
-            layer_input, *last = _lstm_layer(
-                layer_input, *layer_states, weights, batch_sizes, directions, proj_size > 0,
-                engine,
-            )  # fmt: skip
-        else:
-            layer_input, *last = _gru_layer(
-                layer_input, *layer_states, weights, batch_sizes, directions, engine
-            )
+        layer_input, last = run_layer(
+            layer, layer_input, layer_states, weights, batch_sizes, directions
+        )
         finals.append(last)
         if dropout and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, True)

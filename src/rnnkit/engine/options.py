@@ -1,4 +1,4 @@
-"""Layers with recurrent dropout, zoneout or layer norm: every cell, in torch ops.
+"""Layers with recurrent dropout, zoneout or layer norm: every cell, one engine.
 
 Equivalent to :func:`rnnkit.functional_options.options_reference`, with the
 fused engine's design (see :mod:`rnnkit.engine`): one autograd node per layer
@@ -11,8 +11,11 @@ rows. The forward keeps per row only what that walk reads: the activated gates,
 the normalised products and their inverse deviations (layer norm), the GRU's
 recurrent ``n`` term, the LSTM's cell state and ``tanh`` of its update.
 
-The compiled loops (:mod:`rnnkit.compiled`) do not carry the options; a layer
-with any of them runs here on every device and dtype.
+Two implementations of the time loops share that algorithm, as for the cells
+without options: torch ops (every device and dtype) and compiled CPU loops
+(:mod:`rnnkit.compiled.options_kernels`, their own kernel set ``"options"``);
+:func:`rnnkit.engine.resolve_engine` picks per layer. Everything around the loops
+(the projections, the weight gradients, the wrappers) is shared.
 
 Shape symbols: ``R`` packed rows, ``N`` batch, ``D`` directions, ``G`` gates,
 ``H_in`` input features, ``H`` hidden features.
@@ -25,11 +28,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.engine.layer import grad_needed
+from rnnkit.compiled import options as compiled_options
+from rnnkit.engine.gated_stack import stack_layers
+from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 from rnnkit.functional_options import GATES, LAYER_NORM_EPS
@@ -115,7 +119,7 @@ def _split(weights: Sequence[Tensor], spec: OptionsSpec, num_directions: int) ->
     return parts
 
 
-def options_layer_forward(x, states, weights, masks, batch_sizes, directions, spec):
+def options_layer_forward(x, states, weights, masks, batch_sizes, directions, spec, engine="fused"):
     """The forward pass of every direction of one layer with the options.
 
     Args:
@@ -126,6 +130,7 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
         batch_sizes: rows per step.
         directions: per direction, whether it runs in reverse.
         spec: the cell and options.
+        engine: ``"compiled"`` (the time loops compiled) or ``"fused"`` (torch ops).
 
     Returns:
         ``(out, finals, kept)``: the state of every direction at every row, the
@@ -140,6 +145,7 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
     out = x.new_empty(rows, num_directions * hidden)
     finals = tuple(s.new_empty(s.shape) for s in states)
     product = x.new_empty(batch_sizes[0], gates_count * hidden)  # one step's recurrent term
+    h_in = x.new_empty(batch_sizes[0], hidden) if engine == "compiled" else None
     for k, (w_ih, w_hh, b_ih, b_hh, norm) in enumerate(_split(weights, spec, num_directions)):
         gates = kept.gates[k]
         project_input(x, w_ih, b_ih, gates)  # (R, G * H)
@@ -147,6 +153,14 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
         if norm is not None:  # b_hh joins the layer norm's shift
             shift = norm[1] if b_hh is None else norm[1] + b_hh
             means, inv_stds = [], []
+        if engine == "compiled":
+            compiled_options.options_forward(
+                spec, gates, out, k * hidden, states[0][k], states[1][k] if lstm else None,
+                w_hh_t, b_hh, None if norm is None else (norm[0], shift), _masks_of(masks, k),
+                _kept_of_direction(kept, k), product, h_in, batch_sizes, directions[k],
+                finals[0][k], finals[1][k] if lstm else None,
+            )  # fmt: skip
+            continue
         out_k = out[:, k * hidden : (k + 1) * hidden]
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
@@ -190,6 +204,17 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
         if lstm:
             last_states(kept.cells[k], batch_sizes, directions[k], finals[1][k])
     return out, finals, kept
+
+
+def _masks_of(masks: LayerMasks, k: int) -> tuple:
+    """Direction ``k``'s masks, None where an option is off."""
+    return tuple(None if m is None else m[k] for m in masks)
+
+
+def _kept_of_direction(kept: Kept, k: int) -> tuple:
+    """Direction ``k``'s :class:`Kept` but its gates, as the compiled loops take them
+    (``mean`` and ``inv_std`` ``(R, G)``)."""
+    return tuple(None if t is None else t[k].flatten(1) for t in kept[1:])
 
 
 def _lstm_step(g, a, c_prev, kept, masks, k, first, end) -> Tensor:
@@ -254,7 +279,7 @@ def _scales(spec: OptionsSpec, gates: Tensor, kept: Kept, k: int, h_prev: Tensor
 
 def options_layer_backward(
     grad_out, grad_finals, x, states, weights, masks, out, kept, batch_sizes, directions, spec,
-    needs,
+    needs, engine="fused",
 ):  # fmt: skip
     """Backpropagation through time for every direction of one layer with the options.
 
@@ -264,6 +289,7 @@ def options_layer_backward(
         out, kept: what :func:`options_layer_forward` returned.
         batch_sizes, directions, spec: as in the forward.
         needs: whether ``x``, the states and the weights need a gradient.
+        engine: as in the forward.
 
     Returns:
         ``(grad_x, grad_states, grad_weights)``; grad_x and grad_weights None where
@@ -280,49 +306,21 @@ def options_layer_backward(
     for k, (w_ih, w_hh, b_ih, _, norm) in enumerate(_split(weights, spec, len(directions))):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
         h_prev_all = previous_states(out[:, columns], states[0][k], batch_sizes, reverse)
-        c_prev_all = (
-            previous_states(kept.cells[k], states[1][k], batch_sizes, reverse) if lstm else None
-        )
-        scales = _scales(spec, kept.gates[k], kept, k, h_prev_all, c_prev_all)
         carry = grad_finals[0][k].clone()  # dL/dh entering each sequence's step from later
         carry_c = grad_finals[1][k].clone() if lstm else None
-        grad_out_k = grad_out[:, columns]
-        for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
-            dh = torch.add(grad_out_k[first:end], carry[:n])  # dL/dh_t
-            to_prev = None  # what flows to h_{t-1} outside the recurrent product
-            if masks.hidden is not None:  # zoneout: the kept share skips the step
-                to_prev = dh * masks.hidden[k, first:end]
-                dh.sub_(to_prev)  # dL/d(the step's new state)
-            dp = d_pre[first:end]
-            if lstm:
-                d_c = _cell_grad(carry_c[:n], dh, scales.carry[first:end], masks, k, first, end)
-                forget = kept.gates[k, first:end, hidden : 2 * hidden]
-                carry_c[:n].addcmul_(d_c, forget)  # dL/dc_{t-1} through c_t = f * c_{t-1} + ...
-                d_ifg = dp[:, : 3 * hidden].view(n, 3, hidden)
-                torch.mul(scales.pre[first:end], d_c.unsqueeze(1), out=d_ifg)
-                torch.mul(dh, scales.output[first:end], out=dp[:, 3 * hidden :])
-            else:
-                torch.mul(scales.pre[first:end], dh.unsqueeze(1), out=dp.view(n, -1, hidden))
-            if gru:
-                d_recurrent = d_rec[first:end].view(n, 3, hidden)
-                torch.mul(scales.recurrent[first:end], dh.unsqueeze(1), out=d_recurrent)
-                direct = dh.mul_(scales.carry[first:end])
-                to_prev = direct if to_prev is None else to_prev.add_(direct)
-            d_product = d_raw[first:end]
-            if norm is not None:
-                d_normed = (d_rec[first:end] * norm[0]).view(n, spec.gates, hidden)
-                statistics = (kept.mean[k, first:end], kept.inv_std[k, first:end])
-                raw = kept.raw[k, first:end].view(n, spec.gates, hidden)
-                grad_raw = torch.ops.aten.native_layer_norm_backward(
-                    d_normed, raw, (hidden,), *statistics, None, None, (True, False, False)
-                )[0]  # (n, G, H)
-                d_product.copy_(grad_raw.view(n, -1))
-            dh_prev = d_product.mm(w_hh)  # (n, H)
-            if masks.recurrent is not None:
-                dh_prev.mul_(masks.recurrent[k, :n])
-            if to_prev is not None:
-                dh_prev.add_(to_prev)
-            carry[:n] = dh_prev
+        if engine == "compiled":
+            scratch = x.new_empty(2, carry.size(0), hidden)  # to_prev, carry_hh
+            compiled_options.options_backward(
+                spec, d_pre, d_rec, d_raw, grad_out, out, k * hidden, kept.gates[k],
+                states[0][k], states[1][k] if lstm else None, w_hh,
+                None if norm is None else norm[0], _masks_of(masks, k),
+                _kept_of_direction(kept, k), *scratch, batch_sizes, reverse, carry, carry_c,
+            )  # fmt: skip
+        else:
+            _walk_back(
+                d_pre, d_rec, d_raw, grad_out[:, columns], kept, k, h_prev_all, w_hh, norm,
+                masks, batch_sizes, reverse, carry, carry_c, spec, states,
+            )  # fmt: skip
         grad_states[0][k] = carry
         if lstm:
             grad_states[1][k] = carry_c
@@ -341,6 +339,59 @@ def options_layer_backward(
             normed = ((raw - kept.mean[k]) * kept.inv_std[k]).flatten(1)
             grad_weights += [(d_rec * normed).sum(0), d_rec.sum(0)]
     return grad_x, grad_states, grad_weights
+
+
+def _walk_back(d_pre, d_rec, d_raw, grad_out, kept, k, h_prev_all, w_hh, norm, masks,
+               batch_sizes, reverse, carry, carry_c, spec, states) -> None:  # fmt: skip
+    """One direction's walk back in time in torch ops: fills ``d_pre``, ``d_rec`` and
+    ``d_raw``; ``carry`` (``carry_c``) enters as dL/dh_n (dL/dc_n) and leaves as dL/dh_0
+    (dL/dc_0).
+
+    Shape:
+        as in :func:`options_layer_backward`; grad_out ``(R, H)`` (this direction's
+        columns), h_prev_all ``(R, H)`` the state each row's step started from.
+    """
+    hidden, lstm, gru = h_prev_all.size(1), spec.cell == "lstm", spec.cell == "gru"
+    c_prev_all = (
+        previous_states(kept.cells[k], states[1][k], batch_sizes, reverse) if lstm else None
+    )
+    scales = _scales(spec, kept.gates[k], kept, k, h_prev_all, c_prev_all)
+    for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
+        dh = torch.add(grad_out[first:end], carry[:n])  # dL/dh_t
+        to_prev = None  # what flows to h_{t-1} outside the recurrent product
+        if masks.hidden is not None:  # zoneout: the kept share skips the step
+            to_prev = dh * masks.hidden[k, first:end]
+            dh.sub_(to_prev)  # dL/d(the step's new state)
+        dp = d_pre[first:end]
+        if lstm:
+            d_c = _cell_grad(carry_c[:n], dh, scales.carry[first:end], masks, k, first, end)
+            forget = kept.gates[k, first:end, hidden : 2 * hidden]
+            carry_c[:n].addcmul_(d_c, forget)  # dL/dc_{t-1} through c_t = f * c_{t-1} + ...
+            d_ifg = dp[:, : 3 * hidden].view(n, 3, hidden)
+            torch.mul(scales.pre[first:end], d_c.unsqueeze(1), out=d_ifg)
+            torch.mul(dh, scales.output[first:end], out=dp[:, 3 * hidden :])
+        else:
+            torch.mul(scales.pre[first:end], dh.unsqueeze(1), out=dp.view(n, -1, hidden))
+        if gru:
+            d_recurrent = d_rec[first:end].view(n, 3, hidden)
+            torch.mul(scales.recurrent[first:end], dh.unsqueeze(1), out=d_recurrent)
+            direct = dh.mul_(scales.carry[first:end])
+            to_prev = direct if to_prev is None else to_prev.add_(direct)
+        d_product = d_raw[first:end]
+        if norm is not None:
+            d_normed = (d_rec[first:end] * norm[0]).view(n, spec.gates, hidden)
+            statistics = (kept.mean[k, first:end], kept.inv_std[k, first:end])
+            raw = kept.raw[k, first:end].view(n, spec.gates, hidden)
+            grad_raw = torch.ops.aten.native_layer_norm_backward(
+                d_normed, raw, (hidden,), *statistics, None, None, (True, False, False)
+            )[0]  # (n, G, H)
+            d_product.copy_(grad_raw.view(n, -1))
+        dh_prev = d_product.mm(w_hh)  # (n, H)
+        if masks.recurrent is not None:
+            dh_prev.mul_(masks.recurrent[k, :n])
+        if to_prev is not None:
+            dh_prev.add_(to_prev)
+        carry[:n] = dh_prev
 
 
 def _cell_grad(carry_c, dh, scale, masks, k, first, end) -> Tensor:
@@ -364,23 +415,23 @@ class OptionsLayerFunction(torch.autograd.Function):
     """:func:`options_layer_forward` and its backward for autograd."""
 
     @staticmethod
-    def forward(ctx, spec, batch_sizes, directions, masks, x, *tensors):
+    def forward(ctx, spec, engine, batch_sizes, directions, masks, x, *tensors):
         states, weights = tensors[: spec.num_states], tensors[spec.num_states :]
         out, finals, kept = options_layer_forward(
-            x, states, weights, masks, batch_sizes, directions, spec
+            x, states, weights, masks, batch_sizes, directions, spec, engine
         )
         ctx.save_for_backward(x, out, *kept, *tensors)
-        ctx.args = (masks, batch_sizes, directions, spec)
+        ctx.args = (masks, batch_sizes, directions, spec, engine)
         return out, *finals
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, *grad_finals):
-        masks, batch_sizes, directions, spec = ctx.args
+        masks, batch_sizes, directions, spec, engine = ctx.args
         x, out, *rest = ctx.saved_tensors
         kept, tensors = Kept(*rest[: len(Kept._fields)]), rest[len(Kept._fields) :]
         states, weights = tensors[: spec.num_states], tensors[spec.num_states :]
-        need = ctx.needs_input_grad[4:]  # x, then the states and weights
+        need = ctx.needs_input_grad[5:]  # x, then the states and weights
         needs = (need[0], any(need[1 : 1 + spec.num_states]), any(need[1 + spec.num_states :]))
         grad_finals = tuple(
             torch.zeros_like(s) if g is None else g
@@ -389,10 +440,10 @@ class OptionsLayerFunction(torch.autograd.Function):
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
         grad_x, grad_states, grad_weights = options_layer_backward(
             grad_out, grad_finals, x, states, weights, masks, out, kept, batch_sizes,
-            directions, spec, needs,
+            directions, spec, needs, engine,
         )  # fmt: skip
         grad_weights = grad_weights or [None] * len(weights)
-        return None, None, None, None, grad_x, *grad_states, *grad_weights
+        return None, None, None, None, None, grad_x, *grad_states, *grad_weights
 
 
 # -- custom ops: what torch.compile and torch.export trace --------------------
@@ -423,18 +474,20 @@ def _options_layer_op(
     relu: bool,
     has_bias: bool,
     layer_norm: bool,
+    engine: str,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     spec = OptionsSpec(cell, relu, has_bias, layer_norm)
     masks = LayerMasks(recurrent_mask, hidden_mask, cell_mask)
+    engine = resolve_engine(engine, x, states[0].size(1), states[0].size(2), "options")
     out, finals, kept = options_layer_forward(
-        x, states, weights, masks, batch_sizes, directions, spec
+        x, states, weights, masks, batch_sizes, directions, spec, engine
     )
     return out, list(finals), _kept_list(kept)
 
 
 @_options_layer_op.register_fake
 def _(x, states, weights, m_rec, m_hidden, m_cell, batch_sizes, directions, cell, relu, has_bias,
-      layer_norm):  # fmt: skip
+      layer_norm, engine):  # fmt: skip
     spec = OptionsSpec(cell, relu, has_bias, layer_norm)
     hidden = states[0].size(2)
     kept = _empty_kept(x, spec, len(directions), hidden)
@@ -460,12 +513,14 @@ def _options_layer_backward_op(
     relu: bool,
     has_bias: bool,
     layer_norm: bool,
+    engine: str,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     spec = OptionsSpec(cell, relu, has_bias, layer_norm)
     masks = LayerMasks(recurrent_mask, hidden_mask, cell_mask)
+    engine = resolve_engine(engine, x, states[0].size(1), states[0].size(2), "options")
     grad_x, grad_states, grad_weights = options_layer_backward(
         grad_out.contiguous(), grad_finals, x, states, weights, masks, out,
-        _kept_of(kept, spec), batch_sizes, directions, spec, (True, True, True),
+        _kept_of(kept, spec), batch_sizes, directions, spec, (True, True, True), engine,
     )  # fmt: skip
     # contiguous and unaliased, as the fake implementation promises
     contiguous = torch.contiguous_format
@@ -507,22 +562,24 @@ def _options_op_backward(ctx, grad_out, grad_finals, _):
 _options_layer_op.register_autograd(_options_op_backward, setup_context=_options_setup_context)
 
 
-def _options_layer(spec, x, states, weights, masks, batch_sizes, directions):
+def _options_layer(spec, x, states, weights, masks, batch_sizes, directions, engine):
     """One layer through the right wrapper: the custom op while tracing, the
-    autograd.Function when a gradient is needed, else the plain forward.
-    Returns ``(out, finals)``."""
+    autograd.Function when a gradient is needed, else the plain forward; ``engine``
+    as requested (resolved here, once per layer). Returns ``(out, finals)``."""
     if torch.compiler.is_compiling():
         out, finals, _ = _options_layer_op(
             x, list(states), list(weights), *masks, list(batch_sizes), list(directions),
-            spec.cell, spec.relu, spec.has_bias, spec.layer_norm,
+            spec.cell, spec.relu, spec.has_bias, spec.layer_norm, engine,
         )  # fmt: skip
         return out, finals
+    engine = resolve_engine(engine, x, states[0].size(1), states[0].size(2), "options")
+    args = (batch_sizes, directions, spec, engine)
     if grad_needed(x, states[0], [*states[1:], *weights]):
         out, *finals = OptionsLayerFunction.apply(
-            spec, batch_sizes, directions, masks, x, *states, *weights
+            spec, engine, batch_sizes, directions, masks, x, *states, *weights
         )
         return out, finals
-    out, finals, _ = options_layer_forward(x, states, weights, masks, batch_sizes, directions, spec)
+    out, finals, _ = options_layer_forward(x, states, weights, masks, *args)
     return out, finals
 
 
@@ -536,6 +593,7 @@ def options_stack(
     bidirectional: bool,
     dropout: float,
     training: bool,
+    engine: str = "auto",
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """A multi-layer, optionally bidirectional layer with the options, over packed rows.
 
@@ -550,6 +608,8 @@ def options_stack(
         bidirectional: every second entry of ``all_weights`` is a reverse pass.
         dropout: dropout on the outputs of all layers but the last.
         training: dropout applies only when True.
+        engine: ``"auto"``, ``"compiled"`` or ``"fused"`` (see
+            :func:`rnnkit.engine.resolve_engine`; its kernel set is ``"options"``).
 
     Returns:
         ``(out, final_states)``, final_states shaped as ``states``.
@@ -557,18 +617,12 @@ def options_stack(
     Shape:
         x ``(R, H_in)``, states ``(D * num_layers, N, H)``; out ``(R, D * H)``.
     """
-    directions = (False, True) if bidirectional else (False,)
-    num_layers = len(all_weights) // len(directions)
-    batch_sizes = tuple(batch_sizes)
-    layer_input, finals = x, []
-    for layer in range(num_layers):
-        rows = slice(layer * len(directions), (layer + 1) * len(directions))
-        weights = [w for ws in all_weights[rows] for w in ws]
-        layer_states = [s[rows] for s in states]
-        layer_input, last = _options_layer(
-            spec, layer_input, layer_states, weights, masks[layer], batch_sizes, directions
-        )
-        finals.append(last)
-        if dropout and training and layer < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, True)
-    return layer_input, tuple(torch.cat(parts) for parts in zip(*finals, strict=True))
+
+    def run_layer(layer, layer_input, layer_states, weights, batch_sizes, directions):
+        return _options_layer(
+            spec, layer_input, layer_states, weights, masks[layer], batch_sizes, directions,
+            engine,
+        )  # fmt: skip
+
+    return stack_layers(run_layer, x, states, all_weights, batch_sizes, bidirectional, dropout,
+                        training)  # fmt: skip
