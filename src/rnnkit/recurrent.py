@@ -349,10 +349,9 @@ class RecurrentBase(nn.Module):
             self.num_layers, num_directions, batch_sizes, self._state_sizes(),
             self.recurrent_dropout, self.zoneout, self.training, data,
         )  # fmt: skip
-        if self.layer_norm:
-            parameters = self._parameters
+        if self.layer_norm:  # an attribute lookup: torch.nn.utils.parametrize moves them
             all_weights = [
-                [*weights, *(parameters[name] for name in names)]
+                [*weights, *(getattr(self, name) for name in names)]
                 for weights, names in zip(all_weights, self._layer_norm_names, strict=True)
             ]
         spec = OptionsSpec(
