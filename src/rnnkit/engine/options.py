@@ -145,7 +145,8 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
     out = x.new_empty(rows, num_directions * hidden)
     finals = tuple(s.new_empty(s.shape) for s in states)
     product = x.new_empty(batch_sizes[0], gates_count * hidden)  # one step's recurrent term
-    h_in = x.new_empty(batch_sizes[0], hidden) if engine == "compiled" else None
+    # the compiled loops' scratch for one step's masked previous states
+    masked_states = x.new_empty(batch_sizes[0], hidden) if engine == "compiled" else None
     for k, (w_ih, w_hh, b_ih, b_hh, norm) in enumerate(_split(weights, spec, num_directions)):
         gates = kept.gates[k]
         project_input(x, w_ih, b_ih, gates)  # (R, G * H)
@@ -157,7 +158,7 @@ def options_layer_forward(x, states, weights, masks, batch_sizes, directions, sp
             compiled_options.options_forward(
                 spec, gates, out, k * hidden, states[0][k], states[1][k] if lstm else None,
                 w_hh_t, b_hh, None if norm is None else (norm[0], shift), _masks_of(masks, k),
-                _kept_of_direction(kept, k), product, h_in, batch_sizes, directions[k],
+                _kept_of_direction(kept, k), product, masked_states, batch_sizes, directions[k],
                 finals[0][k], finals[1][k] if lstm else None,
             )  # fmt: skip
             continue
