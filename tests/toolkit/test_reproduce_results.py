@@ -213,6 +213,12 @@ def test_parse_parameters():
     assert rr.parse_parameters("model: no count here\n") is None
 
 
+def test_parse_seconds_reads_the_last_done_line():
+    log = "epoch 1/2\ndone in 12.5 s\nresumed\ndone in 3261.5 s\n"
+    assert rr.parse_seconds(log) == 3261.5
+    assert rr.parse_seconds("epoch 1/2\n  done in 4 s (indented: not the summary line)\n") is None
+
+
 def test_unknown_task_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         rr.main(["--tasks", "goog,mnist", "--skip-training"])
