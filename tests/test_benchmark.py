@@ -512,3 +512,29 @@ def test_rnnkit_peak_memory_stays_within_the_engine_targets():
             assert peak <= 1.15, label
         elif row["num_layers"] == 1:
             assert peak <= 2.0, label
+
+
+def test_packed_and_projected_rows_time_the_slow_torch_paths():
+    # the LSTM rows with proj_size, packed and dense; the GRU's proj_size is 0
+    config = tiny_config(cells=("lstm", "gru"), layers=(1,), bidirectional=(True,),
+                         packed=(False, True), modes=("train",), proj_size=2)  # fmt: skip
+    rows = run_benchmark(config)
+    assert [(r["cell"], r["packed"], r["proj_size"]) for r in rows] == [
+        ("lstm", False, 2), ("lstm", True, 2), ("gru", False, 0), ("gru", True, 0),
+    ]  # fmt: skip
+    for row in rows:
+        assert 0 <= row["max_rel_diff"] < 1e-4, row
+        dense = not row["packed"] and not row["proj_size"]
+        assert (row["bound_ms"] is not None) == dense
+    table = format_table(rows)
+    assert "5x2x3x4 P=2 packed" in table and "5x2x3x4 packed" in table
+    assert "5x2x3x4 P=2 " in table
+
+
+def test_packed_and_proj_size_options_parse_and_are_checked():
+    config = parse(["--packed", "0", "1", "--proj-size", "2", "--cell", "lstm"])
+    assert config.packed == (False, True) and config.proj_size == 2
+    with pytest.raises(ValueError, match="argument `proj_size`, expected 0 or a positive"):
+        tiny_config(proj_size=4)  # not below H_out = 4
+    with pytest.raises(ValueError, match="argument `packed`, expected booleans"):
+        tiny_config(packed=(1,))

@@ -21,6 +21,14 @@ Shape vocabulary (torch's): ``T`` time steps (torch's ``L``), ``N`` batch,
 ``H_in`` input features, ``H_out`` hidden features, ``D`` directions (2 if
 bidirectional else 1). A shape is written ``(T, N, H_in, H_out)``.
 
+Inputs:
+    Dense ``(T, N, H_in)`` tensors, and with ``packed`` a ``PackedSequence`` of
+    unequal lengths (drawn from ``[T / 2, T]``, the first ``T``, unsorted:
+    ``pack_padded_sequence(..., enforce_sorted=False)`` inside each call, for both
+    implementations). ``proj_size`` gives the LSTM rows a projection (other cells'
+    rows have none). Packed and projected rows are where torch.nn.LSTM leaves
+    oneDNN for its per-step path; their sequential-GEMM bound is not computed.
+
 Modes:
     ``inference``: one forward call under ``torch.inference_mode()``.
     ``train``: one training step, the forward call followed by a backward pass
@@ -73,6 +81,7 @@ import contextlib
 import copy
 import dataclasses
 import gc
+import itertools
 import logging
 import math
 import os
@@ -80,12 +89,14 @@ import platform
 import statistics
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from rnnkit import compiled
 from rnnkit.bound import sequential_gemm_bound_ms
@@ -151,6 +162,8 @@ class BenchmarkConfig:
     shapes: tuple[Shape, ...] = DEFAULT_SHAPES  # (T, N, H_in, H_out) each
     layers: tuple[int, ...] = (1, 2)  # values of num_layers
     bidirectional: tuple[bool, ...] = (False, True)  # values of bidirectional
+    packed: tuple[bool, ...] = (False,)  # True: PackedSequence input of unequal lengths
+    proj_size: int = 0  # the LSTM rows' proj_size (0: none; other cells have none)
     modes: tuple[str, ...] = MODES  # subset of MODES
     threads: tuple[int, ...] = (1, 2)  # values for torch.set_num_threads
     repeats: int | None = None  # timed calls per implementation and row; None: from budget_s
@@ -163,7 +176,7 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         # Lists from argparse or JSON become tuples so that the config stays hashable.
-        for name in ("cells", "shapes", "layers", "bidirectional", "modes", "threads"):
+        for name in ("cells", "shapes", "layers", "bidirectional", "packed", "modes", "threads"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "shapes", tuple(tuple(s) for s in self.shapes))
         for shape in self.shapes:
@@ -179,10 +192,21 @@ class BenchmarkConfig:
                     f"Received an invalid value for argument `{name}`, expected "
                     f"positive integers, got {values!r}."
                 )
-        if not all(isinstance(v, bool) for v in self.bidirectional):
+        for name in ("bidirectional", "packed"):
+            if not all(isinstance(v, bool) for v in getattr(self, name)):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, expected "
+                    f"booleans, got {getattr(self, name)!r}."
+                )
+        too_wide = [shape for shape in self.shapes if self.proj_size >= shape[3]]
+        if (
+            not isinstance(self.proj_size, int)
+            or self.proj_size < 0
+            or (self.proj_size and too_wide)
+        ):
             raise ValueError(
-                "Received an invalid value for argument `bidirectional`, expected "
-                f"booleans, got {self.bidirectional!r}."
+                "Received an invalid value for argument `proj_size`, expected 0 or a "
+                f"positive integer below every shape's H_out, got {self.proj_size!r}."
             )
         if not set(self.cells) <= set(CELLS):
             raise ValueError(
@@ -194,7 +218,7 @@ class BenchmarkConfig:
                 f"Received an invalid value for argument `modes`, expected a subset "
                 f"of {MODES!r}, got {self.modes!r}."
             )
-        for name in ("cells", "shapes", "layers", "bidirectional", "modes", "threads"):
+        for name in ("cells", "shapes", "layers", "bidirectional", "packed", "modes", "threads"):
             if not getattr(self, name):
                 raise ValueError(
                     f"Received an invalid value for argument `{name}`, expected at "
@@ -262,21 +286,22 @@ def run_benchmark(
             cell, called like it; rnnkit's layer of the cell if None.
 
     Returns:
-        One dict per row, in grid order (cell, shape, layers, direction, mode,
-        threads), with keys ``cell``, ``T``, ``N``, ``H_in``, ``H_out``, ``num_layers``,
-        ``bidirectional``, ``mode``, ``threads``, ``repeats`` (timed calls of
+        One dict per row, in grid order (cell, shape, layers, direction, packed,
+        mode, threads), with keys ``cell``, ``T``, ``N``, ``H_in``, ``H_out``,
+        ``num_layers``, ``bidirectional``, ``packed``, ``proj_size`` (the row's: 0
+        but in LSTM rows), ``mode``, ``threads``, ``repeats`` (timed calls of
         each implementation), ``output_bytes``, ``load_average`` (of the
         machine, over the minute before the row ended), ``ratio`` (torch's
         median time over rnnkit's), ``ratio_onednn_off`` (the same for the
         LSTM's second baseline; None in other cells' rows), ``bound_ms`` and
         ``bound_fraction`` (the sequential-GEMM bound of :mod:`rnnkit.bound`
-        and its fraction of rnnkit's time), ``noisy`` (whether any
-        implementation's interquartile range exceeds a quarter of its median,
-        the sign of competing processes), ``max_rel_diff`` (largest difference
-        between rnnkit's outputs and gradients and each baseline's, relative to
-        the largest magnitude of each tensor), and one dict per implementation
-        under ``"torch"``, ``"torch_onednn_off"`` (None in rows of other cells
-        than LSTM) and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
+        and its fraction of rnnkit's time; None in packed and projected rows),
+        ``noisy`` (whether any implementation's interquartile range exceeds a
+        quarter of its median, the sign of competing processes), ``max_rel_diff``
+        (largest difference between rnnkit's outputs and gradients and each
+        baseline's, relative to the largest magnitude of each tensor), and one
+        dict per implementation under ``"torch"``, ``"torch_onednn_off"`` (None
+        in rows of other cells than LSTM) and ``"rnnkit"`` with ``median_ms``, ``iqr_ms``,
         ``peak_bytes``, ``peak_torch_bytes``, ``peak_python_bytes`` and
         ``peak_x_output`` (the four memory keys are None when memory is not
         measured).
@@ -289,20 +314,29 @@ def run_benchmark(
             os.cpu_count(),
         )
     _warn_if_busy()
-    threads_before = torch.get_num_threads()
     results = []
     started = time.perf_counter()
+    with warnings.catch_warnings():
+        # torch says, once, that it leaves oneDNN for a projected LSTM: these rows time that.
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+        _run_grid(config, candidate, results)
+    logger.info("Benchmarked %d rows in %.1f s.", len(results), time.perf_counter() - started)
+    return results
+
+
+def _run_grid(config: BenchmarkConfig, candidate, results: list[dict[str, Any]]) -> None:
+    """:func:`run_benchmark`'s rows, appended to ``results`` as they finish."""
+    threads_before = torch.get_num_threads()
     try:
-        for cell, shape, num_layers, bidirectional, mode, threads in _grid(config):
+        for cell, shape, num_layers, bidirectional, packed, mode, threads in _grid(config):
             torch.set_num_threads(threads)
             layer = candidate if candidate is not None else _rnnkit_layer(cell)
-            row = _run_row(config, layer, cell, shape, num_layers, bidirectional, mode, threads)
+            case = _Case(cell, shape, num_layers, bidirectional, packed, mode, threads)
+            row = _run_row(config, layer, case)
             logger.info("%s", _describe(row))
             results.append(row)
     finally:
         torch.set_num_threads(threads_before)
-    logger.info("Benchmarked %d rows in %.1f s.", len(results), time.perf_counter() - started)
-    return results
 
 
 def _warn_if_busy() -> None:
@@ -333,28 +367,37 @@ def _rnnkit_layer(cell: str) -> Callable[..., nn.Module]:
     return getattr(rnnkit, _LAYER_NAMES[cell])
 
 
-def _grid(config: BenchmarkConfig) -> Iterator[tuple[str, Shape, int, bool, str, int]]:
-    for cell in config.cells:
-        for shape in config.shapes:
-            for num_layers in config.layers:
-                for bidirectional in config.bidirectional:
-                    for mode in config.modes:
-                        for threads in config.threads:
-                            yield cell, shape, num_layers, bidirectional, mode, threads
+def _grid(config: BenchmarkConfig) -> Iterator[tuple[str, Shape, int, bool, bool, str, int]]:
+    return itertools.product(
+        config.cells, config.shapes, config.layers, config.bidirectional, config.packed,
+        config.modes, config.threads,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One row of the grid."""
+
+    cell: str
+    shape: Shape
+    num_layers: int
+    bidirectional: bool
+    packed: bool
+    mode: str
+    threads: int
 
 
 def _run_row(
-    config: BenchmarkConfig,
-    candidate: Callable[..., nn.Module],
-    cell: str,
-    shape: Shape,
-    num_layers: int,
-    bidirectional: bool,
-    mode: str,
-    threads: int,
+    config: BenchmarkConfig, candidate: Callable[..., nn.Module], case: _Case
 ) -> dict[str, Any]:
     """Builds the modules for one row, checks they agree, times them and profiles them."""
-    steps = _make_steps(candidate, shape, num_layers, bidirectional, mode, config.seed, cell)
+    cell, shape, mode, threads = case.cell, case.shape, case.mode, case.threads
+    num_layers, bidirectional = case.num_layers, case.bidirectional
+    proj_size = config.proj_size if cell == "lstm" else 0
+    steps = _make_steps(
+        candidate, shape, num_layers, bidirectional, mode, config.seed, cell,
+        packed=case.packed, proj_size=proj_size,
+    )  # fmt: skip
     warm_times, first_results = _warm_up(steps, config.warmup, config.budget_s)
     max_rel_diff = max(
         _max_rel_diff(first_results[name], first_results["rnnkit"])
@@ -383,7 +426,7 @@ def _run_row(
     repeats = len(samples["torch"])
 
     T, N, _, H_out = shape
-    output_bytes = T * N * (2 if bidirectional else 1) * H_out * 4  # float32
+    output_bytes = T * N * (2 if bidirectional else 1) * (proj_size or H_out) * 4  # float32
     row: dict[str, Any] = {
         "cell": cell,
         "T": T,
@@ -392,6 +435,8 @@ def _run_row(
         "H_out": H_out,
         "num_layers": num_layers,
         "bidirectional": bidirectional,
+        "packed": case.packed,
+        "proj_size": proj_size,
         "mode": mode,
         "threads": threads,
         "repeats": repeats,
@@ -405,10 +450,12 @@ def _run_row(
     ours_ms = row["rnnkit"]["median_ms"]
     row["ratio"] = row["torch"]["median_ms"] / ours_ms
     row["ratio_onednn_off"] = row[ONEDNN_OFF]["median_ms"] / ours_ms if row[ONEDNN_OFF] else None
-    row["bound_ms"] = sequential_gemm_bound_ms(
-        *shape, num_layers, bidirectional, mode == "train", gates=_GATES[cell]
-    )
-    row["bound_fraction"] = row["bound_ms"] / ours_ms
+    row["bound_ms"] = row["bound_fraction"] = None  # the bound knows dense, unprojected rows
+    if not case.packed and not proj_size:
+        row["bound_ms"] = sequential_gemm_bound_ms(
+            *shape, num_layers, bidirectional, mode == "train", gates=_GATES[cell]
+        )
+        row["bound_fraction"] = row["bound_ms"] / ours_ms
     row["noisy"] = any(
         row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in steps
     )
@@ -424,33 +471,44 @@ def _make_steps(
     mode: str,
     seed: int,
     cell: str = "rnn",
+    packed: bool = False,
+    proj_size: int = 0,
 ) -> dict[str, _Step]:
     """Builds torch's module of ``cell``, copies its weights into the candidate, and a
     step for each; for LSTM also a step of torch's module with oneDNN off."""
     T, N, H_in, H_out = shape
     D = 2 if bidirectional else 1
+    P = proj_size or H_out  # features of h
     layer = getattr(nn, _LAYER_NAMES[cell])
+    kwargs = {"num_layers": num_layers, "bidirectional": bidirectional}
+    if proj_size:
+        kwargs["proj_size"] = proj_size
     # Forked so that seeding here, and the candidate's own initialisation, leave
     # the caller's random stream untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        reference = layer(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+        reference = layer(H_in, H_out, **kwargs)
         x = torch.randn(T, N, H_in)
-        h0 = torch.randn(num_layers * D, N, H_out)
-        grad_output = torch.randn(T, N, D * H_out)
-        grad_h_n = torch.randn(num_layers * D, N, H_out)
+        h0 = torch.randn(num_layers * D, N, P)
+        grad_output = torch.randn(T, N, D * P)
+        grad_h_n = torch.randn(num_layers * D, N, P)
         hx, grad_state = h0, grad_h_n
-        if cell == "lstm":  # (h, c); c has H_out features too, as there is no projection
+        if cell == "lstm":  # (h, c); c has H_out features
             hx = (h0, torch.randn(num_layers * D, N, H_out))
             grad_state = (grad_h_n, torch.randn(num_layers * D, N, H_out))
-        engine = candidate(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+        lengths = None
+        if packed:  # unequal, unsorted, the first the longest
+            lengths = torch.randint((T + 1) // 2, T + 1, (N,))
+            lengths[0] = T
+            grad_output = _packed(grad_output, lengths).data  # (R, D * P)
+        engine = candidate(H_in, H_out, **kwargs)
     engine.load_state_dict(reference.state_dict())
     modules = {"torch": reference, "rnnkit": engine}
     if cell == "lstm":
         # A module of its own, or the two baselines would share parameter gradients.
         modules = {"torch": reference, ONEDNN_OFF: copy.deepcopy(reference), "rnnkit": engine}
     steps = {
-        name: _make_step(module, mode, x, hx, grad_output, grad_state)
+        name: _make_step(module, mode, x, hx, grad_output, grad_state, lengths)
         for name, module in modules.items()
     }
     if ONEDNN_OFF in steps:
@@ -481,20 +539,28 @@ def _make_step(
     hx: torch.Tensor | tuple[torch.Tensor, ...],
     grad_output: torch.Tensor,
     grad_state: torch.Tensor | tuple[torch.Tensor, ...],
+    lengths: torch.Tensor | None = None,
 ) -> _Step:
     """Returns one call of ``module`` in ``mode``, returning outputs and gradients.
 
     ``hx`` and ``grad_state`` are a tensor (``h_0`` and the gradient of
     ``h_n``) or, for LSTM, a tuple (``(h_0, c_0)`` and those of ``(h_n, c_n)``).
-    The call returns ``output``, the final state's tensors, then in training the
-    gradients of the input and of every parameter (sorted by name).
+    With ``lengths`` the call packs ``x`` first, and ``grad_output`` is the packed
+    output's. The call returns ``output`` (its packed data), the final state's
+    tensors, then in training the gradients of the input and of every parameter
+    (sorted by name).
     """
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        output, state = module(x if lengths is None else _packed(x, lengths), hx)
+        return (output if lengths is None else output.data), _tensors(state)
+
     if mode == "inference":
 
         def infer() -> tuple[torch.Tensor, ...]:
             with torch.inference_mode():
-                output, state = module(x, hx)
-                return (output, *_tensors(state))
+                output, state = forward(x)
+                return (output, *state)
 
         return _Step(infer, leaves=())
 
@@ -507,12 +573,16 @@ def _make_step(
         # Part of every training step, so part of its time.
         for leaf in leaves:
             leaf.grad = None
-        output, state = module(x, hx)
-        state = _tensors(state)
+        output, state = forward(x)
         torch.autograd.backward((output, *state), (grad_output, *_tensors(grad_state)))
         return (output.detach(), *(s.detach() for s in state), *(leaf.grad for leaf in leaves))
 
     return _Step(train, leaves)
+
+
+def _packed(x: torch.Tensor, lengths: torch.Tensor) -> PackedSequence:
+    """``x`` packed with ``lengths``, in any order. Shape: x ``(T, N, *)``."""
+    return pack_padded_sequence(x, lengths, enforce_sorted=False)
 
 
 def _tensors(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -698,7 +768,10 @@ def _direction(bidirectional: bool) -> str:
 
 
 def _shape_label(row: dict[str, Any]) -> str:
-    return f"{row['T']}x{row['N']}x{row['H_in']}x{row['H_out']}"
+    label = f"{row['T']}x{row['N']}x{row['H_in']}x{row['H_out']}"
+    if row.get("proj_size"):  # .get: rows written before these options
+        label += f" P={row['proj_size']}"
+    return label + (" packed" if row.get("packed") else "")
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -752,7 +825,7 @@ def _columns(results: Sequence[dict[str, Any]]) -> list[_Column]:
             )
         )
     columns += [
-        ("bound %", True, lambda row: f"{100 * row['bound_fraction']:.0f}"),
+        ("bound %", True, _format_bound),
         ("torch peak", True, lambda row: _format_peak(row["torch"])),
     ]
     if onednn_off:
@@ -804,6 +877,11 @@ def format_table(results: Sequence[dict[str, Any]], markdown: bool = False) -> s
     lines = [line(headers), line(["-" * width for width in widths])]
     lines += [line(row) for row in cells]
     return "\n".join([*lines, *summary])
+
+
+def _format_bound(row: dict[str, Any]) -> str:
+    fraction = row.get("bound_fraction")
+    return "-" if fraction is None else f"{100 * fraction:.0f}"
 
 
 def _format_ratio(ratio: float, noisy: bool) -> str:
@@ -1001,6 +1079,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="{0,1}",
         help="directions to run, 0 (uni) and/or 1 (bi) (default: 0 1)",
     )
+    parser.add_argument(
+        "--packed",
+        nargs="+",
+        type=_parse_direction,
+        metavar="{0,1}",
+        help="input as a PackedSequence of unequal lengths: 0 (dense) and/or 1 (default: 0)",
+    )
+    parser.add_argument(
+        "--proj-size",
+        type=int,
+        dest="proj_size",
+        metavar="P",
+        help="proj_size of the LSTM rows (default: 0, none)",
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, help="default: inference train")
     parser.add_argument(
         "--threads", nargs="+", type=int, metavar="N", help="torch threads (default: 1 2)"
@@ -1040,7 +1132,8 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         configuration, with every option that was given overriding its field.
         ``--cell all`` stands for every cell; a cell named twice runs once.
     """
-    names = ("shapes", "layers", "bidirectional", "modes", "threads", "repeats", "budget_s")
+    names = ("shapes", "layers", "bidirectional", "packed", "proj_size", "modes", "threads")
+    names += ("repeats", "budget_s")
     names += ("warmup", "measure_memory", "seed")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.cells is not None:
