@@ -328,16 +328,10 @@ class RecurrentBase(nn.Module):
             return self._run_options(data, states, batch_sizes, all_weights, engine)
         if engine != "reference":  # "auto", "compiled" or "fused": the stack resolves it
             return self._run_stack(data, states, batch_sizes, all_weights, engine)
-        # reference: the readable loop works on padded, time-major sequences
-        seq_len, batch = len(batch_sizes), batch_sizes[0]
-        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
-            padded = data.view(seq_len, batch, data.size(1))
-            out, finals = self._run_reference(padded, states, all_weights, None)
-            return out.view(seq_len * batch, out.size(2)), finals
-        packed = PackedSequence(data, torch.tensor(batch_sizes))
-        padded, lengths = pad_packed_sequence(packed)  # (L, N, H_in)
-        out, finals = self._run_reference(padded, states, all_weights, lengths)
-        return pack_padded_sequence(out, lengths).data, finals
+        return _on_padded(
+            lambda padded, lengths: self._run_reference(padded, states, all_weights, lengths),
+            data, batch_sizes,
+        )  # fmt: skip
 
     def _run_options(self, data, states, batch_sizes, all_weights, engine):
         """A layer with recurrent dropout, zoneout or layer norm: its masks drawn once,
@@ -364,19 +358,13 @@ class RecurrentBase(nn.Module):
             )
         nonlinearity = "relu" if spec.relu else "tanh"
         masks = padded_masks(masks, batch_sizes)
-        seq_len, batch = len(batch_sizes), batch_sizes[0]
-        lengths = None
-        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
-            padded = data.view(seq_len, batch, data.size(1))
-        else:
-            padded, lengths = pad_packed_sequence(PackedSequence(data, torch.tensor(batch_sizes)))
-        out, finals = options_reference(
-            spec.cell, padded, states, all_weights, masks, self.layer_norm, nonlinearity, *args,
-            lengths,
+        return _on_padded(
+            lambda padded, lengths: options_reference(
+                spec.cell, padded, states, all_weights, masks, self.layer_norm, nonlinearity,
+                *args, lengths,
+            ),
+            data, batch_sizes,
         )  # fmt: skip
-        if lengths is None:
-            return out.view(seq_len * batch, out.size(2)), finals
-        return pack_padded_sequence(out, lengths).data, finals
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         """The engine. Returns ``(out, final_states)``; shapes as :meth:`_run`."""
@@ -405,6 +393,29 @@ class RecurrentBase(nn.Module):
                 f"Expected {self.input_size}, got {data.size(-1)}"
             )
         return data
+
+
+def _on_padded(loop, data: Tensor, batch_sizes: list[int]):
+    """Run a readable loop, which works on padded, time-major sequences, on packed rows.
+
+    Args:
+        loop: ``(padded, lengths) -> (out, finals)``; lengths None for equal lengths.
+        data: packed rows.
+        batch_sizes: rows per step.
+
+    Returns:
+        ``(out, finals)``, out as packed rows.
+
+    Shape:
+        data ``(R, H_in)``, padded ``(L, N, H_in)``; out ``(R, D * H_out)``.
+    """
+    seq_len, batch = len(batch_sizes), batch_sizes[0]
+    if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+        out, finals = loop(data.view(seq_len, batch, data.size(1)), None)
+        return out.view(seq_len * batch, out.size(2)), finals
+    padded, lengths = pad_packed_sequence(PackedSequence(data, torch.tensor(batch_sizes)))
+    out, finals = loop(padded, lengths)
+    return pack_padded_sequence(out, lengths).data, finals
 
 
 def _check_state(state: Tensor, expected: tuple, data: Tensor, message: str) -> None:
