@@ -263,3 +263,12 @@ def check_runs() -> Callable[..., None]:
 @pytest.fixture(scope="session")
 def close() -> Callable[..., None]:
     return assert_close
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's caches reset before and after the test: compiled graphs of one
+    test must not serve another's."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()

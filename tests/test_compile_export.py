@@ -14,6 +14,8 @@ from torch import nn
 import rnnkit
 from rnnkit.engine.layer import _rnn_layer_backward_op, _rnn_layer_op
 
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
+
 
 class Forecaster(nn.Module):
     """Encoder + head, the shape of the reference example."""
@@ -28,13 +30,6 @@ class Forecaster(nn.Module):
     def forward(self, x):
         output, h_n = self.encoder(x)  # (N, L, 2 * 8), (4, N, 8)
         return self.head(output[:, -1]) + h_n.sum()  # (N, 1)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("engine", ["auto", "fused"])

@@ -493,14 +493,7 @@ class Forecaster(nn.Module):
         return self.head(output[:, -1]) + sum(s.sum() for s in states)  # (N, 1)
 
 
-@pytest.fixture
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.mark.usefixtures("_fresh_dynamo")
+@pytest.mark.usefixtures("fresh_dynamo")
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 @pytest.mark.parametrize("engine", ["auto", "fused"])
 def test_compile_fullgraph_forward_and_backward_match_eager(kind, engine, monkeypatch):
@@ -518,7 +511,7 @@ def test_compile_fullgraph_forward_and_backward_match_eager(kind, engine, monkey
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.usefixtures("_fresh_dynamo")
+@pytest.mark.usefixtures("fresh_dynamo")
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_export_produces_a_program_that_matches_eager(kind):
     torch.manual_seed(2)

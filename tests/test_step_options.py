@@ -728,14 +728,7 @@ class Model(nn.Module):
         return self.head(out[:, -1]) + sum(s.sum() for s in states)
 
 
-@pytest.fixture
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.mark.usefixtures("_fresh_dynamo")
+@pytest.mark.usefixtures("fresh_dynamo")
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("cell", ["RNN_TANH", "LSTM", "GRU"])
 def test_compile_and_export_match_eager(cell, engine, monkeypatch):
