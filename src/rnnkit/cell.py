@@ -10,7 +10,47 @@ from torch import Tensor, nn
 from rnnkit.functional import rnn_cell_reference
 
 
-class RNNCell(nn.Module):
+class CellBase(nn.Module):
+    """Parameters, initialisation and repr every cell shares, in torch's layout:
+    ``weight_ih`` ``(G * H_out, H_in)``, ``weight_hh`` ``(G * H_out, H_out)`` and the
+    biases ``(G * H_out,)``, ``G`` the subclass's ``_gates``."""
+
+    __constants__ = ["input_size", "hidden_size", "bias"]
+    _gates = 1
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        gate_size = self._gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory_kwargs))
+        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory_kwargs))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory_kwargs))
+            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory_kwargs))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        return s.format(**self.__dict__)
+
+
+class RNNCell(CellBase):
     r"""One step of the Elman recurrence, exactly as ``torch.nn.RNNCell``.
 
     .. math::
@@ -50,35 +90,14 @@ class RNNCell(nn.Module):
         device=None,
         dtype=None,
     ) -> None:
-        factory_kwargs = {"device": device, "dtype": dtype}
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        self.weight_ih = nn.Parameter(torch.empty((hidden_size, input_size), **factory_kwargs))
-        self.weight_hh = nn.Parameter(torch.empty((hidden_size, hidden_size), **factory_kwargs))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(hidden_size, **factory_kwargs))
-            self.bias_hh = nn.Parameter(torch.empty(hidden_size, **factory_kwargs))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
+        super().__init__(input_size, hidden_size, bias, device, dtype)
         self.nonlinearity = nonlinearity
 
-    def reset_parameters(self) -> None:
-        """Draw every parameter from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``."""
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
     def extra_repr(self) -> str:
-        s = "{input_size}, {hidden_size}"
-        if self.bias is not True:
-            s += ", bias={bias}"
+        s = super().extra_repr()
         if self.nonlinearity != "tanh":
-            s += ", nonlinearity={nonlinearity}"
-        return s.format(**self.__dict__)
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """Compute the next hidden state (see the class Shape section)."""

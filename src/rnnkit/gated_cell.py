@@ -7,52 +7,19 @@ loops over time itself (decoders, generation with a carried state).
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rnnkit.cell import check_cell_args
+from rnnkit.cell import CellBase, check_cell_args
 from rnnkit.functional_gated import gru_cell_reference, lstm_cell_reference
 
 
-class _GatedCell(nn.Module):
-    """Parameters, initialisation and repr shared by the gated cells (torch's layout)."""
+class _GatedCell(CellBase):
+    """What the gated cells share beyond :class:`rnnkit.cell.CellBase`: batching and
+    checking their input and states."""
 
-    __constants__ = ["input_size", "hidden_size", "bias"]
     _gates = 4
     _name = "LSTMCell"
-
-    def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
-    ):
-        super().__init__()
-        factory_kwargs = {"device": device, "dtype": dtype}
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.bias = bias
-        gate_size = self._gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty((gate_size, input_size), **factory_kwargs))
-        self.weight_hh = nn.Parameter(torch.empty((gate_size, hidden_size), **factory_kwargs))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory_kwargs))
-            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory_kwargs))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_hh", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Draw every parameter from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``."""
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
-    def extra_repr(self) -> str:
-        s = "{input_size}, {hidden_size}"
-        if self.bias is not True:
-            s += ", bias={bias}"
-        return s.format(**self.__dict__)
 
     def _batched(self, input: Tensor, states) -> tuple[Tensor, tuple[Tensor, ...], bool]:
         """The input and states with a batch dimension (zeros for missing states), checked."""
