@@ -35,6 +35,7 @@ from rnnkit.compiled import options as compiled_options
 from rnnkit.engine.gated_stack import stack_layers
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
+from rnnkit.engine.rows import step_offsets
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 from rnnkit.functional_options import GATES, LAYER_NORM_EPS
 from rnnkit.masks import LayerMasks
@@ -304,6 +305,8 @@ def options_layer_backward(
     d_pre = x.new_empty(rows, width)  # dL/d(input projection) of every row
     d_rec = x.new_empty(rows, width) if gru else d_pre  # dL/d(recurrent term a)
     d_raw = x.new_empty(rows, width) if spec.layer_norm else d_rec  # dL/d(h_in W_hh^T)
+    # each row's position in the batch: the row of its sequence's recurrent dropout mask
+    batch_rows = None if masks.recurrent is None else step_offsets(batch_sizes, x.device)[2]
     for k, (w_ih, w_hh, b_ih, _, norm) in enumerate(_split(weights, spec, len(directions))):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
         h_prev_all = previous_states(out[:, columns], states[0][k], batch_sizes, reverse)
@@ -331,7 +334,7 @@ def options_layer_backward(
             continue
         h_in = h_prev_all
         if masks.recurrent is not None:  # each row's sequence's mask
-            h_in = h_prev_all * torch.cat([masks.recurrent[k, :n] for n in batch_sizes])
+            h_in = h_prev_all * masks.recurrent[k].index_select(0, batch_rows)
         grad_weights += [input_weight_grad(d_pre, x), d_raw.t().mm(h_in)]
         if b_ih is not None:
             grad_weights += [d_pre.sum(0), d_rec.sum(0)]
