@@ -31,6 +31,8 @@ from rnnkit.masks import draw_masks, padded_masks
 ENGINE_ENV = "RNNKIT_ENGINE"
 ENGINES = ("auto", "compiled", "fused", "reference")
 MERGE_MODES = ("concat", "sum", "mul", "ave")
+# The keyword-only options that are a probability in [0, 1) (0: off).
+PROBABILITY_OPTIONS = ("weight_drop", "recurrent_dropout", "zoneout")
 
 
 def selected_engine() -> str:
@@ -113,7 +115,7 @@ class RecurrentBase(nn.Module):
                 self._all_weights.append(list(shapes))
         if options.merge_mode != "concat":
             self.merge_mode = options.merge_mode
-        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+        for name in PROBABILITY_OPTIONS:
             if getattr(options, name):
                 setattr(self, name, float(getattr(options, name)))
         if options.layer_norm:
@@ -198,7 +200,7 @@ class RecurrentBase(nn.Module):
             s += f", merge_mode={self.merge_mode!r}"
         if self.learn_initial_state:
             s += ", learn_initial_state=True"
-        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+        for name in PROBABILITY_OPTIONS:
             if getattr(self, name):
                 s += f", {name}={getattr(self, name)}"
         if self.layer_norm:
@@ -510,7 +512,7 @@ def _check_constructor_args(
 def _check_options(options: Options, bidirectional: bool, proj_size: int = 0) -> None:
     """Validate the keyword-only options that torch's layers lack."""
     merge_mode, learn_initial_state = options.merge_mode, options.learn_initial_state
-    for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+    for name in PROBABILITY_OPTIONS:
         value = getattr(options, name)
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
             raise ValueError(

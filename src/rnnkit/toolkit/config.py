@@ -50,6 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from rnnkit.recurrent import PROBABILITY_OPTIONS
 from rnnkit.toolkit.arguments import is_int, is_real
 from rnnkit.toolkit.cells import CELLS
 from rnnkit.toolkit.data.series_archive import is_aeon_source
@@ -335,7 +336,7 @@ class ModelSection:
         _check_bool("model.bidirectional", self.bidirectional)
         _check_real("model.dropout", self.dropout, 0.0, 1.0, "a number in [0, 1]")
         _as_float(self, "dropout")
-        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+        for name in PROBABILITY_OPTIONS:
             _check_real(f"model.{name}", getattr(self, name), 0.0, 1.0, "a number in [0, 1)",
                         high_open=True)  # fmt: skip
             _as_float(self, name)

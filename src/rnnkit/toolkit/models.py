@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.recurrent import PROBABILITY_OPTIONS
 from rnnkit.toolkit.arguments import invalid_argument, is_int, is_real
 from rnnkit.toolkit.cells import check_cell, layer_options_of, recurrent_layer
 from rnnkit.toolkit.ensemble import EnsembleModel
@@ -185,7 +186,7 @@ class ModelConfig:
             raise invalid_argument("bidirectional", "a bool", self.bidirectional)
         if not is_real(self.dropout) or not 0 <= self.dropout <= 1:
             raise invalid_argument("dropout", "a number in [0, 1]", self.dropout)
-        for name in ("weight_drop", "recurrent_dropout", "zoneout"):
+        for name in PROBABILITY_OPTIONS:
             value = getattr(self, name)
             if not is_real(value) or not 0 <= value < 1:
                 raise invalid_argument(name, "a number in [0, 1)", value)
