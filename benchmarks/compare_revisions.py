@@ -15,6 +15,7 @@ torch, numpy and SciPy.
 
 Example:
     python benchmarks/compare_revisions.py --base HEAD --shapes 100,1,4,64 --modes train
+    python benchmarks/compare_revisions.py --cell lstm gru --layers 1 --bidirectional 0
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import itertools
 import re
 import shutil
 import statistics
@@ -34,7 +36,7 @@ from pathlib import Path
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _make_step, _time_interleaved, parse_shape
+from rnnkit.benchmark import _LAYER_NAMES, _make_step, _time_interleaved, parse_shape
 
 _PACKAGE = "src/rnnkit"
 _BASE_NAME = "rnnkit_base"
@@ -109,29 +111,53 @@ def _git(repo: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def compare_row(base, shape, num_layers, bidirectional, mode, repeats, alone) -> dict[str, float]:
-    """Times one row; returns median microseconds of ``"base"`` and ``"working"``."""
+def compare_row(
+    base, shape, num_layers, bidirectional, mode, repeats, alone, cell="rnn"
+) -> dict[str, float]:
+    """Times one row of ``cell`` (``"rnn"``, ``"lstm"``, ``"gru"``); returns median
+    microseconds of ``"base"`` and ``"working"``."""
     T, N, H_in, H_out = shape
     D = 2 if bidirectional else 1
+    name = _LAYER_NAMES[cell]
     torch.manual_seed(0)
-    reference = torch.nn.RNN(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
+    reference = getattr(torch.nn, name)(
+        H_in, H_out, num_layers=num_layers, bidirectional=bidirectional
+    )
     x, h0 = torch.randn(T, N, H_in), torch.randn(num_layers * D, N, H_out)
     grads = torch.randn(T, N, D * H_out), torch.randn(num_layers * D, N, H_out)
+    if cell == "lstm":  # (h, c) and their gradients
+        h0, grads = (h0, torch.randn_like(h0)), (grads[0], (grads[1], torch.randn_like(grads[1])))
     steps = {}
-    for name, cls in (("torch", torch.nn.RNN), ("base", base.RNN), ("working", rnnkit.RNN)):
-        module = cls(H_in, H_out, num_layers=num_layers, bidirectional=bidirectional)
-        module.load_state_dict(reference.state_dict())
-        steps[name] = _make_step(module, mode, x, h0, *grads)
+    for label, module in (("torch", torch.nn), ("base", base), ("working", rnnkit)):
+        layer = getattr(module, name)(
+            H_in, H_out, num_layers=num_layers, bidirectional=bidirectional
+        )
+        layer.load_state_dict(reference.state_dict())
+        steps[label] = _make_step(layer, mode, x, h0, *grads)
     torch_step = steps.pop("torch")
+    for package in (base, rnnkit):
+        _wait_for_kernels(package, cell)
     for _ in range(3):  # compilation, first allocations
         torch_step(), *(step() for step in steps.values())
     samples = _time_interleaved(steps, repeats, before=None if alone else torch_step)
     return {name: statistics.median(seconds) * 1e6 for name, seconds in samples.items()}
 
 
+def _wait_for_kernels(package, cell: str) -> None:
+    """Until ``package``'s compiled kernels of ``cell`` are in: with an empty cache
+    (a new export) "auto" runs torch ops while they compile in the background, and the
+    row would time that. Revisions before background compilation wait by themselves."""
+    try:
+        warmup = importlib.import_module(f"{package.__name__}.compiled.warmup")
+    except ImportError:
+        return
+    warmup.wait(torch.float32, cell)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD", help="git revision to compare against")
+    parser.add_argument("--cell", nargs="+", choices=sorted(_LAYER_NAMES), default=["rnn"])
     parser.add_argument(
         "--shapes", type=parse_shape, nargs="+", default=[(100, 30, 4, 64)],
         metavar="T,N,H_in,H_out",
@@ -151,20 +177,20 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(root))
     base = importlib.import_module(_BASE_NAME)
     print(f"base {args.base} ({root.name[:12]}) against the working tree; ratio = base / working")
-    print("| shape | layers | dir | mode | threads | base us | working us | ratio |")
-    print("|---|---:|---|---|---:|---:|---:|---:|")
-    for threads in args.threads:
+    print("| cell | shape | layers | dir | mode | threads | base us | working us | ratio |")
+    print("|---|---|---:|---|---|---:|---:|---:|---:|")
+    for threads, cell in itertools.product(args.threads, args.cell):
         torch.set_num_threads(threads)
         for shape in args.shapes:
             for layers in args.layers:
                 for bidirectional in args.bidirectional:
                     for mode in args.modes:
                         row = (shape, layers, bool(bidirectional), mode, args.repeats, args.alone)
-                        us = compare_row(base, *row)
+                        us = compare_row(base, *row, cell=cell)
                         label = "x".join(map(str, shape))
                         direction = "bi" if bidirectional else "uni"
                         print(
-                            f"| {label} | {layers} | {direction} | {mode} | {threads} | "
+                            f"| {cell} | {label} | {layers} | {direction} | {mode} | {threads} | "
                             f"{us['base']:.1f} | {us['working']:.1f} | "
                             f"{us['base'] / us['working']:.3f} |",
                             flush=True,

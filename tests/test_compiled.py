@@ -148,3 +148,32 @@ def test_cold_start_with_an_empty_compile_cache(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert any(cache.rglob("*.nbi")), "numba wrote no cache index"
+
+
+def test_cell_bodies_compile_only_for_the_dtype_they_run_in():
+    """per_dtype picks the body's compilation while the caller is typed: float32 calls
+    compile only the fastmath one, float64 calls only the exact one (before, both were
+    compiled for each dtype: a runtime flag chose between them)."""
+    from numba import njit
+
+    from rnnkit.compiled.kernels import per_dtype
+
+    def scale_rows_body(rows, factor):
+        for i in range(rows.shape[0]):
+            rows[i] = rows[i] * factor
+
+    scale_rows = per_dtype(scale_rows_body)
+
+    @njit
+    def caller(rows, factor):
+        scale_rows(rows, factor)
+
+    single, double = np.ones(3, np.float32), np.ones(3, np.float64)
+    caller(single, np.float32(2.0))
+    assert [str(sig[0].dtype) for sig in scale_rows.fast.signatures] == ["float32"]
+    assert scale_rows.exact.signatures == []
+    caller(double, 3.0)
+    assert [str(sig[0].dtype) for sig in scale_rows.exact.signatures] == ["float64"]
+    assert len(scale_rows.fast.signatures) == 1
+    np.testing.assert_array_equal(single, 2.0)
+    np.testing.assert_array_equal(double, 3.0)

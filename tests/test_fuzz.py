@@ -467,7 +467,7 @@ def kernel_spy(monkeypatch) -> list[str]:
         return backward(d, grad_out, grad_h_n, out, w_hh, column, sizes, *rest)
 
     def spy_equal_lengths(
-        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small, tall,
+        d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, small, tall,
         accumulate_x, *grads,
     ):  # fmt: skip
         arrays = {"grad_out": grad_out, "grad_h_n": grad_h_n, "out": out, "h0": h0, "w_hh": w_hh}
@@ -491,8 +491,8 @@ def kernel_spy(monkeypatch) -> list[str]:
         assert w_ih.shape == (hidden, width) and w_ih.flags.c_contiguous
         calls.append("backward_equal_lengths")
         return equal_lengths(
-            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small,
-            tall, accumulate_x, *grads,
+            d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, small, tall,
+            accumulate_x, *grads,
         )  # fmt: skip
 
     equal_lengths = kernels.backward_equal_lengths

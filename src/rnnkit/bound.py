@@ -112,7 +112,7 @@ def _compiled_gemm_loop():
     def loop(h, w, out, steps, tall_rows):  # each product to the library the kernels pick
         int_args, scalar_args = scratch(out.dtype, tall_rows)
         for _ in range(steps):
-            gemm_accumulate(h, w, out, int_args, scalar_args)
+            gemm_accumulate(h, w, out, int_args, scalar_args, False, 1.0, False)
 
     return loop
 

@@ -303,7 +303,7 @@ def backward(
     _single_threaded_scipy_blas()
     _kernels().backward_loop(
         d_np, grad_out_np, grad_h_n_np, out_np, w_hh_np, column,
-        sizes, reverse, relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(),
+        sizes, reverse, relu, SMALL_GEMM, _blas().tall_rows(),
     )  # fmt: skip
 
 
@@ -385,7 +385,7 @@ def backward_equal_lengths(
     _single_threaded_scipy_blas()
     _kernels().backward_equal_lengths(
         d_np, grad_out_np, grad_h_n_np, x_np, out_np, h0_np, w_ih_np, w_hh_np, column, reverse,
-        relu, d.dtype == torch.float32, SMALL_GEMM, _blas().tall_rows(), accumulate_x,
+        relu, SMALL_GEMM, _blas().tall_rows(), accumulate_x,
         grad_x_np, grad_h0_np,
         *([w.numpy() for w in weights] or [_absent(dtype, 2)] * 2),  # empty: not wanted
         *([b.numpy() for b in biases] or [_absent(dtype, 1)] * 2),

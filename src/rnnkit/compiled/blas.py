@@ -188,8 +188,14 @@ def goes_to_large_library(m, k, n, transpose_a, tall_rows):
     return transpose_a or m < tall_rows
 
 
-@njit(cache=_CACHE, nogil=True)
-def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a=False, beta=1.0, transpose_b=False):
+def _gemm_signature(dtype):
+    matrix = types.Array(dtype, 2, "A")
+    return types.void(matrix, matrix, matrix, types.int64[::1], dtype[::1], types.boolean,
+                      types.float64, types.boolean)  # fmt: skip
+
+
+@njit([_gemm_signature(types.float32), _gemm_signature(types.float64)], cache=_CACHE, nogil=True)
+def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
     """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
     place), for row-major 2-D arrays with unit column stride; products of
     ``LARGE_GEMM`` multiply-adds or more go to torch's BLAS, except narrow and

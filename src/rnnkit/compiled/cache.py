@@ -31,6 +31,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 ENVIRONMENT = "NUMBA_CACHE_DIR"
+# The files numba compiles the kernels from (the completion marker goes stale with them).
+KERNEL_SOURCES = ("kernels.py", "gated_kernels.py", "options_kernels.py", "blas.py")
 
 
 def user_cache_dir() -> Path:
@@ -144,6 +146,6 @@ def _fingerprint() -> str:
         numba_version = "unknown"
     here = Path(__file__).resolve().parent
     sources = [(name, (here / name).stat().st_mtime_ns, (here / name).stat().st_size)
-               for name in ("kernels.py", "gated_kernels.py", "blas.py")]  # fmt: skip
+               for name in KERNEL_SOURCES]  # fmt: skip
     key = (numba_version, sys.version, platform.machine(), platform.node(), sources)
     return hashlib.sha1(repr(key).encode()).hexdigest()[:16]

@@ -121,7 +121,7 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().lstm_backward_walk(
         a["d_gates"], a["d_out"], a["d_raw"], a["grad_out"], column, a["gates"], a["cells"],
-        a["tanh_cells"], a["c0"], a["w_hh"], w_hr_np, sizes, reverse, dtype == np.float32,
+        a["tanh_cells"], a["c0"], a["w_hh"], w_hr_np, sizes, reverse,
         consts, small_gemm, tall_rows, a["carry_h"], a["carry_c"],
     )  # fmt: skip
 
@@ -183,15 +183,15 @@ def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, 
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
         a["d_hidden"], a["d_n"], a["grad_out"], a["out"], column, a["gates"], a["kept_n"],
-        a["h0"], a["w_hh"], sizes, reverse, dtype == np.float32, consts, small_gemm, tall_rows,
+        a["h0"], a["w_hh"], sizes, reverse, consts, small_gemm, tall_rows,
         a["carry"],
     )  # fmt: skip
 
 
 def _step_args(rows, batch_sizes, batch, dtype, reverse) -> tuple:
-    """``batch_sizes, reverse, fast, consts, small_gemm, tall_rows`` of a forward kernel."""
+    """``batch_sizes, reverse, consts, small_gemm, tall_rows`` of a forward kernel."""
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
-    return sizes, reverse, dtype == np.float32, consts, small_gemm, tall_rows
+    return sizes, reverse, consts, small_gemm, tall_rows
 
 
 def _check(arrays: dict, first: str, column: int, width: int) -> None:

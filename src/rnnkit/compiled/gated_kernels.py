@@ -13,36 +13,53 @@ column + H_out`` of a buffer the directions share. All arrays are C-contiguous.
 
 ``consts`` carries ``0.5`` and ``1.0`` in the arrays' dtype, so that float32
 arithmetic stays float32 (a Python float literal would promote it to float64).
-``fast`` (float32) takes the rational tanh of :mod:`rnnkit.compiled.kernels`;
-float64 takes ``np.tanh``.
+The cell bodies are compiled for the arrays' dtype only (:func:`per_dtype`): float32
+takes the rational tanh of :mod:`rnnkit.compiled.kernels` under fastmath, float64
+``np.tanh``, exactly.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from rnnkit.compiled.blas import scratch
 from rnnkit.compiled.cache import configure_numba
 from rnnkit.compiled.kernels import (
-    _FAST,
+    AS_IS,
+    ZERO,
     _fast_tanh,
     _last_states,
     _matmul_accumulate,
     _offsets,
+    per_dtype,
 )
 
 _CACHE = configure_numba()
 
 
-@njit(inline="always", error_model="numpy")
-def _tanh(x, fast):
-    return _fast_tanh(x) if fast else np.tanh(x)
+def _is_float32(x):
+    """In compiled code, whether ``x`` is float32: a constant of its type."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_is_float32, inline="always")
+def _is_float32_of(x):
+    single = x == types.float32
+    return lambda x: single
 
 
 @njit(inline="always", error_model="numpy")
-def _sigmoid(x, fast, half):
-    return half * _tanh(half * x, fast) + half  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+def _tanh(x):
+    """The rational approximation for float32 (under the caller's fastmath: see
+    :func:`per_dtype`), ``np.tanh`` for float64; the other branch folds away."""
+    return _fast_tanh(x) if _is_float32(x) else np.tanh(x)
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid(x, half):
+    return half * _tanh(half * x) + half  # sigmoid(x) = (1 + tanh(x / 2)) / 2
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -53,16 +70,16 @@ def _recurrent_product(states, column, width, h0, w_t, into, offsets, batch_size
     n, steps = batch_sizes[t], batch_sizes.shape[0]
     if not reverse:
         if t == 0:
-            _matmul_accumulate(h0[:n], w_t, into, small_gemm, int_args, scalar_args)
+            _matmul_accumulate(h0[:n], w_t, into, small_gemm, int_args, scalar_args, AS_IS)
         else:
             first = offsets[t - 1]
             previous = states[first : first + n, column : column + width]
-            _matmul_accumulate(previous, w_t, into, small_gemm, int_args, scalar_args)
+            _matmul_accumulate(previous, w_t, into, small_gemm, int_args, scalar_args, AS_IS)
         return
     n_next = batch_sizes[t + 1] if t + 1 < steps else 0  # they continue; the rest start here
     previous = states[offsets[t + 1] : offsets[t + 1] + n_next, column : column + width]
-    _matmul_accumulate(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args)
-    _matmul_accumulate(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args)
+    _matmul_accumulate(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args, AS_IS)
+    _matmul_accumulate(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args, AS_IS)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -92,12 +109,13 @@ def _keep_ending(states, first, batch_sizes, t, reverse, into):
 
 # The gates of a block of rows, ``count`` rows from ``first``, whose previous states are
 # rows ``prev_row...`` of ``c_prev`` / ``h_prev``: a step's continuing rows read the
-# step before's, its starting rows read h0/c0. Each body is compiled twice: exact
-# (float64, np.tanh) and fast (float32: the rational tanh, fastmath, vectorised).
+# step before's, its starting rows read h0/c0. Each body is compiled for the arrays'
+# dtype (per_dtype): exact for float64, fast for float32 (the rational tanh, fastmath,
+# vectorised).
 
 
 def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
-                     first, count, c_prev, prev_row, half, fast):  # fmt: skip
+                     first, count, c_prev, prev_row, half):  # fmt: skip
     """Activate the gates (``o, i, f, g``, in place), write ``c`` (into ``cells`` from
     row ``cell_row``), ``tanh(c)`` (``tanh_cells`` from ``tanh_row``) and ``o * tanh(c)``
     (``dest`` from row ``dest_row``, column ``dest_column``)."""
@@ -107,12 +125,12 @@ def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_ro
         row, before = first + r, prev_row + r
         for j in range(hidden):
             u = np.uint64(j)
-            o = _sigmoid(gates[row, u], fast, half)
-            gi = _sigmoid(gates[row, h1 + u], fast, half)
-            f = _sigmoid(gates[row, h2 + u], fast, half)
-            g = _tanh(gates[row, h3 + u], fast)
+            o = _sigmoid(gates[row, u], half)
+            gi = _sigmoid(gates[row, h1 + u], half)
+            f = _sigmoid(gates[row, h2 + u], half)
+            g = _tanh(gates[row, h3 + u])
             c = f * c_prev[before, u] + gi * g
-            tanh_c = _tanh(c, fast)
+            tanh_c = _tanh(c)
             gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
                 o, gi, f, g,
             )  # fmt: skip
@@ -143,7 +161,7 @@ def _lstm_cells_back_body(d_gates, carry_c, d_raw, gates, cells, tanh_cells, fir
 
 
 def _gru_cells_body(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
-                    prev_row, prev_column, bias_hn, half, fast):  # fmt: skip
+                    prev_row, prev_column, bias_hn, half):  # fmt: skip
     """Activate the gates (``r, z, n``, in place) from the step's recurrent products (row
     ``row - offset`` for packed row ``row``: ``offset`` is the step's first), keep
     ``W_hn h_prev + b_hn`` (into ``kept_n`` from row ``kept_row``) and write
@@ -157,9 +175,9 @@ def _gru_cells_body(gates, products, offset, kept_n, kept_row, out, column, firs
             h_before = h_prev[before, np.uint64(prev_column) + u]
             gh_n = products[p, h2 + u] + bias_hn[u]
             kept_n[kept_row + r, u] = gh_n
-            reset = _sigmoid(gates[row, u] + products[p, u], fast, half)
-            update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], fast, half)
-            candidate = _tanh(gates[row, h2 + u] + reset * gh_n, fast)
+            reset = _sigmoid(gates[row, u] + products[p, u], half)
+            update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], half)
+            candidate = _tanh(gates[row, h2 + u] + reset * gh_n)
             gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
             out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
 
@@ -189,67 +207,16 @@ def _gru_cells_back_body(d_hidden, d_n, grad_out, carry, column, gates, kept_n, 
             carry[k, u] = dh * update
 
 
-def _compiled_twice(body):
-    """``(exact, fast)`` compilations of ``body``: fast may reorder float32 arithmetic."""
-    exact = njit(cache=_CACHE, nogil=True, error_model="numpy")(body)
-    fast = njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")(body)
-    return exact, fast
-
-
-_lstm_exact, _lstm_fast = _compiled_twice(_lstm_cells_body)
-_lstm_back_exact, _lstm_back_fast = _compiled_twice(_lstm_cells_back_body)
-_gru_exact, _gru_fast = _compiled_twice(_gru_cells_body)
-_gru_back_exact, _gru_back_fast = _compiled_twice(_gru_cells_back_body)
-
-
-@njit(inline="always")
-def _lstm_cells(fast, gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
-                first, count, c_prev, prev_row, half):  # fmt: skip
-    if fast:
-        _lstm_fast(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
-                   first, count, c_prev, prev_row, half, True)  # fmt: skip
-    else:
-        _lstm_exact(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
-                    first, count, c_prev, prev_row, half, False)  # fmt: skip
-
-
-@njit(inline="always")
-def _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
-                     carry_row, c_prev, prev_row, one):  # fmt: skip
-    if fast:
-        _lstm_back_fast(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
-                        carry_row, c_prev, prev_row, one)  # fmt: skip
-    else:
-        _lstm_back_exact(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
-                         carry_row, c_prev, prev_row, one)  # fmt: skip
-
-
-@njit(inline="always")
-def _gru_cells(fast, gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
-               prev_row, prev_column, bias_hn, half):  # fmt: skip
-    if fast:
-        _gru_fast(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
-                  prev_row, prev_column, bias_hn, half, True)  # fmt: skip
-    else:
-        _gru_exact(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
-                   prev_row, prev_column, bias_hn, half, False)  # fmt: skip
-
-
-@njit(inline="always")
-def _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
-                    carry_row, h_prev, prev_row, prev_column, one):  # fmt: skip
-    if fast:
-        _gru_back_fast(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
-                       carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
-    else:
-        _gru_back_exact(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
-                        carry_row, h_prev, prev_row, prev_column, one)  # fmt: skip
+_lstm_cells = per_dtype(_lstm_cells_body)
+_lstm_cells_back = per_dtype(_lstm_cells_back_body)
+_gru_cells = per_dtype(_gru_cells_body)
+_gru_cells_back = per_dtype(_gru_cells_back_body)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_forward_loop(
     gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, raw, batch_sizes, reverse,
-    fast, consts, small_gemm, tall_rows, h_n, c_n, keep,
+    consts, small_gemm, tall_rows, h_n, c_n, keep,
 ):  # fmt: skip
     """One LSTM direction's recurrence.
 
@@ -264,7 +231,7 @@ def lstm_forward_loop(
         w_hh_t: the recurrent weight, transposed, rows in gate order ``o, i, f, g``.
         w_hr_t: the projection, transposed; 0 rows: none.
         raw: scratch for one step's ``o * tanh(c)`` (used with a projection).
-        batch_sizes, reverse, fast, consts, small_gemm, tall_rows: see the module doc.
+        batch_sizes, reverse, consts, small_gemm, tall_rows: see the module doc.
         h_n, c_n: written with each sequence's last states.
         keep: keep every row's cell state and its tanh for the backward pass.
 
@@ -289,9 +256,9 @@ def lstm_forward_loop(
         if not keep:  # steps alternate between two blocks of cell rows
             cell_row, tanh_row, previous = (i % 2) * batch, 0, ((i + 1) % 2) * batch
         dest, dest_row, dest_column = (raw, 0, 0) if projected else (out, start, column)
-        _lstm_cells(fast, gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row,
+        _lstm_cells(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row,
                     dest_column, start, n_cont, cells, previous, half)  # fmt: skip
-        _lstm_cells(fast, gates, cells, cell_row + n_cont, tanh_cells, tanh_row + n_cont, dest,
+        _lstm_cells(gates, cells, cell_row + n_cont, tanh_cells, tanh_row + n_cont, dest,
                     dest_row + n_cont, dest_column, start + n_cont, n - n_cont, c0, n_cont,
                     half)  # fmt: skip
         if not keep:
@@ -299,16 +266,16 @@ def lstm_forward_loop(
         if projected:
             rows = out[start : start + n, column : column + width]
             rows[:] = 0.0
-            _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args)
+            _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args, AS_IS)
     _last_states(out, column, batch_sizes, offsets, reverse, h_n)
     if keep:
-        _last_states(cells, 0, batch_sizes, offsets, reverse, c_n)
+        _last_states(cells, ZERO, batch_sizes, offsets, reverse, c_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_backward_walk(
     d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_cells, c0, w_hh, w_hr,
-    batch_sizes, reverse, fast, consts, small_gemm, tall_rows, carry_h, carry_c,
+    batch_sizes, reverse, consts, small_gemm, tall_rows, carry_h, carry_c,
 ):  # fmt: skip
     """One LSTM direction's walk back in time: dL/d(pre-activation) of every row.
 
@@ -342,21 +309,21 @@ def lstm_backward_walk(
         if projected:
             d_raw[start : start + n] = 0.0
             _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[start : start + n],
-                               small_gemm, int_args, scalar_args)  # fmt: skip
+                               small_gemm, int_args, scalar_args, AS_IS)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, start, n_cont,
-                         0, cells, previous, one)  # fmt: skip
-        _lstm_cells_back(fast, d_gates, carry_c, d_raw, gates, cells, tanh_cells, start + n_cont,
+        _lstm_cells_back(d_gates, carry_c, d_raw, gates, cells, tanh_cells, start, n_cont,
+                         ZERO, cells, previous, one)  # fmt: skip
+        _lstm_cells_back(d_gates, carry_c, d_raw, gates, cells, tanh_cells, start + n_cont,
                          n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
         into = carry_h[:n]
         into[:] = 0.0
         _matmul_accumulate(d_gates[start : start + n], w_hh, into, small_gemm, int_args,
-                           scalar_args)  # fmt: skip
+                           scalar_args, AS_IS)  # fmt: skip
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_forward_loop(
-    gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, fast, consts,
+    gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, consts,
     small_gemm, tall_rows, h_n, keep,
 ):  # fmt: skip
     """One GRU direction's recurrence.
@@ -391,16 +358,16 @@ def gru_forward_loop(
                            reverse, small_gemm, int_args, scalar_args)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         kept_row = start if keep else 0
-        _gru_cells(fast, gates, products, start, kept_n, kept_row, out, column, start, n_cont,
+        _gru_cells(gates, products, start, kept_n, kept_row, out, column, start, n_cont,
                    out, previous, column, bias_hn, half)  # fmt: skip
-        _gru_cells(fast, gates, products, start, kept_n, kept_row + n_cont, out, column,
-                   start + n_cont, n - n_cont, h0, n_cont, 0, bias_hn, half)  # fmt: skip
+        _gru_cells(gates, products, start, kept_n, kept_row + n_cont, out, column,
+                   start + n_cont, n - n_cont, h0, n_cont, ZERO, bias_hn, half)  # fmt: skip
     _last_states(out, column, batch_sizes, offsets, reverse, h_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_backward_walk(
-    d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes, reverse, fast,
+    d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes, reverse,
     consts, small_gemm, tall_rows, carry,
 ):  # fmt: skip
     """One GRU direction's walk back in time.
@@ -427,9 +394,9 @@ def gru_backward_walk(
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n, start,
-                        n_cont, 0, out, previous, column, one)  # fmt: skip
-        _gru_cells_back(fast, d_hidden, d_n, grad_out, carry, column, gates, kept_n,
-                        start + n_cont, n - n_cont, n_cont, h0, n_cont, 0, one)  # fmt: skip
+        _gru_cells_back(d_hidden, d_n, grad_out, carry, column, gates, kept_n, start,
+                        n_cont, ZERO, out, previous, column, one)  # fmt: skip
+        _gru_cells_back(d_hidden, d_n, grad_out, carry, column, gates, kept_n,
+                        start + n_cont, n - n_cont, n_cont, h0, n_cont, ZERO, one)  # fmt: skip
         _matmul_accumulate(d_hidden[start : start + n], w_hh, carry[:n], small_gemm, int_args,
-                           scalar_args)  # fmt: skip
+                           scalar_args, AS_IS)  # fmt: skip

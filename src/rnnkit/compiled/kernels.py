@@ -15,7 +15,8 @@ buffer, so a direction is the columns ``column : column + H`` of it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from rnnkit.compiled.blas import gemm_accumulate, goes_to_large_library, scratch
 from rnnkit.compiled.cache import configure_numba
@@ -23,6 +24,11 @@ from rnnkit.compiled.cache import configure_numba
 _CACHE = configure_numba()  # False where no cache directory can be written (see cache.py)
 
 TANH, FAST_TANH, RELU = 0, 1, 2
+
+# Typed constants for arguments that are elsewhere variables: numba compiles a callee
+# once more for each literal it is passed (a literal 0 and an int64 are two signatures).
+ZERO = np.int64(0)
+AS_IS, TRANSPOSED = np.bool_(False), np.bool_(True)
 
 # Eigen's rational approximation of tanh for float32 (generic_fast_tanh_float):
 # odd polynomial over even polynomial on [-7.9053, 7.9053], where float32
@@ -109,7 +115,7 @@ def _activate(out, first, count, column, bias, kind):
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b=False):
+def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b):
     """``c += a @ op(b)`` (op: ``.T`` if transpose_b): a plain loop when
     ``m*k*n <= small_gemm``, else BLAS."""
     m, k = a.shape
@@ -218,7 +224,7 @@ def forward_loop(
             rows = step_rows[:n]
             rows[:] = 0.0
             _matmul_accumulate(
-                out[start : start + n], w_ih, rows, small_gemm, int_args, scalar_args, True
+                out[start : start + n], w_ih, rows, small_gemm, int_args, scalar_args, TRANSPOSED
             )  # fmt: skip
         if not reverse:
             first = offsets[t - 1] if t else 0
@@ -290,16 +296,40 @@ def _times_derivative_body(d, d_row, d_column, h, h_row, h_column, count, hidden
                 d[d_row + i, a] *= 1 - value * value
 
 
-# One body, two compilations: float32 may reorder arithmetic, float64 stays exact.
-_times_derivative = njit(cache=_CACHE, nogil=True, error_model="numpy")(_times_derivative_body)
-_times_derivative_fast = njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")(
-    _times_derivative_body
-)
+def per_dtype(body):
+    """``body`` compiled for the dtype of its first array argument only: float32 under
+    fastmath (it may reorder float32 arithmetic), float64 exactly. The choice is made
+    while the caller is typed, so numba compiles one variant per dtype, not both (a
+    runtime flag compiled both for every dtype). It also keeps the two apart in numba's
+    disk cache, whose key holds the signature but not fastmath: compiled for the same
+    signature, either could be loaded for the other.
+
+    Returns:
+        A function to call from compiled code, with ``body``'s arguments.
+    """
+    exact = njit(cache=_CACHE, nogil=True, error_model="numpy")(body)
+    fast = njit(cache=_CACHE, nogil=True, fastmath=_FAST, error_model="numpy")(body)
+
+    def chosen_by_dtype(*args):
+        raise NotImplementedError("compiled code only")
+
+    @overload(chosen_by_dtype)
+    def _choose(*args):
+        array = next(arg for arg in args if isinstance(arg, types.Array))
+        compiled = fast if array.dtype == types.float32 else exact
+        return lambda *args: compiled(*args)
+
+    chosen_by_dtype.__name__ = chosen_by_dtype.__qualname__ = body.__name__.removesuffix("_body")
+    chosen_by_dtype.exact, chosen_by_dtype.fast = exact, fast  # for inspection
+    return chosen_by_dtype
+
+
+_times_derivative = per_dtype(_times_derivative_body)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def backward_loop(
-    d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, fast, small_gemm,
+    d, grad_out, grad_h_n, out, w_hh, column, batch_sizes, reverse, relu, small_gemm,
     tall_rows,
 ):  # fmt: skip
     """Backpropagation through time: fills ``d`` with dL/d(pre-activation).
@@ -317,7 +347,6 @@ def backward_loop(
         column: first column of this direction in ``d``, ``grad_out`` and ``out``.
         batch_sizes, reverse: as in :func:`forward_loop`.
         relu: the activation was relu (else tanh).
-        fast: float32 arithmetic may be reordered (fastmath).
         small_gemm, tall_rows: as in :func:`forward_loop`.
 
     Shape:
@@ -336,24 +365,21 @@ def backward_loop(
         _copy_columns(d, grad_out, start, n, column, hidden)
         if reverse:
             if t == 0:
-                _add_rows(d, start, column, grad_h_n, 0, n)
+                _add_rows(d, start, column, grad_h_n, ZERO, n)
             else:  # h_t was read by step t - 1, whose first n rows continue it
                 later = d[offsets[t - 1] : offsets[t - 1] + n, column:end]
-                _matmul_accumulate(later, w_hh, rows, small_gemm, int_args, scalar_args)
+                _matmul_accumulate(later, w_hh, rows, small_gemm, int_args, scalar_args, AS_IS)
         else:
             n_next = batch_sizes[t + 1] if t + 1 < steps else 0
             later = d[offsets[t + 1] : offsets[t + 1] + n_next, column:end]
-            _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args)
+            _matmul_accumulate(later, w_hh, rows[:n_next], small_gemm, int_args, scalar_args, AS_IS)
             _add_rows(d, start, column, grad_h_n, n_next, n)  # sequences whose last step is t
-        if fast:
-            _times_derivative_fast(d, start, column, out, start, column, n, hidden, relu)
-        else:
-            _times_derivative(d, start, column, out, start, column, n, hidden, relu)
+        _times_derivative(d, start, column, out, start, column, n, hidden, relu)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def backward_equal_lengths(
-    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, fast, small_gemm,
+    d, grad_out, grad_h_n, x, out, h0, w_ih, w_hh, column, reverse, relu, small_gemm,
     tall_rows, accumulate_x, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias_hh,
 ):  # fmt: skip
     """One direction's whole backward, all sequences of equal length, in chunks of
@@ -374,7 +400,7 @@ def backward_equal_lengths(
         x: the layer input; out: the hidden sequence; h0: initial states.
         w_ih, w_hh: this direction's weights.
         column: first column of this direction in ``grad_out`` and ``out``.
-        reverse, relu, fast, small_gemm, tall_rows: as in :func:`backward_loop`.
+        reverse, relu, small_gemm, tall_rows: as in :func:`backward_loop`.
         accumulate_x: add to grad_x (another direction wrote it) rather than overwrite.
         grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_bias, grad_bias_hh: written
             (the two bias gradients are equal: each gets a copy); a 0-row array
@@ -406,21 +432,18 @@ def backward_equal_lengths(
                     u = np.uint64(j)
                     own[row + r, u] = grad_out[state + r, np.uint64(column) + u]
             if i == 0:  # the chunk's first processed step: grad_h_n or the carry
-                _add_rows(own, row, 0, grad_h_n if c == 0 else entering, 0, n)
+                _add_rows(own, row, ZERO, grad_h_n if c == 0 else entering, ZERO, n)
             else:  # h_t was read by the step processed just before
                 later = row - n if reverse else row + n
                 _matmul_accumulate(
                     own[later : later + n], w_hh, own[row : row + n], small_gemm, int_args,
-                    scalar_args,
+                    scalar_args, AS_IS,
                 )  # fmt: skip
-            if fast:
-                _times_derivative_fast(own, row, 0, out, state, column, n, hidden, relu)
-            else:
-                _times_derivative(own, row, 0, out, state, column, n, hidden, relu)
+            _times_derivative(own, row, ZERO, out, state, column, n, hidden, relu)
         first = (hi - lo - 1) * n if reverse else 0  # the chunk's last processed step
         if c + 1 < chunks:  # d of the chunk's last processed step, times w_hh, enters the next
             gemm_accumulate(own[first : first + n], w_hh, entering, int_args, scalar_args,
-                            False, 0.0)  # fmt: skip
+                            False, 0.0, False)  # fmt: skip
         _chunk_grads(
             own, x, out, h0, w_ih, w_hh, column, reverse, lo, hi, n, accumulate_x, c == 0,
             int_args, scalar_args, grad_x, grad_h0, grad_w_ih, grad_w_hh,
@@ -448,17 +471,19 @@ def _chunk_grads(
     states = out[:, column : column + hidden]
     if grad_x.shape[0]:
         beta = 1.0 if accumulate_x else 0.0
-        gemm_accumulate(own, w_ih, grad_x[lo * n : hi * n], int_args, scalar_args, False, beta)
+        gemm_accumulate(own, w_ih, grad_x[lo * n : hi * n], int_args, scalar_args, False, beta,
+                        False)  # fmt: skip
     # The first processed step read h0: step 0, or the last step in reverse.
     reads_h0 = (hi == steps) if reverse else (lo == 0)
     h0_row = (steps - 1 - lo) * n if reverse else 0
     if grad_h0.shape[0] and reads_h0:
         gemm_accumulate(own[h0_row : h0_row + n], w_hh, grad_h0, int_args, scalar_args,
-                        False, 0.0)  # fmt: skip
+                        False, 0.0, False)  # fmt: skip
     if not grad_w_ih.shape[0]:
         return
     beta = 0.0 if first_chunk else 1.0
-    gemm_accumulate(own, x[lo * n : hi * n], grad_w_ih, int_args, scalar_args, True, beta)
+    gemm_accumulate(own, x[lo * n : hi * n], grad_w_ih, int_args, scalar_args, True, beta,
+                    False)  # fmt: skip
     # every other step read the state of the step before it (after it, in reverse)
     if reverse:
         last = min(hi, steps - 1)  # steps lo : last read out[t + 1]
@@ -466,7 +491,7 @@ def _chunk_grads(
     else:
         begin = max(lo, 1)  # steps begin : hi read out[t - 1]
         later, earlier = own[(begin - lo) * n :], states[(begin - 1) * n : (hi - 1) * n]
-    gemm_accumulate(later, earlier, grad_w_hh, int_args, scalar_args, True, beta)
+    gemm_accumulate(later, earlier, grad_w_hh, int_args, scalar_args, True, beta, False)
     if reads_h0:
         gemm_accumulate(own[h0_row : h0_row + n], h0, grad_w_hh, int_args, scalar_args,
-                        True, 1.0)  # fmt: skip
+                        True, 1.0, False)  # fmt: skip

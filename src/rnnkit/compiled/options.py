@@ -108,7 +108,7 @@ def options_forward(spec, gates, out, column, h0, c0, w_hh_t, b_hh, norm, masks,
         CELL_CODES[spec.cell], spec.relu, a["gates"], a["out"], column, a["h0"], a["c0"],
         a["w_hh_t"], a["b_hh"], a["gain"], a["shift"], a["recurrent_mask"], a["zone"],
         a["zone_c"], a["raw"], a["mean"], a["inv_std"], a["recurrent_n"], a["cells"],
-        a["tanh_cells"], a["product"], a["h_in"], sizes, reverse, dtype == np.float32, consts,
+        a["tanh_cells"], a["product"], a["h_in"], sizes, reverse, consts,
         small_gemm, tall_rows, a["h_n"], a["c_n"],
     )  # fmt: skip
 
@@ -150,5 +150,5 @@ def options_backward(spec, d_pre, d_rec, d_raw, grad_out, out, column, gates, h0
         a["out"], column, a["gates"], a["h0"], a["c0"], a["w_hh"], a["gain"], a["raw"],
         a["mean"], a["inv_std"], a["recurrent_n"], a["cells"], a["tanh_cells"],
         a["recurrent_mask"], a["zone"], a["zone_c"], a["to_prev"], a["carry_hh"], sizes, reverse,
-        dtype == np.float32, consts, small_gemm, tall_rows, a["carry"], a["carry_c"],
+        consts, small_gemm, tall_rows, a["carry"], a["carry_c"],
     )  # fmt: skip

@@ -13,8 +13,8 @@ offsets[t] + batch_sizes[t]``), gates in torch's order (LSTM ``i, f, g, o``, GRU
 z, n``); a direction's output is the columns ``column : column + H`` of a buffer the
 directions share. All arrays are C-contiguous; an option that is off gets an array
 with no rows. ``consts`` carries ``0.5``, ``1.0`` and the layer norm's epsilon in the
-arrays' dtype; ``fast`` (float32) takes the rational tanh under fastmath, float64
-``np.tanh``, as :mod:`rnnkit.compiled.gated_kernels`.
+arrays' dtype; the row loops are compiled for the arrays' dtype only: float32 takes
+the rational tanh under fastmath, float64 ``np.tanh``, as :mod:`rnnkit.compiled.gated_kernels`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,15 @@ from numba import njit
 
 from rnnkit.compiled.blas import scratch
 from rnnkit.compiled.cache import configure_numba
-from rnnkit.compiled.gated_kernels import _compiled_twice, _continuing, _sigmoid, _tanh
-from rnnkit.compiled.kernels import _last_states, _matmul_accumulate, _offsets
+from rnnkit.compiled.gated_kernels import _continuing, _sigmoid, _tanh
+from rnnkit.compiled.kernels import (
+    AS_IS,
+    ZERO,
+    _last_states,
+    _matmul_accumulate,
+    _offsets,
+    per_dtype,
+)
 
 _CACHE = configure_numba()
 
@@ -78,7 +85,7 @@ def _layer_norm_rows_body(product, n, raw, first, mean, inv_std, gain, shift, ep
 
 def _forward_rows_body(cell, relu, gates, product, out, column, first, count, h_prev, prev_row,
                        prev_column, c_prev, c_prev_row, cells, tanh_cells, recurrent_n, zone,
-                       zone_c, half, fast):  # fmt: skip
+                       zone_c, half):  # fmt: skip
     """The gates of rows ``first : first + count`` (in place in ``gates``, which holds
     their input projections) from their recurrent terms (``product``'s rows from 0),
     their new states into ``out`` (columns from ``column``) and, for the LSTM,
@@ -95,7 +102,7 @@ def _forward_rows_body(cell, relu, gates, product, out, column, first, count, h_
                 u = np.uint64(j)
                 pre = gates[row, u] + product[r, u]
                 # relu keeps a NaN a NaN (pre * 0), as torch's
-                h_new = (pre if pre > 0 else pre * 0) if relu else _tanh(pre, fast)
+                h_new = (pre if pre > 0 else pre * 0) if relu else _tanh(pre)
                 gates[row, u] = h_new
                 if zoned:
                     h_new += zone[row, u] * (h_prev[before, np.uint64(prev_column) + u] - h_new)
@@ -107,16 +114,16 @@ def _forward_rows_body(cell, relu, gates, product, out, column, first, count, h_
             row, before, c_before_row = first + r, prev_row + r, c_prev_row + r
             for j in range(hidden):
                 u = np.uint64(j)
-                gi = _sigmoid(gates[row, u] + product[r, u], fast, half)
-                f = _sigmoid(gates[row, h1 + u] + product[r, h1 + u], fast, half)
-                g = _tanh(gates[row, h2 + u] + product[r, h2 + u], fast)
-                o = _sigmoid(gates[row, h3 + u] + product[r, h3 + u], fast, half)
+                gi = _sigmoid(gates[row, u] + product[r, u], half)
+                f = _sigmoid(gates[row, h1 + u] + product[r, h1 + u], half)
+                g = _tanh(gates[row, h2 + u] + product[r, h2 + u])
+                o = _sigmoid(gates[row, h3 + u] + product[r, h3 + u], half)
                 gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
                     gi, f, g, o,
                 )  # fmt: skip
                 c_before = c_prev[c_before_row, u]
                 c = f * c_before + gi * g
-                tanh_c = _tanh(c, fast)
+                tanh_c = _tanh(c)
                 tanh_cells[row, u] = tanh_c
                 if zoned_c:
                     c += zone_c[row, u] * (c_before - c)
@@ -133,11 +140,11 @@ def _forward_rows_body(cell, relu, gates, product, out, column, first, count, h_
             for j in range(hidden):
                 u = np.uint64(j)
                 h_before = h_prev[before, np.uint64(prev_column) + u]
-                reset = _sigmoid(gates[row, u] + product[r, u], fast, half)
-                update = _sigmoid(gates[row, h1 + u] + product[r, h1 + u], fast, half)
+                reset = _sigmoid(gates[row, u] + product[r, u], half)
+                update = _sigmoid(gates[row, h1 + u] + product[r, h1 + u], half)
                 a_n = product[r, h2 + u]
                 recurrent_n[row, u] = a_n
-                candidate = _tanh(gates[row, h2 + u] + reset * a_n, fast)
+                candidate = _tanh(gates[row, h2 + u] + reset * a_n)
                 gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
                 h_new = candidate + update * (h_before - candidate)
                 if zoned:
@@ -196,44 +203,16 @@ def _backward_rows_body(cell, relu, d_pre, d_rec, grad_out, column, carry, carry
             to_prev[r, u] = around
 
 
-_forward_exact, _forward_fast = _compiled_twice(_forward_rows_body)
-_layer_norm_exact, _layer_norm_fast = _compiled_twice(_layer_norm_rows_body)
-_backward_exact, _backward_fast = _compiled_twice(_backward_rows_body)
-
-
-@njit(inline="always")
-def _forward_rows(fast, cell, relu, gates, product, out, column, first, count, h_prev, prev_row,
-                  prev_column, c_prev, c_prev_row, cells, tanh_cells, recurrent_n, zone, zone_c,
-                  half):  # fmt: skip
-    if fast:
-        _forward_fast(cell, relu, gates, product, out, column, first, count, h_prev, prev_row,
-                      prev_column, c_prev, c_prev_row, cells, tanh_cells, recurrent_n, zone,
-                      zone_c, half, True)  # fmt: skip
-    else:
-        _forward_exact(cell, relu, gates, product, out, column, first, count, h_prev, prev_row,
-                       prev_column, c_prev, c_prev_row, cells, tanh_cells, recurrent_n, zone,
-                       zone_c, half, False)  # fmt: skip
-
-
-@njit(inline="always")
-def _backward_rows(fast, cell, relu, d_pre, d_rec, grad_out, column, carry, carry_c, to_prev,
-                   first, count, gates, h_prev, prev_row, prev_column, c_prev, c_prev_row,
-                   tanh_cells, recurrent_n, zone, zone_c, one):  # fmt: skip
-    if fast:
-        _backward_fast(cell, relu, d_pre, d_rec, grad_out, column, carry, carry_c, to_prev,
-                       first, count, gates, h_prev, prev_row, prev_column, c_prev, c_prev_row,
-                       tanh_cells, recurrent_n, zone, zone_c, one)  # fmt: skip
-    else:
-        _backward_exact(cell, relu, d_pre, d_rec, grad_out, column, carry, carry_c, to_prev,
-                        first, count, gates, h_prev, prev_row, prev_column, c_prev, c_prev_row,
-                        tanh_cells, recurrent_n, zone, zone_c, one)  # fmt: skip
+_forward_rows = per_dtype(_forward_rows_body)
+_layer_norm_rows = per_dtype(_layer_norm_rows_body)
+_backward_rows = per_dtype(_backward_rows_body)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def options_forward_loop(
     cell, relu, gates, out, column, h0, c0, w_hh_t, b_hh, gain, shift, recurrent_mask, zone,
     zone_c, raw, mean, inv_std, recurrent_n, cells, tanh_cells, product, h_in, batch_sizes,
-    reverse, fast, consts, small_gemm, tall_rows, h_n, c_n,
+    reverse, consts, small_gemm, tall_rows, h_n, c_n,
 ):  # fmt: skip
     """One direction's recurrence with the options.
 
@@ -251,7 +230,7 @@ def options_forward_loop(
         recurrent_n: written with the GRU's ``n`` recurrent term.
         cells, tanh_cells: written with the LSTM's cell states and ``tanh`` of each update.
         product, h_in: scratch for one step.
-        batch_sizes, reverse, fast, consts, small_gemm, tall_rows: see the module doc.
+        batch_sizes, reverse, consts, small_gemm, tall_rows: see the module doc.
         h_n, c_n: written with each sequence's last states.
 
     Shape:
@@ -274,22 +253,20 @@ def options_forward_loop(
         for r in range(n):
             for k in range(step.shape[1]):
                 step[r, k] = b_hh[k] if biased and not normed else 0.0
-        _matmul_accumulate(h_in[:n], w_hh_t, step, small_gemm, int_args, scalar_args)
-        if normed and fast:
-            _layer_norm_fast(step, n, raw, start, mean, inv_std, gain, shift, eps)
-        elif normed:
-            _layer_norm_exact(step, n, raw, start, mean, inv_std, gain, shift, eps)
+        _matmul_accumulate(h_in[:n], w_hh_t, step, small_gemm, int_args, scalar_args, AS_IS)
+        if normed:
+            _layer_norm_rows(step, n, raw, start, mean, inv_std, gain, shift, eps)
         # continuing rows read the step before's states, starting rows h0 (and c0)
-        _forward_rows(fast, cell, relu, gates, step, out, column, start, n_cont, out, previous,
+        _forward_rows(cell, relu, gates, step, out, column, start, n_cont, out, previous,
                       column, cells, previous, cells, tanh_cells, recurrent_n, zone, zone_c,
                       half)  # fmt: skip
         if n > n_cont:
-            _forward_rows(fast, cell, relu, gates, step[n_cont:], out, column, start + n_cont,
-                          n - n_cont, h0, n_cont, 0, c0, n_cont, cells, tanh_cells, recurrent_n,
+            _forward_rows(cell, relu, gates, step[n_cont:], out, column, start + n_cont,
+                          n - n_cont, h0, n_cont, ZERO, c0, n_cont, cells, tanh_cells, recurrent_n,
                           zone, zone_c, half)  # fmt: skip
     _last_states(out, column, batch_sizes, offsets, reverse, h_n)
     if cell == LSTM:
-        _last_states(cells, 0, batch_sizes, offsets, reverse, c_n)
+        _last_states(cells, ZERO, batch_sizes, offsets, reverse, c_n)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -319,7 +296,7 @@ def _layer_norm_back_rows(d_rec, d_raw, raw, mean, inv_std, gain, first, count):
 def options_backward_walk(
     cell, relu, d_pre, d_rec, d_raw, grad_out, out, column, gates, h0, c0, w_hh, gain, raw, mean,
     inv_std, recurrent_n, cells, tanh_cells, recurrent_mask, zone, zone_c, to_prev, carry_hh,
-    batch_sizes, reverse, fast, consts, small_gemm, tall_rows, carry, carry_c,
+    batch_sizes, reverse, consts, small_gemm, tall_rows, carry, carry_c,
 ):  # fmt: skip
     """One direction's walk back in time with the options.
 
@@ -349,20 +326,20 @@ def options_backward_walk(
         t = i if reverse else steps - 1 - i
         n, start = batch_sizes[t], offsets[t]
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _backward_rows(fast, cell, relu, d_pre, d_rec, grad_out, column, carry, carry_c,
+        _backward_rows(cell, relu, d_pre, d_rec, grad_out, column, carry, carry_c,
                        to_prev, start, n_cont, gates, out, previous, column, cells, previous,
                        tanh_cells, recurrent_n, zone, zone_c, one)  # fmt: skip
         if n > n_cont:
-            _backward_rows(fast, cell, relu, d_pre, d_rec, grad_out, column, carry[n_cont:],
+            _backward_rows(cell, relu, d_pre, d_rec, grad_out, column, carry[n_cont:],
                            carry_c[n_cont:], to_prev[n_cont:], start + n_cont, n - n_cont, gates,
-                           h0, n_cont, 0, c0, n_cont, tanh_cells, recurrent_n, zone, zone_c,
+                           h0, n_cont, ZERO, c0, n_cont, tanh_cells, recurrent_n, zone, zone_c,
                            one)  # fmt: skip
         if normed:
             _layer_norm_back_rows(d_rec, d_raw, raw, mean, inv_std, gain, start, n)
         through = carry_hh[:n]
         through[:] = 0.0
         _matmul_accumulate(d_raw[start : start + n], w_hh, through, small_gemm, int_args,
-                           scalar_args)  # fmt: skip
+                           scalar_args, AS_IS)  # fmt: skip
         for r in range(n):
             for j in range(hidden):
                 value = through[r, j] * recurrent_mask[r, j] if masked else through[r, j]
