@@ -91,9 +91,9 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
     """One LSTM direction's walk back in time (see ``gated_kernels.lstm_backward_walk``).
 
     Shape:
-        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(R, H)`` (``d_out`` without
-        a projection), grad_out ``(R, W)``, w_hh ``(4H, P)``, w_hr ``(P, H)`` or
-        None, carry_h ``(N, P)``, carry_c ``(N, H)``.
+        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(N, H)``: one step's scratch
+        (``d_out`` without a projection), grad_out ``(R, W)``, w_hh ``(4H, P)``,
+        w_hr ``(P, H)`` or None, carry_h ``(N, P)``, carry_c ``(N, H)``.
     """
     d_gates_np = _written_in_place(d_gates, "d_gates")
     rows, hidden = d_gates_np.shape[0], cells.size(-1)
@@ -102,7 +102,10 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
         "grad_out": (_as_numpy(grad_out), (rows, grad_out.size(-1))),
         "d_gates": (d_gates_np, (rows, 4 * hidden)),
         "d_out": (_written_in_place(d_out, "d_out"), (rows, width)),
-        "d_raw": (_written_in_place(d_raw, "d_raw"), (rows, hidden if w_hr is not None else width)),
+        "d_raw": (
+            _written_in_place(d_raw, "d_raw"),
+            (batch, hidden) if w_hr is not None else (rows, width),
+        ),
         "gates": (_as_numpy(gates), (rows, 4 * hidden)),
         "cells": (_as_numpy(cells), (rows, hidden)),
         "tanh_cells": (_as_numpy(tanh_cells), (rows, hidden)),

@@ -138,17 +138,18 @@ def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_ro
             dest[dest_row + r, np.uint64(dest_column) + u] = o * tanh_c
 
 
-def _lstm_cells_back_body(d_gates, carry_c, d_raw, gates, cells, tanh_cells, first, count,
-                          carry_row, c_prev, prev_row, one):  # fmt: skip
-    """dL/d(pre-activation) of the block's gates from dL/d(o * tanh(c)) (``d_raw``) and
-    the carried dL/dc (rows ``carry_row...`` of ``carry_c``, updated to dL/dc_prev)."""
+def _lstm_cells_back_body(d_gates, carry_c, d_raw, raw_row, gates, cells, tanh_cells, first,
+                          count, carry_row, c_prev, prev_row, one):  # fmt: skip
+    """dL/d(pre-activation) of the block's gates from dL/d(o * tanh(c)) (rows
+    ``raw_row...`` of ``d_raw``) and the carried dL/dc (rows ``carry_row...`` of
+    ``carry_c``, updated to dL/dc_prev)."""
     hidden = cells.shape[1]
     h1, h2, h3 = np.uint64(hidden), np.uint64(2 * hidden), np.uint64(3 * hidden)
     for r in range(count):
         row, before, k = first + r, prev_row + r, carry_row + r
         for j in range(hidden):
             u = np.uint64(j)
-            dh = d_raw[row, u]
+            dh = d_raw[raw_row + r, u]
             o, gi = gates[row, u], gates[row, h1 + u]
             f, g = gates[row, h2 + u], gates[row, h3 + u]
             tanh_c = tanh_cells[row, u]
@@ -282,7 +283,8 @@ def lstm_backward_walk(
     Args:
         d_gates: written, gate order ``o, i, f, g``.
         d_out: written with dL/dh of every row.
-        d_raw: written with dL/d(o * tanh(c)) (with a projection; else ``d_out`` itself).
+        d_raw: with a projection, scratch for one step's dL/d(o * tanh(c)); else
+            ``d_out`` itself.
         grad_out: upstream gradient of the output, columns ``column : column + P``.
         gates, cells, tanh_cells, c0: from the forward pass.
         w_hh: the recurrent weight, rows in gate order ``o, i, f, g``.
@@ -290,7 +292,8 @@ def lstm_backward_walk(
         carry_h, carry_c: on entry dL/dh_n and dL/dc_n; on return dL/dh_0 and dL/dc_0.
 
     Shape:
-        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(R, H)``, grad_out ``(R, W)``,
+        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(N, H)`` (``(R, P)`` without a
+        projection), grad_out ``(R, W)``,
         w_hh ``(4H, P)``, w_hr ``(P, H)``, carry_h ``(N, P)``, carry_c ``(N, H)``.
     """
     int_args, scalar_args = scratch(d_gates.dtype, tall_rows)
@@ -306,15 +309,17 @@ def lstm_backward_walk(
             for j in range(width):
                 u = np.uint64(j)
                 d_out[start + r, u] = grad_out[start + r, np.uint64(column) + u] + carry_h[r, u]
+        raw_row = start  # the step's dL/d(o * tanh(c)): its rows of d_out, or of the scratch
         if projected:
-            d_raw[start : start + n] = 0.0
-            _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[start : start + n],
-                               small_gemm, int_args, scalar_args, AS_IS)  # fmt: skip
+            raw_row = 0
+            d_raw[:n] = 0.0
+            _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[:n], small_gemm, int_args,
+                               scalar_args, AS_IS)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
-        _lstm_cells_back(d_gates, carry_c, d_raw, gates, cells, tanh_cells, start, n_cont,
-                         ZERO, cells, previous, one)  # fmt: skip
-        _lstm_cells_back(d_gates, carry_c, d_raw, gates, cells, tanh_cells, start + n_cont,
-                         n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
+        _lstm_cells_back(d_gates, carry_c, d_raw, raw_row, gates, cells, tanh_cells, start,
+                         n_cont, ZERO, cells, previous, one)  # fmt: skip
+        _lstm_cells_back(d_gates, carry_c, d_raw, raw_row + n_cont, gates, cells, tanh_cells,
+                         start + n_cont, n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
         into = carry_h[:n]
         into[:] = 0.0
         _matmul_accumulate(d_gates[start : start + n], w_hh, into, small_gemm, int_args,

@@ -20,7 +20,13 @@ from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
-from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
+from rnnkit.engine.walk import (
+    last_states,
+    previous_rows,
+    previous_states,
+    recurrent_weight_grad,
+    steps_in_order,
+)
 
 
 def _split(weights, num_directions: int) -> list[tuple]:
@@ -136,7 +142,6 @@ def gru_layer_backward(
         reverse = directions[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
         grad_out_k = grad_out[:, k * hidden : (k + 1) * hidden]
-        h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, H)
         carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         if engine == "compiled":
             compiled_gated.gru_backward(
@@ -144,6 +149,7 @@ def gru_layer_backward(
                 batch_sizes, reverse, carry,
             )  # fmt: skip
         else:
+            h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, H)
             _walk_back(
                 d_hidden, d_n, d_out, grad_out_k, gates[k], kept_n[k], h_prev, w_hh,
                 batch_sizes, reverse, carry,
@@ -155,7 +161,8 @@ def gru_layer_backward(
         if grad_weights is None:
             continue
         grad_w_ih = torch.cat([input_weight_grad(d_rz, x), input_weight_grad(d_n, x)])
-        grad_weights += [grad_w_ih, d_hidden.t().mm(h_prev)]
+        grad_w_hh = recurrent_weight_grad(d_hidden, out_k, h0[k], batch_sizes, reverse)
+        grad_weights += [grad_w_ih, grad_w_hh]
         if b_ih is not None:
             grad_weights += [torch.cat([d_rz.sum(0), d_n.sum(0)]), d_hidden.sum(0)]
     return grad_x, grad_h0, grad_weights

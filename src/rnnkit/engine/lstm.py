@@ -26,7 +26,13 @@ from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
-from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
+from rnnkit.engine.walk import (
+    last_states,
+    previous_rows,
+    previous_states,
+    recurrent_weight_grad,
+    steps_in_order,
+)
 
 
 def _to_engine_order(w: Tensor) -> Tensor:
@@ -154,7 +160,8 @@ def lstm_layer_backward(
     grad_weights = [] if needs[2] else None
     d_gates = x.new_empty(rows, 4 * hidden)  # dL/d(pre-activation), reused per direction
     d_out = x.new_empty(rows, out_size)  # dL/dh at every row
-    d_raw = x.new_empty(rows, hidden) if projected else d_out  # dL/d(o * tanh(c))
+    # dL/d(o * tanh(c)) of a step, with a projection (else d_out's rows)
+    d_raw = x.new_empty(batch_sizes[0], hidden) if projected else d_out
     d_cell = x.new_empty(batch_sizes[0], hidden)  # dL/dc of a step
     parts = split_lstm_weights(weights, num_directions, projected)
     for k, (w_ih, w_hh, b_ih, _, w_hr) in enumerate(parts):
@@ -181,29 +188,43 @@ def lstm_layer_backward(
             add_input_grad(grad_x, d_gates, w_ih_engine, first=k == 0)
         if grad_weights is None:
             continue
-        h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, P)
+        grad_w_hh = recurrent_weight_grad(d_gates, out_k, h0[k], batch_sizes, reverse)
         grad_weights += [
             _to_torch_order(input_weight_grad(d_gates, x)),
-            _to_torch_order(d_gates.t().mm(h_prev)),
+            _to_torch_order(grad_w_hh),
         ]
         if b_ih is not None:
             bias = _to_torch_order(d_gates.sum(0))
             grad_weights += [bias, bias.clone()]
         if w_hr is not None:
-            o = gates[k][:, :hidden]
-            grad_weights.append(d_out.t().mm(o * tanh_c))  # (P, H)
+            grad_weights.append(_projection_grad(d_out, gates[k][:, :hidden], tanh_c))
     return grad_x, grad_h0, grad_c0, grad_weights
+
+
+def _projection_grad(d_out: Tensor, o: Tensor, tanh_c: Tensor, block: int = 1024) -> Tensor:
+    """dL/dW_hr = d_out^T @ (o * tanh(c)), a block of rows at a time: all rows of
+    ``o * tanh(c)`` at once would be one more ``(R, H)`` buffer at the backward's peak.
+
+    Shape:
+        d_out ``(R, P)``, o and tanh_c ``(R, H)``; returns ``(P, H)``.
+    """
+    grad = d_out.new_zeros(d_out.size(1), o.size(1))
+    for first in range(0, d_out.size(0), block):
+        rows = slice(first, first + block)
+        grad.addmm_(d_out[rows].t(), o[rows] * tanh_c[rows])
+    return grad
 
 
 def _walk_back(d_gates, d_out, d_raw, d_cell, grad_out, gates, cells, tanh_c, c0, w_hh, w_hr,
                batch_sizes, reverse, carry_h, carry_c) -> None:  # fmt: skip
-    """One direction's walk back in time in torch ops: fills ``d_gates``, ``d_out`` and
-    ``d_raw``; ``carry_h``/``carry_c`` enter as dL/dh_n, dL/dc_n and leave as dL/dh_0,
-    dL/dc_0.
+    """One direction's walk back in time in torch ops: fills ``d_gates`` and ``d_out``
+    (``d_raw``: a step's dL/d(o * tanh(c)), used with a projection); ``carry_h``/``carry_c``
+    enter as dL/dh_n, dL/dc_n and leave as dL/dh_0, dL/dc_0.
 
     Shape:
         as in :func:`lstm_layer_backward`; grad_out ``(R, P)`` (this direction's
-        columns), gates ``(R, 4H)`` (order ``o, i, f, g``), w_hh ``(4H, P)`` in that order.
+        columns), gates ``(R, 4H)`` (order ``o, i, f, g``), w_hh ``(4H, P)`` in that order,
+        d_raw ``(N, H)``.
     """
     hidden = cells.size(1)
     o, i, f, g = gates.split(hidden, dim=1)  # (R, H) each
@@ -216,9 +237,9 @@ def _walk_back(d_gates, d_out, d_raw, d_cell, grad_out, gates, cells, tanh_c, c0
     for first, end, n in reversed(steps_in_order(batch_sizes, reverse)):
         dh = d_out[first:end]
         torch.add(grad_out[first:end], carry_h[:n], out=dh)
-        d_raw_t = d_raw[first:end]
+        d_raw_t = dh
         if w_hr is not None:
-            torch.mm(dh, w_hr, out=d_raw_t)
+            d_raw_t = torch.mm(dh, w_hr, out=d_raw[:n])
         dc = d_cell[:n]
         torch.addcmul(carry_c[:n], d_raw_t, a[first:end], out=dc)
         dg = d_gates[first:end]  # (n, 4H)
