@@ -37,3 +37,30 @@ def test_dependent_steps_take_the_faster_of_the_compiled_and_torch_loops(monkeyp
         assert len(timed) == 2 and result == min(timed)
     else:
         assert len(timed) == 1 and result == timed[0]
+
+
+def test_packed_and_projected_bounds_time_each_step_size_and_the_projection(monkeypatch):
+    """Packed input: the dependent products of each step size, as many as it has steps;
+    a projection: its own dependent products, and the recurrent ones read P features."""
+    calls = []
+
+    def dependent(steps, batch, hidden_size, out_size=None):
+        calls.append((steps, batch, hidden_size, out_size))
+        return 1.0
+
+    monkeypatch.setattr(bound, "_dependent_ms", dependent)
+    monkeypatch.setattr(bound, "_mm_ms", lambda m, k, n: 0.0)
+    sizes = [8, 8, 8, 4, 4]
+    ms = bound.sequential_gemm_bound_ms(
+        5, 8, 3, 16, 1, False, train=True, gates=4, batch_sizes=sizes, proj_size=6
+    )
+    assert sorted(calls) == sorted([
+        (3, 8, 6, 64), (2, 4, 6, 64),  # h_prev (P = 6 features) @ W_hh^T (4H = 64)
+        (3, 8, 16, 6), (2, 4, 16, 6),  # the projection
+        (3, 8, 64, 6), (2, 4, 64, 6),  # backward, to h_prev
+        (3, 8, 6, 16), (2, 4, 6, 16),  # backward, through the projection
+    ])  # fmt: skip
+    assert ms == 8.0
+    calls.clear()
+    bound.sequential_gemm_bound_ms(5, 8, 3, 16, 1, False, train=False, gates=4)
+    assert calls == [(5, 8, 16, 64)]  # dense, unprojected: one size, H features

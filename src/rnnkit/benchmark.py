@@ -27,7 +27,7 @@ Inputs:
     ``pack_padded_sequence(..., enforce_sorted=False)`` inside each call, for both
     implementations). ``proj_size`` gives the LSTM rows a projection (other cells'
     rows have none). Packed and projected rows are where torch.nn.LSTM leaves
-    oneDNN for its per-step path; their sequential-GEMM bound is not computed.
+    oneDNN for its per-step path.
 
 Modes:
     ``inference``: one forward call under ``torch.inference_mode()``.
@@ -295,7 +295,7 @@ def run_benchmark(
         median time over rnnkit's), ``ratio_onednn_off`` (the same for the
         LSTM's second baseline; None in other cells' rows), ``bound_ms`` and
         ``bound_fraction`` (the sequential-GEMM bound of :mod:`rnnkit.bound`
-        and its fraction of rnnkit's time; None in packed and projected rows),
+        and its fraction of rnnkit's time),
         ``noisy`` (whether any implementation's interquartile range exceeds a
         quarter of its median, the sign of competing processes), ``max_rel_diff``
         (largest difference between rnnkit's outputs and gradients and each
@@ -450,12 +450,15 @@ def _run_row(
     ours_ms = row["rnnkit"]["median_ms"]
     row["ratio"] = row["torch"]["median_ms"] / ours_ms
     row["ratio_onednn_off"] = row[ONEDNN_OFF]["median_ms"] / ours_ms if row[ONEDNN_OFF] else None
-    row["bound_ms"] = row["bound_fraction"] = None  # the bound knows dense, unprojected rows
-    if not case.packed and not proj_size:
-        row["bound_ms"] = sequential_gemm_bound_ms(
-            *shape, num_layers, bidirectional, mode == "train", gates=_GATES[cell]
-        )
-        row["bound_fraction"] = row["bound_ms"] / ours_ms
+    batch_sizes = None
+    if case.packed:
+        lengths = packed_lengths(T, N, config.seed)
+        batch_sizes = [int((lengths > t).sum()) for t in range(T)]
+    row["bound_ms"] = sequential_gemm_bound_ms(
+        *shape, num_layers, bidirectional, mode == "train", gates=_GATES[cell],
+        batch_sizes=batch_sizes, proj_size=proj_size,
+    )  # fmt: skip
+    row["bound_fraction"] = row["bound_ms"] / ours_ms
     row["noisy"] = any(
         row[name]["iqr_ms"] > _NOISY_SPREAD * row[name]["median_ms"] for name in steps
     )
@@ -497,9 +500,8 @@ def _make_steps(
             hx = (h0, torch.randn(num_layers * D, N, H_out))
             grad_state = (grad_h_n, torch.randn(num_layers * D, N, H_out))
         lengths = None
-        if packed:  # unequal, unsorted, the first the longest
-            lengths = torch.randint((T + 1) // 2, T + 1, (N,))
-            lengths[0] = T
+        if packed:
+            lengths = packed_lengths(T, N, seed)
             grad_output = _packed(grad_output, lengths).data  # (R, D * P)
         engine = candidate(H_in, H_out, **kwargs)
     engine.load_state_dict(reference.state_dict())
@@ -578,6 +580,16 @@ def _make_step(
         return (output.detach(), *(s.detach() for s in state), *(leaf.grad for leaf in leaves))
 
     return _Step(train, leaves)
+
+
+def packed_lengths(T: int, N: int, seed: int) -> torch.Tensor:
+    """The sequence lengths of a packed row: unequal, unsorted, drawn from ``[T / 2, T]``,
+    the first ``T``; from a generator of their own, so that the row's bound can ask again."""
+    lengths = torch.randint(
+        (T + 1) // 2, T + 1, (N,), generator=torch.Generator().manual_seed(seed)
+    )
+    lengths[0] = T
+    return lengths
 
 
 def _packed(x: torch.Tensor, lengths: torch.Tensor) -> PackedSequence:

@@ -24,8 +24,10 @@ small sizes.
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ _REPEATS = 5
 def sequential_gemm_bound_ms(
     steps: int, batch: int, input_size: int, hidden_size: int, num_layers: int,
     bidirectional: bool, train: bool, *, gates: int = 1,
+    batch_sizes: Sequence[int] | None = None, proj_size: int = 0,
 ) -> float:  # fmt: skip
     """The bound, in milliseconds, for one call of an RNN of this shape.
 
@@ -47,35 +50,54 @@ def sequential_gemm_bound_ms(
         train: a training step (forward and backward) rather than inference.
         gates: ``G``, the gate blocks stacked in the weights: 1 (Elman), 4
             (LSTM) or 3 (GRU).
+        batch_sizes: rows of each step of packed input (a PackedSequence's
+            ``batch_sizes``); None: ``batch`` at every step.
+        proj_size: an LSTM's projection ``P``: each step adds the dependent
+            ``(n, H) @ (H, P)`` product (and, training, ``(n, P) @ (P, H)`` and dW_hr);
+            the recurrent products read ``P`` features.
 
     Returns:
         The summed best-of-5 times of the GEMMs the call cannot avoid.
     """
+    sizes = list(batch_sizes) if batch_sizes is not None else [batch] * steps
     with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
         return _bound_ms(
-            steps, batch, input_size, hidden_size, num_layers, bidirectional, train, gates
+            sizes, input_size, hidden_size, num_layers, bidirectional, train, gates, proj_size
         )
 
 
 def _bound_ms(
-    steps, batch, input_size, hidden_size, num_layers, bidirectional, train, gates
+    sizes, input_size, hidden_size, num_layers, bidirectional, train, gates, proj_size
 ) -> float:
     directions = 2 if bidirectional else 1
-    rows = steps * batch
+    rows = sum(sizes)
     width = gates * hidden_size  # the pre-activations of all gates
+    state = proj_size or hidden_size  # the features of h, which the next step reads
     total = 0.0
     for layer in range(num_layers):
-        layer_input = input_size if layer == 0 else directions * hidden_size
-        per_direction = _mm_ms(rows, layer_input, width) + _dependent_ms(
-            steps, batch, hidden_size, width
-        )
+        layer_input = input_size if layer == 0 else directions * state
+        per_direction = _mm_ms(rows, layer_input, width) + _steps_ms(sizes, state, width)
+        if proj_size:
+            per_direction += _steps_ms(sizes, hidden_size, proj_size)  # h = r @ W_hr^T
         if train:
-            per_direction += _dependent_ms(steps, batch, width, hidden_size)
-            per_direction += _mm_ms(width, rows, hidden_size)  # dW_hh
+            per_direction += _steps_ms(sizes, width, state)
+            per_direction += _mm_ms(width, rows, state)  # dW_hh
             per_direction += _mm_ms(width, rows, layer_input)  # dW_ih
             per_direction += _mm_ms(rows, width, layer_input)  # dX
+            if proj_size:
+                per_direction += _steps_ms(sizes, proj_size, hidden_size)  # dL/dr
+                per_direction += _mm_ms(proj_size, rows, hidden_size)  # dW_hr
         total += directions * per_direction
     return total
+
+
+def _steps_ms(sizes: Sequence[int], hidden_size: int, out_size: int) -> float:
+    """One dependent ``(n, hidden_size) @ (hidden_size, out_size)`` product per step of
+    ``n = sizes[t]`` rows; the steps of each size are timed together."""
+    return sum(
+        _dependent_ms(count, n, hidden_size, out_size)
+        for n, count in collections.Counter(sizes).items()
+    )
 
 
 def _mm_ms(m: int, k: int, n: int) -> float:
