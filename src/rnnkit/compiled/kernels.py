@@ -454,10 +454,13 @@ def backward_equal_lengths(
             for i in range(own.shape[0]):
                 for j in range(hidden):
                     total[j] += own[i, np.uint64(j)]
-    if weights and grad_bias.shape[0]:
-        grad_bias[:] = total
-    if weights and grad_bias_hh.shape[0]:
-        grad_bias_hh[:] = total
+    # Element loops, not `grad_bias[:] = total`: an array assignment brings numba's
+    # shape-mismatch error formatting, about 1 s more to compile.
+    for j in range(hidden if weights else 0):
+        if grad_bias.shape[0]:
+            grad_bias[j] = total[j]
+        if grad_bias_hh.shape[0]:
+            grad_bias_hh[j] = total[j]
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
