@@ -13,8 +13,9 @@ offsets[t] + batch_sizes[t]``), gates in torch's order (LSTM ``i, f, g, o``, GRU
 z, n``); a direction's output is the columns ``column : column + H`` of a buffer the
 directions share. All arrays are C-contiguous; an option that is off gets an array
 with no rows. ``consts`` carries ``0.5``, ``1.0`` and the layer norm's epsilon in the
-arrays' dtype; the row loops are compiled for the arrays' dtype only: float32 takes
-the rational tanh under fastmath, float64 ``np.tanh``, as :mod:`rnnkit.compiled.gated_kernels`.
+arrays' dtype. The row loops are compiled for the arrays' dtype only: float32 takes
+the rational tanh under fastmath, float64 ``np.tanh``, as in
+:mod:`rnnkit.compiled.gated_kernels`.
 """
 
 from __future__ import annotations
