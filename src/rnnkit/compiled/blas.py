@@ -24,6 +24,7 @@ little-endian machine, they hold the same value.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -33,7 +34,7 @@ import llvmlite.binding as llvm
 import numpy as np
 import torch
 from numba import njit, types
-from numba.extending import get_cython_function_address
+from numba.extending import get_cython_function_address, overload
 
 from rnnkit.compiled.cache import configure_numba
 
@@ -188,13 +189,6 @@ def goes_to_large_library(m, k, n, transpose_a, tall_rows):
     return transpose_a or m < tall_rows
 
 
-def _gemm_signature(dtype):
-    matrix = types.Array(dtype, 2, "A")
-    return types.void(matrix, matrix, matrix, types.int64[::1], dtype[::1], types.boolean,
-                      types.float64, types.boolean)  # fmt: skip
-
-
-@njit([_gemm_signature(types.float32), _gemm_signature(types.float64)], cache=_CACHE, nogil=True)
 def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
     """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
     place), for row-major 2-D arrays with unit column stride; products of
@@ -214,6 +208,32 @@ def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose
         a ``(m, k)`` (``(k, m)`` if transpose_a), b ``(k, n)`` (``(n, k)`` if
         transpose_b), c ``(m, n)``.
     """
+    raise NotImplementedError("compiled code only: see _gemm_of")
+
+
+@overload(gemm_accumulate)
+def _gemm_accumulate_of(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
+    compiled = _gemm_of(a.dtype)
+
+    def call(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
+        compiled(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
+
+    return call
+
+
+@functools.cache
+def _gemm_of(dtype: types.Type):
+    """:func:`gemm_accumulate` compiled for ``dtype``, on first use of that dtype (a
+    float32 program never compiles the float64 one). One declared signature: any
+    layout of the matrices and flags that are variables, so the kernels' many
+    call sites share one compilation (undeclared, numba made nine per dtype)."""
+    matrix = types.Array(dtype, 2, "A")
+    signature = types.void(matrix, matrix, matrix, types.int64[::1], dtype[::1], types.boolean,
+                           types.float64, types.boolean)  # fmt: skip
+    return njit([signature], cache=_CACHE, nogil=True)(_gemm_accumulate)
+
+
+def _gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
     k, m = a.shape if transpose_a else (a.shape[1], a.shape[0])
     n = b.shape[0] if transpose_b else b.shape[1]
     if m == 0 or n == 0:
