@@ -20,8 +20,9 @@ from torch.autograd.function import once_differentiable
 from rnnkit import compiled
 from rnnkit.compiled import warmup
 from rnnkit.engine.products import add_input_grad
-from rnnkit.engine.rows import last_step_rows, previous_state_rows
+from rnnkit.engine.rows import last_step_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
+from rnnkit.engine.walk import recurrent_weight_grad
 
 # Largest batch * hidden_size**2 for which "auto" picks the compiled loops when
 # they have only SciPy's BLAS (torch's own BLAS not usable: see
@@ -363,7 +364,7 @@ class _DirectionGrads:
     def add(self, d: Tensor, x: Tensor, out: Tensor, before: Tensor, sizes, reverse: bool):
         """Shape: d, out ``(r, H_out)``, x ``(r, H_in)``, before ``(n, H_out)``."""
         w_ih_t = x.t().mm(d)  # (H_in, H_out): transposed, fast also for a narrow H_in
-        w_hh = _weight_hh_grad(d, out, before, sizes, reverse)  # (H_out, H_out)
+        w_hh = recurrent_weight_grad(d, out, before, sizes, reverse)  # (H_out, H_out)
         bias = d.sum(0) if self.has_bias else None
         if self.w_ih_t is None:
             self.w_ih_t, self.w_hh, self.bias = w_ih_t, w_hh, bias
@@ -416,23 +417,6 @@ class _ChunkTarget:
                 self.grad_h0[ended : sizes[0]] = d.index_select(0, first).mm(w_hh)
         if self.grads is not None:
             self.grads.add(d, x, out, before, sizes, reverse)
-
-
-def _weight_hh_grad(d: Tensor, out: Tensor, h0: Tensor, batch_sizes, reverse: bool) -> Tensor:
-    """``sum_t dpre_t^T @ h_prev(t)`` as (at most) two GEMMs.
-
-    Shape:
-        d, out ``(R, H_out)`` (column views are fine), h0 ``(N, H_out)``;
-        returns ``(H_out, H_out)``.
-    """
-    n = batch_sizes[0]
-    if batch_sizes[-1] == n:  # equal lengths: previous states are a shifted slice
-        if reverse:
-            return torch.addmm(d[-n:].t().mm(h0), d[:-n].t(), out[n:])
-        return torch.addmm(d[:n].t().mm(h0), d[n:].t(), out[:-n])
-    rows = previous_state_rows(batch_sizes, reverse, d.device)
-    h_prev = torch.cat([out, h0]).index_select(0, rows)  # (R, H_out)
-    return d.t().mm(h_prev)
 
 
 class RNNLayerFunction(torch.autograd.Function):

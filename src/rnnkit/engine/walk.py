@@ -61,21 +61,20 @@ def previous_states(states: Tensor, initial: Tensor, batch_sizes, reverse: bool)
 
 def recurrent_weight_grad(d: Tensor, states: Tensor, initial: Tensor, batch_sizes,
                           reverse: bool) -> Tensor:  # fmt: skip
-    """``d^T @ previous_states(states, initial, ...)``: the gradient of a recurrent weight
-    from dL/d(pre-activation) of every row. With equal lengths it reads the shifted rows
-    in place, two products instead of an ``(R, H)`` copy at the backward's peak.
+    """``sum_t d_t^T @ h_prev(t)``, the gradient of a recurrent weight from dL/d(pre-
+    activation) of every row, as (at most) two GEMMs: with equal lengths the previous
+    states are a shifted slice, read in place (no ``(R, H)`` copy at the backward's peak).
 
     Shape:
-        d ``(R, G)``, states ``(R, H)``, initial ``(N, H)``; returns ``(G, H)``.
+        d ``(R, G)``, states ``(R, H)`` (column views are fine), initial ``(N, H)``;
+        returns ``(G, H)``.
     """
-    n, rows = batch_sizes[0], d.size(0)
-    if batch_sizes[-1] != n:
-        return d.t().mm(previous_states(states, initial, batch_sizes, reverse))
-    if reverse:  # step t read step t + 1's state; the last step read the initial one
-        grad = d[: rows - n].t().mm(states[n:])
-        return grad.addmm_(d[rows - n :].t(), initial)
-    grad = d[n:].t().mm(states[: rows - n])
-    return grad.addmm_(d[:n].t(), initial)
+    n = batch_sizes[0]
+    if batch_sizes[-1] == n:
+        if reverse:  # step t read step t + 1's state; the last step read the initial one
+            return torch.addmm(d[-n:].t().mm(initial), d[:-n].t(), states[n:])
+        return torch.addmm(d[:n].t().mm(initial), d[n:].t(), states[:-n])
+    return d.t().mm(previous_states(states, initial, batch_sizes, reverse))
 
 
 def last_states(states: Tensor, batch_sizes, reverse: bool, out: Tensor) -> Tensor:
