@@ -15,8 +15,9 @@ the previous empty-cache run filled. ``--train`` also times the main job,
 
 Columns: "while warming", the median forward + backward while the kernels
 are prepared in the background (the caller's slowdown; "-": none ran);
-"compiled in use at", seconds from the process start until ``auto`` picks the
-compiled engine; "after", the median of 20 calls after that; "compile CPU",
+"fast path in use at", seconds from the process start until ``auto`` picks the
+compiled engine (or, for the LSTM, torch's oneDNN LSTM, which it runs without
+kernels: ``rnnkit.engine.onednn``); "after", the median of 20 calls after that; "compile CPU",
 the CPU time of the first forward + backward (where compiling happened before
 background compilation), plus what ``rnnkit.compiled.warmup`` reports for its
 worker process and thread, less the torch.nn.RNN run's first calls (median).
@@ -72,10 +73,17 @@ engine, ready, warming = "torch", None, []
 if module == "rnnkit":
     from rnnkit.engine import resolve_engine
     which = () if cell == "rnn" else (cell,)  # revisions before kernel sets per cell take none
+    try:  # the layer's own question: may torch's oneDNN LSTM run it (a trained layer)?
+        from rnnkit.engine.onednn import onednn_fit
+    except ImportError:  # revisions before it
+        pass
+    else:
+        if cell == "lstm":
+            which += (onednn_fit(x.view(-1, 4), [30] * 100, (False,), False, True),)
     engine = resolve_engine("auto", x, 30, 64, *which)
     # calls go on while the kernels are prepared in the background (none before
     # background compilation existed): how much does the caller slow down?
-    while resolve_engine("auto", x, 30, 64, *which) != "compiled" and (
+    while resolve_engine("auto", x, 30, 64, *which) not in ("compiled", "onednn") and (
         time.perf_counter() - start < 300
     ):
         warming.append(timed(lambda: model(x)[0].sum().backward())[1])
@@ -86,7 +94,7 @@ if module == "rnnkit":
         pass
     else:
         if engine != "compiled":  # else loaded by the first call: in first_cpu already
-            first_cpu += warmup.cpu_seconds(torch.float32, *which) or 0.0
+            first_cpu += warmup.cpu_seconds(torch.float32, *which[:1]) or 0.0
 after = [timed(lambda: model(x)[0].sum().backward())[1] for _ in range(20)]
 median = lambda values: sorted(values)[len(values) // 2] if values else None
 print(json.dumps({
@@ -163,7 +171,7 @@ def main() -> None:
         print(
             "| run | import (s) | 1st forward (ms) | 1st backward (ms) | import+fwd+bwd (s) "
             "| / torch | 10th fwd+bwd (ms) | engine at 10th | fwd+bwd while warming (ms) "
-            "| compiled in use at (s) | fwd+bwd after (ms) | compile CPU (s) |"
+            "| fast path in use at (s) | fwd+bwd after (ms) | compile CPU (s) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         layer = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[args.cell]

@@ -7,7 +7,9 @@ implementations) while ``torch.compile`` or ``torch.export`` traces, and a
 plain call when nothing needs a gradient.
 
 The time loops run compiled (:mod:`rnnkit.compiled.gated_kernels`) or in torch
-ops; :func:`rnnkit.engine.resolve_engine` picks, as for the Elman layer.
+ops; :func:`rnnkit.engine.resolve_engine` picks, as for the Elman layer. In eager
+mode, a dense float32 CPU LSTM layer may run on torch's oneDNN LSTM instead
+(:mod:`rnnkit.engine.onednn`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
+from rnnkit.engine.onednn import onednn_fit, onednn_lstm_layer
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -235,9 +238,13 @@ def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected, engine):
             x, h0, c0, list(weights), list(batch_sizes), list(directions), projected, engine
         )
         return result[:3]
-    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm")
+    grad = grad_needed(x, h0, [c0, *weights])
+    onednn = onednn_fit(x, batch_sizes, directions, projected, grad)
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm", onednn)
+    if engine == "onednn":
+        return onednn_lstm_layer(x, h0, c0, weights, batch_sizes, grad)
     args = (batch_sizes, directions, projected, engine)
-    if grad_needed(x, h0, [c0, *weights]):
+    if grad:
         return LSTMLayerFunction.apply(x, h0, c0, *args, *weights)
     return lstm_layer_forward(x, h0, c0, weights, *args, keep=False)[:3]
 

@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit import compiled
 from rnnkit.compiled import warmup
+from rnnkit.engine.onednn import ALWAYS
 from rnnkit.engine.products import add_input_grad
 from rnnkit.engine.rows import last_step_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
@@ -545,9 +546,15 @@ def grad_needed(x: Tensor, h0: Tensor, weights: Iterable[Tensor]) -> bool:
 
 
 def resolve_engine(
-    requested: str, x: Tensor, batch: int, hidden_size: int, cell: str = "rnn"
+    requested: str,
+    x: Tensor,
+    batch: int,
+    hidden_size: int,
+    cell: str = "rnn",
+    onednn: str | None = None,
 ) -> str:
-    """The one place that picks the engine of a layer: ``"compiled"`` or ``"fused"``.
+    """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
+    or, for an LSTM layer, ``"onednn"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
     float64, numba and SciPy installed) and win: at every size when they can
@@ -557,8 +564,12 @@ def resolve_engine(
     kernels for the input's dtype and the cell are loaded: until then (compiling
     takes 5-15 s on first use) the torch-ops engine runs while they are prepared
     in the background (:mod:`rnnkit.compiled.warmup`). The torch-ops engine everywhere
-    else. ``"compiled"`` insists on the compiled loops, waiting for their kernels
-    if need be; ``"fused"`` on torch ops.
+    else. An LSTM layer that torch's oneDNN LSTM can run (``onednn``, from
+    :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
+    wins (``"always"``), and where it only beats the torch-ops engine
+    (``"until_compiled"``) until the compiled kernels are ready.
+    ``"compiled"`` insists on the compiled loops, waiting for their kernels if
+    need be; ``"fused"`` on torch ops.
 
     Args:
         requested: ``"auto"``, ``"compiled"`` or ``"fused"``.
@@ -566,9 +577,10 @@ def resolve_engine(
         batch: sequences in the batch.
         hidden_size: features of the hidden state.
         cell: "rnn", "lstm" or "gru": whose kernels the compiled engine needs.
+        onednn: ``"always"``, ``"until_compiled"`` or None (oneDNN cannot run it).
 
     Returns:
-        ``"compiled"`` or ``"fused"``.
+        ``"compiled"``, ``"fused"`` or ``"onednn"``.
     """
     if requested == "fused":
         return "fused"
@@ -588,11 +600,13 @@ def resolve_engine(
             "Received an invalid value for argument `engine`, expected one of "
             f"'auto', 'compiled', 'fused', got {requested!r}."
         )
+    if onednn == ALWAYS:
+        return "onednn"
     if not (runs_compiled and compiled.available()):
-        return "fused"
+        return "onednn" if onednn else "fused"
     # Asked before the size rule, whose large_gemm_library() would import numba here.
     if not warmup.ready(x.dtype, cell):  # starts preparing the kernels in the background
-        return "fused"
+        return "onednn" if onednn else "fused"
     one_thread = torch.get_num_threads() == 1
     limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX
     if batch * hidden_size * hidden_size <= limit:

@@ -1,0 +1,106 @@
+"""torch's oneDNN LSTM for the dense float32 CPU layers where it beats our loops.
+
+torch runs ``nn.LSTM`` on oneDNN's fused LSTM (``aten::mkldnn_rnn_layer``) for
+dense float32 CPU input without projection. Its per-step product runs close to
+the CPU's peak, faster than the sequential-GEMM bound of our loops (which call
+BLAS per step), so there it wins. Our compiled loops against it, as ratios of
+time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
+50x64x32x128 and 100x30x4x256, 1-2 layers
+(``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm``):
+
+- inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2;
+- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2;
+- training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
+  runs the two directions one after the other), so oneDNN runs it only until our
+  compiled kernels are ready.
+
+The torch-ops engine, the other fallback, reaches 0.07-0.81 of it, so while the
+compiled kernels compile on first use (:mod:`rnnkit.compiled.warmup`) such a
+layer runs here too. Results are torch's own, bit for bit.
+
+Shape symbols: ``R = L * N`` packed rows, ``N`` batch, ``D`` directions,
+``H_in`` input features, ``H`` hidden features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+# What :func:`onednn_fit` returns: oneDNN runs the layer whenever "auto" may pick,
+# or only while the compiled kernels are not ready.
+ALWAYS = "always"
+UNTIL_COMPILED = "until_compiled"
+
+
+def onednn_enabled() -> bool:
+    """Whether torch has oneDNN and it is switched on (``torch.backends.mkldnn``)."""
+    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
+def onednn_fit(
+    x: Tensor,
+    batch_sizes: Sequence[int],
+    directions: Sequence[bool],
+    projected: bool,
+    training_grad: bool,
+) -> str | None:
+    """Whether torch's oneDNN LSTM may run an LSTM layer, and when (see the module doc).
+
+    Args:
+        x: the layer's packed input rows.
+        batch_sizes: rows per step; oneDNN takes only equal ones (dense input).
+        directions: the layer's directions (``True`` = reverse).
+        projected: whether the layer has ``proj_size`` (oneDNN has none).
+        training_grad: whether autograd records the layer.
+
+    Returns:
+        ``ALWAYS``, ``UNTIL_COMPILED`` or None (never: not dense float32 CPU input
+        without projection, or oneDNN unavailable or off).
+    """
+    dense = len(set(batch_sizes)) == 1
+    if not (dense and not projected and x.device.type == "cpu" and x.dtype == torch.float32):
+        return None
+    if not onednn_enabled():
+        return None
+    return UNTIL_COMPILED if training_grad and len(directions) == 2 else ALWAYS
+
+
+def onednn_lstm_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: Sequence[Tensor],
+    batch_sizes: Sequence[int],
+    training_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer, all its directions, on torch's LSTM (oneDNN where it is on),
+    through torch's own autograd.
+
+    Args:
+        x: packed input rows of equal-length sequences.
+        h0, c0: initial states of the layer's directions.
+        weights: ``w_ih, w_hh[, b_ih, b_hh]`` per direction, in torch's order.
+        batch_sizes: rows per step, all equal.
+        training_grad: whether autograd records the layer: torch's ``train`` flag,
+            as ``nn.LSTM`` passes it in training (no dropout here either way).
+
+    Returns:
+        ``(out, h_n, c_n)``.
+
+    Shape:
+        x ``(R, H_in)``, h0 and c0 ``(D, N, H)``; out ``(R, D * H)``, h_n and c_n
+        as h0.
+    """
+    steps, batch = len(batch_sizes), batch_sizes[0]
+    directions = h0.size(0)
+    has_biases = len(weights) == 4 * directions
+    dense = x.reshape(steps, batch, x.size(1))  # (L, N, H_in)
+    # torch._VF.lstm is the call torch.nn.LSTM.forward makes; one layer, no dropout
+    # (the stack applies it between layers).
+    out, h_n, c_n = torch._VF.lstm(
+        dense, (h0, c0), list(weights), has_biases, 1, 0.0, training_grad, directions == 2, False
+    )  # out (L, N, D * H)
+    return out.view(steps * batch, out.size(2)), h_n, c_n

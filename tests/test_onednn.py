@@ -1,0 +1,142 @@
+"""When ``"auto"`` runs an LSTM layer on torch's oneDNN LSTM, and that it then
+gives torch's results bit for bit (rnnkit.engine.onednn).
+
+The conformance suite (test_gated_oracle.py) holds every engine to torch at
+tolerance; here the choice itself is checked: which layers oneDNN may run, when
+``"auto"`` picks it, and that the explicit engines are left alone.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit.compiled import warmup
+from rnnkit.engine import gated_stack, onednn, resolve_engine
+from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
+
+needs_onednn = pytest.mark.skipif(
+    not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN"
+)
+
+
+def _fit(dtype=torch.float32, batch_sizes=(3, 3), directions=(False,), projected=False,
+         grad=False):  # fmt: skip
+    return onednn_fit(torch.zeros(6, 2, dtype=dtype), list(batch_sizes), directions, projected,
+                      grad)  # fmt: skip
+
+
+@needs_onednn
+def test_fit_only_dense_float32_without_projection(monkeypatch):
+    assert _fit() == ALWAYS
+    assert _fit(grad=True) == ALWAYS  # one direction: oneDNN wins training too
+    assert _fit(directions=(False, True)) == ALWAYS  # inference of both directions
+    # Training a bidirectional layer: our compiled loops win once ready.
+    assert _fit(directions=(False, True), grad=True) == UNTIL_COMPILED
+    assert _fit(dtype=torch.float64) is None
+    assert _fit(dtype=torch.bfloat16) is None
+    assert _fit(batch_sizes=(3, 2, 1)) is None  # packed sequences of unequal lengths
+    assert _fit(projected=True) is None
+    # The switch alone (torch.backends.mkldnn.flags also resets TF32 settings, and warns).
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert _fit() is None
+
+
+def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
+    x = torch.zeros(6, 2)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    assert resolve_engine("auto", x, 3, 8, "lstm", ALWAYS) == "onednn"
+    assert resolve_engine("auto", x, 3, 8, "lstm", UNTIL_COMPILED) == "compiled"
+    assert resolve_engine("auto", x, 3, 8, "lstm", None) == "compiled"
+    assert resolve_engine("fused", x, 3, 8, "lstm", ALWAYS) == "fused"
+    assert resolve_engine("compiled", x, 3, 8, "lstm", ALWAYS) == "compiled"
+    # While the compiled kernels are being prepared, oneDNN beats the torch-ops engine.
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": False)
+    assert resolve_engine("auto", x, 3, 8, "lstm", UNTIL_COMPILED) == "onednn"
+    assert resolve_engine("auto", x, 3, 8, "lstm", None) == "fused"
+
+
+@pytest.fixture
+def onednn_calls(monkeypatch) -> list:
+    """Counts the layers run on oneDNN; kernels reported ready, engine "auto"."""
+    calls = []
+    run = onednn.onednn_lstm_layer
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return run(*args)
+
+    monkeypatch.setattr(gated_stack, "onednn_lstm_layer", counted)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    return calls
+
+
+def _pair(**kwargs):
+    torch.manual_seed(0)
+    ours = rnnkit.LSTM(5, 16, **kwargs)
+    theirs = torch.nn.LSTM(5, 16, **kwargs)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def _run(module, x, hx):
+    x = x.clone().requires_grad_()
+    hx = tuple(s.clone().requires_grad_() for s in hx)
+    out, (h_n, c_n) = module(x, hx)
+    (out.sin().sum() + h_n.cos().sum() + (c_n * c_n).sum()).backward()
+    return [out, h_n, c_n, x.grad, *(s.grad for s in hx)] + [p.grad for p in module.parameters()]
+
+
+@needs_onednn
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2}, {"bias": False}, {"batch_first": True}])
+def test_dense_float32_training_is_torchs_bit_for_bit(onednn_calls, kwargs):
+    ours, theirs = _pair(**kwargs)
+    layers = kwargs.get("num_layers", 1)
+    x = torch.randn(4, 7, 5) if kwargs.get("batch_first") else torch.randn(7, 4, 5)
+    hx = (torch.randn(layers, 4, 16), torch.randn(layers, 4, 16))
+    for a, b in zip(_run(ours, x, hx), _run(theirs, x, hx), strict=True):
+        assert torch.equal(a, b)
+    assert len(onednn_calls) == layers
+
+
+@needs_onednn
+def test_inference_of_both_directions_is_torchs_bit_for_bit(onednn_calls):
+    ours, theirs = _pair(bidirectional=True, num_layers=2)
+    x = torch.randn(7, 4, 5)
+    with torch.no_grad():
+        for a, b in zip(ours(x)[1] + (ours(x)[0],), theirs(x)[1] + (theirs(x)[0],), strict=True):
+            assert torch.equal(a, b)
+    assert len(onednn_calls) == 2 * 2
+
+
+@needs_onednn
+def test_bidirectional_training_and_other_layers_stay_on_our_engine(onednn_calls, monkeypatch):
+    ours, _ = _pair(bidirectional=True)
+    ours(torch.randn(7, 4, 5, requires_grad=True))[0].sum().backward()
+    ours.double()(torch.randn(7, 4, 5, dtype=torch.float64))
+    packed = pack_padded_sequence(torch.randn(7, 3, 5), [7, 5, 2])
+    _pair()[0](packed)
+    _pair(proj_size=8)[0](torch.randn(7, 4, 5))
+    with monkeypatch.context() as switch:
+        switch.setattr(torch.backends.mkldnn, "enabled", False)
+        _pair()[0](torch.randn(7, 4, 5))
+    assert torch.backends.mkldnn.enabled
+    assert onednn_calls == []
+    # A packed batch of equal lengths is dense: oneDNN runs it.
+    _pair()[0](pack_padded_sequence(torch.randn(7, 3, 5), [7, 7, 7]))
+    assert onednn_calls == [(21, 5)]
+
+
+@needs_onednn
+def test_strided_input_and_states_are_torchs_bit_for_bit(onednn_calls):
+    """A view with strides of its own (a slice of a wider tensor) and states given as
+    transposed views go through unchanged."""
+    ours, theirs = _pair(batch_first=True)
+    x = torch.randn(4, 7, 9)[:, :, 2:7]  # (N, L, H_in), every row strided
+    hx = tuple(torch.randn(4, 1, 16).transpose(0, 1) for _ in range(2))
+    for a, b in zip(_run(ours, x, hx), _run(theirs, x, hx), strict=True):
+        assert torch.equal(a, b)
+    assert len(onednn_calls) == 1
