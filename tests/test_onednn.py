@@ -60,15 +60,15 @@ def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
 
 @pytest.fixture
 def onednn_calls(monkeypatch) -> list:
-    """Counts the layers run on oneDNN; kernels reported ready, engine "auto"."""
+    """Counts the stacks run on oneDNN; kernels reported ready, engine "auto"."""
     calls = []
-    run = onednn.onednn_lstm_layer
+    run = onednn.onednn_lstm_stack
 
     def counted(*args):
         calls.append(args[0].shape)
         return run(*args)
 
-    monkeypatch.setattr(gated_stack, "onednn_lstm_layer", counted)
+    monkeypatch.setattr(gated_stack, "onednn_lstm_stack", counted)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     return calls
@@ -99,7 +99,7 @@ def test_dense_float32_training_is_torchs_bit_for_bit(onednn_calls, kwargs):
     hx = (torch.randn(layers, 4, 16), torch.randn(layers, 4, 16))
     for a, b in zip(_run(ours, x, hx), _run(theirs, x, hx), strict=True):
         assert torch.equal(a, b)
-    assert len(onednn_calls) == layers
+    assert len(onednn_calls) == 1  # the whole stack in one call, as torch.nn.LSTM makes it
 
 
 @needs_onednn
@@ -109,7 +109,7 @@ def test_inference_of_both_directions_is_torchs_bit_for_bit(onednn_calls):
     with torch.no_grad():
         for a, b in zip(ours(x)[1] + (ours(x)[0],), theirs(x)[1] + (theirs(x)[0],), strict=True):
             assert torch.equal(a, b)
-    assert len(onednn_calls) == 2 * 2
+    assert len(onednn_calls) == 2
 
 
 @needs_onednn
@@ -138,5 +138,20 @@ def test_strided_input_and_states_are_torchs_bit_for_bit(onednn_calls):
     x = torch.randn(4, 7, 9)[:, :, 2:7]  # (N, L, H_in), every row strided
     hx = tuple(torch.randn(4, 1, 16).transpose(0, 1) for _ in range(2))
     for a, b in zip(_run(ours, x, hx), _run(theirs, x, hx), strict=True):
+        assert torch.equal(a, b)
+    assert len(onednn_calls) == 1
+
+
+@needs_onednn
+def test_dropout_between_layers_draws_torchs_masks(onednn_calls):
+    """The stack is torch's one call, dropout included: the same random state gives
+    torch's masks, so a trained stack with dropout is torch's bit for bit."""
+    ours, theirs = _pair(num_layers=3, dropout=0.5)
+    x = torch.randn(7, 4, 5)
+    hx = (torch.randn(3, 4, 16), torch.randn(3, 4, 16))
+    torch.manual_seed(1)
+    mine = _run(ours, x, hx)
+    torch.manual_seed(1)
+    for a, b in zip(mine, _run(theirs, x, hx), strict=True):
         assert torch.equal(a, b)
     assert len(onednn_calls) == 1

@@ -8,8 +8,8 @@ plain call when nothing needs a gradient.
 
 The time loops run compiled (:mod:`rnnkit.compiled.gated_kernels`) or in torch
 ops; :func:`rnnkit.engine.resolve_engine` picks, as for the Elman layer. In eager
-mode, a dense float32 CPU LSTM layer may run on torch's oneDNN LSTM instead
-(:mod:`rnnkit.engine.onednn`).
+mode, a dense float32 CPU LSTM stack may run on torch's oneDNN LSTM instead, as one
+call (:mod:`rnnkit.engine.onednn`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
-from rnnkit.engine.onednn import onednn_fit, onednn_lstm_layer
+from rnnkit.engine.onednn import onednn_fit, onednn_lstm_stack
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -238,13 +238,9 @@ def _lstm_layer(x, h0, c0, weights, batch_sizes, directions, projected, engine):
             x, h0, c0, list(weights), list(batch_sizes), list(directions), projected, engine
         )
         return result[:3]
-    grad = grad_needed(x, h0, [c0, *weights])
-    onednn = onednn_fit(x, batch_sizes, directions, projected, grad)
-    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm", onednn)
-    if engine == "onednn":
-        return onednn_lstm_layer(x, h0, c0, weights, batch_sizes, grad)
+    engine = resolve_engine(engine, x, h0.size(1), c0.size(2), "lstm")
     args = (batch_sizes, directions, projected, engine)
-    if grad:
+    if grad_needed(x, h0, [c0, *weights]):
         return LSTMLayerFunction.apply(x, h0, c0, *args, *weights)
     return lstm_layer_forward(x, h0, c0, weights, *args, keep=False)[:3]
 
@@ -258,6 +254,25 @@ def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
     if grad_needed(x, h0, weights):
         return GRULayerFunction.apply(x, h0, batch_sizes, directions, engine, *weights)
     return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine, keep=False)[:2]
+
+
+def _lstm_on_onednn(x, states, all_weights, batch_sizes, bidirectional, dropout, training,
+                    proj_size, engine):  # fmt: skip
+    """The stack on torch's oneDNN LSTM where :func:`resolve_engine` picks it, as
+    ``(out, (h_n, c_n))``; else None. Arguments as :func:`gated_stack`'s."""
+    flat_weights = [w for ws in all_weights for w in ws]
+    directions = (False, True) if bidirectional else (False,)
+    grad = grad_needed(x, states[0], [states[1], *flat_weights])
+    onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad)
+    if onednn is None:
+        return None
+    if resolve_engine(engine, x, states[0].size(1), states[1].size(2), "lstm", onednn) != "onednn":
+        return None
+    num_layers = len(all_weights) // len(directions)
+    out, h_n, c_n = onednn_lstm_stack(
+        x, *states, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
+    )
+    return out, (h_n, c_n)
 
 
 def gated_stack(
@@ -295,6 +310,13 @@ def gated_stack(
         x ``(R, H_in)``, h0 ``(D * num_layers, N, H_out)``, c0 ``(D * num_layers, N, H)``;
         out ``(R, D * H_out)``.
     """
+    if cell == "lstm" and not torch.compiler.is_compiling():
+        on_onednn = _lstm_on_onednn(
+            x, states, all_weights, batch_sizes, bidirectional, dropout, training, proj_size,
+            engine,
+        )  # fmt: skip
+        if on_onednn is not None:
+            return on_onednn
 
     def run_layer(layer, layer_input, layer_states, weights, batch_sizes, directions):
         if cell == "lstm":

@@ -47,20 +47,21 @@ def onednn_fit(
     projected: bool,
     training_grad: bool,
 ) -> str | None:
-    """Whether torch's oneDNN LSTM may run an LSTM layer, and when (see the module doc).
+    """Whether torch's oneDNN LSTM may run an LSTM stack, and when (see the module doc).
 
     Args:
-        x: the layer's packed input rows.
-        batch_sizes: rows per step; oneDNN takes only equal ones (dense input).
-        directions: the layer's directions (``True`` = reverse).
-        projected: whether the layer has ``proj_size`` (oneDNN has none).
-        training_grad: whether autograd records the layer.
+        x: the stack's packed input rows.
+        batch_sizes: rows per step, non-increasing; oneDNN takes only equal ones
+            (dense input).
+        directions: each layer's directions (``True`` = reverse).
+        projected: whether the stack has ``proj_size`` (oneDNN has none).
+        training_grad: whether autograd records the stack.
 
     Returns:
         ``ALWAYS``, ``UNTIL_COMPILED`` or None (never: not dense float32 CPU input
         without projection, or oneDNN unavailable or off).
     """
-    dense = len(set(batch_sizes)) == 1
+    dense = batch_sizes[0] == batch_sizes[-1]  # packed batch sizes never grow
     if not (dense and not projected and x.device.type == "cpu" and x.dtype == torch.float32):
         return None
     if not onednn_enabled():
@@ -68,39 +69,42 @@ def onednn_fit(
     return UNTIL_COMPILED if training_grad and len(directions) == 2 else ALWAYS
 
 
-def onednn_lstm_layer(
+def onednn_lstm_stack(
     x: Tensor,
     h0: Tensor,
     c0: Tensor,
     weights: Sequence[Tensor],
     batch_sizes: Sequence[int],
-    training_grad: bool,
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer, all its directions, on torch's LSTM (oneDNN where it is on),
-    through torch's own autograd.
+    """A whole LSTM stack on torch's LSTM (oneDNN where it is on), through torch's own
+    autograd: the call ``torch.nn.LSTM.forward`` makes, dropout between layers
+    included (so even its masks are torch's for the same random state).
 
     Args:
         x: packed input rows of equal-length sequences.
-        h0, c0: initial states of the layer's directions.
-        weights: ``w_ih, w_hh[, b_ih, b_hh]`` per direction, in torch's order.
+        h0, c0: initial states of every layer and direction.
+        weights: ``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction, in torch's order.
         batch_sizes: rows per step, all equal.
-        training_grad: whether autograd records the layer: torch's ``train`` flag,
-            as ``nn.LSTM`` passes it in training (no dropout here either way).
+        num_layers, bidirectional: the stack's.
+        dropout: on the outputs of every layer but the last, in training.
+        training: whether dropout applies.
 
     Returns:
         ``(out, h_n, c_n)``.
 
     Shape:
-        x ``(R, H_in)``, h0 and c0 ``(D, N, H)``; out ``(R, D * H)``, h_n and c_n
-        as h0.
+        x ``(R, H_in)``, h0 and c0 ``(D * num_layers, N, H)``; out ``(R, D * H)``,
+        h_n and c_n as h0.
     """
     steps, batch = len(batch_sizes), batch_sizes[0]
-    directions = h0.size(0)
-    has_biases = len(weights) == 4 * directions
+    has_biases = len(weights) == 4 * h0.size(0)
     dense = x.reshape(steps, batch, x.size(1))  # (L, N, H_in)
-    # torch._VF.lstm is the call torch.nn.LSTM.forward makes; one layer, no dropout
-    # (the stack applies it between layers).
     out, h_n, c_n = torch._VF.lstm(
-        dense, (h0, c0), list(weights), has_biases, 1, 0.0, training_grad, directions == 2, False
-    )  # out (L, N, D * H)
+        dense, (h0, c0), list(weights), has_biases, num_layers, dropout, training,
+        bidirectional, False,
+    )  # fmt: skip  # out (L, N, D * H)
     return out.view(steps * batch, out.size(2)), h_n, c_n
