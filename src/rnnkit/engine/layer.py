@@ -554,7 +554,7 @@ def resolve_engine(
     onednn: str | None = None,
 ) -> str:
     """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
-    or, for an LSTM layer, ``"onednn"``.
+    or, for a whole LSTM stack, ``"onednn"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
     float64, numba and SciPy installed) and win: at every size when they can
@@ -564,7 +564,7 @@ def resolve_engine(
     kernels for the input's dtype and the cell are loaded: until then (compiling
     takes 5-15 s on first use) the torch-ops engine runs while they are prepared
     in the background (:mod:`rnnkit.compiled.warmup`). The torch-ops engine everywhere
-    else. An LSTM layer that torch's oneDNN LSTM can run (``onednn``, from
+    else. An LSTM stack that torch's oneDNN LSTM can run (``onednn``, from
     :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
     wins (``"always"``), and where it only beats the torch-ops engine
     (``"until_compiled"``) until the compiled kernels are ready.
