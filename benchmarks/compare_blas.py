@@ -5,12 +5,14 @@ The measurement behind ``rnnkit.compiled.blas.LARGE_GEMM`` and its exceptions
 (``T`` in front: ``a.T @ b`` with ``a`` stored ``k x m``, as in the weight
 gradients), the best-of-5 time per product of a compiled loop calling SciPy's
 BLAS (on one thread, as the kernels run it), torch's bundled BLAS (at torch's
-thread count), and ``torch.addmm`` in a Python loop; and which of the two
-libraries ``gemm_accumulate`` gives it at that thread count.
+thread count), torch's brgemm (one thread; products that are not transposed;
+``BRGEMM_MIN``) and ``torch.addmm`` in a Python loop; and which of them
+``gemm_accumulate`` gives it at that thread count.
 
 Example:
     python benchmarks/compare_blas.py --threads 1 2
     python benchmarks/compare_blas.py --products 30x256x256 3000x256x4 T256x3000x256
+    python benchmarks/compare_blas.py --threads 1 --products 30x64x64 16x64x256 30x64x192
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def _loop(gemm):
     return loop
 
 
+@njit
+def _brgemm_loop(a, b, c, steps, transpose_a):
+    """As :func:`_loop`'s loops, through torch's brgemm (``c += a @ b``; no transposes)."""
+    m, k = a.shape
+    for _ in range(steps):
+        blas._brgemm(m, b.shape[1], k, k, b.shape[1], c.shape[1], np.uint8(1), a.ctypes.data,
+                     b.ctypes.data, c.ctypes.data, np.uint8(0))  # fmt: skip
+
+
 def _best_us(call, steps: int) -> float:
     call(1)
     best = float("inf")
@@ -68,7 +79,10 @@ def time_product(loops: dict, product: str) -> list[float]:
     c = np.zeros((m, n), np.float32)
     steps = max(20, int(3e7 / (m * k * n)))
     times = []
-    for loop in loops.values():
+    for name, loop in loops.items():
+        if name == "brgemm" and transpose_a:  # it takes no transposed operand
+            times.append(float("nan"))
+            continue
         times.append(_best_us(lambda s, loop=loop: loop(a, b, c, s, transpose_a), steps))
     at, bt, ct = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
     at = at.t() if transpose_a else at
@@ -88,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _single_threaded_scipy_blas()
     large = f"{blas.LARGE_GEMM_LIBRARY} (large)"
-    loops = {"scipy": _loop(blas._sgemm), large: _loop(blas._sgemm_large)}
+    loops = {"scipy": _loop(blas._sgemm), large: _loop(blas._sgemm_large), "brgemm": _brgemm_loop}
     print(f"float32; large products (>= {blas.LARGE_GEMM} multiply-adds) go to "
           f"{blas.LARGE_GEMM_LIBRARY}'s BLAS")  # fmt: skip
     names = " | ".join(f"{name} us" for name in loops)
@@ -97,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         torch.set_num_threads(threads)
         for product in args.products:
-            times = " | ".join(f"{t:.2f}" for t in time_product(loops, product))
+            times = " | ".join("-" if t != t else f"{t:.2f}" for t in time_product(loops, product))
             transpose_a, m, k, n = parse_product(product)
-            large = blas.goes_to_large_library(m, k, n, transpose_a, blas.tall_rows())
+            tall_rows = blas.tall_rows()
+            large = blas.goes_to_large_library(m, k, n, transpose_a, tall_rows)
             used = blas.LARGE_GEMM_LIBRARY if large else "scipy"
+            if not transpose_a and blas.goes_to_brgemm(m, k, n, tall_rows):
+                used = "brgemm"
             print(f"| {product} | {threads} | {times} | {used} |")
     return 0
 

@@ -8,6 +8,7 @@ matches torch.nn.RNN on steps large enough to have used it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import rnnkit
 from rnnkit import compiled
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba or scipy not installed")
@@ -162,6 +164,7 @@ def test_rnnkit_blas_selects_or_refuses(blas, monkeypatch):
 
 LARGE_STEPS = """
 import torch, rnnkit
+import rnnkit
 from rnnkit import compiled
 from rnnkit.engine import resolve_engine
 print(compiled.large_gemm_library())
@@ -202,3 +205,81 @@ def test_large_steps_match_torch_with_either_blas(library):
         assert (used, auto) == ("scipy", "fused")
     else:
         assert auto == ("compiled" if used == "torch" else "fused")
+
+
+def test_per_step_products_go_to_brgemm_at_one_thread(blas):
+    """torch's brgemm takes the float32 products of BRGEMM_MIN multiply-adds or more
+    with fewer than tall_rows rows, only when torch runs on one thread."""
+    one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
+    choose = blas.goes_to_brgemm
+    assert choose(16, 64, 256, one_thread)  # 2**18: an LSTM step of batch 16, H = 64
+    assert not choose(30, 64, 64, one_thread)  # an Elman step at H = 64: BLAS is faster
+    assert choose(30, 256, 768, one_thread) and not choose(30, 256, 768, none)
+    assert not choose(256, 64, 64, one_thread)  # tall: the products over all steps
+    assert not choose(3000, 256, 8, one_thread)  # narrow
+
+
+def _brgemm_like(function) -> int:
+    """The address of a Python function with brgemm's C signature (kept alive)."""
+    signature = [ctypes.c_int64] * 6 + [ctypes.c_bool, *[ctypes.c_void_p] * 3, ctypes.c_bool]
+    callback = ctypes.CFUNCTYPE(None, *signature)(function)
+    _CALLBACKS.append(callback)
+    return ctypes.cast(callback, ctypes.c_void_p).value
+
+
+_CALLBACKS: list = []
+
+
+def test_brgemm_probe_accepts_torchs_and_the_stand_in_and_refuses_a_wrong_one(blas):
+    if blas._TORCH_BRGEMM is not None:
+        assert blas._brgemm_is_correct(blas._TORCH_BRGEMM)
+    assert blas._brgemm_is_correct(blas.brgemm_stand_in_address())
+
+    def overwrites_always(m, n, k, ld_a, ld_b, ld_c, add_c, a, b, c, is_vnni):
+        rows = [(c + i * ld_c * 4) for i in range(m)]  # float32 rows of c
+        for row in rows:
+            ctypes.memset(row, 0, n * 4)  # ignores add_C and the operands: wrong
+
+    assert not blas._brgemm_is_correct(_brgemm_like(overwrites_always))
+
+
+def test_a_library_without_brgemm_gets_the_stand_in(blas, monkeypatch):
+    without = next((Path(torch.__file__).parent / "lib").glob("*c10*"))
+    monkeypatch.setattr(blas, "_torch_library", lambda: without)
+    assert blas.torch_brgemm_address() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("RNNKIT_BLAS", "scipy")
+    assert blas.torch_brgemm_address() is None
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_brgemm_steps_match_torch(cell, packed, monkeypatch):
+    """At one thread, steps of 2**18 multiply-adds or more run on brgemm (forward and
+    backward): float32 outputs and every gradient as torch's layer's, dense and packed."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        hidden = 128 if cell == "RNN" else 64  # N * H * gates * H >= 2**18 at N = 32
+        ours = getattr(rnnkit, cell)(8, hidden, 2, bidirectional=True)
+        theirs = getattr(torch.nn, cell)(8, hidden, 2, bidirectional=True)
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(12, 32, 8, requires_grad=True)
+        lengths = torch.randint(1, 13, (32,)).tolist() if packed else [12] * 32
+
+        def run(layer):
+            inputs = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+            out, state = layer(inputs)
+            out = out.data if packed else out
+            h_n = state[0] if cell == "LSTM" else state
+            loss = (out * out).sum() + h_n.sum()
+            return [out, h_n, *torch.autograd.grad(loss, [x, *layer.parameters()])]
+
+        for mine, reference in zip(run(ours), run(theirs), strict=True):
+            torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,7 +1,8 @@
 """BLAS GEMM callable from numba-compiled code: SciPy's BLAS, and torch's own.
 
 Two BLAS libraries serve the compiled loops, picked per product by its size
-(and shape: see :func:`goes_to_large_library`):
+(and shape: see :func:`goes_to_large_library`), and, when torch runs on one
+thread, a third kernel serves the per-step products (see :func:`goes_to_brgemm`):
 
 - SciPy's (OpenBLAS in its wheels), on one thread: the fastest here on small
   products (1 x 64 x 64: 0.14 against 0.29 us; 8 x 256 x 256: 9.0 against 17 us).
@@ -13,6 +14,16 @@ Two BLAS libraries serve the compiled loops, picked per product by its size
   ``libtorch_cpu``), so it is used only after a probe product checks it; where
   it is missing or wrong, or ``RNNKIT_BLAS=scipy`` is set, SciPy's takes every
   product.
+- oneDNN's batch-reduce GEMM as torch exposes it (``at::native::cpublas::brgemm``,
+  a JIT-generated kernel per shape, cached by torch per thread), for float32
+  products that are not transposed, from ``BRGEMM_MIN`` multiply-adds up, with
+  fewer than ``tall_rows`` rows: a recurrence's per-step products. It runs near
+  this CPU's peak on them: from 2**20 multiply-adds, 1.2-1.3x faster than torch's
+  MKL and 1.3-1.7x than SciPy's (30 x 256 x 768: 103 us against 133 and 170;
+  ``benchmarks/compare_blas.py``), even with SciPy's below. It is a private C++
+  symbol of ``libtorch_cpu`` (present in torch 2.13, not in every release), probed
+  like torch's BLAS; where it is missing or wrong, a compiled stand-in with its
+  signature calls the large-product BLAS.
 
 The functions' addresses are registered with LLVM under fixed symbol names, so
 compiled kernels refer to them by name and numba can cache those kernels on
@@ -33,7 +44,7 @@ from pathlib import Path
 import llvmlite.binding as llvm
 import numpy as np
 import torch
-from numba import njit, types
+from numba import cfunc, njit, types
 from numba.extending import get_cython_function_address, overload
 
 from rnnkit.compiled.cache import configure_numba
@@ -64,6 +75,17 @@ NARROW_COLUMNS = 8
 TALL_ROWS_ONE_THREAD = 256
 NO_TALL_LIMIT = 1 << 62
 _TALL_ROWS_SLOT = 8  # where scratch() keeps the tall-rows limit
+
+# Float32 products of at least this many multiply-adds go to torch's brgemm (where it is
+# usable, torch runs on one thread, the product is not transposed and has fewer than
+# tall_rows rows). In a compiled loop, 1 thread (benchmarks/compare_blas.py --threads 1):
+# even with SciPy's below (30 x 64 x 64: 2.18 us both; 30 x 64 x 256: 8.6 against 8.9),
+# faster than both from 2**20 (30 x 128 x 384: 25.5 against 34.2 us for torch's MKL and
+# 42.8 for SciPy's; 30 x 256 x 768: 103 against 133 and 170; 64 x 128 x 512: 72 against 85).
+BRGEMM_MIN = 1 << 18
+# The mangled name of at::native::cpublas::brgemm(M, N, K, ld_a, ld_b, ld_c, add_C,
+# const float* A, const float* B, float* C, bool is_vnni), exported by libtorch_cpu.
+_BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
 
 _CACHE = configure_numba()  # where the kernels' disk cache is, or False: none (see cache.py)
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
@@ -123,6 +145,39 @@ def torch_blas_addresses() -> dict[str, int] | None:
     return addresses
 
 
+def _brgemm_is_correct(address: int) -> bool:
+    """Whether the brgemm at ``address`` computes and accumulates a small product
+    exactly, with leading dimensions wider than the rows."""
+    brgemm = ctypes.CFUNCTYPE(None, *[ctypes.c_int64] * 6, ctypes.c_bool, *[ctypes.c_void_p] * 3,
+                              ctypes.c_bool)(address)  # fmt: skip
+    a = np.arange(1, 11, dtype=np.float32).reshape(2, 5)  # rows of 5, 3 used
+    b = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    c = np.full((2, 6), np.nan, dtype=np.float32)  # rows of 6, 4 used; add_C False must not read
+    expected = a[:, :3] @ b
+    brgemm(2, 4, 3, 5, 4, 6, False, a.ctypes.data, b.ctypes.data, c.ctypes.data, False)
+    first = np.array_equal(c[:, :4], expected) and np.isnan(c[:, 4:]).all()
+    brgemm(2, 4, 3, 5, 4, 6, True, a.ctypes.data, b.ctypes.data, c.ctypes.data, False)
+    return bool(first and np.array_equal(c[:, :4], 2 * expected))
+
+
+def torch_brgemm_address() -> int | None:
+    """The address of torch's float32 brgemm (see the module doc), or None where it is
+    not exported (torch before 2.6), fails its probe, or ``RNNKIT_BLAS=scipy``."""
+    path = _torch_library()
+    if os.environ.get(_ENVIRONMENT, "auto") == "scipy" or path is None:
+        return None
+    try:
+        function = getattr(ctypes.CDLL(str(path)), _BRGEMM_SYMBOL)
+    except (OSError, AttributeError):
+        logger.info("rnnkit.compiled: %s exports no brgemm; per-step products use BLAS", path)
+        return None
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if not _brgemm_is_correct(address):
+        logger.warning("rnnkit.compiled: the brgemm in %s failed its probe; using BLAS", path)
+        return None
+    return address
+
+
 _TORCH_BLAS = torch_blas_addresses()
 # Which library large products go to: "torch" or "scipy".
 LARGE_GEMM_LIBRARY = "scipy" if _TORCH_BLAS is None else "torch"
@@ -133,10 +188,37 @@ for _name in ("sgemm", "dgemm"):
 
 # Fortran BLAS takes every argument by pointer; pointers travel as intp.
 _GEMM = types.void(*([types.intp] * 13))
+
 _sgemm = types.ExternalFunction("rnnkit_sgemm", _GEMM)
 _dgemm = types.ExternalFunction("rnnkit_dgemm", _GEMM)
 _sgemm_large = types.ExternalFunction("rnnkit_sgemm_large", _GEMM)
 _dgemm_large = types.ExternalFunction("rnnkit_dgemm_large", _GEMM)
+
+# brgemm: M, N, K, ld_a, ld_b, ld_c, add_C, A, B, C, is_vnni (bools as bytes).
+_BRGEMM = types.void(*([types.int64] * 6), types.uint8, types.intp, types.intp, types.intp,
+                     types.uint8)  # fmt: skip
+_brgemm = types.ExternalFunction("rnnkit_brgemm", _BRGEMM)
+
+
+def _brgemm_stand_in(m, n, k, ld_a, ld_b, ld_c, add_c, a, b, c, is_vnni):
+    """brgemm's signature and result, by the large-product BLAS: where torch has none."""
+    ints = np.empty(8, np.int64)  # transa, transb, m, n, k, lda, ldb, ldc of BLAS's call
+    ints[0], ints[1] = _NO_TRANSPOSE, _NO_TRANSPOSE
+    ints[2], ints[3], ints[4] = n, m, k  # row-major c = a @ b is column-major c^T = b^T @ a^T
+    ints[5], ints[6], ints[7] = ld_b, ld_a, ld_c
+    scalars = np.empty(2, np.float32)
+    scalars[0], scalars[1] = 1.0, 1.0 if add_c else 0.0
+    p, s = ints.ctypes.data, scalars.ctypes.data
+    _sgemm_large(p, p + 8, p + 16, p + 24, p + 32, s, b, p + 40, a, p + 48, s + 4, c, p + 56)
+
+
+def brgemm_stand_in_address() -> int:
+    """The address of :func:`_brgemm_stand_in`, compiled (once per cache) on first call."""
+    return cfunc(_BRGEMM, cache=_CACHE, nopython=True)(_brgemm_stand_in).address
+
+
+_TORCH_BRGEMM = torch_brgemm_address()
+llvm.add_symbol("rnnkit_brgemm", _TORCH_BRGEMM or brgemm_stand_in_address())
 
 
 @njit(inline="always")
@@ -177,6 +259,17 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
     sx = scalar_args.itemsize
     return (p, p + 7 * i8, p + i8, p + 2 * i8, p + 3 * i8, s, b.ctypes.data, p + 4 * i8,
             a.ctypes.data, p + 5 * i8, s + sx, c.ctypes.data, p + 6 * i8)  # fmt: skip
+
+
+@njit(cache=_CACHE, nogil=True)
+def goes_to_brgemm(m, k, n, tall_rows):
+    """Whether :func:`gemm_accumulate` gives a float32 ``(m, k) @ (k, n)`` product that
+    is not transposed (and accumulates or overwrites) to torch's brgemm: torch on one
+    thread (``tall_rows`` set), fewer than ``tall_rows`` rows, at least ``BRGEMM_MIN``
+    multiply-adds, not narrow."""
+    if tall_rows == NO_TALL_LIMIT or m >= tall_rows or n <= NARROW_COLUMNS:
+        return False
+    return m * k * n >= BRGEMM_MIN
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -242,8 +335,15 @@ def _gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpos
         if beta == 0.0:
             c[:] = 0.0
         return
+    tall_rows = int_args[_TALL_ROWS_SLOT]
+    if (c.itemsize == 4 and not (transpose_a or transpose_b) and (beta == 0.0 or beta == 1.0)
+            and goes_to_brgemm(m, k, n, tall_rows)):  # fmt: skip
+        add_c, is_vnni = np.uint8(beta == 1.0), np.uint8(0)
+        _brgemm(m, n, k, _leading_dimension(a), _leading_dimension(b), _leading_dimension(c),
+                add_c, a.ctypes.data, b.ctypes.data, c.ctypes.data, is_vnni)  # fmt: skip
+        return
     args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
-    large = goes_to_large_library(m, k, n, transpose_a, int_args[_TALL_ROWS_SLOT])
+    large = goes_to_large_library(m, k, n, transpose_a, tall_rows)
     if c.itemsize == 4:
         if large:
             _sgemm_large(*args)

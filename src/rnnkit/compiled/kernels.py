@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from rnnkit.compiled.blas import gemm_accumulate, goes_to_large_library, scratch
+from rnnkit.compiled.blas import gemm_accumulate, goes_to_brgemm, goes_to_large_library, scratch
 from rnnkit.compiled.cache import configure_numba
 
 _CACHE = configure_numba()  # False where no cache directory can be written (see cache.py)
@@ -206,8 +206,12 @@ def forward_loop(
     # _transposed), or if it has one row: there the copy is most of a call's extra
     # memory (16 KiB at H = 64 against a 25 KiB output at 100x1x4x64) and saves little
     # time (inference 2% faster with it, training the same, in compare_revisions).
+    # torch's brgemm takes no transposed operand: it reads the copy.
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
-    in_place = batch == 1 or goes_to_large_library(batch, hidden, hidden, False, tall_rows)
+    to_brgemm = out.itemsize == 4 and goes_to_brgemm(batch, hidden, hidden, tall_rows)
+    in_place = batch == 1 or (
+        goes_to_large_library(batch, hidden, hidden, False, tall_rows) and not to_brgemm
+    )
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
