@@ -106,6 +106,20 @@ def test_leaves_threads_and_random_state_as_they_were():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.skipif(not compiled_available(), reason="numba or scipy not installed")
+def test_waits_for_each_cells_kernels_before_timing(monkeypatch):
+    """Under "auto", the first calls of a fresh cache run torch ops while the kernels
+    compile: the benchmark times the engine once they are ready."""
+    from rnnkit.compiled import warmup
+
+    waited = []
+    monkeypatch.setattr(warmup, "wait", lambda dtype, cell="rnn": waited.append((dtype, cell)))
+    config = tiny_config(cells=("gru", "rnn"), layers=(1,), bidirectional=(False,),
+                         modes=("inference",), measure_memory=False)  # fmt: skip
+    run_benchmark(config)
+    assert waited == [(torch.float32, "gru"), (torch.float32, "rnn")]
+
+
 def test_memory_can_be_skipped():
     (row,) = run_benchmark(
         tiny_config(layers=(1,), bidirectional=(False,), modes=("train",), measure_memory=False)
