@@ -8,8 +8,10 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 50x64x32x128 and 100x30x4x256, 1-2 layers
 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm``):
 
-- inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2;
-- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2;
+- inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2 (0.78-0.86 at 1
+  thread since per-step products run on torch's brgemm);
+- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2 (with brgemm,
+  1.17 at 100x30x4x256, still given to oneDNN: one row draws no line);
 - training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
   runs the two directions one after the other), so oneDNN runs it only until our
   compiled kernels are ready.
