@@ -399,12 +399,14 @@ def test_engine_comparison_prints_a_ratio_per_engine_and_restores_the_engine(mon
 
 @pytest.mark.skipif(not compiled_available(), reason="numba or scipy not installed")
 def test_blas_comparison_times_each_library_and_torch(capsys):
-    argv = ["--products", "2x3x4", "T300x4x1024", "--threads", "1"]
+    argv = ["--products", "2x3x4", "T300x4x1024", "16x64x256", "--threads", "1"]
     assert load_script("compare_blas").main(argv) == 0
-    small, large = table_rows(capsys.readouterr().out, columns=6)
-    assert small[:2] == ["2x3x4", "1"] and all(float(cell) > 0 for cell in small[2:5])
-    assert small[5] == "scipy" and large[:2] == ["T300x4x1024", "1"]
-    assert large[5] == compiled_large_gemm_library()  # transposed: not a tall exception
+    small, large, step = table_rows(capsys.readouterr().out, columns=7)
+    assert small[:2] == ["2x3x4", "1"] and all(float(cell) > 0 for cell in small[2:6])
+    assert small[6] == "scipy" and large[:2] == ["T300x4x1024", "1"]
+    assert large[4] == "-"  # brgemm takes no transposed operand
+    assert large[6] == compiled_large_gemm_library()  # transposed: not a tall exception
+    assert step[6] == "brgemm"  # a per-step product at one thread
 
 
 def test_interleave_effect_prints_alone_and_interleaved_times(capsys):
