@@ -79,7 +79,7 @@ if module == "rnnkit":
         pass
     else:
         if cell == "lstm":
-            which += (onednn_fit(x.view(-1, 4), [30] * 100, (False,), False, True),)
+            which += (onednn_fit(x.view(-1, 4), [30] * 100, (False,), False, True, 64),)
     engine = resolve_engine("auto", x, 30, 64, *which)
     # calls go on while the kernels are prepared in the background (none before
     # background compilation existed): how much does the caller slow down?

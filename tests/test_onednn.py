@@ -23,9 +23,9 @@ needs_onednn = pytest.mark.skipif(
 
 
 def _fit(dtype=torch.float32, batch_sizes=(3, 3), directions=(False,), projected=False,
-         grad=False):  # fmt: skip
+         grad=False, hidden=8):  # fmt: skip
     return onednn_fit(torch.zeros(6, 2, dtype=dtype), list(batch_sizes), directions, projected,
-                      grad)  # fmt: skip
+                      grad, hidden)  # fmt: skip
 
 
 @needs_onednn
@@ -42,6 +42,26 @@ def test_fit_only_dense_float32_without_projection(monkeypatch):
     # The switch alone (torch.backends.mkldnn.flags also resets TF32 settings, and warns).
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     assert _fit() is None
+
+
+@needs_onednn
+def test_one_direction_training_with_large_steps_goes_to_our_loops_at_one_thread():
+    """Above OURS_TRAIN_MIN (N * H**2) our loops beat oneDNN in training at one thread
+    (per-step products on brgemm); at two threads oneDNN's parallel product wins."""
+    threads = torch.get_num_threads()
+    large, at_limit = (
+        {"batch_sizes": (30, 30), "hidden": 256},
+        {"batch_sizes": (64, 64), "hidden": 128},
+    )
+    try:
+        torch.set_num_threads(1)
+        assert _fit(grad=True, **large) == UNTIL_COMPILED
+        assert _fit(grad=True, **at_limit) == ALWAYS  # 64 * 128**2 = 2**20: oneDNN wins
+        assert _fit(grad=False, **large) == ALWAYS  # inference: oneDNN at every size
+        torch.set_num_threads(2)
+        assert _fit(grad=True, **large) == ALWAYS
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):

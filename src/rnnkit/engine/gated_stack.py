@@ -263,7 +263,7 @@ def _lstm_on_onednn(x, states, all_weights, batch_sizes, bidirectional, dropout,
     flat_weights = [w for ws in all_weights for w in ws]
     directions = (False, True) if bidirectional else (False,)
     grad = grad_needed(x, states[0], [states[1], *flat_weights])
-    onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad)
+    onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, states[1].size(2))
     if onednn is None:
         return None
     if resolve_engine(engine, x, states[0].size(1), states[1].size(2), "lstm", onednn) != "onednn":

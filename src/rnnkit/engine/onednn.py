@@ -10,11 +10,17 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 
 - inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2 (0.78-0.86 at 1
   thread since per-step products run on torch's brgemm);
-- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2 (with brgemm,
-  1.17 at 100x30x4x256, still given to oneDNN: one row draws no line);
+- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2; since per-step
+  products run on torch's brgemm at one thread, our loops win once a step's
+  product passes ``OURS_TRAIN_MIN`` (``N * H**2``): 1.04-1.21 at 100x30x4x256,
+  100x64x4x256, 50x64x32x256, 100x30x64x256 and 100x30x4x512, against 0.89-0.92
+  at 50x64x32x128 (exactly ``2**20``), 100x30x4x128 and 100x8x4x256
+  (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes train --threads 1``);
 - training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
-  runs the two directions one after the other), so oneDNN runs it only until our
-  compiled kernels are ready.
+  runs the two directions one after the other).
+
+Where our loops win in training, oneDNN runs the stack only until our compiled
+kernels are ready.
 
 The torch-ops engine, the other fallback, reaches 0.07-0.81 of it, so while the
 compiled kernels compile on first use (:mod:`rnnkit.compiled.warmup`) such a
@@ -35,6 +41,9 @@ from torch import Tensor
 # or only while the compiled kernels are not ready.
 ALWAYS = "always"
 UNTIL_COMPILED = "until_compiled"
+# One-direction training at one thread: above this N * H**2 (a step's product), our
+# compiled loops beat oneDNN (see the module doc).
+OURS_TRAIN_MIN = 1 << 20
 
 
 def onednn_enabled() -> bool:
@@ -48,6 +57,7 @@ def onednn_fit(
     directions: Sequence[bool],
     projected: bool,
     training_grad: bool,
+    hidden_size: int,
 ) -> str | None:
     """Whether torch's oneDNN LSTM may run an LSTM stack, and when (see the module doc).
 
@@ -58,6 +68,7 @@ def onednn_fit(
         directions: each layer's directions (``True`` = reverse).
         projected: whether the stack has ``proj_size`` (oneDNN has none).
         training_grad: whether autograd records the stack.
+        hidden_size: ``H``, the cell state's features.
 
     Returns:
         ``ALWAYS``, ``UNTIL_COMPILED`` or None (never: not dense float32 CPU input
@@ -68,7 +79,11 @@ def onednn_fit(
         return None
     if not onednn_enabled():
         return None
-    return UNTIL_COMPILED if training_grad and len(directions) == 2 else ALWAYS
+    if not training_grad:
+        return ALWAYS
+    large_steps = batch_sizes[0] * hidden_size**2 > OURS_TRAIN_MIN
+    ours_win = len(directions) == 2 or (large_steps and torch.get_num_threads() == 1)
+    return UNTIL_COMPILED if ours_win else ALWAYS
 
 
 def onednn_lstm_stack(
