@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             tall_rows = blas.tall_rows()
             large = blas.goes_to_large_library(m, k, n, transpose_a, tall_rows)
             used = blas.LARGE_GEMM_LIBRARY if large else "scipy"
-            if not transpose_a and blas.goes_to_brgemm(m, k, n, tall_rows):
+            if not transpose_a and blas.goes_to_brgemm(m, k, n, 4, tall_rows):
                 used = "brgemm"
             print(f"| {product} | {threads} | {times} | {used} |")
     return 0

@@ -211,8 +211,12 @@ def test_per_step_products_go_to_brgemm_at_one_thread(blas):
     """torch's brgemm takes the float32 products of BRGEMM_MIN multiply-adds or more
     with fewer than tall_rows rows, only when torch runs on one thread."""
     one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
-    choose = blas.goes_to_brgemm
+
+    def choose(m, k, n, tall_rows, itemsize=4):
+        return blas.goes_to_brgemm(m, k, n, itemsize, tall_rows)
+
     assert choose(16, 64, 256, one_thread)  # 2**18: an LSTM step of batch 16, H = 64
+    assert not choose(16, 64, 256, one_thread, itemsize=8)  # float64: BLAS
     assert not choose(30, 64, 64, one_thread)  # an Elman step at H = 64: BLAS is faster
     assert choose(30, 256, 768, one_thread) and not choose(30, 256, 768, none)
     assert not choose(256, 64, 64, one_thread)  # tall: the products over all steps

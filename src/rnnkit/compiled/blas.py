@@ -162,7 +162,8 @@ def _brgemm_is_correct(address: int) -> bool:
 
 def torch_brgemm_address() -> int | None:
     """The address of torch's float32 brgemm (see the module doc), or None where it is
-    not exported (torch before 2.6), fails its probe, or ``RNNKIT_BLAS=scipy``."""
+    not exported (not every torch release has it), fails its probe, or
+    ``RNNKIT_BLAS=scipy``."""
     path = _torch_library()
     if os.environ.get(_ENVIRONMENT, "auto") == "scipy" or path is None:
         return None
@@ -188,7 +189,6 @@ for _name in ("sgemm", "dgemm"):
 
 # Fortran BLAS takes every argument by pointer; pointers travel as intp.
 _GEMM = types.void(*([types.intp] * 13))
-
 _sgemm = types.ExternalFunction("rnnkit_sgemm", _GEMM)
 _dgemm = types.ExternalFunction("rnnkit_dgemm", _GEMM)
 _sgemm_large = types.ExternalFunction("rnnkit_sgemm_large", _GEMM)
@@ -262,12 +262,12 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
 
 
 @njit(cache=_CACHE, nogil=True)
-def goes_to_brgemm(m, k, n, tall_rows):
-    """Whether :func:`gemm_accumulate` gives a float32 ``(m, k) @ (k, n)`` product that
-    is not transposed (and accumulates or overwrites) to torch's brgemm: torch on one
-    thread (``tall_rows`` set), fewer than ``tall_rows`` rows, at least ``BRGEMM_MIN``
-    multiply-adds, not narrow."""
-    if tall_rows == NO_TALL_LIMIT or m >= tall_rows or n <= NARROW_COLUMNS:
+def goes_to_brgemm(m, k, n, itemsize, tall_rows):
+    """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product that is not
+    transposed (and accumulates or overwrites) to torch's brgemm: float32 (``itemsize``
+    4), torch on one thread (``tall_rows`` set), fewer than ``tall_rows`` rows, at least
+    ``BRGEMM_MIN`` multiply-adds, not narrow."""
+    if itemsize != 4 or tall_rows == NO_TALL_LIMIT or m >= tall_rows or n <= NARROW_COLUMNS:
         return False
     return m * k * n >= BRGEMM_MIN
 
@@ -336,8 +336,8 @@ def _gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpos
             c[:] = 0.0
         return
     tall_rows = int_args[_TALL_ROWS_SLOT]
-    if (c.itemsize == 4 and not (transpose_a or transpose_b) and (beta == 0.0 or beta == 1.0)
-            and goes_to_brgemm(m, k, n, tall_rows)):  # fmt: skip
+    if (not (transpose_a or transpose_b) and (beta == 0.0 or beta == 1.0)
+            and goes_to_brgemm(m, k, n, c.itemsize, tall_rows)):  # fmt: skip
         add_c, is_vnni = np.uint8(beta == 1.0), np.uint8(0)
         _brgemm(m, n, k, _leading_dimension(a), _leading_dimension(b), _leading_dimension(c),
                 add_c, a.ctypes.data, b.ctypes.data, c.ctypes.data, is_vnni)  # fmt: skip

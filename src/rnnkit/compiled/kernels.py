@@ -208,7 +208,7 @@ def forward_loop(
     # time (inference 2% faster with it, training the same, in compare_revisions).
     # torch's brgemm takes no transposed operand: it reads the copy.
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
-    to_brgemm = out.itemsize == 4 and goes_to_brgemm(batch, hidden, hidden, tall_rows)
+    to_brgemm = goes_to_brgemm(batch, hidden, hidden, out.itemsize, tall_rows)
     in_place = batch == 1 or (
         goes_to_large_library(batch, hidden, hidden, False, tall_rows) and not to_brgemm
     )
