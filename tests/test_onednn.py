@@ -8,13 +8,16 @@ tolerance; here the choice itself is checked: which layers oneDNN may run, when
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit import gated
 from rnnkit.compiled import warmup
-from rnnkit.engine import gated_stack, onednn, resolve_engine
+from rnnkit.engine import onednn, resolve_engine
 from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
 
 needs_onednn = pytest.mark.skipif(
@@ -82,13 +85,15 @@ def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
 def onednn_calls(monkeypatch) -> list:
     """Counts the stacks run on oneDNN; kernels reported ready, engine "auto"."""
     calls = []
-    run = onednn.onednn_lstm_stack
+    run = onednn.onednn_lstm
 
     def counted(*args):
-        calls.append(args[0].shape)
+        calls.append(tuple(args[0].shape))
         return run(*args)
 
-    monkeypatch.setattr(gated_stack, "onednn_lstm_stack", counted)
+    # Both ways in: a layer's batched tensor input, and the general path's packed rows.
+    monkeypatch.setattr(gated, "onednn_lstm", counted)
+    monkeypatch.setattr(onednn, "onednn_lstm", counted)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     return calls
@@ -147,7 +152,7 @@ def test_bidirectional_training_and_other_layers_stay_on_our_engine(onednn_calls
     assert onednn_calls == []
     # A packed batch of equal lengths is dense: oneDNN runs it.
     _pair()[0](pack_padded_sequence(torch.randn(7, 3, 5), [7, 7, 7]))
-    assert onednn_calls == [(21, 5)]
+    assert onednn_calls == [(7, 3, 5)]
 
 
 @needs_onednn
@@ -175,3 +180,46 @@ def test_dropout_between_layers_draws_torchs_masks(onednn_calls):
     for a, b in zip(mine, _run(theirs, x, hx), strict=True):
         assert torch.equal(a, b)
     assert len(onednn_calls) == 1
+
+
+@needs_onednn
+@pytest.mark.parametrize("kwargs", [{}, {"batch_first": True, "num_layers": 2}])
+def test_batched_input_without_states_goes_straight_to_torch(onednn_calls, kwargs):
+    """The common call, a batched tensor and no states, makes torch's own call on the
+    input as given (no packed rows): outputs and gradients are nn.LSTM's."""
+    ours, theirs = _pair(**kwargs)
+    x = torch.randn(4, 7, 5) if kwargs.get("batch_first") else torch.randn(7, 4, 5)
+    results = []
+    for module in (ours, theirs):
+        xg = x.clone().requires_grad_()
+        out, (h_n, c_n) = module(xg)
+        (out.sin().sum() + h_n.cos().sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, xg.grad] + [p.grad for p in module.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    assert onednn_calls == [tuple(x.shape)]
+
+
+@needs_onednn
+def test_inputs_the_direct_call_declines_get_the_general_paths_checks(onednn_calls):
+    """Unbatched input and states as a list still run on oneDNN (through the general
+    path or the direct one); wrong states, dtypes and sizes raise torch's messages."""
+    ours, theirs = _pair()
+    x = torch.randn(7, 5)
+    with torch.no_grad():
+        assert torch.equal(ours(x)[0], theirs(x)[0])
+        hx, x = [torch.randn(1, 4, 16), torch.randn(1, 4, 16)], torch.randn(7, 4, 5)
+        assert torch.equal(ours(x, hx)[1][1], theirs(x, tuple(hx))[1][1])
+    assert len(onednn_calls) == 2
+    wrong_size = re.escape("Expected hidden[0] size (1, 4, 16), got [1, 3, 16]")
+    with pytest.raises(RuntimeError, match=wrong_size):
+        ours(torch.randn(7, 4, 5), (torch.randn(1, 3, 16), torch.randn(1, 4, 16)))
+    with pytest.raises(RuntimeError, match="hx dtype"):
+        ours(torch.randn(7, 4, 5), (torch.randn(1, 4, 16).double(), torch.randn(1, 4, 16)))
+    with pytest.raises(ValueError, match="RNN input dtype"):
+        ours(torch.randn(7, 4, 5, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=re.escape("input.size(-1) must be equal to input_size")):
+        ours(torch.randn(7, 4, 6))
+    with pytest.raises(RuntimeError, match="sequence length to be larger than 0"):
+        ours(torch.randn(0, 4, 5))
+    assert len(onednn_calls) == 2

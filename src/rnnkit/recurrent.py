@@ -145,7 +145,12 @@ class RecurrentBase(nn.Module):
     def _flat_weights(self) -> list[Tensor]:
         # Looked up on every call, so replaced or reparametrised weights
         # (torch.func.functional_call) are always the ones used.
-        return [getattr(self, name) for name in self._flat_weights_names]
+        # _parameters first, as in all_weights.
+        parameters = self._parameters
+        return [
+            parameters[name] if name in parameters else getattr(self, name)
+            for name in self._flat_weights_names
+        ]
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:

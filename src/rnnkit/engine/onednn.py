@@ -120,8 +120,35 @@ def onednn_lstm_stack(
     steps, batch = len(batch_sizes), batch_sizes[0]
     has_biases = len(weights) == 4 * h0.size(0)
     dense = x.reshape(steps, batch, x.size(1))  # (L, N, H_in)
-    out, h_n, c_n = torch._VF.lstm(
+    out, h_n, c_n = onednn_lstm(
         dense, (h0, c0), list(weights), has_biases, num_layers, dropout, training,
         bidirectional, False,
     )  # fmt: skip  # out (L, N, D * H)
     return out.view(steps * batch, out.size(2)), h_n, c_n
+
+
+def onednn_lstm(
+    x: Tensor,
+    hx: tuple[Tensor, Tensor],
+    weights: list[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    batch_first: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """torch's LSTM on a batched dense input: exactly the call ``torch.nn.LSTM.forward``
+    makes (oneDNN runs it where torch picks oneDNN). Arguments as
+    :func:`onednn_lstm_stack`'s; ``has_biases`` and ``batch_first`` as the layer's.
+
+    Returns:
+        ``(out, h_n, c_n)``.
+
+    Shape:
+        x ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); out ``(L, N, D * H)``
+        (``(N, L, D * H)``), h_n and c_n as hx's ``(D * num_layers, N, H)``.
+    """
+    return torch._VF.lstm(
+        x, hx, weights, has_biases, num_layers, dropout, training, bidirectional, batch_first
+    )
