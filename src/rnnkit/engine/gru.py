@@ -21,12 +21,14 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import (
+    dense_chunks,
     last_states,
     previous_rows,
     previous_states,
     recurrent_weight_grad,
     steps_in_order,
 )
+from rnnkit.engine.workspace import scratch
 
 
 def _split(weights, num_directions: int) -> list[tuple]:
@@ -67,9 +69,11 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         gates ``(D, R, 3H)``, kept_n ``(D, R, H)``.
     """
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
+    batch = batch_sizes[0] if len(batch_sizes) else 0
+    if engine == "compiled" and not keep and batch_sizes[-1] == batch:
+        return _compiled_inference(x, h0, weights, len(batch_sizes), directions)
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)
-    batch = batch_sizes[0] if len(batch_sizes) else 0
     products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev (+ [0, 0, b_hn])
     kept_n = x.new_empty(num_directions, rows if keep else batch, hidden)
     h_n = h0.new_empty(h0.shape)
@@ -108,6 +112,34 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     return out, h_n, gates, kept_n
 
 
+def _compiled_inference(x, h0, weights, steps, directions):
+    """:func:`gru_layer_forward` without ``keep`` for equal-length sequences on the compiled
+    loops: each direction projects its input a chunk of steps at a time
+    (:func:`rnnkit.engine.walk.dense_chunks`) and runs the chunk's steps from the state
+    the chunk before ended with. Returns ``(out, h_n, None, None)``; shapes as there."""
+    num_directions, rows, hidden, batch = len(directions), x.size(0), h0.size(2), h0.size(1)
+    out = x.new_empty(rows, num_directions * hidden)
+    h_n = h0.new_empty(h0.shape)
+    chunks = dense_chunks(steps, batch, 3 * hidden * x.element_size(), False)
+    gates = x.new_empty(chunks[0][1], 3 * hidden)  # one chunk's projections; the first is whole
+    products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev
+    kept_n = x.new_empty(batch, hidden)  # scratch: one step's W_hn h_prev + b_hn
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
+        bias = None if b_ih is None else _input_bias(b_ih, b_hh)
+        b_hn = None if b_hh is None else b_hh[2 * hidden :]
+        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
+        state = h0[k]  # (N, H): the state the next chunk starts from
+        for first, end in chunks[::-1] if directions[k] else chunks:
+            chunk_gates = gates[: end - first]
+            project_input(x[first:end], w_ih, bias, chunk_gates)  # (rows, 3H)
+            compiled_gated.gru_forward(
+                chunk_gates, products, kept_n, out[first:end], k * hidden, state, w_hh_t,
+                b_hn, [batch] * ((end - first) // batch), directions[k], h_n[k], False,
+            )  # fmt: skip
+            state = h_n[k].clone()
+    return out, h_n, None, None
+
+
 def gru_layer_backward(
     grad_out, grad_h_n, x, h0, weights, out, gates, kept_n, batch_sizes, directions, needs,
     engine="fused",
@@ -133,10 +165,11 @@ def gru_layer_backward(
     grad_x = x.new_empty(x.shape) if needs[0] else None
     grad_h0 = h0.new_empty(h0.shape)
     grad_weights = [] if needs[2] else None
-    d_out = x.new_empty(rows, hidden)  # dL/dh at every row
-    d_hidden = x.new_empty(rows, 3 * hidden)  # dL/d(recurrent pre-activations)
+    d_out = scratch("gru.d_out", (rows, hidden), x)  # dL/dh at every row
+    # dL/d(recurrent pre-activations)
+    d_hidden = scratch("gru.d_hidden", (rows, 3 * hidden), x)
     # dL/d(input pre-activations) is d_hidden's for r and z; for n it is d_n (unscaled by r)
-    d_n = x.new_empty(rows, hidden)
+    d_n = scratch("gru.d_n", (rows, hidden), x)
     d_rz = d_hidden[:, : 2 * hidden]
     for k, (w_ih, w_hh, b_ih, _) in enumerate(_split(weights, num_directions)):
         reverse = directions[k]

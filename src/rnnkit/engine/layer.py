@@ -24,6 +24,7 @@ from rnnkit.engine.products import add_input_grad
 from rnnkit.engine.rows import last_step_rows
 from rnnkit.engine.torch_ops import forward_torch_ops, pre_activation_grad_torch_ops
 from rnnkit.engine.walk import recurrent_weight_grad
+from rnnkit.engine.workspace import scratch
 
 # Largest batch * hidden_size**2 for which "auto" picks the compiled loops when
 # they have only SciPy's BLAS (torch's own BLAS not usable: see
@@ -246,12 +247,12 @@ def layer_backward(
     layers = _per_direction(weights, len(directions))
     if engine == "compiled" and batch_sizes[-1] == batch_sizes[0] > 0:
         # dL/d(pre-activation) of one chunk, one direction at a time
-        d = out.new_empty(max(hi - lo for lo, hi in chunks) * batch_sizes[0], hidden)
+        d = scratch("rnn.d", (max(hi - lo for lo, hi in chunks) * batch_sizes[0], hidden), out)
         args = (grad_out, grad_h_n, x, h0, layers, out, directions, relu, d)
         return _backward_compiled_equal_lengths(*args, grad_x, grad_h0, grad_weights)
     offsets = [0, *itertools.accumulate(batch_sizes)]
     rows = max(offsets[hi] - offsets[lo] for lo, hi in chunks)
-    d = out.new_empty(rows, out.size(1))  # dL/d(pre-activation) of one chunk
+    d = scratch("rnn.d", (rows, out.size(1)), out)  # dL/d(pre-activation) of one chunk
     for k, (w_ih, w_hh, b_ih, _) in enumerate(layers):
         reverse, columns = directions[k], slice(k * hidden, (k + 1) * hidden)
         grads = _DirectionGrads(b_ih is not None) if needs[2] else None

@@ -27,12 +27,14 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import (
+    dense_chunks,
     last_states,
     previous_rows,
     previous_states,
     recurrent_weight_grad,
     steps_in_order,
 )
+from rnnkit.engine.workspace import scratch
 
 
 def _to_engine_order(w: Tensor) -> Tensor:
@@ -87,10 +89,12 @@ def lstm_layer_forward(
     """
     num_directions, rows = len(directions), x.size(0)
     hidden, out_size = c0.size(2), h0.size(2)
-    out = x.new_empty(rows, num_directions * out_size)
-    gates = x.new_empty(num_directions, rows, 4 * hidden)
     ring = not keep and engine == "compiled"  # (2N, H) cell rows, (N, H) of their tanh
     batch = batch_sizes[0] if len(batch_sizes) else 0
+    if ring and batch_sizes[-1] == batch:
+        return _compiled_inference(x, h0, c0, weights, len(batch_sizes), directions, projected)
+    out = x.new_empty(rows, num_directions * out_size)
+    gates = x.new_empty(num_directions, rows, 4 * hidden)
     cells = x.new_empty(num_directions, 2 * batch if ring else rows, hidden)
     tanh_cells = x.new_empty(num_directions, batch if ring else rows, hidden)
     h_n, c_n = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
@@ -132,6 +136,39 @@ def lstm_layer_forward(
     return out, h_n, c_n, gates, cells, tanh_cells
 
 
+def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
+    """:func:`lstm_layer_forward` without ``keep`` for equal-length sequences on the
+    compiled loops: each direction projects its input a chunk of steps at a time
+    (:func:`rnnkit.engine.walk.dense_chunks`) and runs the chunk's steps from the states
+    the chunk before ended with. Returns ``(out, h_n, c_n, None, None, None)``; shapes
+    as there."""
+    num_directions, rows, batch = len(directions), x.size(0), h0.size(1)
+    hidden, out_size = c0.size(2), h0.size(2)
+    out = x.new_empty(rows, num_directions * out_size)
+    h_n, c_n = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
+    chunks = dense_chunks(steps, batch, 4 * hidden * x.element_size(), False)
+    gates = x.new_empty(chunks[0][1], 4 * hidden)  # one chunk's projections; the first is whole
+    cells, tanh_cells = x.new_empty(2 * batch, hidden), x.new_empty(batch, hidden)
+    for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(
+        split_lstm_weights(weights, num_directions, projected)
+    ):
+        bias = None if b_ih is None else _to_engine_order(b_ih + b_hh)
+        w_ih_engine = _to_engine_order(w_ih)
+        w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
+        w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
+        states = h0[k], c0[k]  # (N, P), (N, H): the states the next chunk starts from
+        for first, end in chunks[::-1] if directions[k] else chunks:
+            chunk_gates = gates[: end - first]
+            project_input(x[first:end], w_ih_engine, bias, chunk_gates)  # (rows, 4H)
+            compiled_gated.lstm_forward(
+                chunk_gates, cells, tanh_cells, out[first:end], k * out_size, *states, w_hh_t,
+                w_hr_t, [batch] * ((end - first) // batch), directions[k], h_n[k], c_n[k],
+                keep=False,
+            )  # fmt: skip
+            states = h_n[k].clone(), c_n[k].clone()
+    return out, h_n, c_n, None, None, None
+
+
 def lstm_layer_backward(
     grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, out, gates, cells, tanh_cells,
     batch_sizes, directions, projected, needs, engine="fused",
@@ -158,8 +195,9 @@ def lstm_layer_backward(
     grad_x = x.new_empty(x.shape) if needs[0] else None
     grad_h0, grad_c0 = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
     grad_weights = [] if needs[2] else None
-    d_gates = x.new_empty(rows, 4 * hidden)  # dL/d(pre-activation), reused per direction
-    d_out = x.new_empty(rows, out_size)  # dL/dh at every row
+    # dL/d(pre-activation), reused per direction
+    d_gates = scratch("lstm.d_gates", (rows, 4 * hidden), x)
+    d_out = scratch("lstm.d_out", (rows, out_size), x)  # dL/dh at every row
     # dL/d(o * tanh(c)) of a step, with a projection (else d_out's rows)
     d_raw = x.new_empty(batch_sizes[0], hidden) if projected else d_out
     d_cell = x.new_empty(batch_sizes[0], hidden)  # dL/dc of a step

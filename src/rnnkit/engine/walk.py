@@ -15,12 +15,48 @@ from torch import Tensor
 
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 
+# About the bytes of input projections that one chunk of an inference pass holds
+# (see dense_chunks); measured best between 0.5 and 2 MB on a 1 MB L2 (100x30x4x256 and
+# 50x64x32x128 GRU, one thread).
+CHUNK_BYTES = 1 << 20
+# Below this many bytes of input projections in all, one chunk (see dense_chunks).
+CHUNKED_MIN = 4 << 20
+
 
 def steps_in_order(batch_sizes: Sequence[int], reverse: bool) -> list[tuple[int, int, int]]:
     """``(first_row, end_row, rows)`` of every step in the order the direction runs them."""
     offsets = [0, *itertools.accumulate(batch_sizes)]
     steps = [(offsets[t], offsets[t + 1], n) for t, n in enumerate(batch_sizes)]
     return steps[::-1] if reverse else steps
+
+
+def dense_chunks(
+    steps: int,
+    batch: int,
+    row_bytes: int,
+    reverse: bool,
+    chunk_bytes: int | None = None,
+    chunked_min: int | None = None,
+) -> list[tuple[int, int]]:
+    """Row ranges ``(first_row, end_row)`` of runs of whole steps of equal-length sequences,
+    each at most ``chunk_bytes`` (default ``CHUNK_BYTES``) of ``row_bytes`` rows (at least
+    one step), in the order the direction runs them; one range for all the rows when they
+    hold at most ``chunked_min`` (default ``CHUNKED_MIN``) bytes.
+
+    An inference pass that projects its input one chunk at a time, into a scratch the
+    chunk's steps then read while it is still in cache, is faster than one that projects
+    every step first and reads them back from memory: 6-16% at 100x30x4x256 for the GRU
+    (the whole projection is 9.2 MB there). Up to ``chunked_min`` bytes in all, one chunk:
+    each costs a call of about 20 us.
+    """
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    chunked_min = CHUNKED_MIN if chunked_min is None else chunked_min
+    step_bytes = max(1, batch * row_bytes)
+    steps_per_chunk = steps if steps * step_bytes <= chunked_min else chunk_bytes // step_bytes
+    steps_per_chunk = max(1, steps_per_chunk)
+    bounds = [(t, min(t + steps_per_chunk, steps)) for t in range(0, steps, steps_per_chunk)]
+    chunks = [(first * batch, end * batch) for first, end in bounds]
+    return chunks[::-1] if reverse else chunks
 
 
 def previous_rows(states: Tensor, initial: Tensor, previous, n: int) -> Tensor:
