@@ -100,6 +100,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from rnnkit import compiled
 from rnnkit.bound import sequential_gemm_bound_ms
+from rnnkit.engine import workspace
 
 logger = logging.getLogger(__name__)
 
@@ -708,6 +709,9 @@ def _peak_memory(step: _Step) -> tuple[int | None, int]:
     # Freed now, not inside the profile, where freeing memory held before the
     # call would lower the running sum and hide part of the peak.
     step.clear_grads()
+    # rnnkit keeps its backward scratch between calls (rnnkit.engine.workspace): freed
+    # first, so that the call's peak counts it as torch's counts its own buffers.
+    workspace.release()
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
