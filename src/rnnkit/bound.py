@@ -25,7 +25,6 @@ small sizes.
 from __future__ import annotations
 
 import collections
-import functools
 import time
 from collections.abc import Sequence
 
@@ -116,27 +115,13 @@ def _dependent_ms(steps: int, batch: int, hidden_size: int, out_size: int | None
     torch_ms = _best_ms(lambda: [torch.mm(h_t, w_t, out=out_t) for _ in range(steps)])
     if not compiled.available():
         return torch_ms
-    loop = _compiled_gemm_loop()
-    from rnnkit.compiled.blas import tall_rows
+    # A kernel of the package (compiled on first use, then loaded from numba's cache).
+    # Not a closure: numba keys a closure's cache entry on its captured dispatchers,
+    # which pickle differently in every process, so each run compiled and stored a new one.
+    from rnnkit.compiled.blas import repeated_products, tall_rows
 
-    loop(h, w, out, 1, tall_rows())  # compile or load from the cache before timing
-    return min(torch_ms, _best_ms(lambda: loop(h, w, out, steps, tall_rows())))
-
-
-@functools.cache
-def _compiled_gemm_loop():
-    from numba import njit
-
-    from rnnkit.compiled.blas import gemm_accumulate, scratch
-    from rnnkit.compiled.cache import configure_numba
-
-    @njit(cache=configure_numba())
-    def loop(h, w, out, steps, tall_rows):  # each product to the library the kernels pick
-        int_args, scalar_args = scratch(out.dtype, tall_rows)
-        for _ in range(steps):
-            gemm_accumulate(h, w, out, int_args, scalar_args, False, 1.0, False)
-
-    return loop
+    repeated_products(h, w, out, 1, tall_rows())  # compile or load before timing
+    return min(torch_ms, _best_ms(lambda: repeated_products(h, w, out, steps, tall_rows())))
 
 
 def _best_ms(call) -> float:

@@ -370,6 +370,19 @@ def scratch(dtype, tall_rows=NO_TALL_LIMIT):
     return int_args, np.zeros(2, dtype)
 
 
+@njit(cache=_CACHE, nogil=True)
+def repeated_products(h, w, out, steps, tall_rows):
+    """``out += h @ w``, ``steps`` times, each product to the library the kernels pick:
+    what :mod:`rnnkit.bound` times as a layer's dependent per-step products.
+
+    Shape:
+        h ``(N, K)``, w ``(K, M)``, out ``(N, M)``.
+    """
+    int_args, scalar_args = scratch(out.dtype, tall_rows)
+    for _ in range(steps):
+        gemm_accumulate(h, w, out, int_args, scalar_args, False, 1.0, False)
+
+
 def tall_rows() -> int:
     """The ``tall_rows`` of :func:`scratch` for torch's current thread count."""
     return TALL_ROWS_ONE_THREAD if torch.get_num_threads() == 1 else NO_TALL_LIMIT

@@ -70,7 +70,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     """
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
     batch = batch_sizes[0] if len(batch_sizes) else 0
-    if engine == "compiled" and not keep and batch_sizes[-1] == batch:
+    if engine == "compiled" and not keep and batch > 0 and batch_sizes[-1] == batch:
         return _compiled_inference(x, h0, weights, len(batch_sizes), directions)
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)

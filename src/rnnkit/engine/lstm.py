@@ -91,7 +91,7 @@ def lstm_layer_forward(
     hidden, out_size = c0.size(2), h0.size(2)
     ring = not keep and engine == "compiled"  # (2N, H) cell rows, (N, H) of their tanh
     batch = batch_sizes[0] if len(batch_sizes) else 0
-    if ring and batch_sizes[-1] == batch:
+    if ring and batch > 0 and batch_sizes[-1] == batch:
         return _compiled_inference(x, h0, c0, weights, len(batch_sizes), directions, projected)
     out = x.new_empty(rows, num_directions * out_size)
     gates = x.new_empty(num_directions, rows, 4 * hidden)
