@@ -6,6 +6,10 @@ shared, noisy machine cannot flip them.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from rnnkit import bound, compiled
@@ -64,3 +68,17 @@ def test_packed_and_projected_bounds_time_each_step_size_and_the_projection(monk
     calls.clear()
     bound.sequential_gemm_bound_ms(5, 8, 3, 16, 1, False, train=False, gates=4)
     assert calls == [(5, 8, 16, 64)]  # dense, unprojected: one size, H features
+
+
+@pytest.mark.skipif(not compiled.available(), reason="needs numba and scipy")
+def test_the_compiled_loop_is_loaded_from_the_cache_by_the_next_process(tmp_path):
+    """A second process loads the first one's kernel: the cache holds one entry."""
+    script = (
+        "from rnnkit.bound import _dependent_ms\n"
+        "_dependent_ms(2, 4, 8)\n"
+    )  # fmt: skip
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    entries = [p.name for p in tmp_path.rglob("*repeated_products*.nbc")]
+    assert len(entries) == 1, entries
