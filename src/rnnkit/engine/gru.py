@@ -165,7 +165,8 @@ def gru_layer_backward(
     grad_x = x.new_empty(x.shape) if needs[0] else None
     grad_h0 = h0.new_empty(h0.shape)
     grad_weights = [] if needs[2] else None
-    d_out = scratch("gru.d_out", (rows, hidden), x)  # dL/dh at every row
+    # dL/dh at every row: the torch-ops walk's (the compiled one keeps one step's)
+    d_out = None if engine == "compiled" else scratch("gru.d_out", (rows, hidden), x)
     # dL/d(recurrent pre-activations)
     d_hidden = scratch("gru.d_hidden", (rows, 3 * hidden), x)
     # dL/d(input pre-activations) is d_hidden's for r and z; for n it is d_n (unscaled by r)
