@@ -161,26 +161,36 @@ def _lstm_cells_back_body(d_gates, carry_c, d_raw, raw_row, gates, cells, tanh_c
             carry_c[k, u] = dc * f
 
 
-def _gru_cells_body(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
-                    prev_row, prev_column, bias_hn, half):  # fmt: skip
-    """Activate the gates (``r, z, n``, in place) from the step's recurrent products (row
-    ``row - offset`` for packed row ``row``: ``offset`` is the step's first), keep
-    ``W_hn h_prev + b_hn`` (into ``kept_n`` from row ``kept_row``) and write
-    ``h = n + z * (h_prev - n)`` into ``out``'s columns from ``column``."""
-    hidden = bias_hn.shape[0]
-    h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
-    for r in range(count):
-        row, before, p = first + r, prev_row + r, first - offset + r
-        for j in range(hidden):
-            u = np.uint64(j)
-            h_before = h_prev[before, np.uint64(prev_column) + u]
-            gh_n = products[p, h2 + u] + bias_hn[u]
-            kept_n[kept_row + r, u] = gh_n
-            reset = _sigmoid(gates[row, u] + products[p, u], half)
-            update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], half)
-            candidate = _tanh(gates[row, h2 + u] + reset * gh_n)
-            gates[row, u], gates[row, h1 + u], gates[row, h2 + u] = reset, update, candidate
-            out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
+def _gru_cells_body_keeping(keep):
+    """The GRU gates' body; ``keep`` (a constant of the compiled code) also writes what
+    only the backward pass reads: the activated gates and ``W_hn h_prev + b_hn``."""
+
+    def body(gates, products, offset, kept_n, kept_row, out, column, first, count, h_prev,
+             prev_row, prev_column, bias_hn, half):  # fmt: skip
+        """Activate the gates (``r, z, n``; in place with keep) from the step's recurrent
+        products (row ``row - offset`` for packed row ``row``: ``offset`` is the step's
+        first), with keep also ``W_hn h_prev + b_hn`` (into ``kept_n`` from row
+        ``kept_row``), and write ``h = n + z * (h_prev - n)`` into ``out``'s columns from
+        ``column``."""
+        hidden = bias_hn.shape[0]
+        h1, h2 = np.uint64(hidden), np.uint64(2 * hidden)
+        for r in range(count):
+            row, before, p = first + r, prev_row + r, first - offset + r
+            for j in range(hidden):
+                u = np.uint64(j)
+                h_before = h_prev[before, np.uint64(prev_column) + u]
+                gh_n = products[p, h2 + u] + bias_hn[u]
+                reset = _sigmoid(gates[row, u] + products[p, u], half)
+                update = _sigmoid(gates[row, h1 + u] + products[p, h1 + u], half)
+                candidate = _tanh(gates[row, h2 + u] + reset * gh_n)
+                if keep:
+                    kept_n[kept_row + r, u] = gh_n
+                    gates[row, u], gates[row, h1 + u] = reset, update
+                    gates[row, h2 + u] = candidate
+                out[row, np.uint64(column) + u] = candidate + update * (h_before - candidate)
+
+    body.__name__ = body.__qualname__ = "_gru_cells_kept" if keep else "_gru_cells_inference"
+    return body
 
 
 def _gru_cells_back_body(d_hidden, d_n, grad_out, carry, column, gates, kept_n, first, count,
@@ -210,8 +220,21 @@ def _gru_cells_back_body(d_hidden, d_n, grad_out, carry, column, gates, kept_n, 
 
 _lstm_cells = per_dtype(_lstm_cells_body)
 _lstm_cells_back = per_dtype(_lstm_cells_back_body)
-_gru_cells = per_dtype(_gru_cells_body)
+# The GRU's inference writes only what the next step reads: 8.6% faster at 100x30x4x64,
+# 2% at 50x64x32x128, for 0.7 s more compiling (float32). The LSTM's variant gained 2-3%
+# (its dense float32 layers run on oneDNN) for 1.3 s, so it has none.
+_gru_cells = per_dtype(_gru_cells_body_keeping(True))
+_gru_cells_inference = per_dtype(_gru_cells_body_keeping(False))
 _gru_cells_back = per_dtype(_gru_cells_back_body)
+
+
+@njit(cache=_CACHE, nogil=True)
+def _gru_gates(keep, *args):
+    """The GRU gates' body for ``args``, the kept variant if ``keep``."""
+    if keep:
+        _gru_cells(*args)
+    else:
+        _gru_cells_inference(*args)
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -338,7 +361,7 @@ def gru_forward_loop(
             becomes the activated gates ``r, z, n``.
         products: scratch for one step's recurrent products ``W_hh h_prev``.
         kept_n: written with each row's ``W_hn h_prev + b_hn`` (what the backward
-            pass reads); without ``keep`` (inference), scratch for one step's.
+            pass reads); without ``keep`` (inference), unused.
         out: written with the hidden states, in columns ``column : column + H``.
         h0: initial states. w_hh_t: the recurrent weight, transposed.
         bias_hn: ``b_hn`` (zeros without biases).
@@ -363,9 +386,9 @@ def gru_forward_loop(
                            reverse, small_gemm, int_args, scalar_args)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         kept_row = start if keep else 0
-        _gru_cells(gates, products, start, kept_n, kept_row, out, column, start, n_cont,
-                   out, previous, column, bias_hn, half)  # fmt: skip
-        _gru_cells(gates, products, start, kept_n, kept_row + n_cont, out, column,
+        _gru_gates(keep, gates, products, start, kept_n, kept_row, out, column, start,
+                   n_cont, out, previous, column, bias_hn, half)  # fmt: skip
+        _gru_gates(keep, gates, products, start, kept_n, kept_row + n_cont, out, column,
                    start + n_cont, n - n_cont, h0, n_cont, ZERO, bias_hn, half)  # fmt: skip
     _last_states(out, column, batch_sizes, offsets, reverse, h_n)
 
