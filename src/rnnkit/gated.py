@@ -135,8 +135,10 @@ class LSTM(RecurrentBase):
         ):
             return None
         engine = selected_engine()
+        if engine != "auto":  # only "auto" picks oneDNN
+            return None
         weights = self._flat_weights
-        if engine == "reference" or input.dtype != weights[0].dtype:
+        if input.dtype != weights[0].dtype:
             return None
         if input.device != weights[0].device:
             return None

@@ -129,14 +129,15 @@ def _compiled_inference(x, h0, weights, steps, directions):
         b_hn = None if b_hh is None else b_hh[2 * hidden :]
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
         state = h0[k]  # (N, H): the state the next chunk starts from
-        for first, end in chunks[::-1] if directions[k] else chunks:
+        for i, (first, end) in enumerate(chunks[::-1] if directions[k] else chunks):
+            if i:  # the chunk before wrote it into h_n, which this one writes
+                state = h_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih, bias, chunk_gates)  # (rows, 3H)
             compiled_gated.gru_forward(
                 chunk_gates, products, kept_n, out[first:end], k * hidden, state, w_hh_t,
                 b_hn, [batch] * ((end - first) // batch), directions[k], h_n[k], False,
             )  # fmt: skip
-            state = h_n[k].clone()
     return out, h_n, None, None
 
 

@@ -157,7 +157,9 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
         w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
         states = h0[k], c0[k]  # (N, P), (N, H): the states the next chunk starts from
-        for first, end in chunks[::-1] if directions[k] else chunks:
+        for i, (first, end) in enumerate(chunks[::-1] if directions[k] else chunks):
+            if i:  # the chunk before wrote them into h_n and c_n, which this one writes
+                states = h_n[k].clone(), c_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih_engine, bias, chunk_gates)  # (rows, 4H)
             compiled_gated.lstm_forward(
@@ -165,7 +167,6 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
                 w_hr_t, [batch] * ((end - first) // batch), directions[k], h_n[k], c_n[k],
                 keep=False,
             )  # fmt: skip
-            states = h_n[k].clone(), c_n[k].clone()
     return out, h_n, c_n, None, None, None
 
 
