@@ -12,7 +12,8 @@ import rnnkit
 from rnnkit.engine import workspace
 
 
-def test_a_name_reuses_its_buffer_and_grows_when_asked_for_more():
+def test_a_name_reuses_its_buffer_and_grows_when_asked_for_more(monkeypatch):
+    monkeypatch.setattr(workspace, "KEPT_MIN", 0)
     workspace.release()
     like = torch.zeros(1)
     first = workspace.scratch("test.a", (4, 3), like)
@@ -30,7 +31,8 @@ def test_a_name_reuses_its_buffer_and_grows_when_asked_for_more():
     assert workspace.scratch("test.a", (4, 3), like).data_ptr() != bigger.data_ptr()
 
 
-def test_each_thread_has_its_own_buffers():
+def test_each_thread_has_its_own_buffers(monkeypatch):
+    monkeypatch.setattr(workspace, "KEPT_MIN", 0)
     like = torch.zeros(1)
     mine = workspace.scratch("test.thread", (8,), like).data_ptr()
     theirs = []
@@ -42,15 +44,18 @@ def test_each_thread_has_its_own_buffers():
     assert theirs[0] != mine
 
 
-def test_large_fake_and_wrapped_tensors_get_fresh_memory(monkeypatch):
+def test_small_large_fake_and_wrapped_tensors_get_fresh_memory(monkeypatch):
     like = torch.zeros(1)
+    monkeypatch.setattr(workspace, "KEPT_MIN", 16)
     monkeypatch.setattr(workspace, "KEPT_MAX", 64)
+    workspace.scratch("test.small", (2,), like)
     big = workspace.scratch("test.big", (100,), like)
     assert workspace.scratch("test.big", (100,), like).data_ptr() != big.data_ptr()
+    assert "test.small" not in getattr(workspace._local, "buffers", {})
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(like)
         assert type(workspace.scratch("test.fake", (4,), fake)) is not torch.Tensor
-    assert "test.fake" not in workspace._local.buffers
+    assert "test.fake" not in getattr(workspace._local, "buffers", {})
 
 
 def _grads(module, x):
@@ -64,6 +69,7 @@ def test_successive_backward_passes_of_every_cell_match_torch(monkeypatch):
     """Two layers of different sizes trained one after the other, twice: each backward
     pass writes over the buffers the last one used, and every gradient stays torch's."""
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    monkeypatch.setattr(workspace, "KEPT_MIN", 0)
     for name in ("RNN", "LSTM", "GRU"):
         torch.manual_seed(0)
         pairs = []
