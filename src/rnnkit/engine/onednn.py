@@ -1,9 +1,10 @@
 """torch's oneDNN LSTM for the dense float32 CPU layers where it beats our loops.
 
 torch runs ``nn.LSTM`` on oneDNN's fused LSTM (``aten::mkldnn_rnn_layer``) for
-dense float32 CPU input without projection. Its per-step product runs close to
-the CPU's peak, faster than the sequential-GEMM bound of our loops (which call
-BLAS per step), so there it wins. Our compiled loops against it, as ratios of
+dense float32 CPU input without projection. Its steps run closer to the
+sequential-GEMM bound than our loops, which call BLAS per step (at batch 30-64, 50-96%
+of the bound in inference against our 43-82%: ``bound %`` of ``rnnkit bench``), so
+there it wins. Our compiled loops against it, as ratios of
 time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 50x64x32x128 and 100x30x4x256, 1-2 layers
 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm``):
