@@ -2,11 +2,11 @@
 
 A training step's backward pass needs a few buffers as large as the layer's gates
 (dL/d(pre-activation) of every row) that live only inside the call. Freshly
-allocated, every one of their pages faults on first touch: about 1.2 us per 4 KiB,
-1.5 ms of an 18 ms GRU training step at 50x64x32x128 (one thread), where torch's
-allocator returns large blocks to the system between steps. Kept here, the next
-step writes into memory already mapped (GRU training there: 17.4-19.9 ms without,
-15.3-17.1 ms with).
+allocated, every one of their pages faults on first touch (about 1.2 us per 4 KiB)
+whenever the allocator has returned such blocks to the system between steps: about
+1.5 ms of an 18 ms GRU training step at 50x64x32x128 (one thread). Kept here, the next
+step writes into memory already mapped (that GRU's training against torch's, in
+alternating processes: 1.52-1.72x with, 1.40-1.59x without).
 
 A buffer belongs to a name and a thread: a caller takes it, uses it and lets it go
 before returning, and no two buffers in use at once share a name. Nothing taken
