@@ -553,9 +553,10 @@ def resolve_engine(
     hidden_size: int,
     cell: str = "rnn",
     onednn: str | None = None,
+    native: bool = False,
 ) -> str:
     """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
-    or, for a whole LSTM stack, ``"onednn"``.
+    or, for a whole LSTM stack, ``"onednn"``, or for a whole GRU stack, ``"native"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
     float64, numba and SciPy installed) and win: at every size when they can
@@ -568,7 +569,9 @@ def resolve_engine(
     else. An LSTM stack that torch's oneDNN LSTM can run (``onednn``, from
     :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
     wins (``"always"``), and where it only beats the torch-ops engine
-    (``"until_compiled"``) until the compiled kernels are ready.
+    (``"until_compiled"``) until the compiled kernels are ready. A GRU stack in
+    inference (``native``: torch's own GRU may run it) runs on torch's GRU until the
+    compiled kernels are ready: our torch-ops GRU is slower than it there.
     ``"compiled"`` insists on the compiled loops, waiting for their kernels if
     need be; ``"fused"`` on torch ops.
 
@@ -579,9 +582,10 @@ def resolve_engine(
         hidden_size: features of the hidden state.
         cell: "rnn", "lstm" or "gru": whose kernels the compiled engine needs.
         onednn: ``"always"``, ``"until_compiled"`` or None (oneDNN cannot run it).
+        native: whether torch's own GRU may run the stack while the kernels compile.
 
     Returns:
-        ``"compiled"``, ``"fused"`` or ``"onednn"``.
+        ``"compiled"``, ``"fused"``, ``"onednn"`` or ``"native"``.
     """
     if requested == "fused":
         return "fused"
@@ -607,7 +611,7 @@ def resolve_engine(
         return "onednn" if onednn else "fused"
     # Asked before the size rule, whose large_gemm_library() would import numba here.
     if not warmup.ready(x.dtype, cell):  # starts preparing the kernels in the background
-        return "onednn" if onednn else "fused"
+        return "onednn" if onednn else "native" if native else "fused"
     one_thread = torch.get_num_threads() == 1
     limit = AUTO_COMPILED_MAX_ONE_THREAD if one_thread else AUTO_COMPILED_MAX
     if batch * hidden_size * hidden_size <= limit:
