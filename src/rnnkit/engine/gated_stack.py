@@ -9,12 +9,13 @@ plain call when nothing needs a gradient.
 The time loops run compiled (:mod:`rnnkit.compiled.gated_kernels`) or in torch
 ops; :func:`rnnkit.engine.resolve_engine` picks, as for the Elman layer. In eager
 mode, a dense float32 CPU LSTM stack may run on torch's oneDNN LSTM instead, as one
-call (:mod:`rnnkit.engine.onednn`), and a CPU GRU stack on torch's own GRU while the
-compiled kernels are prepared (:func:`native_gru_stack`).
+call (:mod:`rnnkit.engine.onednn`), and LSTM and GRU inference on CPU on torch's own
+layer while the compiled kernels are prepared (:func:`native_stack`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -276,76 +277,84 @@ def _lstm_on_onednn(x, states, all_weights, batch_sizes, bidirectional, dropout,
     return out, (h_n, c_n)
 
 
-def _gru_on_native(x, states, all_weights, batch_sizes, bidirectional, dropout, training,
-                   engine):  # fmt: skip
-    """The stack on torch's own GRU where :func:`resolve_engine` picks it (inference under
-    "auto", on CPU, while the compiled kernels are being prepared), as ``(out, (h_n,))``;
-    else None. Arguments as :func:`gated_stack`'s.
+def _on_native(cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training,
+               engine):  # fmt: skip
+    """The stack on torch's own LSTM or GRU where :func:`resolve_engine` picks it
+    (inference under "auto", on CPU, while the compiled kernels are being prepared), as
+    ``(out, final_states)``; else None. Arguments as :func:`gated_stack`'s.
 
-    Only inference: in training our torch-ops GRU is mostly the faster (0.91-1.69 of
-    ``nn.GRU``'s speed), and a training step on torch's GRU beside the worker that
-    compiles the kernels took 34 ms against the torch-ops engine's 24 at 100x30x4x64
+    Only inference: in training our torch-ops loops are mostly the faster (GRU 0.91-1.69
+    of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without oneDNN), and a GRU
+    training step on torch's GRU beside the worker that compiles the kernels took 34 ms
+    against the torch-ops engine's 24 at 100x30x4x64
     (``python benchmarks/cold_start.py --cell gru``).
     """
     if engine != "auto" or x.device.type != "cpu":
         return None
     h0 = states[0]
     flat_weights = [w for ws in all_weights for w in ws]
-    if grad_needed(x, h0, flat_weights):
+    if grad_needed(x, h0, [*states[1:], *flat_weights]):
         return None
-    if resolve_engine(engine, x, h0.size(1), h0.size(2), "gru", native=True) != "native":
+    hidden = states[-1].size(2)  # the cell state's for an LSTM
+    if resolve_engine(engine, x, h0.size(1), hidden, cell, native=True) != "native":
         return None
     num_layers = len(all_weights) // (2 if bidirectional else 1)
-    out, h_n = native_gru_stack(
-        x, h0, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
+    return native_stack(
+        cell, x, states, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
     )
-    return out, (h_n,)
 
 
-def native_gru_stack(
+def native_stack(
+    cell: str,
     x: Tensor,
-    h0: Tensor,
+    states: Sequence[Tensor],
     weights: Sequence[Tensor],
     batch_sizes: Sequence[int],
     num_layers: int,
     bidirectional: bool,
     dropout: float,
     training: bool,
-) -> tuple[Tensor, Tensor]:
-    """A whole GRU stack on torch's own GRU, through torch's autograd: the call
-    ``torch.nn.GRU.forward`` makes (packed input as a ``PackedSequence`` makes it),
-    dropout between layers included.
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """A whole LSTM or GRU stack on torch's own layer, through torch's autograd: the call
+    ``torch.nn.LSTM.forward`` / ``torch.nn.GRU.forward`` makes (packed input as a
+    ``PackedSequence`` makes it), dropout between layers included.
 
-    Our torch-ops GRU runs inference at 0.55-0.96 of ``nn.GRU``'s speed (training
-    0.91-1.69; ``RNNKIT_ENGINE=fused rnnkit bench --cell gru``), so this is what GRU
-    inference runs for the seconds its compiled kernels take to prepare.
+    Our torch-ops loops run inference at 0.55-0.96 of ``nn.GRU``'s speed and 0.66-0.93
+    of ``nn.LSTM``'s where oneDNN does not run it (packed input, ``proj_size``;
+    ``RNNKIT_ENGINE=fused rnnkit bench``), so this is what inference runs for the seconds
+    the compiled kernels take to prepare.
 
     Args:
+        cell: ``"lstm"`` or ``"gru"``.
         x: packed input rows.
-        h0: initial states of every layer and direction.
-        weights: ``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction, in torch's order.
+        states: ``(h0, c0)`` or ``(h0,)`` of every layer and direction.
+        weights: per layer and direction ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``, in
+            torch's order.
         batch_sizes: rows per step.
         num_layers, bidirectional, dropout, training: the stack's.
 
     Returns:
-        ``(out, h_n)``.
+        ``(out, final_states)``, final_states shaped as ``states``.
 
     Shape:
-        x ``(R, H_in)``, h0 ``(D * num_layers, N, H)``; out ``(R, D * H)``, h_n as h0.
+        x ``(R, H_in)``, states ``(D * num_layers, N, *)``; out ``(R, D * H_out)``.
     """
     weights = list(weights)
-    has_biases = len(weights) == 4 * h0.size(0)
+    rows_of_weights = len(weights) // states[0].size(0)  # per layer and direction
+    projected = cell == "lstm" and states[0].size(2) != states[-1].size(2)
+    has_biases = rows_of_weights - projected == 4
+    op, hx = (torch._VF.lstm, tuple(states)) if cell == "lstm" else (torch._VF.gru, states[0])
+    args = (weights, has_biases, num_layers, dropout, training, bidirectional)
     steps, batch = len(batch_sizes), batch_sizes[0]
-    if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
-        dense = x.reshape(steps, batch, x.size(1))
-        out, h_n = torch._VF.gru(
-            dense, h0, weights, has_biases, num_layers, dropout, training, bidirectional, False
-        )  # out (L, N, D * H)
-        return out.reshape(steps * batch, out.size(2)), h_n
-    sizes = torch.tensor(batch_sizes, dtype=torch.int64)
-    return torch._VF.gru(
-        x, sizes, h0, weights, has_biases, num_layers, dropout, training, bidirectional
-    )
+    with warnings.catch_warnings():
+        # torch's own note that a projected LSTM leaves oneDNN: its business, not the user's.
+        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
+        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+            out, *finals = op(x.reshape(steps, batch, x.size(1)), hx, *args, False)
+            return out.reshape(steps * batch, out.size(2)), tuple(finals)
+        sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+        out, *finals = op(x, sizes, hx, *args)
+    return out, tuple(finals)
 
 
 def gated_stack(
@@ -390,9 +399,9 @@ def gated_stack(
         )  # fmt: skip
         if on_onednn is not None:
             return on_onednn
-    if cell == "gru" and not torch.compiler.is_compiling():
-        on_native = _gru_on_native(
-            x, states, all_weights, batch_sizes, bidirectional, dropout, training, engine
+    if not torch.compiler.is_compiling():
+        on_native = _on_native(
+            cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training, engine
         )
         if on_native is not None:
             return on_native

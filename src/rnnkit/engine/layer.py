@@ -556,7 +556,8 @@ def resolve_engine(
     native: bool = False,
 ) -> str:
     """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
-    or, for a whole LSTM stack, ``"onednn"``, or for a whole GRU stack, ``"native"``.
+    or, for a whole LSTM stack, ``"onednn"``, or for a whole LSTM or GRU stack,
+    ``"native"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
     float64, numba and SciPy installed) and win: at every size when they can
@@ -569,9 +570,9 @@ def resolve_engine(
     else. An LSTM stack that torch's oneDNN LSTM can run (``onednn``, from
     :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
     wins (``"always"``), and where it only beats the torch-ops engine
-    (``"until_compiled"``) until the compiled kernels are ready. A GRU stack in
-    inference (``native``: torch's own GRU may run it) runs on torch's GRU until the
-    compiled kernels are ready: our torch-ops GRU is slower than it there.
+    (``"until_compiled"``) until the compiled kernels are ready. An LSTM or GRU stack
+    in inference (``native``: torch's own layer may run it) runs on torch's layer until
+    the compiled kernels are ready: our torch-ops loops are slower than it there.
     ``"compiled"`` insists on the compiled loops, waiting for their kernels if
     need be; ``"fused"`` on torch ops.
 
@@ -582,7 +583,7 @@ def resolve_engine(
         hidden_size: features of the hidden state.
         cell: "rnn", "lstm" or "gru": whose kernels the compiled engine needs.
         onednn: ``"always"``, ``"until_compiled"`` or None (oneDNN cannot run it).
-        native: whether torch's own GRU may run the stack while the kernels compile.
+        native: whether torch's own layer may run the stack while the kernels compile.
 
     Returns:
         ``"compiled"``, ``"fused"``, ``"onednn"`` or ``"native"``.

@@ -1,0 +1,138 @@
+"""While an LSTM's or GRU's compiled kernels are prepared, "auto" runs inference on
+torch's own layer (rnnkit.engine.gated_stack.native_stack): when it does, and that its
+results are torch's bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit.compiled import warmup
+from rnnkit.engine import gated_stack, resolve_engine
+
+
+@pytest.fixture
+def native_calls(monkeypatch) -> list:
+    """Counts the stacks run on torch's layers; kernels reported not ready, engine "auto"."""
+    calls = []
+    run = gated_stack.native_stack
+
+    def counted(cell, x, *args):
+        calls.append((cell, tuple(x.shape)))
+        return run(cell, x, *args)
+
+    monkeypatch.setattr(gated_stack, "native_stack", counted)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": False)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    return calls
+
+
+def test_auto_picks_torch_s_layer_only_while_the_kernels_are_not_ready(monkeypatch):
+    x = torch.zeros(6, 4)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": False)
+    assert resolve_engine("auto", x, 3, 8, "gru", native=True) == "native"
+    assert resolve_engine("auto", x, 3, 8, "gru") == "fused"
+    assert resolve_engine("auto", x, 3, 8, "lstm", "until_compiled", native=True) == "onednn"
+    assert resolve_engine("fused", x, 3, 8, "gru", native=True) == "fused"
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    assert resolve_engine("auto", x, 3, 8, "gru", native=True) == "compiled"
+    assert resolve_engine("compiled", x, 3, 8, "lstm", native=True) == "compiled"
+
+
+def _pair(cell, dtype=torch.float32, **kwargs):
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, cell)(5, 16, **kwargs).to(dtype)
+    theirs = getattr(torch.nn, cell)(5, 16, **kwargs).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def _states(module, batch, dtype):
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    h0 = torch.randn(rows, batch, module.proj_size or 16, dtype=dtype)
+    return (h0, torch.randn(rows, batch, 16, dtype=dtype)) if module.mode == "LSTM" else h0
+
+
+def _inferred(module, x, hx):
+    torch.manual_seed(1)  # the same dropout masks for both (the modules are in training mode)
+    with torch.no_grad():
+        out, state = module(x, hx)
+    out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+    return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+CASES = [
+    ("GRU", {}),
+    ("GRU", {"num_layers": 2, "bidirectional": True, "dropout": 0.5}),
+    ("GRU", {"bias": False, "batch_first": True}),
+    ("GRU", {"dtype": torch.float64}),
+    ("LSTM", {"dtype": torch.float64, "num_layers": 2, "bidirectional": True}),
+]
+
+
+@pytest.mark.parametrize("cell, kwargs", CASES)
+def test_inference_while_the_kernels_compile_is_torch_s_bit_for_bit(native_calls, cell, kwargs):
+    ours, theirs = _pair(cell, **kwargs)
+    dtype = kwargs.get("dtype", torch.float32)
+    x = torch.randn(4, 7, 5) if kwargs.get("batch_first") else torch.randn(7, 4, 5)
+    x, hx = x.to(dtype), _states(ours, 4, dtype)
+    for a, b in zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True):
+        assert torch.equal(a, b)
+    assert len(native_calls) == 1  # the whole stack in one call
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+@pytest.mark.parametrize(
+    "cell, kwargs",
+    [("GRU", {"num_layers": 2, "bidirectional": True}), ("LSTM", {}), ("LSTM", {"proj_size": 8})],
+)
+def test_packed_and_projected_inference_is_torch_s_bit_for_bit(native_calls, cell, kwargs):
+    """torch's own layer warns about the projection (filtered here, for it); ours must not."""
+    ours, theirs = _pair(cell, **kwargs)
+    packed = pack_padded_sequence(torch.randn(7, 3, 5), [2, 7, 5], enforce_sorted=False)
+    hx = _states(ours, 3, torch.float32)
+    for x in (packed, torch.randn(7, 3, 5)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ours must not warn
+            mine = _inferred(ours, x, hx)
+        for a, b in zip(mine, _inferred(theirs, x, hx), strict=True):
+            assert torch.equal(a, b)
+    # A dense float32 LSTM without projection runs on oneDNN, not here.
+    dense_here = cell == "GRU" or bool(kwargs.get("proj_size"))
+    assert native_calls == [(cell.lower(), (14, 5))] + dense_here * [(cell.lower(), (21, 5))]
+
+
+def test_training_while_the_kernels_compile_stays_on_torch_ops(native_calls):
+    """In training our torch-ops loops are mostly the faster; gradients match torch's."""
+    for cell in ("GRU", "LSTM"):
+        ours, theirs = _pair(cell, num_layers=2, dtype=torch.float64)
+        x = torch.randn(7, 4, 5, dtype=torch.float64)
+        grads = []
+        for module in (ours, theirs):
+            x_ = x.clone().requires_grad_()
+            out, state = module(x_)
+            h_n = state[0] if isinstance(state, tuple) else state
+            (out.sin().sum() + h_n.cos().sum()).backward()
+            grads.append([out, h_n, x_.grad] + [p.grad for p in module.parameters()])
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b)
+    assert native_calls == []
+
+
+def test_ready_kernels_and_explicit_engines_do_not_run_torch_s_layer(native_calls, monkeypatch):
+    ours, _ = _pair("GRU")
+    x = torch.randn(7, 4, 5)
+    with monkeypatch.context() as patched:
+        patched.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+        ours(x)
+    for engine in ("fused", "compiled", "reference"):
+        monkeypatch.setenv("RNNKIT_ENGINE", engine)
+        if engine == "compiled":
+            monkeypatch.setattr(warmup, "wait", lambda dtype, cell="rnn": None)
+            monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+        ours(x)
+    assert native_calls == []
