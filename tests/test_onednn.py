@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit import gated
 from rnnkit.compiled import warmup
-from rnnkit.engine import onednn, resolve_engine
+from rnnkit.engine import gated_stack, onednn, resolve_engine
 from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
 
 needs_onednn = pytest.mark.skipif(
@@ -85,15 +85,19 @@ def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
 def onednn_calls(monkeypatch) -> list:
     """Counts the stacks run on oneDNN; kernels reported ready, engine "auto"."""
     calls = []
-    run = onednn.onednn_lstm
+    direct, stack = onednn.onednn_lstm, gated_stack.native_stack
 
-    def counted(*args):
+    def counted_direct(*args):
         calls.append(tuple(args[0].shape))
-        return run(*args)
+        return direct(*args)
+
+    def counted_stack(cell, x, *args):
+        calls.append(tuple(x.shape))
+        return stack(cell, x, *args)
 
     # Both ways in: a layer's batched tensor input, and the general path's packed rows.
-    monkeypatch.setattr(gated, "onednn_lstm", counted)
-    monkeypatch.setattr(onednn, "onednn_lstm", counted)
+    monkeypatch.setattr(gated, "onednn_lstm", counted_direct)
+    monkeypatch.setattr(gated_stack, "native_stack", counted_stack)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     return calls
@@ -152,7 +156,7 @@ def test_bidirectional_training_and_other_layers_stay_on_our_engine(onednn_calls
     assert onednn_calls == []
     # A packed batch of equal lengths is dense: oneDNN runs it.
     _pair()[0](pack_padded_sequence(torch.randn(7, 3, 5), [7, 7, 7]))
-    assert onednn_calls == [(7, 3, 5)]
+    assert onednn_calls == [(21, 5)]  # the general path's packed rows
 
 
 @needs_onednn

@@ -26,7 +26,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
-from rnnkit.engine.onednn import onednn_fit, onednn_lstm_stack
+from rnnkit.engine.onednn import onednn_fit
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -271,10 +271,10 @@ def _lstm_on_onednn(x, states, all_weights, batch_sizes, bidirectional, dropout,
     if resolve_engine(engine, x, states[0].size(1), states[1].size(2), "lstm", onednn) != "onednn":
         return None
     num_layers = len(all_weights) // len(directions)
-    out, h_n, c_n = onednn_lstm_stack(
-        x, *states, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
-    )
-    return out, (h_n, c_n)
+    return native_stack(
+        "lstm", x, states, flat_weights, batch_sizes, num_layers, bidirectional, dropout,
+        training,
+    )  # fmt: skip
 
 
 def _on_native(cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training,

@@ -87,47 +87,6 @@ def onednn_fit(
     return UNTIL_COMPILED if ours_win else ALWAYS
 
 
-def onednn_lstm_stack(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    weights: Sequence[Tensor],
-    batch_sizes: Sequence[int],
-    num_layers: int,
-    bidirectional: bool,
-    dropout: float,
-    training: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """A whole LSTM stack on torch's LSTM (oneDNN where it is on), through torch's own
-    autograd: the call ``torch.nn.LSTM.forward`` makes, dropout between layers
-    included (so even its masks are torch's for the same random state).
-
-    Args:
-        x: packed input rows of equal-length sequences.
-        h0, c0: initial states of every layer and direction.
-        weights: ``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction, in torch's order.
-        batch_sizes: rows per step, all equal.
-        num_layers, bidirectional: the stack's.
-        dropout: on the outputs of every layer but the last, in training.
-        training: whether dropout applies.
-
-    Returns:
-        ``(out, h_n, c_n)``.
-
-    Shape:
-        x ``(R, H_in)``, h0 and c0 ``(D * num_layers, N, H)``; out ``(R, D * H)``,
-        h_n and c_n as h0.
-    """
-    steps, batch = len(batch_sizes), batch_sizes[0]
-    has_biases = len(weights) == 4 * h0.size(0)
-    dense = x.reshape(steps, batch, x.size(1))  # (L, N, H_in)
-    out, h_n, c_n = onednn_lstm(
-        dense, (h0, c0), list(weights), has_biases, num_layers, dropout, training,
-        bidirectional, False,
-    )  # fmt: skip  # out (L, N, D * H)
-    return out.view(steps * batch, out.size(2)), h_n, c_n
-
-
 def onednn_lstm(
     x: Tensor,
     hx: tuple[Tensor, Tensor],
@@ -140,8 +99,11 @@ def onednn_lstm(
     batch_first: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """torch's LSTM on a batched dense input: exactly the call ``torch.nn.LSTM.forward``
-    makes (oneDNN runs it where torch picks oneDNN). Arguments as
-    :func:`onednn_lstm_stack`'s; ``has_biases`` and ``batch_first`` as the layer's.
+    makes (oneDNN runs it where torch picks oneDNN). The layer's initial states,
+    weights (``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction, torch's order),
+    ``has_biases``, ``num_layers``, ``dropout``, ``training`` (dropout applies),
+    ``bidirectional`` and ``batch_first``. A whole stack over packed rows goes
+    through :func:`rnnkit.engine.gated_stack.native_stack`, which makes the same call.
 
     Returns:
         ``(out, h_n, c_n)``.
