@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.engine.gated_stack import gated_stack
-from rnnkit.engine.layer import grad_needed, resolve_engine
+from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.onednn import onednn_fit, onednn_lstm
 from rnnkit.functional_gated import gru_reference, lstm_reference
 from rnnkit.recurrent import RecurrentBase, selected_engine, take_options
@@ -138,13 +138,19 @@ class LSTM(RecurrentBase):
         if engine != "auto":  # only "auto" picks oneDNN
             return None
         weights = self._flat_weights
-        if input.dtype != weights[0].dtype:
+        first = weights[0]
+        steps, batch, features = input.shape
+        if self.batch_first:
+            steps, batch = batch, steps
+        # oneDNN runs on CPU only; is_cpu costs a sixth of comparing devices
+        if (
+            not (input.is_cpu and first.is_cpu)
+            or input.dtype != first.dtype
+            or features != self.input_size
+            or steps == 0
+            or batch == 0
+        ):
             return None
-        if input.device != weights[0].device:
-            return None
-        if input.size(2) != self.input_size or input.size(0) == 0 or input.size(1) == 0:
-            return None
-        batch = input.size(0) if self.batch_first else input.size(1)
         rows = self.num_layers * (2 if self.bidirectional else 1)
         if hx is None:
             # One zero tensor for both states: torch's LSTM only reads them.
@@ -155,8 +161,14 @@ class LSTM(RecurrentBase):
             hx = tuple(hx)
         else:
             return None
+        # Whether autograd records the call (grad_needed's question, without its list).
+        grad = torch.is_grad_enabled() and (
+            input.requires_grad
+            or hx[0].requires_grad
+            or hx[1].requires_grad
+            or any(w.requires_grad for w in weights)
+        )
         directions = (False, True) if self.bidirectional else (False,)
-        grad = grad_needed(input, hx[0], [hx[1], *weights])
         onednn = onednn_fit(input, (batch,), directions, False, grad, self.hidden_size)
         if onednn is None:
             return None
@@ -201,13 +213,15 @@ class LSTM(RecurrentBase):
 
 
 def _states_fit(hx, shape: tuple[int, int, int], input: Tensor) -> bool:
-    """Whether ``hx`` is a pair of states of ``shape`` on the input's device and dtype."""
+    """Whether ``hx`` is a pair of CPU states of ``shape`` in the input's dtype."""
     if isinstance(hx, Tensor) or len(hx) != 2:
         return False
-    return all(
-        isinstance(s, Tensor) and tuple(s.shape) == shape and s.dtype == input.dtype
-        and s.device == input.device
-        for s in hx
+    h, c = hx
+    return (
+        isinstance(h, Tensor) and isinstance(c, Tensor)
+        and tuple(h.shape) == shape and tuple(c.shape) == shape
+        and h.dtype == input.dtype and c.dtype == input.dtype
+        and h.is_cpu and c.is_cpu
     )  # fmt: skip
 
 

