@@ -9,6 +9,8 @@ rnnkit code), and ``rnnkit.functional.rnn_reference``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -385,6 +387,23 @@ def test_unknown_engine_is_rejected(monkeypatch):
     monkeypatch.setenv("RNNKIT_ENGINE", "bogus")
     with pytest.raises(ValueError, match=r"RNNKIT_ENGINE.*'bogus'"):
         rnn(torch.randn(2, 1, 3))
+
+
+def test_the_engine_variable_is_read_at_every_call_set_or_unset(monkeypatch):
+    """selected_engine reads os.environ's dict directly; a mapping without one (os.environ
+    replaced by a plain dict) is read with get."""
+    from rnnkit.recurrent import selected_engine
+
+    monkeypatch.delenv("RNNKIT_ENGINE", raising=False)
+    assert selected_engine() == "auto"
+    monkeypatch.setenv("RNNKIT_ENGINE", "fused")
+    assert selected_engine() == "fused"
+    monkeypatch.delenv("RNNKIT_ENGINE")
+    assert selected_engine() == "auto"
+    monkeypatch.setattr(os, "environ", {"RNNKIT_ENGINE": "reference"})
+    assert selected_engine() == "reference"
+    monkeypatch.setattr(os, "environ", {})
+    assert selected_engine() == "auto"
 
 
 @pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
