@@ -258,47 +258,31 @@ def _gru_layer(x, h0, weights, batch_sizes, directions, engine):
     return gru_layer_forward(x, h0, weights, batch_sizes, directions, engine, keep=False)[:2]
 
 
-def _lstm_on_onednn(x, states, all_weights, batch_sizes, bidirectional, dropout, training,
-                    proj_size, engine):  # fmt: skip
-    """The stack on torch's oneDNN LSTM where :func:`resolve_engine` picks it, as
-    ``(out, (h_n, c_n))``; else None. Arguments as :func:`gated_stack`'s."""
-    flat_weights = [w for ws in all_weights for w in ws]
-    directions = (False, True) if bidirectional else (False,)
-    grad = grad_needed(x, states[0], [states[1], *flat_weights])
-    onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, states[1].size(2))
-    if onednn is None:
-        return None
-    if resolve_engine(engine, x, states[0].size(1), states[1].size(2), "lstm", onednn) != "onednn":
-        return None
-    num_layers = len(all_weights) // len(directions)
-    return native_stack(
-        "lstm", x, states, flat_weights, batch_sizes, num_layers, bidirectional, dropout,
-        training,
-    )  # fmt: skip
-
-
-def _on_native(cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training,
-               engine):  # fmt: skip
-    """The stack on torch's own LSTM or GRU where :func:`resolve_engine` picks it
-    (inference under "auto", on CPU, while the compiled kernels are being prepared), as
+def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dropout,
+                    training, proj_size, engine):  # fmt: skip
+    """The stack on torch's own LSTM or GRU where :func:`resolve_engine` picks it, as
     ``(out, final_states)``; else None. Arguments as :func:`gated_stack`'s.
 
-    Only inference: in training our torch-ops loops are mostly the faster (GRU 0.91-1.69
-    of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without oneDNN), and a GRU
-    training step on torch's GRU beside the worker that compiles the kernels took 34 ms
-    against the torch-ops engine's 24 at 100x30x4x64
+    Two cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``), and, while
+    the compiled kernels are being prepared, inference of any CPU stack (``native``).
+    Only inference for the second: in training our torch-ops loops are mostly the
+    faster (GRU 0.91-1.69 of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without
+    oneDNN), and a GRU training step on torch's GRU beside the worker that compiles the
+    kernels took 34 ms against the torch-ops engine's 24 at 100x30x4x64
     (``python benchmarks/cold_start.py --cell gru``).
     """
-    if engine != "auto" or not x.is_cpu:
-        return None
     h0 = states[0]
     flat_weights = [w for ws in all_weights for w in ws]
-    if grad_needed(x, h0, [*states[1:], *flat_weights]):
-        return None
+    grad = grad_needed(x, h0, [*states[1:], *flat_weights])
+    directions = (False, True) if bidirectional else (False,)
     hidden = states[-1].size(2)  # the cell state's for an LSTM
-    if resolve_engine(engine, x, h0.size(1), hidden, cell, native=True) != "native":
+    onednn = None
+    if cell == "lstm":
+        onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, hidden)
+    picked = resolve_engine(engine, x, h0.size(1), hidden, cell, onednn, native=not grad)
+    if picked not in ("onednn", "native"):
         return None
-    num_layers = len(all_weights) // (2 if bidirectional else 1)
+    num_layers = len(all_weights) // len(directions)
     return native_stack(
         cell, x, states, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
     )
@@ -392,19 +376,13 @@ def gated_stack(
         x ``(R, H_in)``, h0 ``(D * num_layers, N, H_out)``, c0 ``(D * num_layers, N, H)``;
         out ``(R, D * H_out)``.
     """
-    if cell == "lstm" and not torch.compiler.is_compiling():
-        on_onednn = _lstm_on_onednn(
-            x, states, all_weights, batch_sizes, bidirectional, dropout, training, proj_size,
-            engine,
-        )  # fmt: skip
-        if on_onednn is not None:
-            return on_onednn
     if not torch.compiler.is_compiling():
-        on_native = _on_native(
-            cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training, engine
-        )
-        if on_native is not None:
-            return on_native
+        on_torch = _on_torch_layer(
+            cell, x, states, all_weights, batch_sizes, bidirectional, dropout, training,
+            proj_size, engine,
+        )  # fmt: skip
+        if on_torch is not None:
+            return on_torch
 
     def run_layer(layer, layer_input, layer_states, weights, batch_sizes, directions):
         if cell == "lstm":
