@@ -149,28 +149,23 @@ class RecurrentBase(nn.Module):
         """Features of each state: ``(H_out,)``; the LSTM adds ``H_cell``."""
         return (self.hidden_size,)
 
-    @property
-    def _flat_weights(self) -> list[Tensor]:
-        # Looked up on every call, so replaced or reparametrised weights
-        # (torch.func.functional_call) are always the ones used.
-        # _parameters first, as in all_weights.
-        parameters = self._parameters
-        return [
-            parameters[name] if name in parameters else getattr(self, name)
-            for name in self._flat_weights_names
-        ]
-
-    @property
-    def all_weights(self) -> list[list[nn.Parameter]]:
-        """Parameters per (layer, direction), in torch's order."""
+    def _weights_named(self, names: list[str]) -> list[Tensor]:
+        """The weights of these names, looked up on every call, so replaced or
+        reparametrised weights are always the ones used."""
         # _parameters first: Module.__getattr__ costs about 1 us per name. It holds
         # what torch.func.functional_call swaps in; a name it lacks (moved by
         # torch.nn.utils.parametrize, say) is looked up as an attribute.
         parameters = self._parameters
-        return [
-            [parameters[name] if name in parameters else getattr(self, name) for name in names]
-            for names in self._all_weights
-        ]
+        return [parameters[name] if name in parameters else getattr(self, name) for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return self._weights_named(self._flat_weights_names)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per (layer, direction), in torch's order."""
+        return [self._weights_named(names) for names in self._all_weights]
 
     def reset_parameters(self) -> None:
         """Draw every weight and bias from ``U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))``.
