@@ -122,9 +122,10 @@ def _gemm_is_correct(address: int, dtype: type) -> bool:
     return bool(np.array_equal(c, a @ b))
 
 
-def torch_blas_addresses() -> dict[str, int] | None:
-    """``{"sgemm": address, "dgemm": address}`` of torch's bundled BLAS, or None
-    where it is not exported, fails the probe, or ``RNNKIT_BLAS=scipy``."""
+def _torch_addresses(symbols: tuple[str, ...], what: str) -> tuple[Path, list[int]] | None:
+    """``(library path, addresses)`` of these symbols in torch's CPU library, or None
+    where ``RNNKIT_BLAS=scipy``, the library is not found, or it does not export them
+    all (logged, naming ``what`` is missing)."""
     requested = os.environ.get(_ENVIRONMENT, "auto")
     if requested not in ("auto", "scipy"):
         raise ValueError(f"{_ENVIRONMENT}: expected 'auto' or 'scipy', got {requested!r}")
@@ -133,16 +134,24 @@ def torch_blas_addresses() -> dict[str, int] | None:
         return None
     try:
         library = ctypes.CDLL(str(path))
-        functions = {name: getattr(library, f"{name}_") for name in ("sgemm", "dgemm")}
+        functions = [getattr(library, symbol) for symbol in symbols]
     except (OSError, AttributeError):
-        logger.info("rnnkit.compiled: %s exports no BLAS; using SciPy's for every product", path)
+        logger.info("rnnkit.compiled: %s exports no %s", path, what)
         return None
-    addresses = {name: ctypes.cast(f, ctypes.c_void_p).value for name, f in functions.items()}
-    if not (_gemm_is_correct(addresses["sgemm"], np.float32)
-            and _gemm_is_correct(addresses["dgemm"], np.float64)):  # fmt: skip
+    return path, [ctypes.cast(function, ctypes.c_void_p).value for function in functions]
+
+
+def torch_blas_addresses() -> dict[str, int] | None:
+    """``{"sgemm": address, "dgemm": address}`` of torch's bundled BLAS, or None
+    where it is not exported, fails the probe, or ``RNNKIT_BLAS=scipy``."""
+    found = _torch_addresses(("sgemm_", "dgemm_"), "BLAS; using SciPy's for every product")
+    if found is None:
+        return None
+    path, (sgemm, dgemm) = found
+    if not (_gemm_is_correct(sgemm, np.float32) and _gemm_is_correct(dgemm, np.float64)):
         logger.warning("rnnkit.compiled: the BLAS in %s failed its probe; using SciPy's", path)
         return None
-    return addresses
+    return {"sgemm": sgemm, "dgemm": dgemm}
 
 
 def _brgemm_is_correct(address: int) -> bool:
@@ -164,15 +173,10 @@ def torch_brgemm_address() -> int | None:
     """The address of torch's float32 brgemm (see the module doc), or None where it is
     not exported (not every torch release has it), fails its probe, or
     ``RNNKIT_BLAS=scipy``."""
-    path = _torch_library()
-    if os.environ.get(_ENVIRONMENT, "auto") == "scipy" or path is None:
+    found = _torch_addresses((_BRGEMM_SYMBOL,), "brgemm; per-step products use BLAS")
+    if found is None:
         return None
-    try:
-        function = getattr(ctypes.CDLL(str(path)), _BRGEMM_SYMBOL)
-    except (OSError, AttributeError):
-        logger.info("rnnkit.compiled: %s exports no brgemm; per-step products use BLAS", path)
-        return None
-    address = ctypes.cast(function, ctypes.c_void_p).value
+    path, (address,) = found
     if not _brgemm_is_correct(address):
         logger.warning("rnnkit.compiled: the brgemm in %s failed its probe; using BLAS", path)
         return None
