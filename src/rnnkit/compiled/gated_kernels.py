@@ -32,6 +32,7 @@ from rnnkit.compiled.kernels import (
     _fast_tanh,
     _last_states,
     _matmul_accumulate,
+    _matmul_into,
     _offsets,
     per_dtype,
 )
@@ -64,22 +65,31 @@ def _sigmoid(x, half):
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _recurrent_product(states, column, width, h0, w_t, into, offsets, batch_sizes, t, reverse,
-                       small_gemm, int_args, scalar_args):  # fmt: skip
-    """``into += h_prev @ w_t`` for step ``t``'s rows: the previous step's states in
-    ``states[:, column : column + width]``, or ``h0`` for sequences starting at ``t``."""
+                       small_gemm, int_args, scalar_args, overwrite):  # fmt: skip
+    """``into += h_prev @ w_t`` (``into = ...`` if ``overwrite``) for step ``t``'s rows:
+    the previous step's states in ``states[:, column : column + width]``, or ``h0`` for
+    sequences starting at ``t``."""
     n, steps = batch_sizes[t], batch_sizes.shape[0]
     if not reverse:
-        if t == 0:
-            _matmul_accumulate(h0[:n], w_t, into, small_gemm, int_args, scalar_args, AS_IS)
-        else:
+        previous = h0[:n]
+        if t > 0:
             first = offsets[t - 1]
             previous = states[first : first + n, column : column + width]
-            _matmul_accumulate(previous, w_t, into, small_gemm, int_args, scalar_args, AS_IS)
+        _product(previous, w_t, into, small_gemm, int_args, scalar_args, overwrite)
         return
     n_next = batch_sizes[t + 1] if t + 1 < steps else 0  # they continue; the rest start here
     previous = states[offsets[t + 1] : offsets[t + 1] + n_next, column : column + width]
-    _matmul_accumulate(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args, AS_IS)
-    _matmul_accumulate(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args, AS_IS)
+    _product(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args, overwrite)
+    _product(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args, overwrite)
+
+
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def _product(a, b, c, small_gemm, int_args, scalar_args, overwrite):
+    """``c = a @ b`` if ``overwrite``, else ``c += a @ b``."""
+    if overwrite:
+        _matmul_into(a, b, c, small_gemm, int_args, scalar_args, AS_IS)
+    else:
+        _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, AS_IS)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -274,7 +284,8 @@ def lstm_forward_loop(
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
         _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
-                           batch_sizes, t, reverse, small_gemm, int_args, scalar_args)  # fmt: skip
+                           batch_sizes, t, reverse, small_gemm, int_args, scalar_args,
+                           False)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         cell_row, tanh_row = start, start
         if not keep:  # steps alternate between two blocks of cell rows
@@ -289,8 +300,7 @@ def lstm_forward_loop(
             _keep_ending(cells, cell_row, batch_sizes, t, reverse, c_n)
         if projected:
             rows = out[start : start + n, column : column + width]
-            rows[:] = 0.0
-            _matmul_accumulate(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args, AS_IS)
+            _matmul_into(raw[:n], w_hr_t, rows, small_gemm, int_args, scalar_args, AS_IS)
     _last_states(out, column, batch_sizes, offsets, reverse, h_n)
     if keep:
         _last_states(cells, ZERO, batch_sizes, offsets, reverse, c_n)
@@ -335,18 +345,15 @@ def lstm_backward_walk(
         raw_row = start  # the step's dL/d(o * tanh(c)): its rows of d_out, or of the scratch
         if projected:
             raw_row = 0
-            d_raw[:n] = 0.0
-            _matmul_accumulate(d_out[start : start + n], w_hr, d_raw[:n], small_gemm, int_args,
-                               scalar_args, AS_IS)  # fmt: skip
+            _matmul_into(d_out[start : start + n], w_hr, d_raw[:n], small_gemm, int_args,
+                         scalar_args, AS_IS)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         _lstm_cells_back(d_gates, carry_c, d_raw, raw_row, gates, cells, tanh_cells, start,
                          n_cont, ZERO, cells, previous, one)  # fmt: skip
         _lstm_cells_back(d_gates, carry_c, d_raw, raw_row + n_cont, gates, cells, tanh_cells,
                          start + n_cont, n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
-        into = carry_h[:n]
-        into[:] = 0.0
-        _matmul_accumulate(d_gates[start : start + n], w_hh, into, small_gemm, int_args,
-                           scalar_args, AS_IS)  # fmt: skip
+        _matmul_into(d_gates[start : start + n], w_hh, carry_h[:n], small_gemm, int_args,
+                     scalar_args, AS_IS)  # fmt: skip
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -380,10 +387,8 @@ def gru_forward_loop(
     for i in range(steps):
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
-        into = products[:n]
-        into[:] = 0.0
-        _recurrent_product(out, column, hidden, h0, w_hh_t, into, offsets, batch_sizes, t,
-                           reverse, small_gemm, int_args, scalar_args)  # fmt: skip
+        _recurrent_product(out, column, hidden, h0, w_hh_t, products[:n], offsets, batch_sizes,
+                           t, reverse, small_gemm, int_args, scalar_args, True)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         kept_row = start if keep else 0
         _gru_gates(keep, gates, products, start, kept_n, kept_row, out, column, start,

@@ -130,6 +130,19 @@ def _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b):
                 c[i, j] += a_ip * (b[j, p] if transpose_b else b[p, j])
 
 
+@njit(cache=_CACHE, nogil=True, error_model="numpy")
+def _matmul_into(a, b, c, small_gemm, int_args, scalar_args, transpose_b):
+    """``c = a @ op(b)``: BLAS overwrites c without reading it (beta 0), which saves
+    zeroing it and reading the zeros back; the plain loop zeroes it first."""
+    m, k = a.shape
+    n = b.shape[0] if transpose_b else b.shape[1]
+    if m * k * n > small_gemm:
+        gemm_accumulate(a, b, c, int_args, scalar_args, False, 0.0, transpose_b)
+        return
+    c[:] = 0.0
+    _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b)
+
+
 @njit(cache=_CACHE, nogil=True)
 def _offsets(batch_sizes):
     offsets = np.zeros(batch_sizes.shape[0] + 1, np.int64)
@@ -226,8 +239,7 @@ def forward_loop(
         rows = out[start : start + n, column:end]
         if project_steps:  # the step's input, still in its rows, projected aside
             rows = step_rows[:n]
-            rows[:] = 0.0
-            _matmul_accumulate(
+            _matmul_into(
                 out[start : start + n], w_ih, rows, small_gemm, int_args, scalar_args, TRANSPOSED
             )  # fmt: skip
         if not reverse:
