@@ -130,13 +130,14 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
 
 
 def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse,
-                h_n, keep=True) -> None:  # fmt: skip
-    """One GRU direction's recurrence, in place (see ``gated_kernels.gru_forward_loop``).
+                h_n, keep=True, w_in_place=False) -> None:  # fmt: skip
+    """One GRU direction's recurrence, in place (see ``gated_kernels.gru_forward_loop``;
+    with ``w_in_place``, ``w_hh_t`` is the weight itself, not its transpose).
 
     Shape:
         gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without ``keep``:
-        ``(N, H)``), out ``(R, W)``, h0 and h_n ``(N, H)``, w_hh_t ``(H, 3H)``,
-        bias_hn ``(H,)`` or None.
+        ``(N, H)``), out ``(R, W)``, h0 and h_n ``(N, H)``, w_hh_t ``(H, 3H)`` (with
+        ``w_in_place``: ``(3H, H)``), bias_hn ``(H,)`` or None.
     """
     gates_np = _written_in_place(gates, "gates")
     rows, hidden, batch = gates_np.shape[0], h0.size(-1), h0.size(0)
@@ -147,7 +148,10 @@ def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch
         "products": (_written_in_place(products, "products"), (batch, 3 * hidden)),
         "kept_n": (_written_in_place(kept_n, "kept_n"), (rows if keep else batch, hidden)),
         "h0": (_as_numpy(h0), (batch, hidden)),
-        "w_hh_t": (_as_numpy(w_hh_t), (hidden, 3 * hidden)),
+        "w_hh_t": (
+            _as_numpy(w_hh_t),
+            (3 * hidden, hidden) if w_in_place else (hidden, 3 * hidden),
+        ),
         "bias_hn": (np.zeros(hidden, dtype) if bias_hn is None else _as_numpy(bias_hn), (hidden,)),
         "h_n": (_written_in_place(h_n, "h_n"), (batch, hidden)),
     }
@@ -156,6 +160,7 @@ def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch
     _kernels().gru_forward_loop(
         a["gates"], a["products"], a["kept_n"], a["out"], column, a["h0"], a["w_hh_t"],
         a["bias_hn"], *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], keep,
+        w_in_place,
     )  # fmt: skip
 
 

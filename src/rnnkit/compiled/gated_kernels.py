@@ -65,31 +65,34 @@ def _sigmoid(x, half):
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def _recurrent_product(states, column, width, h0, w_t, into, offsets, batch_sizes, t, reverse,
-                       small_gemm, int_args, scalar_args, overwrite):  # fmt: skip
-    """``into += h_prev @ w_t`` (``into = ...`` if ``overwrite``) for step ``t``'s rows:
-    the previous step's states in ``states[:, column : column + width]``, or ``h0`` for
-    sequences starting at ``t``."""
+                       small_gemm, int_args, scalar_args, overwrite, transpose_w):  # fmt: skip
+    """``into += h_prev @ w_t`` (``into = ...`` if ``overwrite``; ``w_t.T`` if
+    ``transpose_w``) for step ``t``'s rows: the previous step's states in
+    ``states[:, column : column + width]``, or ``h0`` for sequences starting at ``t``."""
     n, steps = batch_sizes[t], batch_sizes.shape[0]
     if not reverse:
         previous = h0[:n]
         if t > 0:
             first = offsets[t - 1]
             previous = states[first : first + n, column : column + width]
-        _product(previous, w_t, into, small_gemm, int_args, scalar_args, overwrite)
+        _product(previous, w_t, into, small_gemm, int_args, scalar_args, overwrite, transpose_w)
         return
     n_next = batch_sizes[t + 1] if t + 1 < steps else 0  # they continue; the rest start here
     previous = states[offsets[t + 1] : offsets[t + 1] + n_next, column : column + width]
-    _product(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args, overwrite)
-    _product(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args, overwrite)
+    _product(previous, w_t, into[:n_next], small_gemm, int_args, scalar_args, overwrite,
+             transpose_w)  # fmt: skip
+    _product(h0[n_next:n], w_t, into[n_next:], small_gemm, int_args, scalar_args, overwrite,
+             transpose_w)  # fmt: skip
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
-def _product(a, b, c, small_gemm, int_args, scalar_args, overwrite):
-    """``c = a @ b`` if ``overwrite``, else ``c += a @ b``."""
+def _product(a, b, c, small_gemm, int_args, scalar_args, overwrite, transpose_b):
+    """``c = a @ op(b)`` if ``overwrite``, else ``c += a @ op(b)`` (op: ``.T`` if
+    ``transpose_b``)."""
     if overwrite:
-        _matmul_into(a, b, c, small_gemm, int_args, scalar_args, AS_IS)
+        _matmul_into(a, b, c, small_gemm, int_args, scalar_args, transpose_b)
     else:
-        _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, AS_IS)
+        _matmul_accumulate(a, b, c, small_gemm, int_args, scalar_args, transpose_b)
 
 
 @njit(cache=_CACHE, nogil=True)
@@ -285,7 +288,7 @@ def lstm_forward_loop(
         n, start = batch_sizes[t], offsets[t]
         _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
                            batch_sizes, t, reverse, small_gemm, int_args, scalar_args,
-                           False)  # fmt: skip
+                           False, AS_IS)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         cell_row, tanh_row = start, start
         if not keep:  # steps alternate between two blocks of cell rows
@@ -359,7 +362,7 @@ def lstm_backward_walk(
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_forward_loop(
     gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, consts,
-    small_gemm, tall_rows, h_n, keep,
+    small_gemm, tall_rows, h_n, keep, w_in_place,
 ):  # fmt: skip
     """One GRU direction's recurrence.
 
@@ -370,14 +373,18 @@ def gru_forward_loop(
         kept_n: written with each row's ``W_hn h_prev + b_hn`` (what the backward
             pass reads); without ``keep`` (inference), unused.
         out: written with the hidden states, in columns ``column : column + H``.
-        h0: initial states. w_hh_t: the recurrent weight, transposed.
+        h0: initial states.
+        w_hh_t: the recurrent weight, transposed; with ``w_in_place``, the weight itself,
+            read transposed in place (at batch 1, where BLAS's product is as fast either
+            way, it saves the copy).
         bias_hn: ``b_hn`` (zeros without biases).
         h_n: written with each sequence's last state.
         keep: keep every row's ``kept_n`` for the backward pass.
 
     Shape:
         gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without keep
-        ``(N, H)``), out ``(R, W)``, h0 ``(N, H)``, w_hh_t ``(H, 3H)``, bias_hn ``(H,)``.
+        ``(N, H)``), out ``(R, W)``, h0 ``(N, H)``, w_hh_t ``(H, 3H)`` (with
+        ``w_in_place``: ``(3H, H)``), bias_hn ``(H,)``.
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
@@ -388,7 +395,8 @@ def gru_forward_loop(
         t = steps - 1 - i if reverse else i
         n, start = batch_sizes[t], offsets[t]
         _recurrent_product(out, column, hidden, h0, w_hh_t, products[:n], offsets, batch_sizes,
-                           t, reverse, small_gemm, int_args, scalar_args, True)  # fmt: skip
+                           t, reverse, small_gemm, int_args, scalar_args, True,
+                           w_in_place)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         kept_row = start if keep else 0
         _gru_gates(keep, gates, products, start, kept_n, kept_row, out, column, start,
