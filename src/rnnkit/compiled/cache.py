@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 ENVIRONMENT = "NUMBA_CACHE_DIR"
 # The files numba compiles the kernels from (the completion marker goes stale with them).
-KERNEL_SOURCES = ("kernels.py", "gated_kernels.py", "options_kernels.py", "blas.py")
+KERNEL_SOURCES = ("kernels.py", "gated_kernels.py", "options_kernels.py", "blas.py", "team.py")
 
 
 def user_cache_dir() -> Path:

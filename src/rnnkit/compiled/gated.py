@@ -130,9 +130,13 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
 
 
 def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse,
-                h_n, keep=True, w_in_place=False) -> None:  # fmt: skip
+                h_n, keep=True, w_in_place=False, parts=None) -> None:  # fmt: skip
     """One GRU direction's recurrence, in place (see ``gated_kernels.gru_forward_loop``;
     with ``w_in_place``, ``w_hh_t`` is the weight itself, not its transpose).
+
+    ``parts``: ``(first, count)`` sequences of a float32 batch of equal lengths, each run
+    by a thread of torch's OpenMP team (:mod:`rnnkit.compiled.team`); None or one part
+    runs the whole batch here.
 
     Shape:
         gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without ``keep``:
@@ -157,16 +161,22 @@ def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch
     }
     _check(arrays, "out", column, hidden)
     a = {name: array for name, (array, _) in arrays.items()}
+    if parts is not None and len(parts) > 1:
+        header = _team_header(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
+                              hidden, column, keep)  # fmt: skip
+        _team().run_gru_forward({**a, "consts": _consts(dtype)}, header, parts)
+        return
     _kernels().gru_forward_loop(
         a["gates"], a["products"], a["kept_n"], a["out"], column, a["h0"], a["w_hh_t"],
         a["bias_hn"], *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], keep,
-        w_in_place,
+        w_in_place, 0, 0,
     )  # fmt: skip
 
 
 def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes,
-                 reverse, carry) -> None:  # fmt: skip
-    """One GRU direction's walk back in time (see ``gated_kernels.gru_backward_walk``).
+                 reverse, carry, parts=None) -> None:  # fmt: skip
+    """One GRU direction's walk back in time (see ``gated_kernels.gru_backward_walk``;
+    ``parts`` as in :func:`gru_forward`).
 
     Shape:
         d_hidden and gates ``(R, 3H)``, d_n and kept_n ``(R, H)``, grad_out and out
@@ -188,11 +198,16 @@ def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, 
     }
     _check(arrays, "grad_out", column, hidden)
     a = {name: array for name, (array, _) in arrays.items()}
+    if parts is not None and len(parts) > 1:
+        header = _team_header(rows, batch_sizes, batch, dtype, reverse, parts,
+                              grad_out.size(-1), hidden, column, True)  # fmt: skip
+        _team().run_gru_backward({**a, "consts": _consts(dtype)}, header, parts)
+        return
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
         a["d_hidden"], a["d_n"], a["grad_out"], a["out"], column, a["gates"], a["kept_n"],
         a["h0"], a["w_hh"], sizes, reverse, consts, small_gemm, tall_rows,
-        a["carry"],
+        a["carry"], 0, 0,
     )  # fmt: skip
 
 
@@ -200,6 +215,38 @@ def _step_args(rows, batch_sizes, batch, dtype, reverse) -> tuple:
     """``batch_sizes, reverse, consts, small_gemm, tall_rows`` of a forward kernel."""
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     return sizes, reverse, consts, small_gemm, tall_rows
+
+
+@functools.cache
+def _team():
+    from rnnkit.compiled import team
+
+    return team
+
+
+def team_available() -> bool:
+    """Whether :func:`gru_forward` and :func:`gru_backward` can run ``parts`` here."""
+    return _team().available()
+
+
+def _team_header(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden, column,
+                 keep) -> dict:  # fmt: skip
+    """The team callbacks' sizes and flags (:mod:`rnnkit.compiled.team`), after checking
+    what they would misread: float32, equal lengths, parts that tile the batch."""
+    sizes, _, small_gemm, _ = _prologue(rows, batch_sizes, batch, dtype)
+    bounds = [first for first, _ in parts] + [parts[-1][0] + parts[-1][1]]
+    tiled = bounds[0] == 0 and bounds[-1] == batch and all(count >= 1 for _, count in parts)
+    tiled = tiled and all(first + count == later for (first, count), later in
+                          zip(parts, bounds[1:], strict=True))  # fmt: skip
+    if dtype != np.float32 or sizes[-1] != batch or not tiled or not team_available():
+        raise ValueError(
+            f"rnnkit.compiled: expected parts (first, count) tiling a float32 batch of {batch} "
+            f"sequences of equal length on torch's OpenMP runtime, got {list(parts)} for "
+            f"dtype {dtype} and batch_sizes {list(batch_sizes)}"
+        )
+    # Each part's products stay in its thread (brgemm or SciPy's BLAS), as at one thread.
+    return _team().fields(rows, width, hidden, batch, len(sizes), column, reverse, small_gemm,
+                          _blas().TALL_ROWS_ONE_THREAD, keep)  # fmt: skip
 
 
 def _check(arrays: dict, first: str, column: int, width: int) -> None:

@@ -21,8 +21,9 @@ takes the rational tanh of :mod:`rnnkit.compiled.kernels` under fastmath, float6
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import carray, njit, types
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
 
 from rnnkit.compiled.blas import scratch
 from rnnkit.compiled.cache import configure_numba
@@ -359,12 +360,27 @@ def lstm_backward_walk(
                      scalar_args, AS_IS)  # fmt: skip
 
 
+@njit(cache=_CACHE, nogil=True)
+def _part_offsets(batch_sizes, part_first, part_stride):
+    """Each step's first row: packed (``part_stride`` 0), or of a part of a batch of
+    equal-length sequences, which a thread runs while others run the rest: the part's
+    ``batch_sizes[0]`` sequences from sequence ``part_first``, in rows of
+    ``part_stride`` sequences a step. Shape: ``(T + 1,)``."""
+    if part_stride == 0:
+        return _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    offsets = np.empty(steps + 1, np.int64)
+    for t in range(steps + 1):
+        offsets[t] = t * part_stride + part_first
+    return offsets
+
+
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_forward_loop(
     gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch_sizes, reverse, consts,
-    small_gemm, tall_rows, h_n, keep, w_in_place,
+    small_gemm, tall_rows, h_n, keep, w_in_place, part_first, part_stride,
 ):  # fmt: skip
-    """One GRU direction's recurrence.
+    """One GRU direction's recurrence (for a part of a batch: see :func:`_part_offsets`).
 
     Args:
         gates: each row's input projection plus ``b_ih`` (and ``b_hh`` for r, z);
@@ -380,6 +396,8 @@ def gru_forward_loop(
         bias_hn: ``b_hn`` (zeros without biases).
         h_n: written with each sequence's last state.
         keep: keep every row's ``kept_n`` for the backward pass.
+        part_first, part_stride: see :func:`_part_offsets`; ``h0``, ``products``,
+            ``kept_n`` (without keep) and ``h_n`` are then the part's rows.
 
     Shape:
         gates ``(R, 3H)``, products ``(N, 3H)``, kept_n ``(R, H)`` (without keep
@@ -389,7 +407,7 @@ def gru_forward_loop(
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
     hidden = h0.shape[1]
-    offsets = _offsets(batch_sizes)
+    offsets = _part_offsets(batch_sizes, part_first, part_stride)
     steps = batch_sizes.shape[0]
     for i in range(steps):
         t = steps - 1 - i if reverse else i
@@ -409,9 +427,10 @@ def gru_forward_loop(
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def gru_backward_walk(
     d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, batch_sizes, reverse,
-    consts, small_gemm, tall_rows, carry,
+    consts, small_gemm, tall_rows, carry, part_first, part_stride,
 ):  # fmt: skip
-    """One GRU direction's walk back in time.
+    """One GRU direction's walk back in time (for a part of a batch: see
+    :func:`_part_offsets`; ``h0`` and ``carry`` are then the part's rows).
 
     Args:
         d_hidden: written with dL/d(recurrent pre-activations) ``r, z, n`` of every
@@ -429,7 +448,7 @@ def gru_backward_walk(
     """
     int_args, scalar_args = scratch(d_hidden.dtype, tall_rows)
     one = consts[1]
-    offsets = _offsets(batch_sizes)
+    offsets = _part_offsets(batch_sizes, part_first, part_stride)
     steps = batch_sizes.shape[0]
     for i in range(steps):
         t = i if reverse else steps - 1 - i
@@ -441,3 +460,105 @@ def gru_backward_walk(
                         start + n_cont, n - n_cont, n_cont, h0, n_cont, ZERO, one)  # fmt: skip
         _matmul_accumulate(d_hidden[start : start + n], w_hh, carry[:n], small_gemm, int_args,
                            scalar_args, AS_IS)  # fmt: skip
+
+
+# A batch's parts on torch's OpenMP team (rnnkit.compiled.team compiles the two bodies
+# below as C callbacks and runs them; they live here so that numba's cache of them goes
+# stale with the loops they call). Each thread of the team enters the callback with one
+# int64 descriptor: the header's fields in TEAM_FIELDS order, then from slot TEAM_ARRAYS
+# the float32 arrays' addresses (C-contiguous, checked by rnnkit.compiled.gated) in the
+# callback's order, then from TEAM_PARTS (first, count) per part. The thread runs parts
+# thread_num, thread_num + num_threads, ...
+TEAM_FIELDS = ("rows", "width", "hidden", "batch", "steps", "column", "reverse", "small_gemm",
+               "tall_rows", "parts", "keep", "w_in_place")  # fmt: skip
+TEAM_FORWARD_ARRAYS = ("gates", "products", "kept_n", "out", "h0", "w_hh_t", "bias_hn", "h_n",
+                       "consts")  # fmt: skip
+TEAM_BACKWARD_ARRAYS = ("d_hidden", "d_n", "grad_out", "out", "gates", "kept_n", "h0", "w_hh",
+                        "carry", "consts")  # fmt: skip
+TEAM_ARRAYS, TEAM_PARTS, TEAM_MAX_PARTS = 16, 32, 64
+_ROWS, _WIDTH, _HIDDEN, _BATCH, _STEPS, _COLUMN, _REVERSE, _SMALL, _TALL, _PARTS, _KEEP = range(11)
+_W_IN_PLACE = 11  # a flag, not a constant: the call then matches one from Python
+
+_thread_num = types.ExternalFunction("rnnkit_omp_get_thread_num", types.intc())
+_num_threads = types.ExternalFunction("rnnkit_omp_get_num_threads", types.intc())
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An int64 address as a pointer."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+
+    return types.voidptr(types.int64), codegen
+
+
+@intrinsic
+def _readonly(typingctx, array):
+    """``array`` typed read-only, as the sizes and constants of a call from Python are:
+    the callbacks then call the loops' compiled code of those calls, not their own."""
+
+    def codegen(context, builder, signature, args):
+        return impl_ret_borrowed(context, builder, signature.return_type, args[0])
+
+    return array.copy(readonly=True)(array), codegen
+
+
+@njit(inline="always")
+def _team_array(d, index, rows, columns):
+    """The float32 ``(rows, columns)`` array whose address is the ``index``-th array's."""
+    return carray(_pointer(d[TEAM_ARRAYS + index]), (rows, columns), np.float32)
+
+
+@njit(inline="always")
+def _team_part(d, p):
+    """Part ``p``'s ``(first, end)``."""
+    first = d[TEAM_PARTS + 2 * p]
+    return first, first + d[TEAM_PARTS + 2 * p + 1]
+
+
+def gru_forward_parts(data):
+    """:func:`gru_forward_loop` for this thread's parts (a C callback's body)."""
+    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    rows, width, hidden, batch, keep = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH], d[_KEEP] != 0
+    gates = _team_array(d, 0, rows, 3 * hidden)
+    products = _team_array(d, 1, batch, 3 * hidden)
+    kept_n = _team_array(d, 2, rows if keep else batch, hidden)
+    out = _team_array(d, 3, rows, width)
+    h0 = _team_array(d, 4, batch, hidden)
+    w_hh_t = _team_array(d, 5, hidden, 3 * hidden)
+    bias_hn = _team_array(d, 6, 1, hidden)[0]
+    h_n = _team_array(d, 7, batch, hidden)
+    consts = _readonly(_team_array(d, 8, 1, 2)[0])
+    for p in range(_thread_num(), d[_PARTS], _num_threads()):
+        first, end = _team_part(d, p)
+        gru_forward_loop(
+            gates, products[first:end], kept_n if keep else kept_n[first:end], out, d[_COLUMN],
+            h0[first:end], w_hh_t, bias_hn, _readonly(np.full(d[_STEPS], end - first, np.int64)),
+            d[_REVERSE] != 0, consts, d[_SMALL], d[_TALL], h_n[first:end], keep,
+            d[_W_IN_PLACE] != 0, first, batch,
+        )  # fmt: skip
+
+
+def gru_backward_parts(data):
+    """:func:`gru_backward_walk` for this thread's parts (a C callback's body)."""
+    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    rows, width, hidden, batch = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH]
+    d_hidden = _team_array(d, 0, rows, 3 * hidden)
+    d_n = _team_array(d, 1, rows, hidden)
+    grad_out = _team_array(d, 2, rows, width)
+    out = _team_array(d, 3, rows, width)
+    gates = _team_array(d, 4, rows, 3 * hidden)
+    kept_n = _team_array(d, 5, rows, hidden)
+    h0 = _team_array(d, 6, batch, hidden)
+    w_hh = _team_array(d, 7, 3 * hidden, hidden)
+    carry = _team_array(d, 8, batch, hidden)
+    consts = _readonly(_team_array(d, 9, 1, 2)[0])
+    for p in range(_thread_num(), d[_PARTS], _num_threads()):
+        first, end = _team_part(d, p)
+        gru_backward_walk(
+            d_hidden, d_n, grad_out, out, d[_COLUMN], gates, kept_n, h0[first:end], w_hh,
+            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            d[_SMALL],
+            d[_TALL], carry[first:end], first, batch,
+        )  # fmt: skip

@@ -280,6 +280,8 @@ def _exercise_gated(dtype: torch.dtype, cell: str) -> None:
         out, h_n, *saved = gru_layer_forward(x, h0, gru, batch_sizes, (False,), "compiled")
         gru_layer_backward(full(*out.shape), full(*h_n.shape), x, h0, gru, out, *saved,
                            batch_sizes, (False,), every, "compiled")  # fmt: skip
+        if dtype == torch.float32:
+            _exercise_gru_team(full, steps, batch, hidden)
         return
     h0, c0 = full(1, batch, 2), full(1, batch, hidden)
     lstm = [full(4 * hidden, width), full(4 * hidden, 2), full(4 * hidden), full(4 * hidden),
@@ -288,6 +290,23 @@ def _exercise_gated(dtype: torch.dtype, cell: str) -> None:
                                                "compiled")  # fmt: skip
     lstm_layer_backward(full(*out.shape), full(*h_n.shape), full(*c_n.shape), x, h0, c0, lstm,
                         out, *saved, batch_sizes, (False,), True, every, "compiled")  # fmt: skip
+
+
+def _exercise_gru_team(full, steps: int, batch: int, hidden: int) -> None:
+    """The GRU loops split over torch's OpenMP team (:mod:`rnnkit.compiled.team`), where
+    they can run: two parts of one sequence each."""
+    from rnnkit.compiled import gated
+
+    if not gated.team_available():
+        return
+    rows, parts, sizes = steps * batch, [(0, 1), (1, batch - 1)], [batch] * steps
+    out, gates, kept_n = full(rows, hidden), full(rows, 3 * hidden), full(rows, hidden)
+    h0, w_hh, bias = full(batch, hidden), full(3 * hidden, hidden), full(hidden)
+    gated.gru_forward(gates, full(batch, 3 * hidden), kept_n, out, 0, h0, w_hh.t().contiguous(),
+                      bias, sizes, False, full(batch, hidden), parts=parts)  # fmt: skip
+    gated.gru_backward(full(rows, 3 * hidden), full(rows, hidden), full(rows, hidden), out, 0,
+                       gates, kept_n, h0, w_hh, sizes, False, full(batch, hidden),
+                       parts=parts)  # fmt: skip
 
 
 def _exercise_options(dtype: torch.dtype, cell: str = "options") -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.engine.parallel import batch_parts
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import (
     dense_chunks,
@@ -85,7 +86,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
             w_in_place = batch == 1 and not keep  # see _recurrent_weight
-            compiled_gated.gru_forward(
+            _compiled_forward(
                 gate_rows, products, kept_rows, out, k * hidden, h0[k],
                 _recurrent_weight(w_hh, w_in_place), b_hn, batch_sizes, directions[k], h_n[k],
                 keep, w_in_place,
@@ -112,6 +113,31 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
             previous = (first, n)
         last_states(out_k, batch_sizes, directions[k], h_n[k])
     return out, h_n, gates, kept_n
+
+
+def _parts(batch_sizes, batch: int, hidden: int, like: Tensor) -> list[tuple[int, int]]:
+    """The batch's parts for the compiled loops' threads (:mod:`rnnkit.engine.parallel`):
+    sequences of equal length only (a packed step's rows would leave a part unevenly)."""
+    if not len(batch_sizes) or batch_sizes[-1] != batch:
+        return [(0, batch)]
+    return batch_parts(batch, 3 * hidden * hidden, like)
+
+
+def _compiled_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn, batch_sizes,
+                      reverse, h_n, keep, w_in_place) -> None:  # fmt: skip
+    """``compiled_gated.gru_forward``, the batch split over torch's threads where that
+    pays. Arguments and shapes as there."""
+    parts = _parts(batch_sizes, h0.size(0), h0.size(1), gates)
+    compiled_gated.gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn,
+                               batch_sizes, reverse, h_n, keep, w_in_place, parts)  # fmt: skip
+
+
+def _compiled_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
+                       batch_sizes, reverse, carry) -> None:  # fmt: skip
+    """``compiled_gated.gru_backward``, the batch split as in :func:`_compiled_forward`."""
+    parts = _parts(batch_sizes, h0.size(0), h0.size(1), d_hidden)
+    compiled_gated.gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
+                                batch_sizes, reverse, carry, parts)  # fmt: skip
 
 
 def _recurrent_weight(w_hh: Tensor, in_place: bool) -> Tensor:
@@ -153,7 +179,7 @@ def _compiled_inference(x, h0, weights, steps, directions):
                 state = h_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih, bias, chunk_gates)  # (rows, 3H)
-            compiled_gated.gru_forward(
+            _compiled_forward(
                 chunk_gates, products, kept_n, out[first:end], k * hidden, state, w_hh_t,
                 b_hn, [batch] * ((end - first) // batch), directions[k], h_n[k], False,
                 w_in_place,
@@ -199,7 +225,7 @@ def gru_layer_backward(
         grad_out_k = grad_out[:, k * hidden : (k + 1) * hidden]
         carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         if engine == "compiled":
-            compiled_gated.gru_backward(
+            _compiled_backward(
                 d_hidden, d_n, grad_out, out, k * hidden, gates[k], kept_n[k], h0[k], w_hh,
                 batch_sizes, reverse, carry,
             )  # fmt: skip
