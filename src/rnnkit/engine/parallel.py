@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Each part's per-step product has at least this many multiply-adds. Below it the
-# products are short enough that BLAS on one thread, or the unsplit loop, keeps up
-# (100 x 30 x 4 x 64 GRU, 3.7e5 a step: not split).
-PART_MIN = 1 << 18
+# Each part's per-step product has at least this many multiply-adds. Against the unsplit
+# loop at two threads (benchmarks/compare_revisions.py, GRU): 100x30x4x64 (1.8e5 a part)
+# 1.06-1.17x, 100x8x4x128 1.08-1.11x, 100x4x4x128 and 100x16x4x64 (9.8e4) 0.97-1.10x; with
+# a limit of 2**13, 100x8x4x64 (4.9e4) and 100x2x4x128 ran 0.90-0.95x.
+PART_MIN = 1 << 16
 
 
 def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int]]:
