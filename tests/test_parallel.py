@@ -92,6 +92,14 @@ def test_parts_that_do_not_tile_an_equal_length_float32_batch_are_refused(
 
 
 @needs_team
+def test_parts_refuse_a_weight_read_in_place():
+    a = _operands()
+    a["w_hh_t"] = a["w_hh_t"].t().contiguous()  # (3H, H), as at batch 1
+    with pytest.raises(ValueError, match="w_in_place True"):
+        compiled_gated.gru_forward(**a, w_in_place=True, parts=[(0, 2), (2, 2)])
+
+
+@needs_team
 @pytest.mark.parametrize("reverse", [False, True])
 def test_a_split_forward_is_the_whole_batchs(reverse):
     whole, split = _operands(steps=6, batch=5), None

@@ -162,9 +162,9 @@ def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch
     _check(arrays, "out", column, hidden)
     a = {name: array for name, (array, _) in arrays.items()}
     if parts is not None and len(parts) > 1:
-        header = _team_header(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
-                              hidden, column, keep)  # fmt: skip
-        _team().run_gru_forward({**a, "consts": _consts(dtype)}, header, parts)
+        fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
+                              hidden, column, keep, w_in_place)  # fmt: skip
+        _team().run_gru_forward({**a, "consts": _consts(dtype)}, fields, parts)
         return
     _kernels().gru_forward_loop(
         a["gates"], a["products"], a["kept_n"], a["out"], column, a["h0"], a["w_hh_t"],
@@ -199,9 +199,9 @@ def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, 
     _check(arrays, "grad_out", column, hidden)
     a = {name: array for name, (array, _) in arrays.items()}
     if parts is not None and len(parts) > 1:
-        header = _team_header(rows, batch_sizes, batch, dtype, reverse, parts,
-                              grad_out.size(-1), hidden, column, True)  # fmt: skip
-        _team().run_gru_backward({**a, "consts": _consts(dtype)}, header, parts)
+        fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts,
+                              grad_out.size(-1), hidden, column, True, False)  # fmt: skip
+        _team().run_gru_backward({**a, "consts": _consts(dtype)}, fields, parts)
         return
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
@@ -229,20 +229,23 @@ def team_available() -> bool:
     return _team().available()
 
 
-def _team_header(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden, column,
-                 keep) -> dict:  # fmt: skip
+def _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden, column, keep,
+                 w_in_place) -> dict:  # fmt: skip
     """The team callbacks' sizes and flags (:mod:`rnnkit.compiled.team`), after checking
-    what they would misread: float32, equal lengths, parts that tile the batch."""
+    what they would misread: float32, equal lengths, parts that tile the batch, the
+    weight transposed (the callbacks never read it in place)."""
     sizes, _, small_gemm, _ = _prologue(rows, batch_sizes, batch, dtype)
     bounds = [first for first, _ in parts] + [parts[-1][0] + parts[-1][1]]
     tiled = bounds[0] == 0 and bounds[-1] == batch and all(count >= 1 for _, count in parts)
     tiled = tiled and all(first + count == later for (first, count), later in
                           zip(parts, bounds[1:], strict=True))  # fmt: skip
-    if dtype != np.float32 or sizes[-1] != batch or not tiled or not team_available():
+    fits = dtype == np.float32 and sizes[-1] == batch and tiled and not w_in_place
+    if not fits or not team_available():
         raise ValueError(
             f"rnnkit.compiled: expected parts (first, count) tiling a float32 batch of {batch} "
-            f"sequences of equal length on torch's OpenMP runtime, got {list(parts)} for "
-            f"dtype {dtype} and batch_sizes {list(batch_sizes)}"
+            f"sequences of equal length on torch's OpenMP runtime, with w_hh transposed, got "
+            f"{list(parts)} for dtype {dtype}, batch_sizes {list(batch_sizes)} and w_in_place "
+            f"{w_in_place}"
         )
     # Each part's products stay in its thread (brgemm or SciPy's BLAS), as at one thread.
     return _team().fields(rows, width, hidden, batch, len(sizes), column, reverse, small_gemm,
