@@ -1,6 +1,6 @@
-"""The compiled GRU loops split a float32 batch of equal-length sequences over torch's
-OpenMP team (rnnkit.engine.parallel decides the parts, rnnkit.compiled.team runs them):
-the parts, the checks, and that split runs give torch's results."""
+"""The compiled GRU and LSTM loops split a float32 batch of equal-length sequences over
+torch's OpenMP team (rnnkit.engine.parallel decides the parts, rnnkit.compiled.team runs
+them): the parts, the checks, and that split runs give torch's results."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import rnnkit
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.compiled import team, warmup
 from rnnkit.engine import gru as gru_engine
+from rnnkit.engine import lstm as lstm_engine
 from rnnkit.engine import parallel
 from rnnkit.engine.parallel import PART_MIN, batch_parts
 
@@ -112,38 +113,67 @@ def test_a_split_forward_is_the_whole_batchs(reverse):
         torch.testing.assert_close(split[name], whole[name], atol=1e-6, rtol=1e-5)
 
 
+def _states(cell, ours, x64):
+    """Random initial states for ``ours`` (float32) and the same in float64."""
+    rows = ours.num_layers * (2 if ours.bidirectional else 1)
+    h0 = torch.randn(rows, x64.size(1), ours.proj_size or ours.hidden_size)
+    if cell == "GRU":
+        return h0, h0.double()
+    c0 = torch.randn(rows, x64.size(1), ours.hidden_size)
+    return (h0, c0), (h0.double(), c0.double())
+
+
+def _loss(out, state):
+    finals = state if isinstance(state, tuple) else (state,)
+    return out.square().sum() + sum(final.sum() for final in finals)
+
+
+# torch's own layer warns that it leaves oneDNN for a projection.
 @needs_team
-@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
-def test_split_runs_give_torchs_outputs_and_gradients(monkeypatch, kwargs):
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
+@pytest.mark.parametrize(
+    "cell, kwargs",
+    [
+        ("GRU", {}),
+        ("GRU", {"num_layers": 2, "bidirectional": True}),
+        ("LSTM", {}),
+        ("LSTM", {"num_layers": 2, "bidirectional": True}),
+        ("LSTM", {"proj_size": 6, "bidirectional": True}),
+    ],
+)
+def test_split_runs_give_torchs_outputs_and_gradients(monkeypatch, cell, kwargs):
     """Three uneven parts (5 sequences), forced, against torch's float64 layer on the
-    same weights: float32 outputs and every gradient at float32 tolerance."""
+    same weights: float32 outputs, final states and every gradient at float32 tolerance,
+    in training and in inference."""
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
     seen = []
 
-    def three(batch, step_work, like):
+    def three(batch_sizes, batch, step_work, like):
         seen.append(batch)
         return [(0, 2), (2, 2), (4, batch - 4)]
 
-    monkeypatch.setattr(gru_engine, "batch_parts", three)
+    monkeypatch.setattr(gru_engine, "dense_parts", three)
+    monkeypatch.setattr(lstm_engine, "dense_parts", three)
     torch.manual_seed(0)
-    ours = rnnkit.GRU(3, 16, **kwargs)
-    theirs = torch.nn.GRU(3, 16, **kwargs).double()
+    ours = getattr(rnnkit, cell)(3, 16, **kwargs)
+    theirs = getattr(torch.nn, cell)(3, 16, **kwargs).double()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(7, 5, 3, requires_grad=True)
-    h0 = torch.randn(ours.num_layers * (2 if ours.bidirectional else 1), 5, 16)
-    out, h_n = ours(x, h0)
-    (out.square().sum() + h_n.sum()).backward()
     x64 = x.detach().double().requires_grad_()
-    expected_out, expected_h_n = theirs(x64, h0.double())
-    (expected_out.square().sum() + expected_h_n.sum()).backward()
+    state, state64 = _states(cell, ours, x64)
+    out, final = ours(x, state)
+    _loss(out, final).backward()
+    expected_out, expected_final = theirs(x64, state64)
+    _loss(expected_out, expected_final).backward()
     tolerance = {"atol": 1e-5, "rtol": 1e-4}
     torch.testing.assert_close(out, expected_out.float(), **tolerance)
-    torch.testing.assert_close(h_n, expected_h_n.float(), **tolerance)
+    torch.testing.assert_close(final, tuple(f.float() for f in expected_final) if cell == "LSTM"
+                               else expected_final.float(), **tolerance)  # fmt: skip
     torch.testing.assert_close(x.grad, x64.grad.float(), **tolerance)
     for got, want in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(got.grad, want.grad.float(), **tolerance)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, h0)[0], expected_out.float(), **tolerance)
+        torch.testing.assert_close(ours(x, state)[0], expected_out.float(), **tolerance)
     assert seen and all(batch == 5 for batch in seen)
 
 
@@ -152,8 +182,8 @@ def test_two_threads_choose_a_split_that_gives_torchs_results(monkeypatch, threa
     threads(2)
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
     chosen = []
-    choose = gru_engine.batch_parts
-    monkeypatch.setattr(gru_engine, "batch_parts",
+    choose = gru_engine.dense_parts
+    monkeypatch.setattr(gru_engine, "dense_parts",
                         lambda *args: chosen.append(choose(*args)) or chosen[-1])  # fmt: skip
     torch.manual_seed(0)
     ours, theirs = rnnkit.GRU(8, 128), torch.nn.GRU(8, 128)
@@ -165,9 +195,10 @@ def test_two_threads_choose_a_split_that_gives_torchs_results(monkeypatch, threa
 
 
 @needs_team
-def test_warming_up_the_gru_prepares_the_team_callbacks(monkeypatch):
+def test_warming_up_prepares_the_team_callbacks(monkeypatch):
     prepared = []
     monkeypatch.setattr(team, "_callback", lambda name: prepared.append(name) or 0)
     monkeypatch.setattr(team._RUNTIME, "GOMP_parallel", lambda *args: None)
     warmup.load(torch.float32, "gru")
-    assert prepared == ["forward", "backward"]
+    warmup.load(torch.float32, "lstm")
+    assert prepared == ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward"]

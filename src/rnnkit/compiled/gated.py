@@ -47,8 +47,9 @@ def _prologue(rows: int, batch_sizes, batch: int, dtype: np.dtype):
 
 
 def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, batch_sizes,
-                 reverse, h_n, c_n, keep=True) -> None:  # fmt: skip
-    """One LSTM direction's recurrence, in place (see ``gated_kernels.lstm_forward_loop``).
+                 reverse, h_n, c_n, keep=True, parts=None) -> None:  # fmt: skip
+    """One LSTM direction's recurrence, in place (see ``gated_kernels.lstm_forward_loop``;
+    ``parts`` as in :func:`gru_forward`).
 
     Shape:
         gates ``(R, 4H)``, cells and tanh_cells ``(R, H)`` (without ``keep``:
@@ -79,16 +80,23 @@ def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, 
         arrays["w_hr_t"] = (w_hr_np, (hidden, width))
     _check(arrays, "out", column, width)
     a = {name: array for name, (array, _) in arrays.items()}
+    if parts is not None and len(parts) > 1:
+        fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
+                              hidden, column, keep, False, width, w_hr_t is not None)  # fmt: skip
+        arrays = {**a, "w_hr_t": w_hr_np, "raw": raw, "consts": _consts(dtype)}
+        _team().run("lstm_forward", arrays, fields, parts)
+        return
     _kernels().lstm_forward_loop(
         a["gates"], a["cells"], a["tanh_cells"], a["out"], column, a["h0"], a["c0"], a["w_hh_t"],
         w_hr_np, raw, *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], a["c_n"],
-        keep,
+        keep, 0, 0,
     )  # fmt: skip
 
 
 def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_cells, c0, w_hh,
-                  w_hr, batch_sizes, reverse, carry_h, carry_c) -> None:  # fmt: skip
-    """One LSTM direction's walk back in time (see ``gated_kernels.lstm_backward_walk``).
+                  w_hr, batch_sizes, reverse, carry_h, carry_c, parts=None) -> None:  # fmt: skip
+    """One LSTM direction's walk back in time (see ``gated_kernels.lstm_backward_walk``;
+    ``parts`` as in :func:`gru_forward`).
 
     Shape:
         d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(N, H)``: one step's scratch
@@ -121,11 +129,18 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
         arrays["w_hr"] = (w_hr_np, (width, hidden))
     _check(arrays, "grad_out", column, width)
     a = {name: array for name, (array, _) in arrays.items()}
+    if parts is not None and len(parts) > 1:
+        fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts,
+                              grad_out.size(-1), hidden, column, True, False, width,
+                              w_hr is not None)  # fmt: skip
+        _team().run("lstm_backward", {**a, "w_hr": w_hr_np, "consts": _consts(dtype)}, fields,
+                    parts)  # fmt: skip
+        return
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().lstm_backward_walk(
         a["d_gates"], a["d_out"], a["d_raw"], a["grad_out"], column, a["gates"], a["cells"],
         a["tanh_cells"], a["c0"], a["w_hh"], w_hr_np, sizes, reverse,
-        consts, small_gemm, tall_rows, a["carry_h"], a["carry_c"],
+        consts, small_gemm, tall_rows, a["carry_h"], a["carry_c"], 0, 0,
     )  # fmt: skip
 
 
@@ -164,7 +179,7 @@ def gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, bias_hn, batch
     if parts is not None and len(parts) > 1:
         fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
                               hidden, column, keep, w_in_place)  # fmt: skip
-        _team().run_gru_forward({**a, "consts": _consts(dtype)}, fields, parts)
+        _team().run("gru_forward", {**a, "consts": _consts(dtype)}, fields, parts)
         return
     _kernels().gru_forward_loop(
         a["gates"], a["products"], a["kept_n"], a["out"], column, a["h0"], a["w_hh_t"],
@@ -201,7 +216,7 @@ def gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh, 
     if parts is not None and len(parts) > 1:
         fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts,
                               grad_out.size(-1), hidden, column, True, False)  # fmt: skip
-        _team().run_gru_backward({**a, "consts": _consts(dtype)}, fields, parts)
+        _team().run("gru_backward", {**a, "consts": _consts(dtype)}, fields, parts)
         return
     sizes, consts, small_gemm, tall_rows = _prologue(rows, batch_sizes, batch, dtype)
     _kernels().gru_backward_walk(
@@ -225,12 +240,12 @@ def _team():
 
 
 def team_available() -> bool:
-    """Whether :func:`gru_forward` and :func:`gru_backward` can run ``parts`` here."""
+    """Whether the GRU and LSTM loops here can run ``parts``."""
     return _team().available()
 
 
 def _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden, column, keep,
-                 w_in_place) -> dict:  # fmt: skip
+                 w_in_place, state_width=0, projected=False) -> dict:  # fmt: skip
     """The team callbacks' sizes and flags (:mod:`rnnkit.compiled.team`), after checking
     what they would misread: float32, equal lengths, parts that tile the batch, the
     weight transposed (the callbacks never read it in place)."""
@@ -249,7 +264,7 @@ def _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden,
         )
     # Each part's products stay in its thread (brgemm or SciPy's BLAS), as at one thread.
     return _team().fields(rows, width, hidden, batch, len(sizes), column, reverse, small_gemm,
-                          _blas().TALL_ROWS_ONE_THREAD, keep)  # fmt: skip
+                          _blas().TALL_ROWS_ONE_THREAD, keep, state_width, projected)  # fmt: skip
 
 
 def _check(arrays: dict, first: str, column: int, width: int) -> None:

@@ -251,12 +251,29 @@ def _gru_gates(keep, *args):
         _gru_cells_inference(*args)
 
 
+@njit(cache=_CACHE, nogil=True)
+def _part_offsets(batch_sizes, part_first, part_stride):
+    """Each step's first row: packed (``part_stride`` 0), or of a part of a batch of
+    equal-length sequences, which a thread runs while others run the rest: the part's
+    ``batch_sizes[0]`` sequences from sequence ``part_first``, in rows of
+    ``part_stride`` sequences a step. Shape: ``(T + 1,)``."""
+    if part_stride == 0:
+        return _offsets(batch_sizes)
+    steps = batch_sizes.shape[0]
+    offsets = np.empty(steps + 1, np.int64)
+    for t in range(steps + 1):
+        offsets[t] = t * part_stride + part_first
+    return offsets
+
+
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_forward_loop(
     gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, raw, batch_sizes, reverse,
-    consts, small_gemm, tall_rows, h_n, c_n, keep,
+    consts, small_gemm, tall_rows, h_n, c_n, keep, part_first, part_stride,
 ):  # fmt: skip
-    """One LSTM direction's recurrence.
+    """One LSTM direction's recurrence (for a part of a batch: see :func:`_part_offsets`;
+    ``h0``, ``c0``, ``raw``, ``h_n``, ``c_n`` and, without keep, ``cells`` and
+    ``tanh_cells`` are then the part's).
 
     Args:
         gates: each row's input projection plus bias (order ``o, i, f, g``);
@@ -282,7 +299,7 @@ def lstm_forward_loop(
     half = consts[0]
     batch, width = h0.shape[0], h0.shape[1]
     projected = w_hr_t.shape[0] > 0
-    offsets = _offsets(batch_sizes)
+    offsets = _part_offsets(batch_sizes, part_first, part_stride)
     steps = batch_sizes.shape[0]
     for i in range(steps):
         t = steps - 1 - i if reverse else i
@@ -313,9 +330,12 @@ def lstm_forward_loop(
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_backward_walk(
     d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_cells, c0, w_hh, w_hr,
-    batch_sizes, reverse, consts, small_gemm, tall_rows, carry_h, carry_c,
+    batch_sizes, reverse, consts, small_gemm, tall_rows, carry_h, carry_c, part_first,
+    part_stride,
 ):  # fmt: skip
-    """One LSTM direction's walk back in time: dL/d(pre-activation) of every row.
+    """One LSTM direction's walk back in time: dL/d(pre-activation) of every row (for a
+    part of a batch: see :func:`_part_offsets`; ``c0``, ``carry_h``, ``carry_c`` and,
+    with a projection, ``d_raw`` are then the part's).
 
     Args:
         d_gates: written, gate order ``o, i, f, g``.
@@ -337,7 +357,7 @@ def lstm_backward_walk(
     one = consts[1]
     width = carry_h.shape[1]
     projected = w_hr.shape[0] > 0
-    offsets = _offsets(batch_sizes)
+    offsets = _part_offsets(batch_sizes, part_first, part_stride)
     steps = batch_sizes.shape[0]
     for i in range(steps):
         t = i if reverse else steps - 1 - i
@@ -358,21 +378,6 @@ def lstm_backward_walk(
                          start + n_cont, n - n_cont, n_cont, c0, n_cont, one)  # fmt: skip
         _matmul_into(d_gates[start : start + n], w_hh, carry_h[:n], small_gemm, int_args,
                      scalar_args, AS_IS)  # fmt: skip
-
-
-@njit(cache=_CACHE, nogil=True)
-def _part_offsets(batch_sizes, part_first, part_stride):
-    """Each step's first row: packed (``part_stride`` 0), or of a part of a batch of
-    equal-length sequences, which a thread runs while others run the rest: the part's
-    ``batch_sizes[0]`` sequences from sequence ``part_first``, in rows of
-    ``part_stride`` sequences a step. Shape: ``(T + 1,)``."""
-    if part_stride == 0:
-        return _offsets(batch_sizes)
-    steps = batch_sizes.shape[0]
-    offsets = np.empty(steps + 1, np.int64)
-    for t in range(steps + 1):
-        offsets[t] = t * part_stride + part_first
-    return offsets
 
 
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
@@ -470,14 +475,20 @@ def gru_backward_walk(
 # callback's order, then from TEAM_PARTS (first, count) per part. The thread runs parts
 # thread_num, thread_num + num_threads, ...
 TEAM_FIELDS = ("rows", "width", "hidden", "batch", "steps", "column", "reverse", "small_gemm",
-               "tall_rows", "parts", "keep", "w_in_place")  # fmt: skip
+               "tall_rows", "parts", "keep", "w_in_place", "state_width", "projected")  # fmt: skip
 TEAM_FORWARD_ARRAYS = ("gates", "products", "kept_n", "out", "h0", "w_hh_t", "bias_hn", "h_n",
                        "consts")  # fmt: skip
 TEAM_BACKWARD_ARRAYS = ("d_hidden", "d_n", "grad_out", "out", "gates", "kept_n", "h0", "w_hh",
                         "carry", "consts")  # fmt: skip
+TEAM_LSTM_FORWARD_ARRAYS = ("gates", "cells", "tanh_cells", "out", "h0", "c0", "w_hh_t",
+                            "w_hr_t", "raw", "h_n", "c_n", "consts")  # fmt: skip
+TEAM_LSTM_BACKWARD_ARRAYS = ("d_gates", "d_out", "d_raw", "grad_out", "gates", "cells",
+                             "tanh_cells", "c0", "w_hh", "w_hr", "carry_h", "carry_c",
+                             "consts")  # fmt: skip
 TEAM_ARRAYS, TEAM_PARTS, TEAM_MAX_PARTS = 16, 32, 64
 _ROWS, _WIDTH, _HIDDEN, _BATCH, _STEPS, _COLUMN, _REVERSE, _SMALL, _TALL, _PARTS, _KEEP = range(11)
 _W_IN_PLACE = 11  # a flag, not a constant: the call then matches one from Python
+_STATE_WIDTH, _PROJECTED = 12, 13  # the LSTM's P, and whether it projects
 
 _thread_num = types.ExternalFunction("rnnkit_omp_get_thread_num", types.intc())
 _num_threads = types.ExternalFunction("rnnkit_omp_get_num_threads", types.intc())
@@ -561,4 +572,62 @@ def gru_backward_parts(data):
             _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
             d[_SMALL],
             d[_TALL], carry[first:end], first, batch,
+        )  # fmt: skip
+
+
+def lstm_forward_parts(data):
+    """:func:`lstm_forward_loop` for this thread's parts (a C callback's body)."""
+    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    rows, width, hidden, batch, keep = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH], d[_KEEP] != 0
+    state, projected = d[_STATE_WIDTH], d[_PROJECTED] != 0
+    gates = _team_array(d, 0, rows, 4 * hidden)
+    cells = _team_array(d, 1, rows if keep else 2 * batch, hidden)
+    tanh_cells = _team_array(d, 2, rows if keep else batch, hidden)
+    out = _team_array(d, 3, rows, width)
+    h0 = _team_array(d, 4, batch, state)
+    c0 = _team_array(d, 5, batch, hidden)
+    w_hh_t = _team_array(d, 6, state, 4 * hidden)
+    w_hr_t = _team_array(d, 7, hidden if projected else 0, state if projected else 0)
+    raw = _team_array(d, 8, batch if projected else 0, hidden if projected else 0)
+    h_n = _team_array(d, 9, batch, state)
+    c_n = _team_array(d, 10, batch, hidden)
+    consts = _readonly(_team_array(d, 11, 1, 2)[0])
+    for p in range(_thread_num(), d[_PARTS], _num_threads()):
+        first, end = _team_part(d, p)
+        part_cells, part_tanh = cells, tanh_cells
+        if not keep:  # the part's own scratch rows: two blocks of cell rows, one of tanh
+            part_cells, part_tanh = cells[2 * first : 2 * end], tanh_cells[first:end]
+        lstm_forward_loop(
+            gates, part_cells, part_tanh, out, d[_COLUMN], h0[first:end], c0[first:end],
+            w_hh_t, w_hr_t, raw[first:end] if projected else raw,
+            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            d[_SMALL], d[_TALL], h_n[first:end], c_n[first:end], keep, first, batch,
+        )  # fmt: skip
+
+
+def lstm_backward_parts(data):
+    """:func:`lstm_backward_walk` for this thread's parts (a C callback's body)."""
+    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    rows, width, hidden, batch = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH]
+    state, projected = d[_STATE_WIDTH], d[_PROJECTED] != 0
+    d_gates = _team_array(d, 0, rows, 4 * hidden)
+    d_out = _team_array(d, 1, rows, state)
+    d_raw = _team_array(d, 2, batch if projected else rows, hidden if projected else state)
+    grad_out = _team_array(d, 3, rows, width)
+    gates = _team_array(d, 4, rows, 4 * hidden)
+    cells = _team_array(d, 5, rows, hidden)
+    tanh_cells = _team_array(d, 6, rows, hidden)
+    c0 = _team_array(d, 7, batch, hidden)
+    w_hh = _team_array(d, 8, 4 * hidden, state)
+    w_hr = _team_array(d, 9, state if projected else 0, hidden if projected else 0)
+    carry_h = _team_array(d, 10, batch, state)
+    carry_c = _team_array(d, 11, batch, hidden)
+    consts = _readonly(_team_array(d, 12, 1, 2)[0])
+    for p in range(_thread_num(), d[_PARTS], _num_threads()):
+        first, end = _team_part(d, p)
+        lstm_backward_walk(
+            d_gates, d_out, d_raw[first:end] if projected else d_raw, grad_out, d[_COLUMN],
+            gates, cells, tanh_cells, c0[first:end], w_hh, w_hr,
+            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            d[_SMALL], d[_TALL], carry_h[first:end], carry_c[first:end], first, batch,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Running parts of a batch's GRU time loop on torch's own OpenMP threads.
+"""Running parts of a batch's GRU or LSTM time loop on torch's own OpenMP threads.
 
 The sequences of a batch never read each other's states, so at two threads or more
 each thread can run the whole time loop for a part of the batch, with its own
@@ -10,7 +10,7 @@ The parts must run on torch's OpenMP team, not on threads of our own: after each
 torch's parallel operations its OpenMP workers spin for milliseconds waiting for
 more work, so a thread of ours would share a core with a spinning one (measured at
 50 x 64 x 128, 50 steps: the split loop took 2.0 ms alone, 4.7 ms right after one
-torch product, against 3.9 ms unsplit). So :func:`run_gru_forward` calls
+torch product, against 3.9 ms unsplit). So :func:`run` calls
 ``GOMP_parallel`` of the OpenMP runtime torch loaded, with a compiled callback that
 each thread of the team enters: it picks its parts by ``omp_get_thread_num`` and runs
 the same loop as for a whole batch, over its part's rows (the callbacks' bodies and
@@ -78,12 +78,20 @@ def available() -> bool:
     return _RUNTIME is not None
 
 
+# Each loop's callback body (rnnkit.compiled.gated_kernels) and the arrays it reads.
+_LOOPS = {
+    "gru_forward": (k.gru_forward_parts, k.TEAM_FORWARD_ARRAYS),
+    "gru_backward": (k.gru_backward_parts, k.TEAM_BACKWARD_ARRAYS),
+    "lstm_forward": (k.lstm_forward_parts, k.TEAM_LSTM_FORWARD_ARRAYS),
+    "lstm_backward": (k.lstm_backward_parts, k.TEAM_LSTM_BACKWARD_ARRAYS),
+}
+
+
 @functools.cache
 def _callback(name: str) -> int:
-    """The address of a compiled callback, compiled (or loaded from numba's cache) on
-    first use."""
-    body = {"forward": k.gru_forward_parts, "backward": k.gru_backward_parts}[name]
-    return cfunc(types.void(types.voidptr), cache=_CACHE)(body).address
+    """The address of a loop's compiled callback, compiled (or loaded from numba's cache)
+    on first use."""
+    return cfunc(types.void(types.voidptr), cache=_CACHE)(_LOOPS[name][0]).address
 
 
 def _descriptor(fields: dict[str, int], names: tuple[str, ...], arrays: dict, parts
@@ -103,28 +111,20 @@ def _descriptor(fields: dict[str, int], names: tuple[str, ...], arrays: dict, pa
     return d
 
 
-def _run(name: str, descriptor: np.ndarray, threads: int) -> None:
-    """Every thread of a team of ``threads`` (torch's runtime) enters the callback."""
-    address = _callback(name)
-    _RUNTIME.GOMP_parallel(address, descriptor.ctypes.data, threads, 0)
+def run(name: str, arrays: dict, fields: dict[str, int], parts) -> None:
+    """A loop of :mod:`rnnkit.compiled.gated_kernels` (``"gru_forward"``,
+    ``"gru_backward"``, ``"lstm_forward"``, ``"lstm_backward"``) for each part of the
+    batch, every thread of a team of ``len(parts)`` of torch's OpenMP runtime entering its
+    callback: float32 ``arrays`` named as the loop's arguments, ``fields`` as
+    :func:`fields` gives them."""
+    descriptor = _descriptor(fields, _LOOPS[name][1], arrays, parts)
+    _RUNTIME.GOMP_parallel(_callback(name), descriptor.ctypes.data, len(parts), 0)
 
 
-def run_gru_forward(arrays: dict, fields: dict[str, int], parts) -> None:
-    """:func:`rnnkit.compiled.gated_kernels.gru_forward_loop` for each part of the batch
-    on torch's OpenMP team: float32 ``arrays`` named as its arguments, ``fields`` as in
-    :func:`fields`."""
-    _run("forward", _descriptor(fields, k.TEAM_FORWARD_ARRAYS, arrays, parts), len(parts))
-
-
-def run_gru_backward(arrays: dict, fields: dict[str, int], parts) -> None:
-    """:func:`rnnkit.compiled.gated_kernels.gru_backward_walk` for each part, as
-    :func:`run_gru_forward`."""
-    _run("backward", _descriptor(fields, k.TEAM_BACKWARD_ARRAYS, arrays, parts), len(parts))
-
-
-def fields(rows, width, hidden, batch, steps, column, reverse, small_gemm, tall_rows,
-           keep) -> dict[str, int]:  # fmt: skip
-    """The descriptor's sizes and flags."""
+def fields(rows, width, hidden, batch, steps, column, reverse, small_gemm, tall_rows, keep,
+           state_width=0, projected=False) -> dict[str, int]:  # fmt: skip
+    """The descriptor's sizes and flags (``state_width``: the LSTM's ``P``)."""
     return {"rows": rows, "width": width, "hidden": hidden, "batch": batch, "steps": steps,
             "column": column, "reverse": int(reverse), "small_gemm": small_gemm,
-            "tall_rows": tall_rows, "keep": int(keep), "w_in_place": 0}  # fmt: skip
+            "tall_rows": tall_rows, "keep": int(keep), "w_in_place": 0,
+            "state_width": state_width, "projected": int(projected)}  # fmt: skip

@@ -290,6 +290,8 @@ def _exercise_gated(dtype: torch.dtype, cell: str) -> None:
                                                "compiled")  # fmt: skip
     lstm_layer_backward(full(*out.shape), full(*h_n.shape), full(*c_n.shape), x, h0, c0, lstm,
                         out, *saved, batch_sizes, (False,), True, every, "compiled")  # fmt: skip
+    if dtype == torch.float32:
+        _exercise_lstm_team(full, steps, batch, hidden, 2)
 
 
 def _exercise_gru_team(full, steps: int, batch: int, hidden: int) -> None:
@@ -307,6 +309,28 @@ def _exercise_gru_team(full, steps: int, batch: int, hidden: int) -> None:
     gated.gru_backward(full(rows, 3 * hidden), full(rows, hidden), full(rows, hidden), out, 0,
                        gates, kept_n, h0, w_hh, sizes, False, full(batch, hidden),
                        parts=parts)  # fmt: skip
+
+
+def _exercise_lstm_team(full, steps: int, batch: int, hidden: int, width: int) -> None:
+    """:func:`_exercise_gru_team` for the LSTM's loops: a projection to ``width``."""
+    from rnnkit.compiled import gated
+
+    if not gated.team_available():
+        return
+    rows, parts, sizes = steps * batch, [(0, 1), (1, batch - 1)], [batch] * steps
+    gates, cells, tanh_cells = full(rows, 4 * hidden), full(rows, hidden), full(rows, hidden)
+    out, c0, w_hh, w_hr = (
+        full(rows, width),
+        full(batch, hidden),
+        full(4 * hidden, width),
+        full(width, hidden),
+    )
+    gated.lstm_forward(gates, cells, tanh_cells, out, 0, full(batch, width), c0,
+                       w_hh.t().contiguous(), w_hr.t().contiguous(), sizes, False,
+                       full(batch, width), full(batch, hidden), parts=parts)  # fmt: skip
+    gated.lstm_backward(full(rows, 4 * hidden), full(rows, width), full(batch, hidden),
+                        full(rows, width), 0, gates, cells, tanh_cells, c0, w_hh, w_hr, sizes,
+                        False, full(batch, width), full(batch, hidden), parts=parts)  # fmt: skip
 
 
 def _exercise_options(dtype: torch.dtype, cell: str = "options") -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
-from rnnkit.engine.parallel import batch_parts
+from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import (
     dense_chunks,
@@ -115,19 +115,11 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     return out, h_n, gates, kept_n
 
 
-def _parts(batch_sizes, batch: int, hidden: int, like: Tensor) -> list[tuple[int, int]]:
-    """The batch's parts for the compiled loops' threads (:mod:`rnnkit.engine.parallel`):
-    sequences of equal length only (a packed step's rows would leave a part unevenly)."""
-    if not len(batch_sizes) or batch_sizes[-1] != batch:
-        return [(0, batch)]
-    return batch_parts(batch, 3 * hidden * hidden, like)
-
-
 def _compiled_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn, batch_sizes,
                       reverse, h_n, keep, w_in_place) -> None:  # fmt: skip
     """``compiled_gated.gru_forward``, the batch split over torch's threads where that
     pays. Arguments and shapes as there."""
-    parts = _parts(batch_sizes, h0.size(0), h0.size(1), gates)
+    parts = dense_parts(batch_sizes, h0.size(0), 3 * h0.size(1) ** 2, gates)
     compiled_gated.gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn,
                                batch_sizes, reverse, h_n, keep, w_in_place, parts)  # fmt: skip
 
@@ -135,7 +127,7 @@ def _compiled_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn, ba
 def _compiled_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
                        batch_sizes, reverse, carry) -> None:  # fmt: skip
     """``compiled_gated.gru_backward``, the batch split as in :func:`_compiled_forward`."""
-    parts = _parts(batch_sizes, h0.size(0), h0.size(1), d_hidden)
+    parts = dense_parts(batch_sizes, h0.size(0), 3 * h0.size(1) ** 2, d_hidden)
     compiled_gated.gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
                                 batch_sizes, reverse, carry, parts)  # fmt: skip
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
 from rnnkit.engine.walk import (
     dense_chunks,
@@ -111,6 +112,7 @@ def lstm_layer_forward(
             compiled_gated.lstm_forward(
                 gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k], w_hh_t,
                 w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k], keep=not ring,
+                parts=_parts(batch_sizes, h0, hidden, x),
             )  # fmt: skip
             continue
         previous = None
@@ -162,12 +164,19 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
                 states = h_n[k].clone(), c_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih_engine, bias, chunk_gates)  # (rows, 4H)
+            sizes = [batch] * ((end - first) // batch)
             compiled_gated.lstm_forward(
                 chunk_gates, cells, tanh_cells, out[first:end], k * out_size, *states, w_hh_t,
-                w_hr_t, [batch] * ((end - first) // batch), directions[k], h_n[k], c_n[k],
-                keep=False,
+                w_hr_t, sizes, directions[k], h_n[k], c_n[k], keep=False,
+                parts=_parts(sizes, h0, hidden, x),
             )  # fmt: skip
     return out, h_n, c_n, None, None, None
+
+
+def _parts(batch_sizes, h0: Tensor, hidden: int, like: Tensor) -> list[tuple[int, int]]:
+    """The batch's parts for torch's threads (:mod:`rnnkit.engine.parallel`): a step's
+    product is ``(N, P) @ (P, 4H)``. Shape: h0 ``(D, N, P)``."""
+    return dense_parts(batch_sizes, h0.size(1), 4 * hidden * h0.size(2), like)
 
 
 def lstm_layer_backward(
@@ -215,6 +224,7 @@ def lstm_layer_backward(
             compiled_gated.lstm_backward(
                 d_gates, d_out, d_raw, grad_out, k * out_size, gates[k], cells[k], tanh_c,
                 c0[k], w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
+                parts=_parts(batch_sizes, h0, hidden, x),
             )  # fmt: skip
         else:
             _walk_back(

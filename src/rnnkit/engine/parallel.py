@@ -48,6 +48,14 @@ def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int
     return parts
 
 
+def dense_parts(batch_sizes, batch: int, step_work: int, like: Tensor) -> list[tuple[int, int]]:
+    """:func:`batch_parts` for sequences of equal length only (``batch_sizes`` all
+    ``batch``): a packed step's rows would leave the parts uneven; else one part."""
+    if not len(batch_sizes) or batch_sizes[-1] != batch:
+        return [(0, batch)]
+    return batch_parts(batch, step_work, like)
+
+
 def _team_available() -> bool:
     from rnnkit.compiled import gated
 
