@@ -9,6 +9,7 @@ import torch
 
 import rnnkit
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.compiled import gated_kernels as team_kernels
 from rnnkit.compiled import team, warmup
 from rnnkit.engine import gru as gru_engine
 from rnnkit.engine import lstm as lstm_engine
@@ -49,6 +50,10 @@ def test_parts_cover_the_batch_one_per_thread_each_worth_a_split(threads):
     assert batch_parts(10, PART_MIN, F32) == [(0, 3), (3, 3), (6, 2), (8, 2)]
     assert batch_parts(3, PART_MIN, F32) == [(0, 1), (1, 1), (2, 1)]  # one row a part
     assert batch_parts(8, PART_MIN // 4, F32) == [(0, 4), (4, 4)]  # work for two parts
+    threads(200)
+    parts = batch_parts(1000, PART_MIN, F32)
+    assert len(parts) == parallel.MAX_PARTS == team_kernels.TEAM_MAX_PARTS
+    assert parts[0] == (0, 16) and parts[-1] == (985, 15)  # 40 parts of 16, 24 of 15
 
 
 def test_without_the_team_the_batch_runs_whole(threads, monkeypatch):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -32,8 +31,6 @@ from numba import cfunc, types
 
 from rnnkit.compiled import gated_kernels as k
 from rnnkit.compiled.cache import configure_numba
-
-logger = logging.getLogger(__name__)
 
 _CACHE = configure_numba()
 

@@ -15,6 +15,9 @@ from torch import Tensor
 # 1.06-1.17x, 100x8x4x128 1.08-1.11x, 100x4x4x128 and 100x16x4x64 (9.8e4) 0.97-1.10x; with
 # a limit of 2**13, 100x8x4x64 (4.9e4) and 100x2x4x128 ran 0.90-0.95x.
 PART_MIN = 1 << 16
+# At most this many parts (the room in rnnkit.compiled.gated_kernels' descriptor,
+# TEAM_MAX_PARTS); more threads than this leave the rest idle.
+MAX_PARTS = 64
 
 
 def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int]]:
@@ -23,7 +26,8 @@ def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int
 
     Splits only float32 on CPU (its products have a single-threaded fast path), where
     torch runs on GNU OpenMP with more than one thread, into at most as many parts as
-    torch has threads, each with at least ``PART_MIN`` multiply-adds a step.
+    torch has threads (and ``MAX_PARTS``), each with at least ``PART_MIN`` multiply-adds
+    a step.
 
     Args:
         batch: sequences (rows per step).
@@ -36,7 +40,7 @@ def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int
     threads = torch.get_num_threads()
     if threads < 2 or like.dtype != torch.float32 or not like.is_cpu:
         return [(0, batch)]
-    count = min(threads, batch * step_work // PART_MIN, batch)
+    count = min(threads, batch * step_work // PART_MIN, batch, MAX_PARTS)
     if count < 2 or not _team_available():
         return [(0, batch)]
     size, extra = divmod(batch, count)
