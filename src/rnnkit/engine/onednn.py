@@ -20,10 +20,12 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 - training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
   runs the two directions one after the other);
 - at two threads, since our loops split the batch over torch's OpenMP team
-  (:mod:`rnnkit.compiled.team`): inference 0.70-1.27, one-direction training 0.90-1.27
-  (above ``OURS_TRAIN_MIN``: 1.13-1.27 at 100x64x4x256, 50x64x32x256 and 100x30x4x256,
-  0.94 at 100x30x4x512; below: 0.90-1.02). The rule for one-direction training stays
-  at one thread: at two it would win three rows of four above the limit and lose one.
+  (:mod:`rnnkit.compiled.team`): inference 0.70-1.27, one-direction training 0.86-1.27
+  (above ``OURS_TRAIN_MIN``: 1.13-1.27 at 100x30x4x256, 100x64x4x256, 50x64x32x256,
+  100x30x64x256 and 100x128x4x128, 0.86-0.96 at 50x32x32x256, 100x30x4x512 and
+  100x16x4x512; below: 0.90-1.02). The rule for one-direction training stays at one
+  thread: at two it would gain about 8% on average over those nine rows, and lose up
+  to 14% on some.
 
 Where our loops win in training, oneDNN runs the stack only until our compiled
 kernels are ready.
