@@ -486,9 +486,12 @@ TEAM_LSTM_BACKWARD_ARRAYS = ("d_gates", "d_out", "d_raw", "grad_out", "gates", "
                              "tanh_cells", "c0", "w_hh", "w_hr", "carry_h", "carry_c",
                              "consts")  # fmt: skip
 TEAM_ARRAYS, TEAM_PARTS, TEAM_MAX_PARTS = 16, 32, 64
-_ROWS, _WIDTH, _HIDDEN, _BATCH, _STEPS, _COLUMN, _REVERSE, _SMALL, _TALL, _PARTS, _KEEP = range(11)
-_W_IN_PLACE = 11  # a flag, not a constant: the call then matches one from Python
-_STATE_WIDTH, _PROJECTED = 12, 13  # the LSTM's P, and whether it projects
+# The fields' slots, read by position from TEAM_FIELDS. w_in_place is a flag, not a
+# constant, so that a callback's call matches one from Python; state_width is the LSTM's P.
+(_ROWS, _WIDTH, _HIDDEN, _BATCH, _STEPS, _COLUMN, _REVERSE, _SMALL, _TALL, _PARTS, _KEEP,
+ _W_IN_PLACE, _STATE_WIDTH, _PROJECTED) = map(TEAM_FIELDS.index, (
+    "rows", "width", "hidden", "batch", "steps", "column", "reverse", "small_gemm",
+    "tall_rows", "parts", "keep", "w_in_place", "state_width", "projected"))  # fmt: skip
 
 _thread_num = types.ExternalFunction("rnnkit_omp_get_thread_num", types.intc())
 _num_threads = types.ExternalFunction("rnnkit_omp_get_num_threads", types.intc())
