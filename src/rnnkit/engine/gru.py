@@ -78,6 +78,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev (+ [0, 0, b_hn])
     kept_n = x.new_empty(num_directions, rows if keep else batch, hidden)
     h_n = h0.new_empty(h0.shape)
+    parts = _parts(batch_sizes, h0, x) if engine == "compiled" else None
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         gate_rows, kept_rows = gates[k], kept_n[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
@@ -86,10 +87,10 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
             w_in_place = batch == 1 and not keep  # see _recurrent_weight
-            _compiled_forward(
+            compiled_gated.gru_forward(
                 gate_rows, products, kept_rows, out, k * hidden, h0[k],
                 _recurrent_weight(w_hh, w_in_place), b_hn, batch_sizes, directions[k], h_n[k],
-                keep, w_in_place,
+                keep, w_in_place, parts,
             )  # fmt: skip
             continue
         w_hh_t = w_hh.t().contiguous()  # (H, 3H)
@@ -115,21 +116,10 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     return out, h_n, gates, kept_n
 
 
-def _compiled_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn, batch_sizes,
-                      reverse, h_n, keep, w_in_place) -> None:  # fmt: skip
-    """``compiled_gated.gru_forward``, the batch split over torch's threads where that
-    pays. Arguments and shapes as there."""
-    parts = dense_parts(batch_sizes, h0.size(0), 3 * h0.size(1) ** 2, gates)
-    compiled_gated.gru_forward(gates, products, kept_n, out, column, h0, w_hh_t, b_hn,
-                               batch_sizes, reverse, h_n, keep, w_in_place, parts)  # fmt: skip
-
-
-def _compiled_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
-                       batch_sizes, reverse, carry) -> None:  # fmt: skip
-    """``compiled_gated.gru_backward``, the batch split as in :func:`_compiled_forward`."""
-    parts = dense_parts(batch_sizes, h0.size(0), 3 * h0.size(1) ** 2, d_hidden)
-    compiled_gated.gru_backward(d_hidden, d_n, grad_out, out, column, gates, kept_n, h0, w_hh,
-                                batch_sizes, reverse, carry, parts)  # fmt: skip
+def _parts(batch_sizes, h0: Tensor, like: Tensor) -> list[tuple[int, int]]:
+    """The batch's parts for torch's threads (:mod:`rnnkit.engine.parallel`): a step's
+    product is ``(N, H) @ (H, 3H)``. Shape: h0 ``(D, N, H)``."""
+    return dense_parts(batch_sizes, h0.size(1), 3 * h0.size(2) ** 2, like)
 
 
 def _recurrent_weight(w_hh: Tensor, in_place: bool) -> Tensor:
@@ -160,10 +150,11 @@ def _compiled_inference(x, h0, weights, steps, directions):
     gates = x.new_empty(chunks[0][1], 3 * hidden)  # one chunk's projections; the first is whole
     products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev
     kept_n = x.new_empty(batch, hidden)  # scratch: one step's W_hn h_prev + b_hn
+    w_in_place = batch == 1  # see _recurrent_weight
+    parts = _parts([batch], h0, x)  # every chunk's
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         bias = None if b_ih is None else _input_bias(b_ih, b_hh)
         b_hn = None if b_hh is None else b_hh[2 * hidden :]
-        w_in_place = batch == 1
         w_hh_t = _recurrent_weight(w_hh, w_in_place)
         state = h0[k]  # (N, H): the state the next chunk starts from
         for i, (first, end) in enumerate(chunks[::-1] if directions[k] else chunks):
@@ -171,10 +162,10 @@ def _compiled_inference(x, h0, weights, steps, directions):
                 state = h_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih, bias, chunk_gates)  # (rows, 3H)
-            _compiled_forward(
+            compiled_gated.gru_forward(
                 chunk_gates, products, kept_n, out[first:end], k * hidden, state, w_hh_t,
                 b_hn, [batch] * ((end - first) // batch), directions[k], h_n[k], False,
-                w_in_place,
+                w_in_place, parts,
             )  # fmt: skip
     return out, h_n, None, None
 
@@ -211,15 +202,16 @@ def gru_layer_backward(
     # dL/d(input pre-activations) is d_hidden's for r and z; for n it is d_n (unscaled by r)
     d_n = scratch("gru.d_n", (rows, hidden), x)
     d_rz = d_hidden[:, : 2 * hidden]
+    parts = _parts(batch_sizes, h0, x) if engine == "compiled" else None
     for k, (w_ih, w_hh, b_ih, _) in enumerate(_split(weights, num_directions)):
         reverse = directions[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
         grad_out_k = grad_out[:, k * hidden : (k + 1) * hidden]
         carry = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         if engine == "compiled":
-            _compiled_backward(
+            compiled_gated.gru_backward(
                 d_hidden, d_n, grad_out, out, k * hidden, gates[k], kept_n[k], h0[k], w_hh,
-                batch_sizes, reverse, carry,
+                batch_sizes, reverse, carry, parts,
             )  # fmt: skip
         else:
             h_prev = previous_states(out_k, h0[k], batch_sizes, reverse)  # (R, H)

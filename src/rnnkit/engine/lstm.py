@@ -100,6 +100,7 @@ def lstm_layer_forward(
     tanh_cells = x.new_empty(num_directions, batch if ring else rows, hidden)
     h_n, c_n = h0.new_empty(h0.shape), c0.new_empty(c0.shape)
     raw = x.new_empty(batch_sizes[0], hidden) if projected else None  # o * tanh(c) of a step
+    batch_split = _parts(batch_sizes, h0, hidden, x) if engine == "compiled" else None
     parts = split_lstm_weights(weights, num_directions, projected)
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(parts):
         gate_rows, cell_rows, tanh_rows = gates[k], cells[k], tanh_cells[k]
@@ -112,7 +113,7 @@ def lstm_layer_forward(
             compiled_gated.lstm_forward(
                 gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k], w_hh_t,
                 w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k], keep=not ring,
-                parts=_parts(batch_sizes, h0, hidden, x),
+                parts=batch_split,
             )  # fmt: skip
             continue
         previous = None
@@ -151,6 +152,7 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
     chunks = dense_chunks(steps, batch, 4 * hidden * x.element_size(), False)
     gates = x.new_empty(chunks[0][1], 4 * hidden)  # one chunk's projections; the first is whole
     cells, tanh_cells = x.new_empty(2 * batch, hidden), x.new_empty(batch, hidden)
+    batch_split = _parts([batch], h0, hidden, x)  # every chunk's
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(
         split_lstm_weights(weights, num_directions, projected)
     ):
@@ -164,11 +166,10 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
                 states = h_n[k].clone(), c_n[k].clone()
             chunk_gates = gates[: end - first]
             project_input(x[first:end], w_ih_engine, bias, chunk_gates)  # (rows, 4H)
-            sizes = [batch] * ((end - first) // batch)
             compiled_gated.lstm_forward(
                 chunk_gates, cells, tanh_cells, out[first:end], k * out_size, *states, w_hh_t,
-                w_hr_t, sizes, directions[k], h_n[k], c_n[k], keep=False,
-                parts=_parts(sizes, h0, hidden, x),
+                w_hr_t, [batch] * ((end - first) // batch), directions[k], h_n[k], c_n[k],
+                keep=False, parts=batch_split,
             )  # fmt: skip
     return out, h_n, c_n, None, None, None
 
@@ -211,6 +212,7 @@ def lstm_layer_backward(
     # dL/d(o * tanh(c)) of a step, with a projection (else d_out's rows)
     d_raw = x.new_empty(batch_sizes[0], hidden) if projected else d_out
     d_cell = x.new_empty(batch_sizes[0], hidden)  # dL/dc of a step
+    batch_split = _parts(batch_sizes, h0, hidden, x) if engine == "compiled" else None
     parts = split_lstm_weights(weights, num_directions, projected)
     for k, (w_ih, w_hh, b_ih, _, w_hr) in enumerate(parts):
         reverse = directions[k]
@@ -224,7 +226,7 @@ def lstm_layer_backward(
             compiled_gated.lstm_backward(
                 d_gates, d_out, d_raw, grad_out, k * out_size, gates[k], cells[k], tanh_c,
                 c0[k], w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
-                parts=_parts(batch_sizes, h0, hidden, x),
+                parts=batch_split,
             )  # fmt: skip
         else:
             _walk_back(
