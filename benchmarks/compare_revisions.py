@@ -16,6 +16,7 @@ torch, numpy and SciPy.
 Example:
     python benchmarks/compare_revisions.py --base HEAD --shapes 100,1,4,64 --modes train
     python benchmarks/compare_revisions.py --cell lstm gru --layers 1 --bidirectional 0
+    python benchmarks/compare_revisions.py --cell lstm --proj-size 32 --shapes 50,64,32,128
 """
 
 from __future__ import annotations
@@ -112,26 +113,27 @@ def _git(repo: Path, *args: str) -> str | None:
 
 
 def compare_row(
-    base, shape, num_layers, bidirectional, mode, repeats, alone, cell="rnn"
+    base, shape, num_layers, bidirectional, mode, repeats, alone, cell="rnn", proj_size=0
 ) -> dict[str, float]:
-    """Times one row of ``cell`` (``"rnn"``, ``"lstm"``, ``"gru"``); returns median
-    microseconds of ``"base"`` and ``"working"``."""
+    """Times one row of ``cell`` (``"rnn"``, ``"lstm"``, ``"gru"``; an LSTM's
+    ``proj_size``); returns median microseconds of ``"base"`` and ``"working"``."""
     T, N, H_in, H_out = shape
     D = 2 if bidirectional else 1
+    P = proj_size or H_out  # features of h
     name = _LAYER_NAMES[cell]
+    kwargs = {"num_layers": num_layers, "bidirectional": bidirectional}
+    if proj_size:
+        kwargs["proj_size"] = proj_size
     torch.manual_seed(0)
-    reference = getattr(torch.nn, name)(
-        H_in, H_out, num_layers=num_layers, bidirectional=bidirectional
-    )
-    x, h0 = torch.randn(T, N, H_in), torch.randn(num_layers * D, N, H_out)
-    grads = torch.randn(T, N, D * H_out), torch.randn(num_layers * D, N, H_out)
-    if cell == "lstm":  # (h, c) and their gradients
-        h0, grads = (h0, torch.randn_like(h0)), (grads[0], (grads[1], torch.randn_like(grads[1])))
+    reference = getattr(torch.nn, name)(H_in, H_out, **kwargs)
+    x, h0 = torch.randn(T, N, H_in), torch.randn(num_layers * D, N, P)
+    grads = torch.randn(T, N, D * P), torch.randn(num_layers * D, N, P)
+    if cell == "lstm":  # (h, c) and their gradients; c has H_out features
+        c0, grad_c_n = torch.randn(num_layers * D, N, H_out), torch.randn(num_layers * D, N, H_out)
+        h0, grads = (h0, c0), (grads[0], (grads[1], grad_c_n))
     steps = {}
     for label, module in (("torch", torch.nn), ("base", base), ("working", rnnkit)):
-        layer = getattr(module, name)(
-            H_in, H_out, num_layers=num_layers, bidirectional=bidirectional
-        )
+        layer = getattr(module, name)(H_in, H_out, **kwargs)
         layer.load_state_dict(reference.state_dict())
         steps[label] = _make_step(layer, mode, x, h0, *grads)
     torch_step = steps.pop("torch")
@@ -168,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=100, help="timed calls of each per row")
     parser.add_argument("--alone", action="store_true", help="no torch.nn.RNN call before each")
+    parser.add_argument("--proj-size", type=int, default=0, help="the LSTM rows' proj_size")
     args = parser.parse_args(argv)
+    if args.proj_size and args.cell != ["lstm"]:
+        parser.error("--proj-size needs --cell lstm")
     try:
         root = export_revision(args.base, Path(__file__).resolve().parent)
     except (ValueError, OSError, subprocess.CalledProcessError) as error:
@@ -186,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                 for bidirectional in args.bidirectional:
                     for mode in args.modes:
                         row = (shape, layers, bool(bidirectional), mode, args.repeats, args.alone)
-                        us = compare_row(base, *row, cell=cell)
+                        us = compare_row(base, *row, cell=cell, proj_size=args.proj_size)
                         label = "x".join(map(str, shape))
+                        label += f" P={args.proj_size}" if args.proj_size else ""
                         direction = "bi" if bidirectional else "uni"
                         print(
                             f"| {cell} | {label} | {layers} | {direction} | {mode} | {threads} | "

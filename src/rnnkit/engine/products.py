@@ -3,7 +3,8 @@ the form BLAS runs fast for a narrow input.
 
 CPU BLAS is slow (4-7x, measured for the Elman and gated layers) on products
 whose output or inner dimension is the input width when that is small (a few
-features); the transposed product gives the same numbers fast.
+features); the transposed product gives the same numbers fast. A weight gradient
+summed over many rows gains from the transposed product up to a few dozen columns.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Input widths up to which the products run transposed.
+# Input widths up to which the input gradient runs transposed.
 NARROW_INPUT = 8
+# Widths of ``a`` up to which a weight gradient ``d.t() @ a`` runs as ``(a.t() @ d).t()``.
+# MKL, one thread, 3,200 rows, G = 128-1024 gate columns: 1.1-2.3x faster at widths 12-32
+# (1.43 at G = 512, width 32: the LSTM's at H = 128 with 32 input features), 1.03-1.2 at 48-64
+# for most G, 0.94-0.97 at G = 768 for widths 16 and 32, no gain from 128 up; at two
+# threads 0.99-1.85 up to 32, and 0.82-0.85 at G = 768 (benchmarks/weight_grad_orientation.py).
+NARROW_WEIGHT_GRAD = 32
 
 
 def project_input(x: Tensor, w_ih: Tensor, bias: Tensor | None, out: Tensor) -> None:
@@ -42,6 +49,25 @@ def add_input_grad(grad_x: Tensor, d: Tensor, w_ih: Tensor, first: bool) -> None
         grad_x.addmm_(d, w_ih)
 
 
+def transposed_faster(width: int) -> bool:
+    """Whether a weight gradient ``d.t() @ a`` over ``a`` of ``width`` columns runs
+    faster as ``(a.t() @ d).t()``: up to ``NARROW_WEIGHT_GRAD`` columns (see there)."""
+    return width <= NARROW_WEIGHT_GRAD
+
+
+def weight_grad(d: Tensor, a: Tensor) -> Tensor:
+    """``d.t() @ a``, the gradient of a weight that multiplied ``a``'s rows, in the
+    orientation BLAS runs faster (:func:`transposed_faster`).
+
+    Shape:
+        d ``(R, G)``, a ``(R, K)`` (column views are fine); returns ``(G, K)`` (a
+        transposed view for a narrow ``a``).
+    """
+    if transposed_faster(a.size(1)):
+        return a.t().mm(d).t()
+    return d.t().mm(a)
+
+
 def input_weight_grad(d: Tensor, x: Tensor) -> Tensor:
     """``d.t() @ x``: the gradient of ``w_ih``.
 
@@ -49,6 +75,4 @@ def input_weight_grad(d: Tensor, x: Tensor) -> Tensor:
         d ``(R, G)``, x ``(R, H_in)``; returns ``(G, H_in)`` (a transposed view
         for a narrow input).
     """
-    if x.size(1) <= NARROW_INPUT:
-        return x.t().mm(d).t()
-    return d.t().mm(x)
+    return weight_grad(d, x)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.engine.products import transposed_faster, weight_grad
 from rnnkit.engine.rows import last_step_rows, previous_state_rows
 
 # About the bytes of input projections that one chunk of an inference pass holds
@@ -103,14 +104,19 @@ def recurrent_weight_grad(d: Tensor, states: Tensor, initial: Tensor, batch_size
 
     Shape:
         d ``(R, G)``, states ``(R, H)`` (column views are fine), initial ``(N, H)``;
-        returns ``(G, H)``.
+        returns ``(G, H)`` (a transposed view for narrow states:
+        :func:`rnnkit.engine.products.weight_grad`).
     """
     n = batch_sizes[0]
-    if batch_sizes[-1] == n:
-        if reverse:  # step t read step t + 1's state; the last step read the initial one
-            return torch.addmm(d[-n:].t().mm(initial), d[:-n].t(), states[n:])
-        return torch.addmm(d[:n].t().mm(initial), d[n:].t(), states[:-n])
-    return d.t().mm(previous_states(states, initial, batch_sizes, reverse))
+    if batch_sizes[-1] != n:
+        return weight_grad(d, previous_states(states, initial, batch_sizes, reverse))
+    # Step t read step t + 1's state in reverse, else step t - 1's; the first step the
+    # initial one.
+    first, rest = (d[-n:], d[:-n]) if reverse else (d[:n], d[n:])
+    before = states[n:] if reverse else states[:-n]
+    if transposed_faster(states.size(1)):
+        return torch.addmm(initial.t().mm(first), before.t(), rest).t()
+    return torch.addmm(first.t().mm(initial), rest.t(), before)
 
 
 def last_states(states: Tensor, batch_sizes, reverse: bool, out: Tensor) -> Tensor:
