@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -28,8 +29,8 @@ from rnnkit.engine.products import transposed_faster
 
 # The weight gradients of rnnkit bench's rows: (rows, gate columns, input width).
 PRODUCTS = (
-    # LSTM 100x30x4x64 (x, h), 50x64x32x128 (x, h, h with proj_size 32), 100x30x4x256 (x, h)
-    "3000x256x4", "3000x256x64", "3200x512x32", "3200x512x128", "3200x512x32b",
+    # LSTM 100x30x4x64 (x, h), 50x64x32x128 (x and, with proj_size 32, h; h), 100x30x4x256
+    "3000x256x4", "3000x256x64", "3200x512x32", "3200x512x128",
     "3000x1024x4", "3000x1024x256",
     # GRU: all three gates (h), reset and update (x) inside three, at H = 64, 128, 256
     "3000x192x64", "3000x128x4:192", "3200x384x128", "3200x256x32:384",
@@ -40,9 +41,9 @@ PRODUCTS = (
 
 
 def _parse(product: str) -> tuple[int, int, int, int]:
-    """``RxGxK[:S]`` (a trailing letter only names a repeat) to ``(R, G, K, S)``."""
+    """``RxGxK[:S]`` to ``(R, G, K, S)``."""
     shape, _, stride = product.partition(":")
-    rows, gates, width = (int("".join(c for c in part if c.isdigit())) for part in shape.split("x"))
+    rows, gates, width = (int(part) for part in shape.split("x"))
     return rows, gates, width, int(stride) if stride else gates
 
 
@@ -71,24 +72,24 @@ def time_product(product: str, repeats: int) -> tuple[float, float]:
     return statistics.median(times[as_asked]), statistics.median(times[transposed])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", nargs="+", default=PRODUCTS, help="RxGxK[:S] each")
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument("--repeats", type=int, default=31)
-    args = parser.parse_args()
-    print(f"{'threads':>7}  {'product':>16}  {'as asked ms':>11}  {'transposed ms':>13}  "
-          f"{'ratio':>5}  rule")  # fmt: skip
+    args = parser.parse_args(argv)
+    print("| threads | product | as asked ms | transposed ms | ratio | rule |")
+    print("|---:|---|---:|---:|---:|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for product in args.products:
             asked, transposed = time_product(product, args.repeats)
-            rows, gates, width, stride = _parse(product)
-            d = torch.empty(rows, stride)[:, :gates]
-            rule = "transposed" if transposed_faster(d, width) else "as asked"
-            print(f"{threads:>7}  {product:>16}  {asked:>11.3f}  {transposed:>13.3f}  "
-                  f"{asked / transposed:>5.2f}  {rule}", flush=True)  # fmt: skip
+            width = _parse(product)[2]
+            rule = "transposed" if transposed_faster(width) else "as asked"
+            print(f"| {threads} | {product} | {asked:.3f} | {transposed:.3f} | "
+                  f"{asked / transposed:.2f} | {rule} |", flush=True)  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -557,3 +557,12 @@ def test_packed_and_proj_size_options_parse_and_are_checked():
         tiny_config(proj_size=4)  # not below H_out = 4
     with pytest.raises(ValueError, match="argument `packed`, expected booleans"):
         tiny_config(packed=(1,))
+
+
+def test_weight_grad_orientation_times_both_and_names_the_rule(capsys):
+    argv = ["--products", "40x8x4", "40x16x64:24", "--threads", "1", "--repeats", "3"]
+    assert load_script("weight_grad_orientation").main(argv) == 0
+    narrow, wide = table_rows(capsys.readouterr().out, columns=6)
+    assert narrow[:2] == ["1", "40x8x4"] and wide[:2] == ["1", "40x16x64:24"]
+    assert all(float(cell) > 0 for row in (narrow, wide) for cell in row[2:5])
+    assert (narrow[5], wide[5]) == ("transposed", "as asked")
