@@ -18,7 +18,7 @@ import rnnkit
 from rnnkit import gated
 from rnnkit.compiled import warmup
 from rnnkit.engine import gated_stack, onednn, resolve_engine
-from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
+from rnnkit.engine.onednn import ALWAYS, OURS_PART_ROWS, UNTIL_COMPILED, onednn_fit
 
 needs_onednn = pytest.mark.skipif(
     not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN"
@@ -48,13 +48,15 @@ def test_fit_only_dense_float32_without_projection(monkeypatch):
 
 
 @needs_onednn
-def test_one_direction_training_with_large_steps_goes_to_our_loops_at_one_thread():
+def test_one_direction_training_with_large_steps_goes_to_our_loops():
     """Above OURS_TRAIN_MIN (N * H**2) our loops beat oneDNN in training at one thread
-    (per-step products on brgemm); at two threads oneDNN's parallel product wins."""
+    (per-step products on brgemm), and at two threads with OURS_PART_ROWS rows a thread
+    (the batch split); with smaller parts, or more threads (not measured), oneDNN runs."""
     threads = torch.get_num_threads()
-    large, at_limit = (
+    large, at_limit, large_parts = (
         {"batch_sizes": (30, 30), "hidden": 256},
         {"batch_sizes": (64, 64), "hidden": 128},
+        {"batch_sizes": (2 * OURS_PART_ROWS,) * 2, "hidden": 256},
     )
     try:
         torch.set_num_threads(1)
@@ -62,7 +64,12 @@ def test_one_direction_training_with_large_steps_goes_to_our_loops_at_one_thread
         assert _fit(grad=True, **at_limit) == ALWAYS  # 64 * 128**2 = 2**20: oneDNN wins
         assert _fit(grad=False, **large) == ALWAYS  # inference: oneDNN at every size
         torch.set_num_threads(2)
-        assert _fit(grad=True, **large) == ALWAYS
+        assert _fit(grad=True, **large) == ALWAYS  # 15 rows a thread
+        assert _fit(grad=True, **large_parts) == UNTIL_COMPILED
+        assert _fit(grad=True, **at_limit) == ALWAYS
+        assert _fit(grad=False, **large_parts) == ALWAYS
+        torch.set_num_threads(4)
+        assert _fit(grad=True, batch_sizes=(4 * OURS_PART_ROWS,) * 2, hidden=256) == ALWAYS
     finally:
         torch.set_num_threads(threads)
 

@@ -11,7 +11,8 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 
 - inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2 (0.78-0.86 at 1
   thread since per-step products run on torch's brgemm);
-- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2; since per-step
+- training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2 (before the batch
+  split below); since per-step
   products run on torch's brgemm at one thread, our loops win once a step's
   product passes ``OURS_TRAIN_MIN`` (``N * H**2``): 1.04-1.21 at 100x30x4x256,
   100x64x4x256, 50x64x32x256, 100x30x64x256 and 100x30x4x512, against 0.89-0.92
@@ -20,12 +21,16 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 - training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
   runs the two directions one after the other);
 - at two threads, since our loops split the batch over torch's OpenMP team
-  (:mod:`rnnkit.compiled.team`): inference 0.70-1.27, one-direction training 0.86-1.27
-  (above ``OURS_TRAIN_MIN``: 1.13-1.27 at 100x30x4x256, 100x64x4x256, 50x64x32x256,
-  100x30x64x256 and 100x128x4x128, 0.86-0.96 at 50x32x32x256, 100x30x4x512 and
-  100x16x4x512; below: 0.90-1.02). The rule for one-direction training stays at one
-  thread: at two it would gain about 8% on average over those nine rows, and lose up
-  to 14% on some.
+  (:mod:`rnnkit.compiled.team`): inference 0.70-1.27; one-direction training above
+  ``OURS_TRAIN_MIN`` with at least ``OURS_PART_ROWS`` rows a thread (``N >= 64``) won
+  all 11 rows measured, 1.15-1.46 (100x64x4x256, 50x64x32x256, 100x128x4x128,
+  100x64x4x512, 50x128x32x256, 100x96x4x256, 100x64x64x256, 100x64x32x192, twice for
+  the first three), so there our loops run; with fewer rows a thread it went both ways,
+  1.13-1.27 at 100x30x4x256 and 100x30x64x256, 0.86-0.96 at 50x32x32x256, 100x30x4x512
+  and 100x16x4x512; at ``N = 64`` up to ``OURS_TRAIN_MIN``, 0.86-1.30 (50x64x32x128
+  lost, 100x64x4x128 won). More threads were not measured: there oneDNN stays
+  (``RNNKIT_ENGINE=compiled OMP_NUM_THREADS=2 rnnkit bench --cell lstm --modes train
+  --threads 2 --layers 1 --bidirectional 0 --shapes ...``).
 
 Where our loops win in training, oneDNN runs the stack only until our compiled
 kernels are ready.
@@ -49,9 +54,11 @@ from torch import Tensor
 # or only while the compiled kernels are not ready.
 ALWAYS = "always"
 UNTIL_COMPILED = "until_compiled"
-# One-direction training at one thread: above this N * H**2 (a step's product), our
-# compiled loops beat oneDNN (see the module doc).
+# One-direction training: above this N * H**2 (a step's product), our compiled loops
+# beat oneDNN at one thread, and at two threads with OURS_PART_ROWS rows a thread or
+# more (see the module doc).
 OURS_TRAIN_MIN = 1 << 20
+OURS_PART_ROWS = 32
 
 
 def onednn_enabled() -> bool:
@@ -89,8 +96,10 @@ def onednn_fit(
         return None
     if not training_grad:
         return ALWAYS
-    large_steps = batch_sizes[0] * hidden_size**2 > OURS_TRAIN_MIN
-    ours_win = len(directions) == 2 or (large_steps and torch.get_num_threads() == 1)
+    batch, threads = batch_sizes[0], torch.get_num_threads()
+    large_steps = batch * hidden_size**2 > OURS_TRAIN_MIN
+    large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS
+    ours_win = len(directions) == 2 or (large_steps and (threads == 1 or large_parts))
     return UNTIL_COMPILED if ours_win else ALWAYS
 
 
