@@ -12,18 +12,17 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
 - inference, every row: 0.67-0.91 at 1 thread, 0.52-0.79 at 2 (0.78-0.86 at 1
   thread since per-step products run on torch's brgemm);
 - training one direction: 0.83-1.02 at 1 thread, 0.68-0.90 at 2 (before the batch
-  split below); since per-step
-  products run on torch's brgemm at one thread, our loops win once a step's
-  product passes ``OURS_TRAIN_MIN`` (``N * H**2``): 1.04-1.21 at 100x30x4x256,
-  100x64x4x256, 50x64x32x256, 100x30x64x256 and 100x30x4x512, against 0.89-0.92
-  at 50x64x32x128 (exactly ``2**20``), 100x30x4x128 and 100x8x4x256
+  split below); since per-step products run on torch's brgemm at one thread, our
+  loops win once a step's product passes ``OURS_TRAIN_MIN`` (``N * H**2``): 1.04-1.21
+  at 100x30x4x256, 100x64x4x256, 50x64x32x256, 100x30x64x256 and 100x30x4x512, against
+  0.89-0.92 at 50x64x32x128 (exactly ``2**20``), 100x30x4x128 and 100x8x4x256
   (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes train --threads 1``);
 - training a bidirectional layer: 1.07-1.46, our loops win (oneDNN's backward
   runs the two directions one after the other);
 - at two threads, since our loops split the batch over torch's OpenMP team
   (:mod:`rnnkit.compiled.team`): inference 0.70-1.27; one-direction training above
   ``OURS_TRAIN_MIN`` with at least ``OURS_PART_ROWS`` rows a thread (``N >= 64``) won
-  all 11 rows measured, 1.15-1.46 (100x64x4x256, 50x64x32x256, 100x128x4x128,
+  all 11 rows measured, 1.13-1.46 (100x64x4x256, 50x64x32x256, 100x128x4x128,
   100x64x4x512, 50x128x32x256, 100x96x4x256, 100x64x64x256, 100x64x32x192, twice for
   the first three), so there our loops run; with fewer rows a thread it went both ways,
   1.13-1.27 at 100x30x4x256 and 100x30x64x256, 0.86-0.96 at 50x32x32x256, 100x30x4x512

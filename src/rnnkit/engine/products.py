@@ -15,10 +15,12 @@ from torch import Tensor
 # Input widths up to which the input gradient runs transposed.
 NARROW_INPUT = 8
 # Widths of ``a`` up to which a weight gradient ``d.t() @ a`` runs as ``(a.t() @ d).t()``.
-# MKL, one thread, 3,200 rows, G = 128-1024 gate columns: 1.1-2.3x faster at widths 12-32
-# (1.43 at G = 512, width 32: the LSTM's at H = 128 with 32 input features), 1.03-1.2 at 48-64
-# for most G, 0.94-0.97 at G = 768 for widths 16 and 32, no gain from 128 up; at two
-# threads 0.99-1.85 up to 32, and 0.82-0.85 at G = 768 (benchmarks/weight_grad_orientation.py).
+# MKL, one thread, 3,200 rows, G = 128-1024 gate columns: 1.06-2.3x faster at widths 12-32
+# (1.25-1.43 at G = 512, width 32: the LSTM's at H = 128 with 32 input features), except
+# 0.94-0.96 at G = 768 for widths 16 and 32; 0.97-1.2 at 48-64; no gain from 128 up. At two
+# threads 0.99-1.85 up to 32, except 0.82-0.85 at G = 768; a GRU's gate slices (G = 256 or
+# 512 inside 768) read 1.04-1.25 at one thread, 0.93-1.05 at two
+# (benchmarks/weight_grad_orientation.py).
 NARROW_WEIGHT_GRAD = 32
 
 
