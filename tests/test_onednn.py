@@ -74,6 +74,20 @@ def test_one_direction_training_with_large_steps_goes_to_our_loops():
         torch.set_num_threads(threads)
 
 
+@needs_onednn
+def test_two_threads_keep_onednn_where_the_loops_cannot_split(monkeypatch):
+    """Without torch's GNU OpenMP team our loops run whole, and oneDNN's two threads win."""
+    threads = torch.get_num_threads()
+    large_parts = {"batch_sizes": (2 * OURS_PART_ROWS,) * 2, "hidden": 256}
+    monkeypatch.setattr(onednn, "torch_openmp_library", lambda: None)
+    try:
+        torch.set_num_threads(2)
+        assert _fit(grad=True, **large_parts) == ALWAYS
+        assert _fit(grad=True, directions=(False, True), **large_parts) == UNTIL_COMPILED
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
     x = torch.zeros(6, 2)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)

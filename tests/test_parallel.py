@@ -207,3 +207,20 @@ def test_warming_up_prepares_the_team_callbacks(monkeypatch):
     warmup.load(torch.float32, "gru")
     warmup.load(torch.float32, "lstm")
     assert prepared == ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward"]
+
+
+def test_torchs_openmp_library_is_found_only_where_torch_runs_on_openmp(monkeypatch):
+    found = parallel.torch_openmp_library()
+    assert (found is not None) == team.available()
+    if found is not None:  # the runtime this process loaded
+        assert any(str(found) in line for line in parallel._maps())
+    parallel.torch_openmp_library.cache_clear()
+    try:
+        monkeypatch.setattr(torch.__config__, "parallel_info", lambda: "parallel backend: native")
+        assert parallel.torch_openmp_library() is None
+        parallel.torch_openmp_library.cache_clear()
+        monkeypatch.undo()
+        monkeypatch.setattr(parallel, "_maps", lambda: [])  # no libgomp loaded
+        assert parallel.torch_openmp_library() is None
+    finally:
+        parallel.torch_openmp_library.cache_clear()

@@ -22,31 +22,25 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from pathlib import Path
 
 import llvmlite.binding as llvm
 import numpy as np
-import torch
 from numba import cfunc, types
 
 from rnnkit.compiled import gated_kernels as k
 from rnnkit.compiled.cache import configure_numba
+from rnnkit.engine.parallel import torch_openmp_library
 
 _CACHE = configure_numba()
 
 
 def _torch_openmp() -> ctypes.CDLL | None:
-    """The GNU OpenMP runtime torch runs its threads on, or None (another backend, or
-    not found)."""
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+    """The GNU OpenMP runtime torch runs its threads on, loaded, with the two functions
+    the callbacks call registered; None where there is none
+    (:func:`rnnkit.engine.parallel.torch_openmp_library`)."""
+    path = torch_openmp_library()
+    if path is None:
         return None
-    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
-    loaded = [line.split()[-1] for line in _maps() if "libgomp" in line]
-    if str(path) not in loaded:  # torch links another runtime (or a renamed copy)
-        candidates = sorted(set(loaded))
-        if len(candidates) != 1:
-            return None
-        path = Path(candidates[0])
     try:
         runtime = ctypes.CDLL(str(path))
         runtime.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
@@ -58,13 +52,6 @@ def _torch_openmp() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     return runtime
-
-
-def _maps() -> list[str]:
-    try:
-        return Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return []
 
 
 _RUNTIME = _torch_openmp()

@@ -29,7 +29,8 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
   and 100x16x4x512; at ``N = 64`` up to ``OURS_TRAIN_MIN``, 0.86-1.30 (50x64x32x128
   lost, 100x64x4x128 won). More threads were not measured: there oneDNN stays
   (``RNNKIT_ENGINE=compiled OMP_NUM_THREADS=2 rnnkit bench --cell lstm --modes train
-  --threads 2 --layers 1 --bidirectional 0 --shapes ...``).
+  --threads 2 --layers 1 --bidirectional 0 --shapes ...``). Where torch does not run
+  on GNU OpenMP the loops do not split, and oneDNN stays too.
 
 Where our loops win in training, oneDNN runs the stack only until our compiled
 kernels are ready.
@@ -48,6 +49,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from rnnkit.engine.parallel import torch_openmp_library
 
 # What :func:`onednn_fit` returns: oneDNN runs the layer whenever "auto" may pick,
 # or only while the compiled kernels are not ready.
@@ -97,7 +100,9 @@ def onednn_fit(
         return ALWAYS
     batch, threads = batch_sizes[0], torch.get_num_threads()
     large_steps = batch * hidden_size**2 > OURS_TRAIN_MIN
+    # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
     large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS
+    large_parts = large_parts and torch_openmp_library() is not None
     ours_win = len(directions) == 2 or (large_steps and (threads == 1 or large_parts))
     return UNTIL_COMPILED if ours_win else ALWAYS
 

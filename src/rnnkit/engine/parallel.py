@@ -7,6 +7,9 @@ a part of the batch, with single-threaded per-step products (see
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -58,6 +61,29 @@ def dense_parts(batch_sizes, batch: int, step_work: int, like: Tensor) -> list[t
     if not len(batch_sizes) or batch_sizes[-1] != batch:
         return [(0, batch)]
     return batch_parts(batch, step_work, like)
+
+
+@functools.cache
+def torch_openmp_library() -> Path | None:
+    """The GNU OpenMP runtime (``libgomp``) torch runs its threads on, or None (another
+    backend, or not found): the team whose threads run the parts
+    (:mod:`rnnkit.compiled.team`). Found without importing numba, so that deciding an
+    engine never waits on it."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    loaded = [line.split()[-1] for line in _maps() if "libgomp" in line]
+    if str(path) in loaded:
+        return path
+    candidates = sorted(set(loaded))  # torch links another runtime (or a renamed copy)
+    return Path(candidates[0]) if len(candidates) == 1 else None
+
+
+def _maps() -> list[str]:
+    try:
+        return Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
 
 
 def _team_available() -> bool:
