@@ -9,8 +9,13 @@ of its own and run interleaved, and the time of a step through an empty
 ``autograd.Function`` with the same inputs and outputs (the part of a step
 that torch's autograd costs whatever the engine does).
 
+With ``--cell lstm`` it also times both after a call of torch's LSTM with oneDNN off,
+as ``rnnkit bench`` interleaves its LSTM rows: torch's per-step path leaves the caches
+to its own code, and our checks in front of the same oneDNN call pay for it.
+
 Example:
     python benchmarks/interleave_effect.py --shape 100,1,4,64 --threads 1
+    python benchmarks/interleave_effect.py --cell lstm --mode inference
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ import sys
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _make_steps, _time_interleaved, parse_shape
+from rnnkit.benchmark import (
+    _LAYER_NAMES,
+    ONEDNN_OFF,
+    _make_steps,
+    _time_interleaved,
+    parse_shape,
+)
 
 
 class _Empty(torch.autograd.Function):
@@ -66,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shape", type=parse_shape, default=(100, 1, 4, 64), metavar="T,N,H_in,H_out"
     )
+    parser.add_argument("--cell", choices=sorted(_LAYER_NAMES), default="rnn")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--mode", choices=["train", "inference"], default="train")
@@ -73,19 +85,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    steps = _make_steps(rnnkit.RNN, args.shape, args.layers, args.bidirectional, args.mode, 0)
+    candidate = getattr(rnnkit, _LAYER_NAMES[args.cell])
+    steps = _make_steps(
+        candidate, args.shape, args.layers, args.bidirectional, args.mode, 0, cell=args.cell
+    )
+    off = steps.pop(ONEDNN_OFF, None)  # LSTM: torch with oneDNN off
     theirs, ours = steps["torch"], steps["rnnkit"]
     for _ in range(20):
         theirs(), ours()
     alone = {name: _median_us(step, args.repeats) for name, step in steps.items()}
     after = {"torch": _median_us(theirs, args.repeats, before=ours),
              "rnnkit": _median_us(ours, args.repeats, before=theirs)}  # fmt: skip
+    rows = [("alone", alone), ("each after the other", after)]
+    if off is not None:
+        # Alternating which runs first, each after its own call of the per-step path.
+        samples = _time_interleaved(steps, args.repeats, before=off)
+        after_off = {name: statistics.median(times) * 1e6 for name, times in samples.items()}
+        rows.append(("each after torch without oneDNN", after_off))
     direction = "bi" if args.bidirectional else "uni"
     label = "x".join(map(str, args.shape))
-    print(f"{label}, {args.layers} layer(s), {direction}, {args.mode}, {args.threads} thread(s)")
+    print(f"{args.cell} {label}, {args.layers} layer(s), {direction}, {args.mode}, "
+          f"{args.threads} thread(s)")  # fmt: skip
     print("| | torch us | rnnkit us | ratio |")
     print("|---|---:|---:|---:|")
-    for label, times in (("alone", alone), ("each after the other", after)):
+    for label, times in rows:
         ratio = times["torch"] / times["rnnkit"]
         print(f"| {label} | {times['torch']:.0f} | {times['rnnkit']:.0f} | {ratio:.2f} |")
     if args.mode == "train":

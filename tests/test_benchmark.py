@@ -419,6 +419,15 @@ def test_interleave_effect_prints_alone_and_interleaved_times(capsys):
     assert "empty autograd.Function step (alone):" in printed
 
 
+def test_interleave_effect_times_lstm_after_torch_without_onednn(capsys):
+    argv = ["--cell", "lstm", "--shape", "5,2,3,4", "--repeats", "3", "--mode", "inference"]
+    assert load_script("interleave_effect").main(argv) == 0
+    rows = table_rows(capsys.readouterr().out, columns=4)
+    labels = ["alone", "each after the other", "each after torch without oneDNN"]
+    assert [row[0] for row in rows] == labels
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
 def test_revision_export_renames_every_reference_to_the_package():
     rename = load_script("compare_revisions").rename_package
     source = (
