@@ -207,9 +207,10 @@ def test_large_steps_match_torch_with_either_blas(library):
         assert auto == ("compiled" if used == "torch" else "fused")
 
 
-def test_per_step_products_go_to_brgemm_at_one_thread(blas):
+def test_per_step_products_go_to_brgemm_at_one_thread_and_few_rows_at_more(blas):
     """torch's brgemm takes the float32 products of BRGEMM_MIN multiply-adds or more
-    with fewer than tall_rows rows, only when torch runs on one thread."""
+    with fewer than tall_rows rows when torch runs on one thread, and on more those of
+    at most FEW_ROWS rows and a weight of at most FEW_ROWS_MAX_WEIGHT."""
     one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
 
     def choose(m, k, n, tall_rows, itemsize=4):
@@ -221,6 +222,12 @@ def test_per_step_products_go_to_brgemm_at_one_thread(blas):
     assert choose(30, 256, 768, one_thread) and not choose(30, 256, 768, none)
     assert not choose(256, 64, 64, one_thread)  # tall: the products over all steps
     assert not choose(3000, 256, 8, one_thread)  # narrow
+    # Two threads or more: a step of a few sequences.
+    assert choose(blas.FEW_ROWS, 512, 1536, none) and choose(4, 256, 1024, none)
+    assert not choose(blas.FEW_ROWS + 1, 512, 1536, none)
+    assert not choose(4, 1024, 4096, none)  # a 16 MiB weight: MKL's two threads win
+    assert not choose(4, 64, 256, none)  # under BRGEMM_MIN: SciPy's
+    assert not choose(4, 512, 1536, none, itemsize=8)
 
 
 def _brgemm_like(function) -> int:
@@ -258,22 +265,25 @@ def test_a_library_without_brgemm_gets_the_stand_in(blas, monkeypatch):
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("packed", [False, True])
-def test_brgemm_steps_match_torch(cell, packed, monkeypatch):
-    """At one thread, steps of 2**18 multiply-adds or more run on brgemm (forward and
-    backward): float32 outputs and every gradient as torch's layer's, dense and packed."""
+@pytest.mark.parametrize("threads, batch", [(1, 32), (2, 8)])
+def test_brgemm_steps_match_torch(cell, packed, threads, batch, monkeypatch):
+    """Steps of 2**18 multiply-adds or more run on brgemm at one thread, and at two
+    with few sequences (forward and backward): float32 outputs and every gradient as
+    torch's layer's, dense and packed."""
     from torch.nn.utils.rnn import pack_padded_sequence
 
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        hidden = 128 if cell == "RNN" else 64  # N * H * gates * H >= 2**18 at N = 32
+        # N * H * gates * H >= 2**18
+        hidden = (128 if cell == "RNN" else 64) * (1 if batch == 32 else 2)
         ours = getattr(rnnkit, cell)(8, hidden, 2, bidirectional=True)
         theirs = getattr(torch.nn, cell)(8, hidden, 2, bidirectional=True)
         theirs.load_state_dict(ours.state_dict())
-        x = torch.randn(12, 32, 8, requires_grad=True)
-        lengths = torch.randint(1, 13, (32,)).tolist() if packed else [12] * 32
+        x = torch.randn(12, batch, 8, requires_grad=True)
+        lengths = torch.randint(1, 13, (batch,)).tolist() if packed else [12] * batch
 
         def run(layer):
             inputs = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
@@ -286,4 +296,4 @@ def test_brgemm_steps_match_torch(cell, packed, monkeypatch):
         for mine, reference in zip(run(ours), run(theirs), strict=True):
             torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-4)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)

@@ -1,8 +1,9 @@
 """BLAS GEMM callable from numba-compiled code: SciPy's BLAS, and torch's own.
 
 Two BLAS libraries serve the compiled loops, picked per product by its size
-(and shape: see :func:`goes_to_large_library`), and, when torch runs on one
-thread, a third kernel serves the per-step products (see :func:`goes_to_brgemm`):
+(and shape: see :func:`goes_to_large_library`), and a third kernel serves the per-step
+products when torch runs on one thread, and those of a few rows on more (see
+:func:`goes_to_brgemm`):
 
 - SciPy's (OpenBLAS in its wheels), on one thread: the fastest here on small
   products (1 x 64 x 64: 0.14 against 0.29 us; 8 x 256 x 256: 9.0 against 17 us).
@@ -17,7 +18,8 @@ thread, a third kernel serves the per-step products (see :func:`goes_to_brgemm`)
 - oneDNN's batch-reduce GEMM as torch exposes it (``at::native::cpublas::brgemm``,
   a JIT-generated kernel per shape, cached by torch per thread), for float32
   products that are not transposed, from ``BRGEMM_MIN`` multiply-adds up, with
-  fewer than ``tall_rows`` rows: a recurrence's per-step products. It runs near
+  fewer than ``tall_rows`` rows (at most ``FEW_ROWS`` at two threads or more): a
+  recurrence's per-step products. It runs near
   this CPU's peak on them: from 2**20 multiply-adds, 1.2-1.3x faster than torch's
   MKL and 1.3-1.7x than SciPy's (30 x 256 x 768: 103 us against 133 and 170;
   ``benchmarks/compare_blas.py``), even with SciPy's below. It is a private C++
@@ -83,6 +85,15 @@ _TALL_ROWS_SLOT = 8  # where scratch() keeps the tall-rows limit
 # faster than both from 2**20 (30 x 128 x 384: 25.5 against 34.2 us for torch's MKL and
 # 42.8 for SciPy's; 30 x 256 x 768: 103 against 133 and 170; 64 x 128 x 512: 72 against 85).
 BRGEMM_MIN = 1 << 18
+# At two threads or more, float32 products of at most this many rows go to brgemm too (on
+# the calling thread), while their weight ``k * n`` is at most FEW_ROWS_MAX_WEIGHT: torch's
+# MKL shares so few rows badly between its threads. In a compiled loop, 2 threads
+# (benchmarks/compare_blas.py --threads 2): 4 x 512 x 1536 56-62 against 158-207 us,
+# 8 x 256 x 768 28 against 44, 12 x 512 x 2048 230 against 318, 12 x 1024 x 3072 936
+# against 1154; at 16 rows even (0.95-1.6x) and MKL ahead from 24 (0.77-0.97x at 24-32
+# rows); with a 1024 x 4096 weight (16 MiB) MKL won at 2, 8 and 12 rows (0.77-0.80x).
+FEW_ROWS = 12
+FEW_ROWS_MAX_WEIGHT = 3 << 20
 # The mangled name of at::native::cpublas::brgemm(M, N, K, ld_a, ld_b, ld_c, add_C,
 # const float* A, const float* B, float* C, bool is_vnni), exported by libtorch_cpu.
 _BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
@@ -269,11 +280,14 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
 def goes_to_brgemm(m, k, n, itemsize, tall_rows):
     """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product that is not
     transposed (and accumulates or overwrites) to torch's brgemm: float32 (``itemsize``
-    4), torch on one thread (``tall_rows`` set), fewer than ``tall_rows`` rows, at least
-    ``BRGEMM_MIN`` multiply-adds, not narrow."""
-    if itemsize != 4 or tall_rows == NO_TALL_LIMIT or m >= tall_rows or n <= NARROW_COLUMNS:
+    4), at least ``BRGEMM_MIN`` multiply-adds, not narrow, and with torch on one thread
+    (``tall_rows`` set) fewer than ``tall_rows`` rows, on more (``tall_rows`` unlimited)
+    at most ``FEW_ROWS`` rows of a weight of at most ``FEW_ROWS_MAX_WEIGHT``."""
+    if itemsize != 4 or n <= NARROW_COLUMNS or m * k * n < BRGEMM_MIN:
         return False
-    return m * k * n >= BRGEMM_MIN
+    if tall_rows == NO_TALL_LIMIT:  # torch runs on two threads or more
+        return m <= FEW_ROWS and k * n <= FEW_ROWS_MAX_WEIGHT
+    return m < tall_rows
 
 
 @njit(cache=_CACHE, nogil=True)
