@@ -1,6 +1,6 @@
-"""GRU inference at batch 1 reads the recurrent weight in place, without a transposed copy
-(rnnkit.engine.gru._recurrent_weight): its results are torch's, and only batch-1 inference
-takes that path."""
+"""GRU inference at batch 1, and of a single step at any batch, reads the recurrent weight
+in place, without a transposed copy (rnnkit.engine.gru.reads_in_place): its results are
+torch's, and only those calls take that path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from torch.nn.utils.rnn import pack_sequence
 
 import rnnkit
+from rnnkit.compiled import blas
 from rnnkit.compiled import gated as compiled_gated
+from rnnkit.engine import gru as gru_engine
 
 
 @pytest.fixture
@@ -66,12 +68,35 @@ def test_a_packed_single_sequence_reads_in_place_too(in_place_calls):
     assert in_place_calls == [True, True]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_step_at_any_batch_reads_in_place(in_place_calls, dtype):
+    """A step-by-step decoder's call: the copy would cost more than the step."""
+    ours, theirs = _pair(dtype, num_layers=2)
+    x, h0 = torch.randn(1, 6, 5, dtype=dtype), torch.randn(2, 6, 7, dtype=dtype)
+    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    with torch.no_grad():
+        for result, expected in zip(ours(x, h0), theirs(x, h0), strict=True):
+            torch.testing.assert_close(result, expected, **tolerance)
+    assert in_place_calls == [True, True]
+
+
+def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls):
+    """At batch 1 from BRGEMM_MIN multiply-adds a step (H = 512 here) the copy's products
+    run on brgemm, 2-5x faster than reading in place over 16 steps or more."""
+    assert gru_engine.BRGEMM_MIN == blas.BRGEMM_MIN
+    ours = rnnkit.GRU(5, 296)  # 3 * 296**2 >= 2**18
+    with torch.no_grad():
+        ours(torch.randn(3, 1, 5))
+        ours(torch.randn(1, 1, 5))
+    assert in_place_calls == [False, True]
+
+
 def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls):
     ours, theirs = _pair(torch.float64)
     with torch.no_grad():
         out, _ = ours(torch.randn(4, 2, 5, dtype=torch.float64))
     assert in_place_calls == [False]
-    x = torch.randn(4, 1, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 1, 5, dtype=torch.float64, requires_grad=True)  # training
     out, _ = ours(x)
     out.sum().backward()
     assert in_place_calls == [False, False]

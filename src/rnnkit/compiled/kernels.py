@@ -218,12 +218,16 @@ def forward_loop(
     # The largest step's product reads w_hh in place if it goes to torch's BLAS (see
     # _transposed), or if it has one row: there the copy is most of a call's extra
     # memory (16 KiB at H = 64 against a 25 KiB output at 100x1x4x64) and saves little
-    # time (inference 2% faster with it, training the same, in compare_revisions).
-    # torch's brgemm takes no transposed operand: it reads the copy.
+    # time (inference 2% faster with it, training the same, in compare_revisions); or if
+    # the call has one step, where the copy costs more than the step (a step-by-step
+    # decoder: 1 x 8 x 512 x 512 ran 2.7x slower with it). torch's brgemm takes no
+    # transposed operand: it reads the copy.
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
     to_brgemm = goes_to_brgemm(batch, hidden, hidden, out.itemsize, tall_rows)
-    in_place = batch == 1 or (
-        goes_to_large_library(batch, hidden, hidden, False, tall_rows) and not to_brgemm
+    in_place = (
+        batch == 1
+        or batch_sizes.shape[0] == 1
+        or (goes_to_large_library(batch, hidden, hidden, False, tall_rows) and not to_brgemm)
     )
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
