@@ -177,3 +177,23 @@ def test_cell_bodies_compile_only_for_the_dtype_they_run_in():
     assert len(scale_rows.fast.signatures) == 1
     np.testing.assert_array_equal(single, 2.0)
     np.testing.assert_array_equal(double, 3.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_call_of_one_step_is_torchs(monkeypatch, dtype, bidirectional):
+    """One step at a batch above 1 (a step-by-step decoder's call) reads W_hh in place,
+    transposed, in the compiled loop: its outputs are torch's."""
+    import rnnkit
+
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    torch.manual_seed(0)
+    ours = rnnkit.RNN(5, 9, num_layers=2, bidirectional=bidirectional).to(dtype)
+    theirs = torch.nn.RNN(5, 9, num_layers=2, bidirectional=bidirectional).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    rows = 4 if bidirectional else 2
+    x, h0 = torch.randn(1, 6, 5, dtype=dtype), torch.randn(rows, 6, 9, dtype=dtype)
+    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    with torch.no_grad():
+        for result, expected in zip(ours(x, h0), theirs(x, h0), strict=True):
+            torch.testing.assert_close(result, expected, **tolerance)
