@@ -22,10 +22,9 @@ products when torch runs on one thread, and those of a few rows on more (see
   recurrence's per-step products. It runs near this CPU's peak on them: from 2**20
   multiply-adds, 1.2-1.3x faster than torch's MKL and 1.3-1.7x than SciPy's (30 x 256
   x 768: 103 us against 133 and 170; ``benchmarks/compare_blas.py``), even with
-  SciPy's below. It is a private C++
-  symbol of ``libtorch_cpu`` (present in torch 2.13, not in every release), probed
-  like torch's BLAS; where it is missing or wrong, a compiled stand-in with its
-  signature calls the large-product BLAS.
+  SciPy's below. It is a private C++ symbol of ``libtorch_cpu`` (present in torch
+  2.13, not in every release), probed like torch's BLAS; where it is missing or wrong,
+  a compiled stand-in with its signature calls the large-product BLAS.
 
 The functions' addresses are registered with LLVM under fixed symbol names, so
 compiled kernels refer to them by name and numba can cache those kernels on
