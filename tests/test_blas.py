@@ -230,6 +230,16 @@ def test_per_step_products_go_to_brgemm_at_one_thread_and_few_rows_at_more(blas)
     assert not choose(4, 512, 1536, none, itemsize=8)
 
 
+def test_wide_matrix_vector_products_read_in_place_go_to_the_large_library(blas):
+    """SciPy's OpenBLAS slows down 3-4x on one row by a transposed weight of more than
+    ONE_ROW_WIDE columns (a GRU's W_hh read in place at batch 1, H > 400)."""
+    wide = blas.ONE_ROW_WIDE + 1
+    assert blas.wide_matrix_vector(1, wide, True)
+    assert not blas.wide_matrix_vector(1, blas.ONE_ROW_WIDE, True)
+    assert not blas.wide_matrix_vector(2, wide, True)  # more rows: the size rules
+    assert not blas.wide_matrix_vector(1, wide, False)  # a copy, not read in place
+
+
 def _brgemm_like(function) -> int:
     """The address of a Python function with brgemm's C signature (kept alive)."""
     signature = [ctypes.c_int64] * 6 + [ctypes.c_bool, *[ctypes.c_void_p] * 3, ctypes.c_bool]

@@ -80,6 +80,22 @@ def test_one_step_at_any_batch_reads_in_place(in_place_calls, dtype):
     assert in_place_calls == [True, True]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_step_at_batch_one_with_a_wide_weight_is_torchs(in_place_calls, dtype):
+    """3H above blas.ONE_ROW_WIDE columns: the in-place product goes to the large library."""
+    hidden = blas.ONE_ROW_WIDE // 3 + 1
+    torch.manual_seed(0)
+    ours = rnnkit.GRU(5, hidden).to(dtype)
+    theirs = torch.nn.GRU(5, hidden).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    x, h0 = torch.randn(1, 1, 5, dtype=dtype), torch.randn(1, 1, hidden, dtype=dtype)
+    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    with torch.no_grad():
+        for result, expected in zip(ours(x, h0), theirs(x, h0), strict=True):
+            torch.testing.assert_close(result, expected, **tolerance)
+    assert in_place_calls == [True]
+
+
 def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls):
     """At batch 1 from BRGEMM_MIN multiply-adds a step (H = 512 here) the copy's products
     run on brgemm, 2-5x faster than reading in place over 16 steps or more."""

@@ -93,6 +93,13 @@ BRGEMM_MIN = 1 << 18
 # rows); with a 1024 x 4096 weight (16 MiB) MKL won at 2, 8 and 12 rows (0.77-0.80x).
 FEW_ROWS = 12
 FEW_ROWS_MAX_WEIGHT = 3 << 20
+# A product of one row by a weight read in place (b transposed: a matrix-vector product)
+# with more than this many output columns goes to the large-product library whatever its
+# size: SciPy's OpenBLAS slows down 3-4x there. In a compiled loop, 1 thread, k x n:
+# 416 x 1248 181 against 44 us for torch's MKL, 512 x 1536 282 against 61, 128 x 1536 71
+# against 18, 256 x 1280 118 against 41; up to 1200 columns SciPy's is the faster (400 x
+# 1200 27 against 41, 512 x 1152 28 against 49, 768 x 768 28 against 41).
+ONE_ROW_WIDE = 1200
 # The mangled name of at::native::cpublas::brgemm(M, N, K, ld_a, ld_b, ld_c, add_C,
 # const float* A, const float* B, float* C, bool is_vnni), exported by libtorch_cpu.
 _BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
@@ -299,11 +306,19 @@ def goes_to_large_library(m, k, n, transpose_a, tall_rows):
     return transpose_a or m < tall_rows
 
 
+@njit(cache=_CACHE, nogil=True)
+def wide_matrix_vector(m, n, transpose_b):
+    """Whether an ``(m, k) @ op(b)`` product is one row by a weight read in place with more
+    than ``ONE_ROW_WIDE`` output columns, which goes to the large-product library."""
+    return transpose_b and m == 1 and n > ONE_ROW_WIDE
+
+
 def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
     """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
     place), for row-major 2-D arrays with unit column stride; products of
     ``LARGE_GEMM`` multiply-adds or more go to torch's BLAS, except narrow and
-    (at one thread) tall ones (see the module constants).
+    (at one thread) tall ones, and so do wide matrix-vector products read in place
+    (``ONE_ROW_WIDE``; see the module constants).
 
     Args:
         a, b, c: float32 or float64 arrays (the same dtype); rows may be strided.
@@ -361,6 +376,7 @@ def _gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpos
         return
     args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
     large = goes_to_large_library(m, k, n, transpose_a, tall_rows)
+    large = large or wide_matrix_vector(m, n, transpose_b)
     if c.itemsize == 4:
         if large:
             _sgemm_large(*args)
