@@ -575,3 +575,12 @@ def test_weight_grad_orientation_times_both_and_names_the_rule(capsys):
     assert narrow[:2] == ["1", "40x8x4"] and wide[:2] == ["1", "40x16x64:24"]
     assert all(float(cell) > 0 for row in (narrow, wide) for cell in row[2:5])
     assert (narrow[5], wide[5]) == ("transposed", "as asked")
+
+
+def test_weight_in_place_times_both_and_names_the_rule(capsys):
+    argv = ["--steps", "1", "3", "--batches", "2", "--hidden", "4", "--repeats", "3"]
+    assert load_script("weight_in_place").main(argv) == 0
+    one_step, three_steps = table_rows(capsys.readouterr().out, columns=5)
+    assert one_step[0] == "1x2x4" and three_steps[0] == "3x2x4"
+    assert all(float(cell) > 0 for row in (one_step, three_steps) for cell in row[1:4])
+    assert (one_step[4], three_steps[4]) == ("in place", "copy")

@@ -135,7 +135,9 @@ def reads_in_place(steps: int, batch: int, hidden: int, keep: bool, parts) -> bo
     Against the copy, float32, one thread, inference of L x N x H x H (ratio above 1: in
     place faster): L = 1: 1.03-2.70 at N = 1-32, H = 64-512; N = 1, H = 64-256: 1.01-2.15
     at L = 1-256 (one 0.63 at L = 4); N = 1, H = 512 (products on brgemm with the copy):
-    0.21-0.49 from L = 16; N >= 4, L >= 16: 0.41-1.01.
+    0.21-0.49 from L = 16; N >= 4, L >= 16: 0.41-1.01 (``benchmarks/weight_in_place.py``;
+    since one-row products of more than 1200 columns read in place go to MKL, N = 1,
+    H = 512 reads 0.92 at L = 64).
     """
     if keep or len(parts) != 1:
         return False
