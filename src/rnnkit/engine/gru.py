@@ -20,7 +20,7 @@ from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
-from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
+from rnnkit.engine.products import add_input_grad, project_input, weight_grad
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -248,7 +248,7 @@ def gru_layer_backward(
             add_input_grad(grad_x, d_n, w_ih[2 * hidden :], first=False)
         if grad_weights is None:
             continue
-        grad_w_ih = torch.cat([input_weight_grad(d_rz, x), input_weight_grad(d_n, x)])
+        grad_w_ih = torch.cat([weight_grad(d_rz, x), weight_grad(d_n, x)])
         grad_w_hh = recurrent_weight_grad(d_hidden, out_k, h0[k], batch_sizes, reverse)
         grad_weights += [grad_w_ih, grad_w_hh]
         if b_ih is not None:

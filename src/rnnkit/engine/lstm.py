@@ -26,7 +26,7 @@ from torch import Tensor
 
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
-from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input
+from rnnkit.engine.products import add_input_grad, project_input, weight_grad
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -241,7 +241,7 @@ def lstm_layer_backward(
             continue
         grad_w_hh = recurrent_weight_grad(d_gates, out_k, h0[k], batch_sizes, reverse)
         grad_weights += [
-            _to_torch_order(input_weight_grad(d_gates, x)),
+            _to_torch_order(weight_grad(d_gates, x)),
             _to_torch_order(grad_w_hh),
         ]
         if b_ih is not None:

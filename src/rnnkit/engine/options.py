@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.compiled import options as compiled_options
 from rnnkit.engine.gated_stack import stack_layers
 from rnnkit.engine.layer import grad_needed, resolve_engine
-from rnnkit.engine.products import add_input_grad, input_weight_grad, project_input, weight_grad
+from rnnkit.engine.products import add_input_grad, project_input, weight_grad
 from rnnkit.engine.rows import step_offsets
 from rnnkit.engine.walk import last_states, previous_rows, previous_states, steps_in_order
 from rnnkit.functional_options import GATES, LAYER_NORM_EPS
@@ -335,7 +335,7 @@ def options_layer_backward(
         h_in = h_prev_all
         if masks.recurrent is not None:  # each row's sequence's mask
             h_in = h_prev_all * masks.recurrent[k].index_select(0, batch_rows)
-        grad_weights += [input_weight_grad(d_pre, x), weight_grad(d_raw, h_in)]
+        grad_weights += [weight_grad(d_pre, x), weight_grad(d_raw, h_in)]
         if b_ih is not None:
             grad_weights += [d_pre.sum(0), d_rec.sum(0)]
         if norm is not None:

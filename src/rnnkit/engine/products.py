@@ -68,13 +68,3 @@ def weight_grad(d: Tensor, a: Tensor) -> Tensor:
     if transposed_faster(a.size(1)):
         return a.t().mm(d).t()
     return d.t().mm(a)
-
-
-def input_weight_grad(d: Tensor, x: Tensor) -> Tensor:
-    """``d.t() @ x``: the gradient of ``w_ih``.
-
-    Shape:
-        d ``(R, G)``, x ``(R, H_in)``; returns ``(G, H_in)`` (a transposed view
-        for a narrow input).
-    """
-    return weight_grad(d, x)
