@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
+from rnnkit.benchmark import _time_interleaved
 from rnnkit.engine.products import transposed_faster
 
 # The weight gradients of rnnkit bench's rows: (rows, gate columns, input width).
@@ -47,29 +47,16 @@ def _parse(product: str) -> tuple[int, int, int, int]:
     return rows, gates, width, int(stride) if stride else gates
 
 
-def _median_ms(call, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e3
-
-
 def time_product(product: str, repeats: int) -> tuple[float, float]:
     """Median ms of ``d.T @ a`` as asked and as the transpose of ``a.T @ d``."""
     rows, gates, width, stride = _parse(product)
     d = torch.randn(rows, stride)[:, :gates]  # (R, G), maybe a column view
     a = torch.randn(rows, width)  # (R, K)
-    as_asked = lambda: d.t().mm(a)  # noqa: E731
-    transposed = lambda: a.t().mm(d).t()  # noqa: E731
+    calls = {"as asked": lambda: d.t().mm(a), "transposed": lambda: a.t().mm(d).t()}
     for _ in range(3):
-        as_asked(), transposed()
-    times = {as_asked: [], transposed: []}
-    for i in range(repeats):
-        for call in (as_asked, transposed) if i % 2 == 0 else (transposed, as_asked):
-            times[call].append(_median_ms(call, 1))
-    return statistics.median(times[as_asked]), statistics.median(times[transposed])
+        calls["as asked"](), calls["transposed"]()
+    seconds = _time_interleaved(calls, repeats)  # alternating which runs first
+    return tuple(statistics.median(seconds[name]) * 1e3 for name in calls)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,22 +19,13 @@ import itertools
 import os
 import statistics
 import sys
-import time
 
 import torch
 
 import rnnkit
+from rnnkit.benchmark import _time_interleaved
 from rnnkit.compiled import warmup
 from rnnkit.engine import gru as gru_engine
-
-
-def _median_us(call, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e6
 
 
 def time_row(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, float]:
@@ -54,15 +45,11 @@ def time_row(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, 
 
         return call
 
-    copy, in_place = call_with(False), call_with(True)
+    calls = {"copy": call_with(False), "in place": call_with(True)}
     for _ in range(3):
-        copy(), in_place()
-    times: dict[bool, list[float]] = {False: [], True: []}
-    order = [(False, copy), (True, in_place)]
-    for i in range(repeats):  # alternating which runs first
-        for flag, call in order if i % 2 == 0 else reversed(order):
-            times[flag].append(_median_us(call, 1))
-    return statistics.median(times[False]), statistics.median(times[True])
+        calls["copy"](), calls["in place"]()
+    seconds = _time_interleaved(calls, repeats)  # alternating which runs first
+    return tuple(statistics.median(seconds[name]) * 1e6 for name in calls)
 
 
 def main(argv: list[str] | None = None) -> int:
