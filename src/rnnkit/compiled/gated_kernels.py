@@ -531,9 +531,23 @@ def _team_part(d, p):
     return first, first + d[TEAM_PARTS + 2 * p + 1]
 
 
+@njit(inline="always")
+def _team_descriptor(data):
+    """The callbacks' int64 descriptor at ``data``: fields, then the arrays' addresses and
+    the parts (see TEAM_FIELDS)."""
+    return carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+
+
+@njit(inline="always")
+def _part_batch_sizes(d, first, end):
+    """The batch sizes of the part ``first : end`` (every step runs all its rows), read-only
+    as the loops' other callers pass them."""
+    return _readonly(np.full(d[_STEPS], end - first, np.int64))
+
+
 def gru_forward_parts(data):
     """:func:`gru_forward_loop` for this thread's parts (a C callback's body)."""
-    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    d = _team_descriptor(data)
     rows, width, hidden, batch, keep = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH], d[_KEEP] != 0
     gates = _team_array(d, 0, rows, 3 * hidden)
     products = _team_array(d, 1, batch, 3 * hidden)
@@ -548,7 +562,7 @@ def gru_forward_parts(data):
         first, end = _team_part(d, p)
         gru_forward_loop(
             gates, products[first:end], kept_n if keep else kept_n[first:end], out, d[_COLUMN],
-            h0[first:end], w_hh_t, bias_hn, _readonly(np.full(d[_STEPS], end - first, np.int64)),
+            h0[first:end], w_hh_t, bias_hn, _part_batch_sizes(d, first, end),
             d[_REVERSE] != 0, consts, d[_SMALL], d[_TALL], h_n[first:end], keep,
             d[_W_IN_PLACE] != 0, first, batch,
         )  # fmt: skip
@@ -556,7 +570,7 @@ def gru_forward_parts(data):
 
 def gru_backward_parts(data):
     """:func:`gru_backward_walk` for this thread's parts (a C callback's body)."""
-    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    d = _team_descriptor(data)
     rows, width, hidden, batch = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH]
     d_hidden = _team_array(d, 0, rows, 3 * hidden)
     d_n = _team_array(d, 1, rows, hidden)
@@ -572,7 +586,7 @@ def gru_backward_parts(data):
         first, end = _team_part(d, p)
         gru_backward_walk(
             d_hidden, d_n, grad_out, out, d[_COLUMN], gates, kept_n, h0[first:end], w_hh,
-            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            _part_batch_sizes(d, first, end), d[_REVERSE] != 0, consts,
             d[_SMALL],
             d[_TALL], carry[first:end], first, batch,
         )  # fmt: skip
@@ -580,7 +594,7 @@ def gru_backward_parts(data):
 
 def lstm_forward_parts(data):
     """:func:`lstm_forward_loop` for this thread's parts (a C callback's body)."""
-    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    d = _team_descriptor(data)
     rows, width, hidden, batch, keep = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH], d[_KEEP] != 0
     state, projected = d[_STATE_WIDTH], d[_PROJECTED] != 0
     gates = _team_array(d, 0, rows, 4 * hidden)
@@ -603,14 +617,14 @@ def lstm_forward_parts(data):
         lstm_forward_loop(
             gates, part_cells, part_tanh, out, d[_COLUMN], h0[first:end], c0[first:end],
             w_hh_t, w_hr_t, raw[first:end] if projected else raw,
-            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            _part_batch_sizes(d, first, end), d[_REVERSE] != 0, consts,
             d[_SMALL], d[_TALL], h_n[first:end], c_n[first:end], keep, first, batch,
         )  # fmt: skip
 
 
 def lstm_backward_parts(data):
     """:func:`lstm_backward_walk` for this thread's parts (a C callback's body)."""
-    d = carray(data, (TEAM_PARTS + 2 * TEAM_MAX_PARTS,), np.int64)
+    d = _team_descriptor(data)
     rows, width, hidden, batch = d[_ROWS], d[_WIDTH], d[_HIDDEN], d[_BATCH]
     state, projected = d[_STATE_WIDTH], d[_PROJECTED] != 0
     d_gates = _team_array(d, 0, rows, 4 * hidden)
@@ -631,6 +645,6 @@ def lstm_backward_parts(data):
         lstm_backward_walk(
             d_gates, d_out, d_raw[first:end] if projected else d_raw, grad_out, d[_COLUMN],
             gates, cells, tanh_cells, c0[first:end], w_hh, w_hr,
-            _readonly(np.full(d[_STEPS], end - first, np.int64)), d[_REVERSE] != 0, consts,
+            _part_batch_sizes(d, first, end), d[_REVERSE] != 0, consts,
             d[_SMALL], d[_TALL], carry_h[first:end], carry_c[first:end], first, batch,
         )  # fmt: skip
