@@ -17,6 +17,7 @@ Example:
     python benchmarks/compare_revisions.py --base HEAD --shapes 100,1,4,64 --modes train
     python benchmarks/compare_revisions.py --cell lstm gru --layers 1 --bidirectional 0
     python benchmarks/compare_revisions.py --cell lstm --proj-size 32 --shapes 50,64,32,128
+    python benchmarks/compare_revisions.py --cell lstm --packed --shapes 20,4,16,512
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from pathlib import Path
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _LAYER_NAMES, _make_step, _time_interleaved, parse_shape
+from rnnkit.benchmark import (
+    _LAYER_NAMES,
+    _make_step,
+    _time_interleaved,
+    packed_lengths,
+    parse_shape,
+)
 
 _PACKAGE = "src/rnnkit"
 _BASE_NAME = "rnnkit_base"
@@ -113,10 +120,12 @@ def _git(repo: Path, *args: str) -> str | None:
 
 
 def compare_row(
-    base, shape, num_layers, bidirectional, mode, repeats, alone, cell="rnn", proj_size=0
-) -> dict[str, float]:
+    base, shape, num_layers, bidirectional, mode, repeats, alone, cell="rnn", proj_size=0,
+    packed=False,
+) -> dict[str, float]:  # fmt: skip
     """Times one row of ``cell`` (``"rnn"``, ``"lstm"``, ``"gru"``; an LSTM's
-    ``proj_size``); returns median microseconds of ``"base"`` and ``"working"``."""
+    ``proj_size``; ``packed``: a PackedSequence of unequal lengths, as ``rnnkit bench``'s);
+    returns median microseconds of ``"base"`` and ``"working"``."""
     T, N, H_in, H_out = shape
     D = 2 if bidirectional else 1
     P = proj_size or H_out  # features of h
@@ -127,7 +136,9 @@ def compare_row(
     torch.manual_seed(0)
     reference = getattr(torch.nn, name)(H_in, H_out, **kwargs)
     x, h0 = torch.randn(T, N, H_in), torch.randn(num_layers * D, N, P)
-    grads = torch.randn(T, N, D * P), torch.randn(num_layers * D, N, P)
+    lengths = packed_lengths(T, N, 0) if packed else None
+    rows = int(lengths.sum()) if packed else None
+    grads = torch.randn(*((rows,) if packed else (T, N)), D * P), torch.randn(num_layers * D, N, P)
     if cell == "lstm":  # (h, c) and their gradients; c has H_out features
         c0, grad_c_n = torch.randn(num_layers * D, N, H_out), torch.randn(num_layers * D, N, H_out)
         h0, grads = (h0, c0), (grads[0], (grads[1], grad_c_n))
@@ -135,7 +146,7 @@ def compare_row(
     for label, module in (("torch", torch.nn), ("base", base), ("working", rnnkit)):
         layer = getattr(module, name)(H_in, H_out, **kwargs)
         layer.load_state_dict(reference.state_dict())
-        steps[label] = _make_step(layer, mode, x, h0, *grads)
+        steps[label] = _make_step(layer, mode, x, h0, *grads, lengths=lengths)
     torch_step = steps.pop("torch")
     for package in (base, rnnkit):
         _wait_for_kernels(package, cell)
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=100, help="timed calls of each per row")
     parser.add_argument("--alone", action="store_true", help="no torch.nn.RNN call before each")
     parser.add_argument("--proj-size", type=int, default=0, help="the LSTM rows' proj_size")
+    parser.add_argument("--packed", action="store_true", help="PackedSequence input")
     args = parser.parse_args(argv)
     if args.proj_size and args.cell != ["lstm"]:
         parser.error("--proj-size needs --cell lstm")
@@ -191,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                 for bidirectional in args.bidirectional:
                     for mode in args.modes:
                         row = (shape, layers, bool(bidirectional), mode, args.repeats, args.alone)
-                        us = compare_row(base, *row, cell=cell, proj_size=args.proj_size)
-                        label = "x".join(map(str, shape))
+                        us = compare_row(base, *row, cell=cell, proj_size=args.proj_size,
+                                         packed=args.packed)  # fmt: skip
+                        label = "x".join(map(str, shape)) + (" packed" if args.packed else "")
                         label += f" P={args.proj_size}" if args.proj_size else ""
                         direction = "bi" if bidirectional else "uni"
                         print(

@@ -485,6 +485,12 @@ def test_revision_comparison_times_head_against_the_working_tree(tmp_path, monke
     assert script.main([*argv[:5], "0", "--cell", "lstm", "gru", "--repeats", "2"]) == 0
     rows = table_rows(capsys.readouterr().out, columns=9)
     assert [row[0] for row in rows] == ["lstm", "gru"] and all(float(row[8]) > 0 for row in rows)
+    # PackedSequence input, in training too (the gradient of the packed output's rows)
+    argv = [*argv[:5], "0", "--cell", "lstm", "--packed", "--modes", "train", "inference"]
+    assert script.main([*argv, "--repeats", "2"]) == 0
+    rows = table_rows(capsys.readouterr().out, columns=9)
+    assert [row[1] for row in rows] == ["5x2x3x4 packed"] * 2
+    assert all(float(row[8]) > 0 for row in rows)
     assert script.main(["--base", "no-such-revision"]) == 2
     assert "no src/rnnkit at 'no-such-revision'" in capsys.readouterr().err
 
