@@ -1,6 +1,7 @@
-"""GRU inference at batch 1, and of a single step at any batch, reads the recurrent weight
-in place, without a transposed copy (rnnkit.engine.gru.reads_in_place): its results are
-torch's, and only those calls take that path."""
+"""GRU and LSTM inference at batch 1, and of a single step at any batch, reads the
+recurrent weight in place, without a transposed copy
+(rnnkit.engine.recurrent_operand.reads_in_place): its results are torch's, and only those
+calls take that path."""
 
 from __future__ import annotations
 
@@ -11,106 +12,151 @@ from torch.nn.utils.rnn import pack_sequence
 import rnnkit
 from rnnkit.compiled import blas
 from rnnkit.compiled import gated as compiled_gated
-from rnnkit.engine import gru as gru_engine
+from rnnkit.engine import parallel, recurrent_operand
+
+CELLS = ("gru", "lstm")
+GATES = {"gru": 3, "lstm": 4}
 
 
 @pytest.fixture
 def in_place_calls(monkeypatch):
-    """The compiled GRU loop's ``w_in_place`` of every call, on the compiled engine."""
+    """The compiled GRU and LSTM loops' ``w_in_place`` of every call, on the compiled
+    engine."""
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
     seen = []
-    forward = compiled_gated.gru_forward
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("w_in_place", args[12] if len(args) > 12 else False))
-        return forward(*args, **kwargs)
+    def spy_on(name: str, position: int) -> None:
+        forward = getattr(compiled_gated, name)
 
-    monkeypatch.setattr(compiled_gated, "gru_forward", spy)
+        def spy(*args, **kwargs):
+            seen.append(kwargs.get("w_in_place", len(args) > position and args[position]))
+            return forward(*args, **kwargs)
+
+        monkeypatch.setattr(compiled_gated, name, spy)
+
+    spy_on("gru_forward", 12)
+    spy_on("lstm_forward", 14)
     return seen
 
 
-def _pair(dtype, **kwargs):
+def _pair(cell, dtype, input_size=5, hidden=7, **kwargs):
     torch.manual_seed(0)
-    ours = rnnkit.GRU(5, 7, **kwargs).to(dtype)
-    theirs = torch.nn.GRU(5, 7, **kwargs).to(dtype)
+    name = {"gru": "GRU", "lstm": "LSTM"}[cell]
+    ours = getattr(rnnkit, name)(input_size, hidden, **kwargs).to(dtype)
+    theirs = getattr(torch.nn, name)(input_size, hidden, **kwargs).to(dtype)
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs
 
 
+def _states(layer, batch, dtype):
+    """Random initial states of ``layer`` for ``batch`` sequences: ``h0`` or ``(h0, c0)``."""
+    rows = layer.num_layers * (2 if layer.bidirectional else 1)
+    h0 = torch.randn(rows, batch, getattr(layer, "proj_size", 0) or layer.hidden_size,
+                     dtype=dtype)  # fmt: skip
+    if isinstance(layer, rnnkit.LSTM):
+        return h0, torch.randn(rows, batch, layer.hidden_size, dtype=dtype)
+    return h0
+
+
+def _assert_torchs(result, expected, dtype):
+    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    torch.testing.assert_close(result, expected, **tolerance)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"num_layers": 2, "bidirectional": True}, {"bias": False, "batch_first": True}],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_batch_one_inference_is_torchs(in_place_calls, kwargs, dtype):
-    ours, theirs = _pair(dtype, **kwargs)
-    rows = ours.num_layers * (2 if ours.bidirectional else 1)
+def test_batch_one_inference_is_torchs(in_place_calls, cell, kwargs, dtype):
+    ours, theirs = _pair(cell, dtype, **kwargs)
     x = torch.randn(9, 5, dtype=dtype)  # unbatched, then as a batch of 1
-    h0 = torch.randn(rows, 1, 7, dtype=dtype)
-    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
     with torch.no_grad():
-        for args in [(x,), (x.unsqueeze(0 if ours.batch_first else 1), h0)]:
-            out, h_n = ours(*args)
-            expected_out, expected_h_n = theirs(*args)
-            torch.testing.assert_close(out, expected_out, **tolerance)
-            torch.testing.assert_close(h_n, expected_h_n, **tolerance)
+        for args in [(x,), (x.unsqueeze(0 if ours.batch_first else 1), _states(ours, 1, dtype))]:
+            _assert_torchs(ours(*args), theirs(*args), dtype)
     assert in_place_calls and all(in_place_calls)
 
 
-def test_a_packed_single_sequence_reads_in_place_too(in_place_calls):
-    ours, theirs = _pair(torch.float64, bidirectional=True)
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_packed_single_sequence_reads_in_place_too(in_place_calls, cell):
+    ours, theirs = _pair(cell, torch.float64, bidirectional=True)
     packed = pack_sequence([torch.randn(6, 5, dtype=torch.float64)])
     with torch.no_grad():
-        out, h_n = ours(packed)
-        expected_out, expected_h_n = theirs(packed)
-    torch.testing.assert_close(out.data, expected_out.data, atol=1e-12, rtol=0)
-    torch.testing.assert_close(h_n, expected_h_n, atol=1e-12, rtol=0)
+        out, state = ours(packed)
+        expected_out, expected_state = theirs(packed)
+    _assert_torchs(out.data, expected_out.data, torch.float64)
+    _assert_torchs(state, expected_state, torch.float64)
     assert in_place_calls == [True, True]
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_one_step_at_any_batch_reads_in_place(in_place_calls, dtype):
+def test_one_step_at_any_batch_reads_in_place(in_place_calls, cell, dtype):
     """A step-by-step decoder's call: the copy would cost more than the step."""
-    ours, theirs = _pair(dtype, num_layers=2)
-    x, h0 = torch.randn(1, 6, 5, dtype=dtype), torch.randn(2, 6, 7, dtype=dtype)
-    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    ours, theirs = _pair(cell, dtype, num_layers=2)
+    x, states = torch.randn(1, 6, 5, dtype=dtype), _states(ours, 6, dtype)
     with torch.no_grad():
-        for result, expected in zip(ours(x, h0), theirs(x, h0), strict=True):
-            torch.testing.assert_close(result, expected, **tolerance)
+        _assert_torchs(ours(x, states), theirs(x, states), dtype)
     assert in_place_calls == [True, True]
 
 
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_one_step_at_batch_one_with_a_wide_weight_is_torchs(in_place_calls, dtype):
-    """3H above blas.ONE_ROW_WIDE columns: the in-place product goes to the large library."""
-    hidden = blas.ONE_ROW_WIDE // 3 + 1
-    torch.manual_seed(0)
-    ours = rnnkit.GRU(5, hidden).to(dtype)
-    theirs = torch.nn.GRU(5, hidden).to(dtype)
-    theirs.load_state_dict(ours.state_dict())
-    x, h0 = torch.randn(1, 1, 5, dtype=dtype), torch.randn(1, 1, hidden, dtype=dtype)
-    tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+def test_one_step_of_a_projected_lstm_reads_in_place(in_place_calls, dtype):
+    ours, theirs = _pair("lstm", dtype, proj_size=3, bidirectional=True)
+    x, states = torch.randn(1, 4, 5, dtype=dtype), _states(ours, 4, dtype)
     with torch.no_grad():
-        for result, expected in zip(ours(x, h0), theirs(x, h0), strict=True):
-            torch.testing.assert_close(result, expected, **tolerance)
+        _assert_torchs(ours(x, states), theirs(x, states), dtype)
+    assert in_place_calls == [True, True]  # a call per direction
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_one_step_at_two_threads_runs_whole_and_in_place(in_place_calls, cell):
+    """The batch's parts would read the copy; one step runs as one part."""
+    threads = torch.get_num_threads()
+    ours, theirs = _pair(cell, torch.float32, input_size=16, hidden=256)
+    x, states = torch.randn(1, 64, 16), _states(ours, 64, torch.float32)
+    try:
+        torch.set_num_threads(2)
+        assert parallel.dense_parts([64], 64, 1 << 20, x) == [(0, 64)]
+        with torch.no_grad():
+            _assert_torchs(ours(x, states), theirs(x, states), torch.float32)
+    finally:
+        torch.set_num_threads(threads)
     assert in_place_calls == [True]
 
 
-def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls):
-    """At batch 1 from BRGEMM_MIN multiply-adds a step (H = 512 here) the copy's products
-    run on brgemm, 2-5x faster than reading in place over 16 steps or more."""
-    assert gru_engine.BRGEMM_MIN == blas.BRGEMM_MIN
-    ours = rnnkit.GRU(5, 296)  # 3 * 296**2 >= 2**18
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_step_at_batch_one_with_a_wide_weight_is_torchs(in_place_calls, cell, dtype):
+    """G H above blas.ONE_ROW_WIDE columns: the in-place product goes to the large library."""
+    hidden = blas.ONE_ROW_WIDE // GATES[cell] + 1
+    ours, theirs = _pair(cell, dtype, hidden=hidden)
+    x, states = torch.randn(1, 1, 5, dtype=dtype), _states(ours, 1, dtype)
+    with torch.no_grad():
+        _assert_torchs(ours(x, states), theirs(x, states), dtype)
+    assert in_place_calls == [True]
+
+
+@pytest.mark.parametrize("cell, hidden", [("gru", 296), ("lstm", 256)])
+def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls, cell, hidden):
+    """At batch 1 from BRGEMM_MIN multiply-adds a step (G H**2 >= 2**18 here) the copy's
+    products run on brgemm, 2-5x faster than reading in place over 16 steps or more."""
+    assert recurrent_operand.BRGEMM_MIN == blas.BRGEMM_MIN
+    assert GATES[cell] * hidden**2 >= blas.BRGEMM_MIN > GATES[cell] * (hidden - 1) ** 2
+    ours, _ = _pair(cell, torch.float32, hidden=hidden)
     with torch.no_grad():
         ours(torch.randn(3, 1, 5))
         ours(torch.randn(1, 1, 5))
     assert in_place_calls == [False, True]
 
 
-def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls):
-    ours, theirs = _pair(torch.float64)
+@pytest.mark.parametrize("cell", CELLS)
+def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls, cell):
+    ours, theirs = _pair(cell, torch.float64)
     with torch.no_grad():
-        out, _ = ours(torch.randn(4, 2, 5, dtype=torch.float64))
+        ours(torch.randn(4, 2, 5, dtype=torch.float64))
     assert in_place_calls == [False]
     x = torch.randn(4, 1, 5, dtype=torch.float64, requires_grad=True)  # training
     out, _ = ours(x)
@@ -118,4 +164,7 @@ def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls):
     assert in_place_calls == [False, False]
     expected_x = x.detach().clone().requires_grad_()
     theirs(expected_x)[0].sum().backward()
-    torch.testing.assert_close(x.grad, expected_x.grad, atol=1e-12, rtol=0)
+    _assert_torchs(x.grad, expected_x.grad, torch.float64)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert p.grad is not None, name
+        _assert_torchs(p.grad, q.grad, torch.float64)

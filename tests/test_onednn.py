@@ -62,7 +62,7 @@ def test_one_direction_training_with_large_steps_goes_to_our_loops():
         torch.set_num_threads(1)
         assert _fit(grad=True, **large) == UNTIL_COMPILED
         assert _fit(grad=True, **at_limit) == ALWAYS  # 64 * 128**2 = 2**20: oneDNN wins
-        assert _fit(grad=False, **large) == ALWAYS  # inference: oneDNN at every size
+        assert _fit(grad=False, **large) == ALWAYS  # inference of two steps: oneDNN at every size
         torch.set_num_threads(2)
         assert _fit(grad=True, **large) == ALWAYS  # 15 rows a thread
         assert _fit(grad=True, **large_parts) == UNTIL_COMPILED
@@ -72,6 +72,42 @@ def test_one_direction_training_with_large_steps_goes_to_our_loops():
         assert _fit(grad=True, batch_sizes=(4 * OURS_PART_ROWS,) * 2, hidden=256) == ALWAYS
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_onednn
+def test_inference_of_one_step_with_large_weights_goes_to_our_loops():
+    """oneDNN reorders the weights on every call; one step of ours reads them in place,
+    which wins up to a batch of ONE_STEP_MAX_BATCH."""
+    per_layer = onednn.ONE_STEP_OURS_MIN // 4  # H * (H_in + H)
+    hidden = 256
+    features = per_layer // hidden - hidden  # exactly at the limit
+    x = torch.zeros(1, 3, features)
+    assert onednn_fit(x, [3], (False,), False, False, hidden) == UNTIL_COMPILED
+    assert onednn_fit(x[..., 1:], [3], (False,), False, False, hidden) == ALWAYS  # below it
+    assert onednn_fit(x, [3, 3], (False,), False, False, hidden) == ALWAYS  # two steps
+    assert onednn_fit(x, [3], (False, True), False, False, hidden) == UNTIL_COMPILED
+    largest = onednn.ONE_STEP_MAX_BATCH
+    assert onednn_fit(x, [largest], (False,), False, False, hidden) == UNTIL_COMPILED
+    assert onednn_fit(x, [largest + 1], (False,), False, False, hidden) == ALWAYS
+
+
+@needs_onednn
+def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_calls):
+    """Through the layer's direct call: one step from ONE_STEP_OURS_MIN weights is ours
+    (read in place), two steps are oneDNN's; both give torch's results."""
+    torch.manual_seed(0)
+    ours = rnnkit.LSTM(256, 256, num_layers=2)
+    theirs = torch.nn.LSTM(256, 256, num_layers=2)
+    theirs.load_state_dict(ours.state_dict())
+    for steps, expected_calls in ((1, 0), (2, 1)):
+        x = torch.randn(steps, 3, 256)
+        with torch.no_grad():
+            out, (h_n, c_n) = ours(x)
+            expected_out, (expected_h_n, expected_c_n) = theirs(x)
+        torch.testing.assert_close(out, expected_out)
+        torch.testing.assert_close(h_n, expected_h_n)
+        torch.testing.assert_close(c_n, expected_c_n)
+        assert len(onednn_calls) == expected_calls
 
 
 @needs_onednn

@@ -169,7 +169,9 @@ class LSTM(RecurrentBase):
             or any(w.requires_grad for w in weights)
         )
         directions = (False, True) if self.bidirectional else (False,)
-        onednn = onednn_fit(input, (batch,), directions, False, grad, self.hidden_size)
+        # Rows per step, all equal: onednn_fit asks only whether there is more than one step.
+        batch_sizes = (batch,) * min(steps, 2)
+        onednn = onednn_fit(input, batch_sizes, directions, False, grad, self.hidden_size)
         if onednn is None:
             return None
         if resolve_engine(engine, input, batch, self.hidden_size, "lstm", onednn) != "onednn":

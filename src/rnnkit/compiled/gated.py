@@ -47,14 +47,16 @@ def _prologue(rows: int, batch_sizes, batch: int, dtype: np.dtype):
 
 
 def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, batch_sizes,
-                 reverse, h_n, c_n, keep=True, parts=None) -> None:  # fmt: skip
+                 reverse, h_n, c_n, keep=True, w_in_place=False, parts=None) -> None:  # fmt: skip
     """One LSTM direction's recurrence, in place (see ``gated_kernels.lstm_forward_loop``;
-    ``parts`` as in :func:`gru_forward`).
+    gates in torch's order ``i, f, g, o``; ``w_in_place`` and ``parts`` as in
+    :func:`gru_forward`).
 
     Shape:
         gates ``(R, 4H)``, cells and tanh_cells ``(R, H)`` (without ``keep``:
         ``(2N, H)`` and ``(N, H)``), out ``(R, W)``, h0 and h_n ``(N, P)``, c0 and
-        c_n ``(N, H)``, w_hh_t ``(P, 4H)``, w_hr_t ``(H, P)`` or None.
+        c_n ``(N, H)``, w_hh_t ``(P, 4H)`` (with ``w_in_place``: ``(4H, P)``), w_hr_t
+        ``(H, P)`` or None.
     """
     gates_np = _written_in_place(gates, "gates")
     rows, hidden = gates_np.shape[0], cells.size(-1)
@@ -69,7 +71,7 @@ def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, 
         ),
         "h0": (_as_numpy(h0), (batch, width)),
         "c0": (_as_numpy(c0), (batch, hidden)),
-        "w_hh_t": (_as_numpy(w_hh_t), (width, 4 * hidden)),
+        "w_hh_t": (_as_numpy(w_hh_t), (4 * hidden, width) if w_in_place else (width, 4 * hidden)),
         "h_n": (_written_in_place(h_n, "h_n"), (batch, width)),
         "c_n": (_written_in_place(c_n, "c_n"), (batch, hidden)),
     }
@@ -82,14 +84,15 @@ def lstm_forward(gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, 
     a = {name: array for name, (array, _) in arrays.items()}
     if parts is not None and len(parts) > 1:
         fields = _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, out.size(-1),
-                              hidden, column, keep, False, width, w_hr_t is not None)  # fmt: skip
+                              hidden, column, keep, w_in_place, width,
+                              w_hr_t is not None)  # fmt: skip
         arrays = {**a, "w_hr_t": w_hr_np, "raw": raw, "consts": _consts(dtype)}
         _team().run("lstm_forward", arrays, fields, parts)
         return
     _kernels().lstm_forward_loop(
         a["gates"], a["cells"], a["tanh_cells"], a["out"], column, a["h0"], a["c0"], a["w_hh_t"],
         w_hr_np, raw, *_step_args(rows, batch_sizes, batch, dtype, reverse), a["h_n"], a["c_n"],
-        keep, 0, 0,
+        keep, w_in_place, 0, 0,
     )  # fmt: skip
 
 
@@ -99,8 +102,8 @@ def lstm_backward(d_gates, d_out, d_raw, grad_out, column, gates, cells, tanh_ce
     ``parts`` as in :func:`gru_forward`).
 
     Shape:
-        d_gates ``(R, 4H)``, d_out ``(R, P)``, d_raw ``(N, H)``: one step's scratch
-        (``d_out`` without a projection), grad_out ``(R, W)``, w_hh ``(4H, P)``,
+        d_gates ``(R, 4H)`` (torch's gate order), d_out ``(R, P)``, d_raw ``(N, H)``: one
+        step's scratch (``d_out`` without a projection), grad_out ``(R, W)``, w_hh ``(4H, P)``,
         w_hr ``(P, H)`` or None, carry_h ``(N, P)``, carry_c ``(N, H)``.
     """
     d_gates_np = _written_in_place(d_gates, "d_gates")

@@ -7,9 +7,11 @@ costs its arithmetic. The input projections before the loop and the weight
 gradients after it are large GEMMs, left to torch.
 
 Layouts are the torch-ops engine's: packed rows (step ``t`` owns rows
-``offsets[t] : offsets[t] + batch_sizes[t]``), LSTM gates in the order ``o, i,
-f, g``, GRU gates ``r, z, n``; a direction's output is the columns ``column :
-column + H_out`` of a buffer the directions share. All arrays are C-contiguous.
+``offsets[t] : offsets[t] + batch_sizes[t]``), GRU gates ``r, z, n``; a
+direction's output is the columns ``column : column + H_out`` of a buffer the
+directions share. LSTM gates are in torch's order ``i, f, g, o`` (the torch-ops
+engine's are ``o, i, f, g``: see :mod:`rnnkit.engine.lstm`), so the loops read torch's
+weights as they are. All arrays are C-contiguous.
 
 ``consts`` carries ``0.5`` and ``1.0`` in the arrays' dtype, so that float32
 arithmetic stays float32 (a Python float literal would promote it to float64).
@@ -130,7 +132,7 @@ def _keep_ending(states, first, batch_sizes, t, reverse, into):
 
 def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_row, dest_column,
                      first, count, c_prev, prev_row, half):  # fmt: skip
-    """Activate the gates (``o, i, f, g``, in place), write ``c`` (into ``cells`` from
+    """Activate the gates (``i, f, g, o``, in place), write ``c`` (into ``cells`` from
     row ``cell_row``), ``tanh(c)`` (``tanh_cells`` from ``tanh_row``) and ``o * tanh(c)``
     (``dest`` from row ``dest_row``, column ``dest_column``)."""
     hidden = cells.shape[1]
@@ -139,14 +141,14 @@ def _lstm_cells_body(gates, cells, cell_row, tanh_cells, tanh_row, dest, dest_ro
         row, before = first + r, prev_row + r
         for j in range(hidden):
             u = np.uint64(j)
-            o = _sigmoid(gates[row, u], half)
-            gi = _sigmoid(gates[row, h1 + u], half)
-            f = _sigmoid(gates[row, h2 + u], half)
-            g = _tanh(gates[row, h3 + u])
+            gi = _sigmoid(gates[row, u], half)
+            f = _sigmoid(gates[row, h1 + u], half)
+            g = _tanh(gates[row, h2 + u])
+            o = _sigmoid(gates[row, h3 + u], half)
             c = f * c_prev[before, u] + gi * g
             tanh_c = _tanh(c)
             gates[row, u], gates[row, h1 + u], gates[row, h2 + u], gates[row, h3 + u] = (
-                o, gi, f, g,
+                gi, f, g, o,
             )  # fmt: skip
             cells[cell_row + r, u], tanh_cells[tanh_row + r, u] = c, tanh_c
             dest[dest_row + r, np.uint64(dest_column) + u] = o * tanh_c
@@ -164,14 +166,14 @@ def _lstm_cells_back_body(d_gates, carry_c, d_raw, raw_row, gates, cells, tanh_c
         for j in range(hidden):
             u = np.uint64(j)
             dh = d_raw[raw_row + r, u]
-            o, gi = gates[row, u], gates[row, h1 + u]
-            f, g = gates[row, h2 + u], gates[row, h3 + u]
+            gi, f = gates[row, u], gates[row, h1 + u]
+            g, o = gates[row, h2 + u], gates[row, h3 + u]
             tanh_c = tanh_cells[row, u]
             dc = carry_c[k, u] + dh * o * (one - tanh_c * tanh_c)
-            d_gates[row, u] = dh * tanh_c * o * (one - o)
-            d_gates[row, h1 + u] = dc * g * gi * (one - gi)
-            d_gates[row, h2 + u] = dc * c_prev[before, u] * f * (one - f)
-            d_gates[row, h3 + u] = dc * gi * (one - g * g)
+            d_gates[row, u] = dc * g * gi * (one - gi)
+            d_gates[row, h1 + u] = dc * c_prev[before, u] * f * (one - f)
+            d_gates[row, h2 + u] = dc * gi * (one - g * g)
+            d_gates[row, h3 + u] = dh * tanh_c * o * (one - o)
             carry_c[k, u] = dc * f
 
 
@@ -269,31 +271,33 @@ def _part_offsets(batch_sizes, part_first, part_stride):
 @njit(cache=_CACHE, nogil=True, error_model="numpy")
 def lstm_forward_loop(
     gates, cells, tanh_cells, out, column, h0, c0, w_hh_t, w_hr_t, raw, batch_sizes, reverse,
-    consts, small_gemm, tall_rows, h_n, c_n, keep, part_first, part_stride,
+    consts, small_gemm, tall_rows, h_n, c_n, keep, w_in_place, part_first, part_stride,
 ):  # fmt: skip
     """One LSTM direction's recurrence (for a part of a batch: see :func:`_part_offsets`;
     ``h0``, ``c0``, ``raw``, ``h_n``, ``c_n`` and, without keep, ``cells`` and
     ``tanh_cells`` are then the part's).
 
     Args:
-        gates: each row's input projection plus bias (order ``o, i, f, g``);
+        gates: each row's input projection plus bias (order ``i, f, g, o``);
             becomes the activated gates.
         cells, tanh_cells: written with every row's cell state and its tanh; without
             ``keep`` (inference), scratch: the cell states of the last two steps, the
             tanh of one.
         out: written with the hidden states, in columns ``column : column + P``.
         h0, c0: initial states.
-        w_hh_t: the recurrent weight, transposed, rows in gate order ``o, i, f, g``.
+        w_hh_t: the recurrent weight transposed, or with ``w_in_place`` the weight itself
+            (torch's, read transposed).
         w_hr_t: the projection, transposed; 0 rows: none.
         raw: scratch for one step's ``o * tanh(c)`` (used with a projection).
         batch_sizes, reverse, consts, small_gemm, tall_rows: see the module doc.
         h_n, c_n: written with each sequence's last states.
         keep: keep every row's cell state and its tanh for the backward pass.
+        w_in_place: whether ``w_hh_t`` is the weight itself.
 
     Shape:
         gates ``(R, 4H)``, cells and tanh_cells ``(R, H)`` (without keep ``(2N, H)``
         and ``(N, H)``), out ``(R, W)``, h0 ``(N, P)``, c0 ``(N, H)``, w_hh_t
-        ``(P, 4H)``, w_hr_t ``(H, P)``, raw ``(N, H)``.
+        ``(P, 4H)`` (with ``w_in_place``: ``(4H, P)``), w_hr_t ``(H, P)``, raw ``(N, H)``.
     """
     int_args, scalar_args = scratch(gates.dtype, tall_rows)
     half = consts[0]
@@ -306,7 +310,7 @@ def lstm_forward_loop(
         n, start = batch_sizes[t], offsets[t]
         _recurrent_product(out, column, width, h0, w_hh_t, gates[start : start + n], offsets,
                            batch_sizes, t, reverse, small_gemm, int_args, scalar_args,
-                           False, AS_IS)  # fmt: skip
+                           False, w_in_place)  # fmt: skip
         n_cont, previous = _continuing(offsets, batch_sizes, t, reverse)
         cell_row, tanh_row = start, start
         if not keep:  # steps alternate between two blocks of cell rows
@@ -338,13 +342,13 @@ def lstm_backward_walk(
     with a projection, ``d_raw`` are then the part's).
 
     Args:
-        d_gates: written, gate order ``o, i, f, g``.
+        d_gates: written, gate order ``i, f, g, o``.
         d_out: written with dL/dh of every row.
         d_raw: with a projection, scratch for one step's dL/d(o * tanh(c)); else
             ``d_out`` itself.
         grad_out: upstream gradient of the output, columns ``column : column + P``.
         gates, cells, tanh_cells, c0: from the forward pass.
-        w_hh: the recurrent weight, rows in gate order ``o, i, f, g``.
+        w_hh: the recurrent weight (torch's).
         w_hr: the projection; 0 rows: none.
         carry_h, carry_c: on entry dL/dh_n and dL/dc_n; on return dL/dh_0 and dL/dc_0.
 
@@ -618,7 +622,8 @@ def lstm_forward_parts(data):
             gates, part_cells, part_tanh, out, d[_COLUMN], h0[first:end], c0[first:end],
             w_hh_t, w_hr_t, raw[first:end] if projected else raw,
             _part_batch_sizes(d, first, end), d[_REVERSE] != 0, consts,
-            d[_SMALL], d[_TALL], h_n[first:end], c_n[first:end], keep, first, batch,
+            d[_SMALL], d[_TALL], h_n[first:end], c_n[first:end], keep, d[_W_IN_PLACE] != 0,
+            first, batch,
         )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, project_input, weight_grad
+from rnnkit.engine.recurrent_operand import reads_in_place, recurrent_operand
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -30,10 +31,6 @@ from rnnkit.engine.walk import (
     steps_in_order,
 )
 from rnnkit.engine.workspace import scratch
-
-# rnnkit.compiled.blas.BRGEMM_MIN, the multiply-adds from which the compiled loops' per-step
-# products run on brgemm (not imported: that module imports numba).
-BRGEMM_MIN = 1 << 18
 
 
 def _split(weights, num_directions: int) -> list[tuple]:
@@ -90,10 +87,10 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         project_input(x, w_ih, bias, gate_rows)  # (R, 3H)
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
-            w_in_place = reads_in_place(len(batch_sizes), batch, hidden, keep, parts)
+            w_in_place = reads_in_place(len(batch_sizes), batch, 3 * hidden**2, keep, parts)
             compiled_gated.gru_forward(
                 gate_rows, products, kept_rows, out, k * hidden, h0[k],
-                _recurrent_weight(w_hh, w_in_place), b_hn, batch_sizes, directions[k], h_n[k],
+                recurrent_operand(w_hh, w_in_place), b_hn, batch_sizes, directions[k], h_n[k],
                 keep, w_in_place, parts,
             )  # fmt: skip
             continue
@@ -126,41 +123,6 @@ def _parts(batch_sizes, h0: Tensor, like: Tensor) -> list[tuple[int, int]]:
     return dense_parts(batch_sizes, h0.size(1), 3 * h0.size(2) ** 2, like)
 
 
-def reads_in_place(steps: int, batch: int, hidden: int, keep: bool, parts) -> bool:
-    """Whether the compiled loop reads ``w_hh`` in place (see :func:`_recurrent_weight`): in
-    inference of one step (the copy costs more than the step: the call of a step-by-step
-    decoder), or at batch 1 where the copy's products would not go to brgemm; never when
-    the batch is split into parts (their callbacks read the copy).
-
-    Against the copy, float32, one thread, inference of L x N x H x H (ratio above 1: in
-    place faster): L = 1: 1.03-2.70 at N = 1-32, H = 64-512; N = 1, H = 64-256: 1.01-2.15
-    at L = 1-256 (one 0.63 at L = 4); N = 1, H = 512 (products on brgemm with the copy):
-    0.21-0.49 from L = 16; N >= 4, L >= 16: 0.41-1.01 (``benchmarks/weight_in_place.py``;
-    since one-row products of more than 1200 columns read in place go to MKL, N = 1,
-    H = 512 reads 0.92 at L = 64).
-    """
-    if keep or len(parts) != 1:
-        return False
-    return steps == 1 or (batch == 1 and 3 * hidden * hidden < BRGEMM_MIN)
-
-
-def _recurrent_weight(w_hh: Tensor, in_place: bool) -> Tensor:
-    """The operand of the compiled loop's per-step product: ``w_hh`` itself, read transposed
-    in place (where :func:`reads_in_place` says), else its transposed copy, which BLAS and
-    brgemm read faster.
-
-    At batch 1 the product is a matrix-vector one, and the copy is the inference call's
-    largest allocation after the gates: 48 KiB, which put its peak above nn.GRU's (173 KiB
-    against 126 at 100x1x4x64; 111 without). For a call of one step the copy costs more
-    than the step (2.7x at 1 x 8 x 512 x 512). Training keeps the copy, whose memory is
-    small beside the saved gates.
-
-    Shape:
-        w_hh ``(3H, H)``; returns ``(3H, H)`` in place, else ``(H, 3H)``.
-    """
-    return w_hh if in_place else w_hh.t().contiguous()
-
-
 def _compiled_inference(x, h0, weights, steps, directions):
     """:func:`gru_layer_forward` without ``keep`` for equal-length sequences on the compiled
     loops: each direction projects its input a chunk of steps at a time
@@ -173,12 +135,12 @@ def _compiled_inference(x, h0, weights, steps, directions):
     gates = x.new_empty(chunks[0][1], 3 * hidden)  # one chunk's projections; the first is whole
     products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev
     kept_n = x.new_empty(batch, hidden)  # scratch: one step's W_hn h_prev + b_hn
-    parts = _parts([batch], h0, x)  # every chunk's
-    w_in_place = reads_in_place(steps, batch, hidden, False, parts)
+    parts = _parts([batch] * steps, h0, x)  # every chunk's
+    w_in_place = reads_in_place(steps, batch, 3 * hidden**2, False, parts)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         bias = None if b_ih is None else _input_bias(b_ih, b_hh)
         b_hn = None if b_hh is None else b_hh[2 * hidden :]
-        w_hh_t = _recurrent_weight(w_hh, w_in_place)
+        w_hh_t = recurrent_operand(w_hh, w_in_place)
         state = h0[k]  # (N, H): the state the next chunk starts from
         for i, (first, end) in enumerate(chunks[::-1] if directions[k] else chunks):
             if i:  # the chunk before wrote it into h_n, which this one writes

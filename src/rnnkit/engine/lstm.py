@@ -8,11 +8,13 @@ depend on the step before (the gates' derivatives) is computed for all rows at
 once first, and the weight and input gradients are a few large GEMMs after the
 walk.
 
-The gates are held in the order ``o, i, f, g`` here (torch's is ``i, f, g, o``):
-then the three sigmoid gates are adjacent in the forward pass, and the three
-gates scaled by the cell gradient adjacent in the backward pass, so each is one
-op. Weights are reordered on entry and gradients on exit (copies of the
-weights' size, a small fraction of the work).
+The torch-ops walk holds the gates in the order ``o, i, f, g`` (torch's is ``i, f,
+g, o``): then the three sigmoid gates are adjacent in the forward pass, and the
+three gates scaled by the cell gradient adjacent in the backward pass, so each is
+one op. Its weights are reordered on entry and gradients on exit (copies of the
+weights' size). The compiled loops read each unit's four gates by index, so they
+hold torch's order and read the weights as they are: no reordered copies, and a
+call of one step reads ``w_hh`` in place (:mod:`rnnkit.engine.recurrent_operand`).
 
 Shape symbols: ``R`` packed rows, ``N`` batch, ``D`` directions, ``H_in``
 input features, ``H`` cell features (``hidden_size``), ``P`` output features
@@ -27,6 +29,7 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, project_input, weight_grad
+from rnnkit.engine.recurrent_operand import reads_in_place, recurrent_operand
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -48,6 +51,17 @@ def _to_torch_order(w: Tensor) -> Tensor:
     """Rows of gates ``o, i, f, g`` back to torch's ``i, f, g, o``. Shape: ``(4H, *)``."""
     hidden = w.size(0) // 4
     return torch.cat([w[hidden:], w[:hidden]])
+
+
+def _in_gate_order(w: Tensor, engine: str) -> Tensor:
+    """``w``'s gate rows in the order ``engine`` holds them: torch's for the compiled
+    loops, ``o, i, f, g`` for the torch-ops walk. Shape: ``(4H, *)``."""
+    return w if engine == "compiled" else _to_engine_order(w)
+
+
+def _from_gate_order(grad: Tensor, engine: str) -> Tensor:
+    """A gradient's gate rows from ``engine``'s order to torch's. Shape: ``(4H, *)``."""
+    return grad if engine == "compiled" else _to_torch_order(grad)
 
 
 def split_lstm_weights(weights, num_directions: int, projected: bool) -> list[tuple]:
@@ -82,7 +96,8 @@ def lstm_layer_forward(
     Returns:
         ``(out, h_n, c_n, gates, cells, tanh_cells)``: the outputs, the last
         states, and what the backward pass reads: every row's activated gates
-        (order ``o, i, f, g``), cell state and its tanh (scratch without keep).
+        (order ``i, f, g, o`` on the compiled engine, ``o, i, f, g`` on the fused one), cell
+        state and its tanh (scratch without keep).
 
     Shape:
         x ``(R, H_in)``, h0 ``(D, N, P)``, c0 ``(D, N, H)``; out ``(R, D * P)``,
@@ -105,17 +120,19 @@ def lstm_layer_forward(
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(parts):
         gate_rows, cell_rows, tanh_rows = gates[k], cells[k], tanh_cells[k]
         out_k = out[:, k * out_size : (k + 1) * out_size]
-        bias = None if b_ih is None else _to_engine_order(b_ih + b_hh)
-        project_input(x, _to_engine_order(w_ih), bias, gate_rows)  # (R, 4H)
-        w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
+        bias = None if b_ih is None else _in_gate_order(b_ih + b_hh, engine)
+        project_input(x, _in_gate_order(w_ih, engine), bias, gate_rows)  # (R, 4H)
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
         if engine == "compiled":
+            in_place = reads_in_place(len(batch_sizes), batch, w_hh.numel(), not ring,
+                                      batch_split)  # fmt: skip
             compiled_gated.lstm_forward(
-                gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k], w_hh_t,
-                w_hr_t, batch_sizes, directions[k], h_n[k], c_n[k], keep=not ring,
-                parts=batch_split,
+                gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k],
+                recurrent_operand(w_hh, in_place), w_hr_t, batch_sizes, directions[k], h_n[k],
+                c_n[k], keep=not ring, w_in_place=in_place, parts=batch_split,
             )  # fmt: skip
             continue
+        w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
         previous = None
         for first, end, n in steps_in_order(batch_sizes, directions[k]):
             g = gate_rows[first:end]  # (n, 4H)
@@ -152,24 +169,24 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
     chunks = dense_chunks(steps, batch, 4 * hidden * x.element_size(), False)
     gates = x.new_empty(chunks[0][1], 4 * hidden)  # one chunk's projections; the first is whole
     cells, tanh_cells = x.new_empty(2 * batch, hidden), x.new_empty(batch, hidden)
-    batch_split = _parts([batch], h0, hidden, x)  # every chunk's
+    batch_split = _parts([batch] * steps, h0, hidden, x)  # every chunk's
+    in_place = reads_in_place(steps, batch, 4 * hidden * out_size, False, batch_split)
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(
         split_lstm_weights(weights, num_directions, projected)
     ):
-        bias = None if b_ih is None else _to_engine_order(b_ih + b_hh)
-        w_ih_engine = _to_engine_order(w_ih)
-        w_hh_t = _to_engine_order(w_hh).t().contiguous()  # (P, 4H)
+        bias = None if b_ih is None else b_ih + b_hh
+        w_hh_t = recurrent_operand(w_hh, in_place)  # (P, 4H), in place (4H, P)
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
         states = h0[k], c0[k]  # (N, P), (N, H): the states the next chunk starts from
         for i, (first, end) in enumerate(chunks[::-1] if directions[k] else chunks):
             if i:  # the chunk before wrote them into h_n and c_n, which this one writes
                 states = h_n[k].clone(), c_n[k].clone()
             chunk_gates = gates[: end - first]
-            project_input(x[first:end], w_ih_engine, bias, chunk_gates)  # (rows, 4H)
+            project_input(x[first:end], w_ih, bias, chunk_gates)  # (rows, 4H)
             compiled_gated.lstm_forward(
                 chunk_gates, cells, tanh_cells, out[first:end], k * out_size, *states, w_hh_t,
                 w_hr_t, [batch] * ((end - first) // batch), directions[k], h_n[k], c_n[k],
-                keep=False, parts=batch_split,
+                keep=False, w_in_place=in_place, parts=batch_split,
             )  # fmt: skip
     return out, h_n, c_n, None, None, None
 
@@ -219,36 +236,36 @@ def lstm_layer_backward(
         out_k = out[:, k * out_size : (k + 1) * out_size]
         grad_out_k = grad_out[:, k * out_size : (k + 1) * out_size]
         tanh_c = tanh_cells[k]
-        w_hh_engine = _to_engine_order(w_hh)  # (4H, P)
+        w_hh_ordered = _in_gate_order(w_hh, engine)  # (4H, P)
         carry_h = grad_h_n[k].clone()  # dL/dh entering each sequence's step from later ones
         carry_c = grad_c_n[k].clone()
         if engine == "compiled":
             compiled_gated.lstm_backward(
                 d_gates, d_out, d_raw, grad_out, k * out_size, gates[k], cells[k], tanh_c,
-                c0[k], w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
+                c0[k], w_hh_ordered, w_hr, batch_sizes, reverse, carry_h, carry_c,
                 parts=batch_split,
             )  # fmt: skip
         else:
             _walk_back(
                 d_gates, d_out, d_raw, d_cell, grad_out_k, gates[k], cells[k], tanh_c, c0[k],
-                w_hh_engine, w_hr, batch_sizes, reverse, carry_h, carry_c,
+                w_hh_ordered, w_hr, batch_sizes, reverse, carry_h, carry_c,
             )  # fmt: skip
         grad_h0[k], grad_c0[k] = carry_h, carry_c
-        w_ih_engine = _to_engine_order(w_ih)  # (4H, H_in)
         if grad_x is not None:
-            add_input_grad(grad_x, d_gates, w_ih_engine, first=k == 0)
+            add_input_grad(grad_x, d_gates, _in_gate_order(w_ih, engine), first=k == 0)
         if grad_weights is None:
             continue
         grad_w_hh = recurrent_weight_grad(d_gates, out_k, h0[k], batch_sizes, reverse)
         grad_weights += [
-            _to_torch_order(weight_grad(d_gates, x)),
-            _to_torch_order(grad_w_hh),
+            _from_gate_order(weight_grad(d_gates, x), engine),
+            _from_gate_order(grad_w_hh, engine),
         ]
         if b_ih is not None:
-            bias = _to_torch_order(d_gates.sum(0))
+            bias = _from_gate_order(d_gates.sum(0), engine)
             grad_weights += [bias, bias.clone()]
         if w_hr is not None:
-            grad_weights.append(_projection_grad(d_out, gates[k][:, :hidden], tanh_c))
+            o = gates[k][:, 3 * hidden :] if engine == "compiled" else gates[k][:, :hidden]
+            grad_weights.append(_projection_grad(d_out, o, tanh_c))
     return grad_x, grad_h0, grad_c0, grad_weights
 
 

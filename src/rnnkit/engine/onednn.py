@@ -32,8 +32,23 @@ time (above 1: ours faster), same weights, one process, 100x30x4x64, 100x1x4x64,
   --threads 2 --layers 1 --bidirectional 0 --shapes ...``). Where torch does not run
   on GNU OpenMP the loops do not split, and oneDNN stays too.
 
-Where our loops win in training, oneDNN runs the stack only until our compiled
-kernels are ready.
+A call of one step (a step-by-step decoder's) goes the other way where the weights are
+large beside the batch: oneDNN reorders them into its own layout on every call, while our
+loops read them in place (:mod:`rnnkit.engine.recurrent_operand`). Ours against it,
+inference of 1 x N x H x H, 1 and 2 threads, two or three runs each
+(``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes inference --layers 1
+--bidirectional 0 --shapes 1,8,512,512 ...``):
+- ``4H * (H_in + H)`` from ``2**19`` and N up to 64: H = 512 at N = 1-64 1.43-4.12;
+  H = 256 at N = 1-8 1.1-3.6, at N = 16-64 mostly 1.04-1.80 (0.7 and 0.89 once each);
+- N of 128 or more: H = 512 0.7-1.43, H = 256 1.2-1.55;
+- below ``2**19``: 0.77-0.91 at H = 128, 0.88-1.02 at 1x32x128x256, 0.91-1.06 at
+  1x16x64x256;
+- two steps: oneDNN wins again (0.95-0.98 at 2x8x512x512), as our loops then copy
+  ``w_hh``.
+So one-step inference from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
+``ONE_STEP_MAX_BATCH`` runs on our loops.
+
+Where our loops win, oneDNN runs the stack only until our compiled kernels are ready.
 
 The torch-ops engine, the other fallback, reaches 0.07-0.81 of it, so while the
 compiled kernels compile on first use (:mod:`rnnkit.compiled.warmup`) such a
@@ -61,6 +76,10 @@ UNTIL_COMPILED = "until_compiled"
 # more (see the module doc).
 OURS_TRAIN_MIN = 1 << 20
 OURS_PART_ROWS = 32
+# Inference of one step: from this many weights a layer (4H * (H_in + H)), and up to this
+# batch, our loops win.
+ONE_STEP_OURS_MIN = 1 << 19
+ONE_STEP_MAX_BATCH = 64
 
 
 def onednn_enabled() -> bool:
@@ -96,9 +115,11 @@ def onednn_fit(
         return None
     if not onednn_enabled():
         return None
-    if not training_grad:
-        return ALWAYS
     batch, threads = batch_sizes[0], torch.get_num_threads()
+    if not training_grad:
+        weights = 4 * hidden_size * (x.size(-1) + hidden_size)  # the first layer's
+        one_step = len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH
+        return UNTIL_COMPILED if one_step and weights >= ONE_STEP_OURS_MIN else ALWAYS
     large_steps = batch * hidden_size**2 > OURS_TRAIN_MIN
     # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
     large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS

@@ -57,8 +57,11 @@ def batch_parts(batch: int, step_work: int, like: Tensor) -> list[tuple[int, int
 
 def dense_parts(batch_sizes, batch: int, step_work: int, like: Tensor) -> list[tuple[int, int]]:
     """:func:`batch_parts` for sequences of equal length only (``batch_sizes`` all
-    ``batch``): a packed step's rows would leave the parts uneven; else one part."""
-    if not len(batch_sizes) or batch_sizes[-1] != batch:
+    ``batch``): a packed step's rows would leave the parts uneven; else one part. A call
+    of one step runs as one part too: the parts read a transposed copy of the weight, which
+    costs more than the step, while BLAS splits that single product over the threads
+    itself (GRU 1 x 8 x 512 x 512 inference at two threads: 2.2x faster)."""
+    if len(batch_sizes) < 2 or batch_sizes[-1] != batch:
         return [(0, batch)]
     return batch_parts(batch, step_work, like)
 

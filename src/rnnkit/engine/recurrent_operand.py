@@ -1,0 +1,52 @@
+"""What the compiled GRU and LSTM loops multiply each step's states by: the recurrent
+weight itself, read transposed in place, or a transposed copy of it.
+
+A step's product is ``h_prev @ w_hh.T``. BLAS and brgemm read the transposed copy
+``(P, G)`` faster than ``w_hh`` ``(G, P)`` in place, but the copy costs about as much
+as reading the weight a few times (0.66 ms for a 2048 x 512 float32 weight, one
+thread), so it pays only over enough steps. Measured on the GRU, float32, one
+thread, inference of L x N x H x H, in place against the copy (above 1: in place
+faster; ``benchmarks/weight_in_place.py``):
+
+- L = 1: 1.03-2.70 at N = 1-32, H = 64-512: the copy costs more than the step;
+- N = 1, H = 64-256: 1.01-2.15 at L = 1-256 (one 0.63 at L = 4);
+- N = 1, H = 512, where the copy's products run on brgemm: 0.21-0.49 from L = 16
+  (0.92 at L = 64 since one-row products of more than 1200 columns read in place
+  go to MKL: ``rnnkit.compiled.blas.wide_matrix_vector``);
+- N >= 4, L >= 16: 0.41-1.01.
+
+Training keeps the copy: its memory is small beside the saved gates. Shape symbols:
+``G`` gate rows (3H or 4H), ``P`` state features.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+# rnnkit.compiled.blas.BRGEMM_MIN, the multiply-adds from which the compiled loops' per-step
+# products run on brgemm (not imported: that module imports numba).
+BRGEMM_MIN = 1 << 18
+
+
+def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) -> bool:
+    """Whether the compiled loop reads ``w_hh`` in place: in inference of one step (the
+    call of a step-by-step decoder), or at batch 1 where the copy's products would not go
+    to brgemm (``weight_size``, ``G * P``, the multiply-adds of a row, below
+    ``BRGEMM_MIN``); never when the batch is split into ``parts`` (their callbacks read
+    the copy)."""
+    if keep or len(parts) != 1:
+        return False
+    return steps == 1 or (batch == 1 and weight_size < BRGEMM_MIN)
+
+
+def recurrent_operand(w_hh: Tensor, in_place: bool) -> Tensor:
+    """``w_hh`` itself where :func:`reads_in_place` says, else its transposed copy.
+
+    At batch 1 the copy is also the inference call's largest allocation after the
+    gates: 48 KiB for a GRU at H = 64, which put its peak above nn.GRU's (173 KiB against
+    126 at 100x1x4x64; 111 without).
+
+    Shape:
+        w_hh ``(G, P)``; returns ``(G, P)`` in place, else ``(P, G)``.
+    """
+    return w_hh if in_place else w_hh.t().contiguous()
