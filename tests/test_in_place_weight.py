@@ -168,3 +168,21 @@ def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls, cel
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert p.grad is not None, name
         _assert_torchs(p.grad, q.grad, torch.float64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_training_of_one_step_reads_in_place(in_place_calls, cell, bidirectional):
+    """The copy costs more than the step in training too; the gradients are torch's."""
+    ours, theirs = _pair(cell, torch.float64, num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(1, 3, 5, dtype=torch.float64, requires_grad=True)
+    states = _states(ours, 3, torch.float64)
+    expected_x = x.detach().clone().requires_grad_()
+    out, _ = ours(x, states)
+    out.pow(2).sum().backward()
+    theirs(expected_x, states)[0].pow(2).sum().backward()
+    assert in_place_calls == [True] * 2 * (2 if bidirectional else 1)
+    _assert_torchs(x.grad, expected_x.grad, torch.float64)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert p.grad is not None, name
+        _assert_torchs(p.grad, q.grad, torch.float64)

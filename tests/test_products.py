@@ -36,8 +36,18 @@ def _recurrent_weight_grad_by_steps(d, states, initial, batch_sizes, reverse):
     return sum(torch.outer(d[r], h_prev[r]) for r in range(d.size(0)))
 
 
+@pytest.mark.parametrize("width", [1, NARROW_WEIGHT_GRAD, NARROW_WEIGHT_GRAD + 1])
+def test_weight_grad_into_rows_of_a_larger_gradient(width):
+    d = torch.randn(50, 30, **F64)[:, 3:27]  # (R, G) column view
+    a = torch.randn(50, width, **F64)
+    grad = torch.full((30, width), float("nan"), **F64)
+    assert weight_grad(d, a, out=grad[4:28]).data_ptr() == grad[4:].data_ptr()
+    torch.testing.assert_close(grad[4:28], d.t() @ a, rtol=0, atol=1e-12)
+    assert grad[:4].isnan().all() and grad[28:].isnan().all()
+
+
 @pytest.mark.parametrize("width", [3, NARROW_WEIGHT_GRAD + 3])
-@pytest.mark.parametrize("batch_sizes", [(4, 4, 4, 4), (4, 3, 3, 1)])
+@pytest.mark.parametrize("batch_sizes", [(4, 4, 4, 4), (4, 3, 3, 1), (4,)])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_recurrent_weight_grad_sums_every_step(width, batch_sizes, reverse):
     rows = sum(batch_sizes)

@@ -210,7 +210,9 @@ def gru_layer_backward(
             add_input_grad(grad_x, d_n, w_ih[2 * hidden :], first=False)
         if grad_weights is None:
             continue
-        grad_w_ih = torch.cat([weight_grad(d_rz, x), weight_grad(d_n, x)])
+        grad_w_ih = w_ih.new_empty(w_ih.shape)  # (3H, H_in)
+        weight_grad(d_rz, x, out=grad_w_ih[: 2 * hidden])
+        weight_grad(d_n, x, out=grad_w_ih[2 * hidden :])
         grad_w_hh = recurrent_weight_grad(d_hidden, out_k, h0[k], batch_sizes, reverse)
         grad_weights += [grad_w_ih, grad_w_hh]
         if b_ih is not None:

@@ -57,14 +57,17 @@ def transposed_faster(width: int) -> bool:
     return width <= NARROW_WEIGHT_GRAD
 
 
-def weight_grad(d: Tensor, a: Tensor) -> Tensor:
+def weight_grad(d: Tensor, a: Tensor, out: Tensor | None = None) -> Tensor:
     """``d.t() @ a``, the gradient of a weight that multiplied ``a``'s rows, in the
-    orientation BLAS runs faster (:func:`transposed_faster`).
+    orientation BLAS runs faster (:func:`transposed_faster`); into ``out`` if given
+    (rows of a larger gradient, which then needs no concatenation).
 
     Shape:
-        d ``(R, G)``, a ``(R, K)`` (column views are fine); returns ``(G, K)`` (a
-        transposed view for a narrow ``a``).
+        d ``(R, G)``, a ``(R, K)`` (column views are fine), out ``(G, K)`` contiguous;
+        returns ``(G, K)``: ``out``, else a new tensor (a transposed view for a narrow
+        ``a``).
     """
     if transposed_faster(a.size(1)):
-        return a.t().mm(d).t()
-    return d.t().mm(a)
+        grad = a.t().mm(d).t()
+        return grad if out is None else out.copy_(grad)
+    return d.t().mm(a) if out is None else torch.mm(d.t(), a, out=out)

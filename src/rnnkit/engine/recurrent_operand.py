@@ -15,8 +15,9 @@ faster; ``benchmarks/weight_in_place.py``):
   go to MKL: ``rnnkit.compiled.blas.wide_matrix_vector``);
 - N >= 4, L >= 16: 0.41-1.01.
 
-Training keeps the copy: its memory is small beside the saved gates. Shape symbols:
-``G`` gate rows (3H or 4H), ``P`` state features.
+Training reads in place only a call of one step, where the copy costs more than the
+step as in inference; elsewhere it keeps the copy, whose memory is small beside the
+saved gates. Shape symbols: ``G`` gate rows (3H or 4H), ``P`` state features.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ BRGEMM_MIN = 1 << 18
 
 
 def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) -> bool:
-    """Whether the compiled loop reads ``w_hh`` in place: in inference of one step (the
-    call of a step-by-step decoder), or at batch 1 where the copy's products would not go
-    to brgemm (``weight_size``, ``G * P``, the multiply-adds of a row, below
-    ``BRGEMM_MIN``); never when the batch is split into ``parts`` (their callbacks read
-    the copy)."""
-    if keep or len(parts) != 1:
+    """Whether the compiled loop reads ``w_hh`` in place: in a call of one step (a
+    step-by-step decoder's), or in inference (without ``keep``) at batch 1 where the
+    copy's products would not go to brgemm (``weight_size``, ``G * P``, the multiply-adds
+    of a row, below ``BRGEMM_MIN``); never when the batch is split into ``parts`` (their
+    callbacks read the copy)."""
+    if len(parts) != 1:
         return False
-    return steps == 1 or (batch == 1 and weight_size < BRGEMM_MIN)
+    return steps == 1 or (not keep and batch == 1 and weight_size < BRGEMM_MIN)
 
 
 def recurrent_operand(w_hh: Tensor, in_place: bool) -> Tensor:

@@ -114,6 +114,8 @@ def recurrent_weight_grad(d: Tensor, states: Tensor, initial: Tensor, batch_size
     # initial one.
     first, rest = (d[-n:], d[:-n]) if reverse else (d[:n], d[n:])
     before = states[n:] if reverse else states[:-n]
+    if not len(rest):  # one step: adding an empty product would copy the whole gradient
+        return weight_grad(first, initial)
     if transposed_faster(states.size(1)):
         return torch.addmm(initial.t().mm(first), before.t(), rest).t()
     return torch.addmm(first.t().mm(initial), rest.t(), before)
