@@ -1,6 +1,6 @@
 """While an LSTM's or GRU's compiled kernels are prepared, "auto" runs inference on
-torch's own layer (rnnkit.engine.gated_stack.native_stack): when it does, and that its
-results are torch's bit for bit."""
+torch's own layer (rnnkit.engine.gated_stack.native_stack), and a GRU call of one step
+always: when it does, and that its results are torch's bit for bit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit import gated
 from rnnkit.compiled import warmup
 from rnnkit.engine import gated_stack, resolve_engine
+from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED
 
 
 @pytest.fixture
@@ -25,7 +27,14 @@ def native_calls(monkeypatch) -> list:
         calls.append((cell, tuple(x.shape)))
         return run(cell, x, *args)
 
+    def counted_gru(x, *args):
+        calls.append(("gru", tuple(x.shape)))
+        return direct_gru(x, *args)
+
+    # Both ways in: the general path's packed rows, and a GRU step's batched tensor input.
     monkeypatch.setattr(gated_stack, "native_stack", counted)
+    direct_gru = gated.native_gru
+    monkeypatch.setattr(gated, "native_gru", counted_gru)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": False)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     return calls
@@ -34,13 +43,16 @@ def native_calls(monkeypatch) -> list:
 def test_auto_picks_torch_s_layer_only_while_the_kernels_are_not_ready(monkeypatch):
     x = torch.zeros(6, 4)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": False)
-    assert resolve_engine("auto", x, 3, 8, "gru", native=True) == "native"
+    assert resolve_engine("auto", x, 3, 8, "gru", native=UNTIL_COMPILED) == "native"
     assert resolve_engine("auto", x, 3, 8, "gru") == "fused"
-    assert resolve_engine("auto", x, 3, 8, "lstm", "until_compiled", native=True) == "onednn"
-    assert resolve_engine("fused", x, 3, 8, "gru", native=True) == "fused"
+    assert resolve_engine("auto", x, 3, 8, "lstm", UNTIL_COMPILED, UNTIL_COMPILED) == "onednn"
+    assert resolve_engine("fused", x, 3, 8, "gru", native=UNTIL_COMPILED) == "fused"
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
-    assert resolve_engine("auto", x, 3, 8, "gru", native=True) == "compiled"
-    assert resolve_engine("compiled", x, 3, 8, "lstm", native=True) == "compiled"
+    assert resolve_engine("auto", x, 3, 8, "gru", native=UNTIL_COMPILED) == "compiled"
+    assert resolve_engine("compiled", x, 3, 8, "lstm", native=UNTIL_COMPILED) == "compiled"
+    assert resolve_engine("auto", x, 3, 8, "gru", native=ALWAYS) == "native"
+    for engine in ("fused", "compiled"):
+        assert resolve_engine(engine, x, 3, 8, "gru", native=ALWAYS) == engine
 
 
 def _pair(cell, dtype=torch.float32, **kwargs):
@@ -136,3 +148,41 @@ def test_ready_kernels_and_explicit_engines_do_not_run_torch_s_layer(native_call
             monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
         ours(x)
     assert native_calls == []
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
+    native_calls, monkeypatch, kwargs
+):
+    """A step-by-step decoder's call: torch's layer beats our loops there, with the kernels
+    ready too; two steps, and an LSTM's step, stay ours."""
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    for cell in ("GRU", "LSTM"):
+        ours, theirs = _pair(cell, dtype=torch.float64, **kwargs)
+        for steps in (1, 2):
+            x = torch.randn(steps, 4, 5, dtype=torch.float64)
+            hx = _states(ours, 4, torch.float64)
+            on_torch = cell == "GRU" and steps == 1  # bit for bit; else ours, at tolerance
+            same = torch.equal if on_torch else _close
+            pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
+            assert all(same(a, b) for a, b in pairs)
+            grads = []
+            for module in (ours, theirs):
+                x_ = x.clone().requires_grad_()
+                out, _ = module(x_, hx)
+                out.pow(2).sum().backward()
+                grads.append([x_.grad] + [p.grad for p in module.parameters()])
+                module.zero_grad()
+            assert all(same(a, b) for a, b in zip(*grads, strict=True))
+    # inference and training of the one step, straight to torch's layer
+    assert native_calls == [("gru", (1, 4, 5))] * 2
+    # unbatched: through the general path (packed rows), to the same layer
+    ours, theirs = _pair("GRU", dtype=torch.float64, **kwargs)
+    x, hx = torch.randn(1, 5, dtype=torch.float64), _states(ours, 1, torch.float64)[:, 0]
+    pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert native_calls[2:] == [("gru", (1, 5))]
+
+
+def _close(a, b) -> bool:
+    return torch.allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -26,7 +26,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
-from rnnkit.engine.onednn import onednn_fit
+from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -263,13 +263,20 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     """The stack on torch's own LSTM or GRU where :func:`resolve_engine` picks it, as
     ``(out, final_states)``; else None. Arguments as :func:`gated_stack`'s.
 
-    Two cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``), and, while
-    the compiled kernels are being prepared, inference of any CPU stack (``native``).
+    Three cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``); a GRU stack
+    of one step, training included (a step-by-step decoder's call); and, while the compiled
+    kernels are being prepared, inference of any CPU stack (``native``).
     Only inference for the second: in training our torch-ops loops are mostly the
     faster (GRU 0.91-1.69 of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without
     oneDNN), and a GRU training step on torch's GRU beside the worker that compiles the
     kernels took 34 ms against the torch-ops engine's 24 at 100x30x4x64
     (``python benchmarks/cold_start.py --cell gru``).
+
+    A GRU call of one step has no recurrence to gain on: torch's layer runs its three
+    products and the gates with less Python around them than our loops. Against ours
+    (ad-hoc script, one thread, two runs, 1 x N x H x H): inference 1.2-1.7x faster at
+    H = 64-128, 1.07-1.17x at 256-512; training 1.3-1.8x at H = 64-128, 1.13-1.94x at
+    256-512 (1.9x at 1 x 8 x 512 x 512).
     """
     h0 = states[0]
     flat_weights = [w for ws in all_weights for w in ws]
@@ -279,7 +286,10 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     onednn = None
     if cell == "lstm":
         onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, hidden)
-    picked = resolve_engine(engine, x, h0.size(1), hidden, cell, onednn, native=not grad)
+    native = None if grad else UNTIL_COMPILED
+    if cell == "gru" and len(batch_sizes) == 1:
+        native = ALWAYS
+    picked = resolve_engine(engine, x, h0.size(1), hidden, cell, onednn, native)
     if picked not in ("onednn", "native"):
         return None
     num_layers = len(all_weights) // len(directions)
@@ -339,6 +349,34 @@ def native_stack(
         sizes = torch.tensor(batch_sizes, dtype=torch.int64)
         out, *finals = op(x, sizes, hx, *args)
     return out, tuple(finals)
+
+
+def native_gru(
+    x: Tensor,
+    h0: Tensor,
+    weights: list[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+    batch_first: bool,
+) -> tuple[Tensor, Tensor]:
+    """torch's GRU on a batched dense input: exactly the call ``torch.nn.GRU.forward``
+    makes, with the layer's initial state, weights (``w_ih, w_hh[, b_ih, b_hh]`` per
+    layer and direction), ``has_biases``, ``num_layers``, ``dropout``, ``training`` and
+    ``batch_first``.
+
+    Returns:
+        ``(out, h_n)``.
+
+    Shape:
+        x ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); out ``(L, N, D * H)``
+        (``(N, L, D * H)``), h0 and h_n ``(D * num_layers, N, H)``.
+    """
+    return torch._VF.gru(
+        x, h0, weights, has_biases, num_layers, dropout, training, bidirectional, batch_first
+    )
 
 
 def gated_stack(

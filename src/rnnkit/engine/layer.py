@@ -553,7 +553,7 @@ def resolve_engine(
     hidden_size: int,
     cell: str = "rnn",
     onednn: str | None = None,
-    native: bool = False,
+    native: str | None = None,
 ) -> str:
     """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
     or, for a whole LSTM stack, ``"onednn"``, or for a whole LSTM or GRU stack,
@@ -571,7 +571,8 @@ def resolve_engine(
     :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
     wins (``"always"``), and where it only beats the torch-ops engine
     (``"until_compiled"``) until the compiled kernels are ready. An LSTM or GRU stack
-    in inference (``native``: torch's own layer may run it) runs on torch's layer until
+    that torch's own layer may run (``native``) runs there on CPU where it wins
+    (``"always"``: a GRU call of one step), and in inference (``"until_compiled"``) until
     the compiled kernels are ready: our torch-ops loops are slower than it there.
     ``"compiled"`` insists on the compiled loops, waiting for their kernels if
     need be; ``"fused"`` on torch ops.
@@ -583,7 +584,7 @@ def resolve_engine(
         hidden_size: features of the hidden state.
         cell: "rnn", "lstm" or "gru": whose kernels the compiled engine needs.
         onednn: ``"always"``, ``"until_compiled"`` or None (oneDNN cannot run it).
-        native: whether torch's own layer may run the stack while the kernels compile.
+        native: ``"always"``, ``"until_compiled"`` or None (torch's layer does not run it).
 
     Returns:
         ``"compiled"``, ``"fused"``, ``"onednn"`` or ``"native"``.
@@ -609,6 +610,8 @@ def resolve_engine(
         )
     if onednn == ALWAYS:
         return "onednn"
+    if native == ALWAYS and x.is_cpu:
+        return "native"
     if not (runs_compiled and compiled.available()):
         return "onednn" if onednn else "fused"
     # Asked before the size rule, whose large_gemm_library() would import numba here.
