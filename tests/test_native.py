@@ -1,6 +1,6 @@
 """While an LSTM's or GRU's compiled kernels are prepared, "auto" runs inference on
-torch's own layer (rnnkit.engine.gated_stack.native_stack), and a GRU call of one step
-always: when it does, and that its results are torch's bit for bit."""
+torch's own layer (rnnkit.engine.gated_stack.native_stack), and a GRU's or Elman layer's
+call of one step always: when it does, and that its results are torch's bit for bit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import gated
+from rnnkit import rnn as rnn_module
 from rnnkit.compiled import warmup
 from rnnkit.engine import gated_stack, resolve_engine
 from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED
@@ -150,6 +151,25 @@ def test_ready_kernels_and_explicit_engines_do_not_run_torch_s_layer(native_call
     assert native_calls == []
 
 
+def _one_and_two_steps_match_torch(ours, theirs, on_torch_at_one_step: bool) -> None:
+    """Inference and training of one step and of two, from random states, against torch:
+    bit for bit where the step runs on torch's layer, else at tolerance (ours)."""
+    for steps in (1, 2):
+        x = torch.randn(steps, 4, 5, dtype=torch.float64)
+        hx = _states(ours, 4, torch.float64)
+        same = torch.equal if on_torch_at_one_step and steps == 1 else _close
+        pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
+        assert all(same(a, b) for a, b in pairs)
+        grads = []
+        for module in (ours, theirs):
+            x_ = x.clone().requires_grad_()
+            out, _ = module(x_, hx)
+            out.pow(2).sum().backward()
+            grads.append([x_.grad] + [p.grad for p in module.parameters()])
+            module.zero_grad()
+        assert all(same(a, b) for a, b in zip(*grads, strict=True))
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
 def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
     native_calls, monkeypatch, kwargs
@@ -159,21 +179,7 @@ def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     for cell in ("GRU", "LSTM"):
         ours, theirs = _pair(cell, dtype=torch.float64, **kwargs)
-        for steps in (1, 2):
-            x = torch.randn(steps, 4, 5, dtype=torch.float64)
-            hx = _states(ours, 4, torch.float64)
-            on_torch = cell == "GRU" and steps == 1  # bit for bit; else ours, at tolerance
-            same = torch.equal if on_torch else _close
-            pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
-            assert all(same(a, b) for a, b in pairs)
-            grads = []
-            for module in (ours, theirs):
-                x_ = x.clone().requires_grad_()
-                out, _ = module(x_, hx)
-                out.pow(2).sum().backward()
-                grads.append([x_.grad] + [p.grad for p in module.parameters()])
-                module.zero_grad()
-            assert all(same(a, b) for a, b in zip(*grads, strict=True))
+        _one_and_two_steps_match_torch(ours, theirs, cell == "GRU")
     # inference and training of the one step, straight to torch's layer
     assert native_calls == [("gru", (1, 4, 5))] * 2
     # unbatched: through the general path (packed rows), to the same layer
@@ -182,6 +188,34 @@ def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
     pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
     assert native_calls[2:] == [("gru", (1, 5))]
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_an_elman_call_of_one_step_runs_on_torch_s_layer(monkeypatch, nonlinearity, kwargs):
+    calls = []
+    direct = rnn_module.native_rnn
+
+    def counted(nonlinearity_of_call):
+        op = direct(nonlinearity_of_call)
+
+        def call(x, *args):
+            calls.append((nonlinearity_of_call, tuple(x.shape)))
+            return op(x, *args)
+
+        return call
+
+    monkeypatch.setattr(rnn_module, "native_rnn", counted)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    ours, theirs = _pair("RNN", dtype=torch.float64, nonlinearity=nonlinearity, **kwargs)
+    _one_and_two_steps_match_torch(ours, theirs, True)
+    assert calls == [(nonlinearity, (1, 4, 5))] * 2
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")  # an explicit engine stays ours
+    monkeypatch.setattr(warmup, "wait", lambda dtype, cell="rnn": None)
+    with torch.no_grad():
+        ours(torch.randn(1, 4, 5, dtype=torch.float64))
+    assert len(calls) == 2
 
 
 def _close(a, b) -> bool:

@@ -13,9 +13,9 @@ from torch import Tensor
 
 from rnnkit.engine.gated_stack import gated_stack, native_gru
 from rnnkit.engine.layer import resolve_engine
-from rnnkit.engine.onednn import ALWAYS, onednn_fit, onednn_lstm
+from rnnkit.engine.onednn import onednn_fit, onednn_lstm
 from rnnkit.functional_gated import gru_reference, lstm_reference
-from rnnkit.recurrent import RecurrentBase, selected_engine, take_options
+from rnnkit.recurrent import RecurrentBase, one_step_on_torch, plain_cpu_call, take_options
 
 
 class LSTM(RecurrentBase):
@@ -102,16 +102,7 @@ class LSTM(RecurrentBase):
             proj_size, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
 
-    def forward(self, input, hx=None):
-        if type(input) is Tensor and input.dim() == 3 and not torch.compiler.is_compiling():
-            result = self._forward_on_onednn(input, hx)
-            if result is not None:
-                return result
-        return super().forward(input, hx)
-
-    forward.__doc__ = RecurrentBase.forward.__doc__
-
-    def _forward_on_onednn(self, input: Tensor, hx) -> tuple | None:
+    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
         """A batched tensor input that torch's oneDNN LSTM runs (as :func:`resolve_engine`
         decides), passed to it as ``nn.LSTM`` passes it; None for every other input,
         which the general path then takes (its checks and messages included).
@@ -126,7 +117,7 @@ class LSTM(RecurrentBase):
             input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output as
             :meth:`forward`'s.
         """
-        sizes = _plain_cpu_call(self, input)
+        sizes = plain_cpu_call(self, input)
         if sizes is None or self.proj_size:
             return None
         steps, batch = sizes
@@ -192,39 +183,6 @@ class LSTM(RecurrentBase):
             lengths, self.proj_size,
         )  # fmt: skip
         return out, finals
-
-
-def _plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | None:
-    """``(steps, batch)`` of a batched tensor input that torch's own layer could run
-    as ``module`` would: no option torch lacks, engine "auto" (the only one that picks
-    torch's layer), CPU input in the weights' dtype with ``input_size`` features and at
-    least one step and sequence; else None.
-
-    Shape:
-        input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``).
-    """
-    if (
-        module._has_step_options
-        or module.merge_mode != "concat"
-        or module.learn_initial_state
-        or (module.weight_drop and module.training)
-        or selected_engine() != "auto"
-    ):
-        return None
-    first = module._flat_weights[0]
-    steps, batch, features = input.shape
-    if module.batch_first:
-        steps, batch = batch, steps
-    # is_cpu costs a sixth of comparing devices
-    if (
-        not (input.is_cpu and first.is_cpu)
-        or input.dtype != first.dtype
-        or features != module.input_size
-        or steps == 0
-        or batch == 0
-    ):
-        return None
-    return steps, batch
 
 
 def _states_fit(hx, shape: tuple[int, int, int], input: Tensor) -> bool:
@@ -312,45 +270,12 @@ class GRU(RecurrentBase):
             0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
 
-    def forward(self, input, hx=None):
-        if type(input) is Tensor and input.dim() == 3 and not torch.compiler.is_compiling():
-            result = self._forward_one_step_on_torch(input, hx)
-            if result is not None:
-                return result
-        return super().forward(input, hx)
-
-    forward.__doc__ = RecurrentBase.forward.__doc__
-
-    def _forward_one_step_on_torch(self, input: Tensor, hx) -> tuple | None:
-        """A batched tensor input of one step (a step-by-step decoder's call), which
-        ``"auto"`` runs on torch's own GRU (see ``gated_stack._on_torch_layer``), passed
-        to it as ``nn.GRU`` passes it; None for every other input, which the general path
-        takes. The general path makes the same call after turning the input into packed
-        rows: 0.76-0.91 of ``nn.GRU``'s speed at 1 x 1 x 64 x 64 and 1 x 8 x 128 x 128
-        with it (``rnnkit bench --cell gru --shapes 1,1,64,64 ...``).
-
-        Shape:
-            input ``(1, N, H_in)`` (``(N, 1, H_in)`` with ``batch_first``); output as
-            :meth:`forward`'s.
-        """
-        sizes = _plain_cpu_call(self, input)
-        if sizes is None or sizes[0] != 1:
-            return None
-        batch = sizes[1]
-        shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
-        if hx is None:
-            hx = torch.zeros(shape, dtype=input.dtype, device=input.device)
-        elif not (
-            type(hx) is Tensor and tuple(hx.shape) == shape and hx.dtype == input.dtype
-            and hx.is_cpu
-        ):  # fmt: skip
-            return None
-        if resolve_engine("auto", input, batch, self.hidden_size, "gru", native=ALWAYS) != "native":
-            return None
-        return native_gru(
-            input, hx, self._flat_weights, self.bias, self.num_layers, self.dropout,
-            self.training, self.bidirectional, self.batch_first,
-        )  # fmt: skip
+    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
+        """A call of one step on torch's own GRU (:func:`one_step_on_torch`; the general
+        path makes the same call, after turning the input into packed rows: 0.76-0.91 of
+        ``nn.GRU``'s speed at 1 x 1 x 64 x 64 and 1 x 8 x 128 x 128 with that, ``rnnkit
+        bench --cell gru --shapes 1,1,64,64 ...``)."""
+        return one_step_on_torch(self, input, hx, "gru", native_gru)
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.bidirectional, self.dropout, self.training)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.engine.layer import resolve_engine
+from rnnkit.engine.onednn import ALWAYS
 from rnnkit.engine.options import OptionsSpec, options_stack
 from rnnkit.functional_options import options_reference
 from rnnkit.masks import draw_masks, padded_masks
@@ -248,6 +250,10 @@ class RecurrentBase(nn.Module):
             ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``); output is a
             ``PackedSequence`` if input is.
         """
+        if type(input) is Tensor and input.dim() == 3 and not torch.compiler.is_compiling():
+            result = self._forward_on_torch(input, hx)
+            if result is not None:
+                return result
         packed = isinstance(input, PackedSequence)
         states = None if hx is None else self._states_of(hx)
         if packed:
@@ -299,6 +305,17 @@ class RecurrentBase(nn.Module):
         if not is_batched:
             out, finals = out.squeeze(batch_dim), tuple(s.squeeze(1) for s in finals)
         return out, self._result_of(finals)
+
+    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
+        """A batched tensor input that ``"auto"`` runs on torch's own layer, run there as
+        ``torch.nn``'s layer runs it; None for every other input, which the general path
+        then takes (its checks and messages included). None here; see the subclasses.
+
+        Shape:
+            input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output as
+            :meth:`forward`'s.
+        """
+        return None
 
     def _initial_states(self, states, batch: int, data: Tensor) -> tuple[Tensor, ...]:
         """The given states checked, else the learned ones, else zeros."""
@@ -403,6 +420,71 @@ class RecurrentBase(nn.Module):
                 f"Expected {self.input_size}, got {data.size(-1)}"
             )
         return data
+
+
+def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | None:
+    """``(steps, batch)`` of a batched tensor input that torch's own layer could run
+    as ``module`` would: no option torch lacks, engine "auto" (the only one that picks
+    torch's layer), CPU input in the weights' dtype with ``input_size`` features and at
+    least one step and sequence; else None.
+
+    Shape:
+        input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``).
+    """
+    if (
+        module._has_step_options
+        or module.merge_mode != "concat"
+        or module.learn_initial_state
+        or (module.weight_drop and module.training)
+        or selected_engine() != "auto"
+    ):
+        return None
+    first = module._flat_weights[0]
+    steps, batch, features = input.shape
+    if module.batch_first:
+        steps, batch = batch, steps
+    # is_cpu costs a sixth of comparing devices
+    if (
+        not (input.is_cpu and first.is_cpu)
+        or input.dtype != first.dtype
+        or features != module.input_size
+        or steps == 0
+        or batch == 0
+    ):
+        return None
+    return steps, batch
+
+
+def one_step_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch_call):
+    """A GRU's or Elman layer's call of one step (a step-by-step decoder's), which
+    ``"auto"`` runs on torch's own layer (``resolve_engine``'s ``native``: one step has no
+    recurrence to gain on, and our loops cost more Python around the same products), as
+    ``torch_call(input, h0, weights, has_biases, num_layers, dropout, training,
+    bidirectional, batch_first)``; None for every other input
+    (:meth:`RecurrentBase._forward_on_torch`).
+
+    Returns:
+        ``(output, h_n)``, or None.
+    """
+    if input.size(1 if module.batch_first else 0) != 1:  # the common case, checked first
+        return None
+    sizes = plain_cpu_call(module, input)
+    if sizes is None:
+        return None
+    batch = sizes[1]
+    shape = (module.num_layers * (2 if module.bidirectional else 1), batch, module.hidden_size)
+    if hx is None:
+        hx = torch.zeros(shape, dtype=input.dtype, device=input.device)
+    elif not (
+        type(hx) is Tensor and tuple(hx.shape) == shape and hx.dtype == input.dtype and hx.is_cpu
+    ):
+        return None
+    if resolve_engine("auto", input, batch, module.hidden_size, cell, native=ALWAYS) != "native":
+        return None
+    return torch_call(
+        input, hx, module._flat_weights, module.bias, module.num_layers, module.dropout,
+        module.training, module.bidirectional, module.batch_first,
+    )  # fmt: skip
 
 
 def _on_padded(loop, data: Tensor, batch_sizes: list[int]):

@@ -6,13 +6,17 @@ bidirectional else 1, ``H_in`` = input_size, ``H_out`` = hidden_size.
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from rnnkit.engine import rnn_stack
+from rnnkit.engine.stack import native_rnn
 from rnnkit.functional import rnn_reference
 from rnnkit.recurrent import (  # noqa: F401  (ENGINE_ENV and selected_engine: public here since 0.1)
     ENGINE_ENV,
     ENGINES,
     MERGE_MODES,
     RecurrentBase,
+    one_step_on_torch,
     selected_engine,
     take_options,
 )
@@ -122,6 +126,10 @@ class RNN(RecurrentBase):
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
+
+    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
+        """A call of one step on torch's own RNN (:func:`one_step_on_torch`)."""
+        return one_step_on_torch(self, input, hx, "rnn", native_rnn(self.nonlinearity))
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.nonlinearity, self.bidirectional, self.dropout, self.training)
