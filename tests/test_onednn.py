@@ -82,13 +82,20 @@ def test_inference_of_one_step_with_large_weights_goes_to_our_loops():
     hidden = 256
     features = per_layer // hidden - hidden  # exactly at the limit
     x = torch.zeros(1, 3, features)
-    assert onednn_fit(x, [3], (False,), False, False, hidden) == UNTIL_COMPILED
-    assert onednn_fit(x[..., 1:], [3], (False,), False, False, hidden) == ALWAYS  # below it
-    assert onednn_fit(x, [3, 3], (False,), False, False, hidden) == ALWAYS  # two steps
-    assert onednn_fit(x, [3], (False, True), False, False, hidden) == UNTIL_COMPILED
-    largest = onednn.ONE_STEP_MAX_BATCH
-    assert onednn_fit(x, [largest], (False,), False, False, hidden) == UNTIL_COMPILED
-    assert onednn_fit(x, [largest + 1], (False,), False, False, hidden) == ALWAYS
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for grad in (False, True):  # inference and training alike
+            assert onednn_fit(x, [3], (False,), False, grad, hidden) == UNTIL_COMPILED
+            assert onednn_fit(x[..., 1:], [3], (False,), False, grad, hidden) == ALWAYS  # below
+            assert onednn_fit(x, [3, 3], (False,), False, grad, hidden) == ALWAYS  # two steps
+            largest = onednn.ONE_STEP_MAX_BATCH
+            assert onednn_fit(x, [largest], (False,), False, grad, hidden) == UNTIL_COMPILED
+        # (training at that batch follows the rule of large steps)
+        assert onednn_fit(x, [largest + 1], (False,), False, False, hidden) == ALWAYS
+        assert onednn_fit(x, [3], (False, True), False, False, hidden) == UNTIL_COMPILED
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_onednn

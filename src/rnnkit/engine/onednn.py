@@ -45,8 +45,14 @@ inference of 1 x N x H x H, 1 and 2 threads, two or three runs each
   1x16x64x256;
 - two steps: oneDNN wins again (0.95-0.98 at 2x8x512x512), as our loops then copy
   ``w_hh``.
-So one-step inference from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
-``ONE_STEP_MAX_BATCH`` runs on our loops.
+Training of one step goes the same way, and training reads ``w_hh`` in place at one step
+too: 1.05-3.72 from ``2**19`` weights (H = 256 at N = 1-64, H = 512 at N = 8-64), 1.06-1.19
+at 1x16x64x256, 0.75-0.88 at H = 128 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm
+--modes train ...``). torch's own per-step LSTM (oneDNN off) beats both there, but it
+cannot be asked for without switching oneDNN off for the whole process: its packed entry,
+which never takes oneDNN, ran 7 ms at 1x8x512x512 against 1.7 ms dense.
+So a call of one step from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
+``ONE_STEP_MAX_BATCH`` runs on our loops, in inference and training.
 
 Where our loops win, oneDNN runs the stack only until our compiled kernels are ready.
 
@@ -76,7 +82,7 @@ UNTIL_COMPILED = "until_compiled"
 # more (see the module doc).
 OURS_TRAIN_MIN = 1 << 20
 OURS_PART_ROWS = 32
-# Inference of one step: from this many weights a layer (4H * (H_in + H)), and up to this
+# A call of one step: from this many weights a layer (4H * (H_in + H)), and up to this
 # batch, our loops win.
 ONE_STEP_OURS_MIN = 1 << 19
 ONE_STEP_MAX_BATCH = 64
@@ -116,10 +122,11 @@ def onednn_fit(
     if not onednn_enabled():
         return None
     batch, threads = batch_sizes[0], torch.get_num_threads()
+    weights = 4 * hidden_size * (x.size(-1) + hidden_size)  # the first layer's
+    if len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH and weights >= ONE_STEP_OURS_MIN:
+        return UNTIL_COMPILED
     if not training_grad:
-        weights = 4 * hidden_size * (x.size(-1) + hidden_size)  # the first layer's
-        one_step = len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH
-        return UNTIL_COMPILED if one_step and weights >= ONE_STEP_OURS_MIN else ALWAYS
+        return ALWAYS
     large_steps = batch * hidden_size**2 > OURS_TRAIN_MIN
     # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
     large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS
