@@ -266,7 +266,7 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     Three cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``); a GRU stack
     of one step, training included (a step-by-step decoder's call); and, while the compiled
     kernels are being prepared, inference of any CPU stack (``native``).
-    Only inference for the second: in training our torch-ops loops are mostly the
+    Only inference for the last: in training our torch-ops loops are mostly the
     faster (GRU 0.91-1.69 of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without
     oneDNN), and a GRU training step on torch's GRU beside the worker that compiles the
     kernels took 34 ms against the torch-ops engine's 24 at 100x30x4x64
@@ -351,32 +351,10 @@ def native_stack(
     return out, tuple(finals)
 
 
-def native_gru(
-    x: Tensor,
-    h0: Tensor,
-    weights: list[Tensor],
-    has_biases: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
-    batch_first: bool,
-) -> tuple[Tensor, Tensor]:
-    """torch's GRU on a batched dense input: exactly the call ``torch.nn.GRU.forward``
-    makes, with the layer's initial state, weights (``w_ih, w_hh[, b_ih, b_hh]`` per
-    layer and direction), ``has_biases``, ``num_layers``, ``dropout``, ``training`` and
-    ``batch_first``.
-
-    Returns:
-        ``(out, h_n)``.
-
-    Shape:
-        x ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); out ``(L, N, D * H)``
-        (``(N, L, D * H)``), h0 and h_n ``(D * num_layers, N, H)``.
-    """
-    return torch._VF.gru(
-        x, h0, weights, has_biases, num_layers, dropout, training, bidirectional, batch_first
-    )
+# torch's GRU on a batched dense input, the op ``torch.nn.GRU.forward`` calls: ``(x, h0,
+# weights, has_biases, num_layers, dropout, training, bidirectional, batch_first)`` to
+# ``(out, h_n)``, weights ``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction.
+native_gru = torch._VF.gru
 
 
 def gated_stack(

@@ -556,7 +556,7 @@ def resolve_engine(
     native: str | None = None,
 ) -> str:
     """The one place that picks the engine of a layer: ``"compiled"``, ``"fused"``
-    or, for a whole LSTM stack, ``"onednn"``, or for a whole LSTM or GRU stack,
+    or, for a whole LSTM stack, ``"onednn"``, or for a whole stack on torch's own layer,
     ``"native"``.
 
     ``"auto"`` takes the compiled CPU loops where they run (CPU, float32 or
@@ -570,10 +570,10 @@ def resolve_engine(
     else. An LSTM stack that torch's oneDNN LSTM can run (``onednn``, from
     :func:`rnnkit.engine.onednn.onednn_fit`) runs there under ``"auto"`` where it
     wins (``"always"``), and where it only beats the torch-ops engine
-    (``"until_compiled"``) until the compiled kernels are ready. An LSTM or GRU stack
-    that torch's own layer may run (``native``) runs there on CPU where it wins
-    (``"always"``: a GRU call of one step), and in inference (``"until_compiled"``) until
-    the compiled kernels are ready: our torch-ops loops are slower than it there.
+    (``"until_compiled"``) until the compiled kernels are ready. A stack that torch's
+    own layer may run (``native``) runs there on CPU where it wins (``"always"``: a
+    GRU's or Elman layer's call of one step), and in inference (``"until_compiled"``)
+    until the compiled kernels are ready: our torch-ops loops are slower than it there.
     ``"compiled"`` insists on the compiled loops, waiting for their kernels if
     need be; ``"fused"`` on torch ops.
 
