@@ -12,9 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import gated
-from rnnkit import rnn as rnn_module
 from rnnkit.compiled import warmup
-from rnnkit.engine import gated_stack, resolve_engine
+from rnnkit.engine import gated_stack, resolve_engine, stack
 from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED
 
 
@@ -194,18 +193,13 @@ def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
 def test_an_elman_call_of_one_step_runs_on_torch_s_layer(monkeypatch, nonlinearity, kwargs):
     calls = []
-    direct = rnn_module.native_rnn
+    op = stack.NATIVE_RNN[nonlinearity]
 
-    def counted(nonlinearity_of_call):
-        op = direct(nonlinearity_of_call)
+    def counted(x, *args):
+        calls.append((nonlinearity, tuple(x.shape)))
+        return op(x, *args)
 
-        def call(x, *args):
-            calls.append((nonlinearity_of_call, tuple(x.shape)))
-            return op(x, *args)
-
-        return call
-
-    monkeypatch.setattr(rnn_module, "native_rnn", counted)
+    monkeypatch.setitem(stack.NATIVE_RNN, nonlinearity, counted)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     ours, theirs = _pair("RNN", dtype=torch.float64, nonlinearity=nonlinearity, **kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rnnkit.engine import rnn_stack
-from rnnkit.engine.stack import native_rnn
+from rnnkit.engine.stack import NATIVE_RNN
 from rnnkit.functional import rnn_reference
 from rnnkit.recurrent import (  # noqa: F401  (ENGINE_ENV and selected_engine: public here since 0.1)
     ENGINE_ENV,
@@ -129,7 +129,7 @@ class RNN(RecurrentBase):
 
     def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
         """A call of one step on torch's own RNN (:func:`one_step_on_torch`)."""
-        return one_step_on_torch(self, input, hx, "rnn", native_rnn(self.nonlinearity))
+        return one_step_on_torch(self, input, hx, "rnn", NATIVE_RNN[self.nonlinearity])
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.nonlinearity, self.bidirectional, self.dropout, self.training)

@@ -66,12 +66,10 @@ def rnn_stack(
     return layer_input, h_n[0] if len(h_n) == 1 else torch.cat(h_n)
 
 
-def native_rnn(nonlinearity: str):
-    """torch's Elman RNN on a batched dense input for ``nonlinearity`` (``"tanh"`` or
-    ``"relu"``): the op ``torch.nn.RNN.forward`` calls, taking ``(x, h0, weights,
-    has_biases, num_layers, dropout, training, bidirectional, batch_first)`` and returning
-    ``(out, h_n)``."""
-    return torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu
+# torch's Elman RNN on a batched dense input, by nonlinearity: the op torch.nn.RNN.forward
+# calls, ``(x, h0, weights, has_biases, num_layers, dropout, training, bidirectional,
+# batch_first)`` to ``(out, h_n)``.
+NATIVE_RNN = {"tanh": torch._VF.rnn_tanh, "relu": torch._VF.rnn_relu}
 
 
 def _needs_autograd(x: Tensor, hx: Tensor, all_weights: Sequence[Sequence[Tensor]]) -> bool:
