@@ -1,6 +1,7 @@
 """Times GRU inference with ``W_hh`` read in place against its transposed copy.
 
-The measurement behind ``rnnkit.engine.gru.reads_in_place``: the compiled GRU loop either
+The measurement behind ``rnnkit.engine.recurrent_operand.reads_in_place`` (which the GRU
+engine calls as ``gru.reads_in_place``, patched here): the compiled GRU loop either
 copies ``W_hh`` transposed once per call (the per-step products then read it as brgemm
 and BLAS like best) or reads it in place, transposed, every step (no copy). For each
 ``L x N x H x H`` row (float32, inference, compiled engine) it prints the median time of
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             parts = [(0, batch)]  # the rule's answer for a batch run whole
             rule = (
                 "in place"
-                if gru_engine.reads_in_place(steps, batch, hidden, False, parts)
+                if gru_engine.reads_in_place(steps, batch, 3 * hidden**2, False, parts)
                 else "copy"
             )
             print(f"| {steps}x{batch}x{hidden} | {copy:.1f} | {in_place:.1f} | "
