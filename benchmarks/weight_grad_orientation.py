@@ -19,12 +19,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import torch
 
-from rnnkit.benchmark import _time_interleaved
+from rnnkit.benchmark import _median_interleaved
 from rnnkit.engine.products import transposed_faster
 
 # The weight gradients of rnnkit bench's rows: (rows, gate columns, input width).
@@ -53,10 +52,7 @@ def time_product(product: str, repeats: int) -> tuple[float, float]:
     d = torch.randn(rows, stride)[:, :gates]  # (R, G), maybe a column view
     a = torch.randn(rows, width)  # (R, K)
     calls = {"as asked": lambda: d.t().mm(a), "transposed": lambda: a.t().mm(d).t()}
-    for _ in range(3):
-        calls["as asked"](), calls["transposed"]()
-    seconds = _time_interleaved(calls, repeats)  # alternating which runs first
-    return tuple(statistics.median(seconds[name]) * 1e3 for name in calls)
+    return tuple(seconds * 1e3 for seconds in _median_interleaved(calls, repeats).values())
 
 
 def main(argv: list[str] | None = None) -> int:

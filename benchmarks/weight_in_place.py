@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import statistics
 import sys
 
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _time_interleaved
+from rnnkit.benchmark import _median_interleaved
 from rnnkit.compiled import warmup
 from rnnkit.engine import gru as gru_engine
 
@@ -46,11 +45,9 @@ def time_row(steps: int, batch: int, hidden: int, repeats: int) -> tuple[float, 
 
         return call
 
-    calls = {"copy": call_with(False), "in place": call_with(True)}
-    for _ in range(3):
-        calls["copy"](), calls["in place"]()
-    seconds = _time_interleaved(calls, repeats)  # alternating which runs first
-    return tuple(statistics.median(seconds[name]) * 1e6 for name in calls)
+    medians = _median_interleaved({"copy": call_with(False), "in place": call_with(True)},
+                                  repeats)  # fmt: skip
+    return tuple(seconds * 1e6 for seconds in medians.values())
 
 
 def main(argv: list[str] | None = None) -> int:

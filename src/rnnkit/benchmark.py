@@ -644,6 +644,18 @@ def _choose_repeats(warm_times: dict[str, list[float]], config: BenchmarkConfig)
     return min(max(repeats, config.min_repeats), config.max_repeats)
 
 
+def _median_interleaved(
+    calls: dict[str, Callable[[], object]], repeats: int, warm: int = 3
+) -> dict[str, float]:
+    """Median seconds of one call of each of ``calls``: ``warm`` untimed calls of each
+    (compilation, first allocations), then :func:`_time_interleaved`."""
+    for _ in range(warm):
+        for call in calls.values():
+            call()
+    seconds = _time_interleaved(calls, repeats)  # alternating which runs first
+    return {name: statistics.median(times) for name, times in seconds.items()}
+
+
 def _time_interleaved(
     steps: dict[str, _Step],
     repeats: int,
