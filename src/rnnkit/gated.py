@@ -15,7 +15,13 @@ from rnnkit.engine.gated_stack import gated_stack, native_gru
 from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.onednn import onednn_fit, onednn_lstm
 from rnnkit.functional_gated import gru_reference, lstm_reference
-from rnnkit.recurrent import RecurrentBase, one_step_on_torch, plain_cpu_call, take_options
+from rnnkit.recurrent import (
+    RecurrentBase,
+    one_step_on_torch,
+    plain_cpu_call,
+    state_fits,
+    take_options,
+)
 
 
 class LSTM(RecurrentBase):
@@ -189,13 +195,7 @@ def _states_fit(hx, shape: tuple[int, int, int], input: Tensor) -> bool:
     """Whether ``hx`` is a pair of CPU states of ``shape`` in the input's dtype."""
     if isinstance(hx, Tensor) or len(hx) != 2:
         return False
-    h, c = hx
-    return (
-        isinstance(h, Tensor) and isinstance(c, Tensor)
-        and tuple(h.shape) == shape and tuple(c.shape) == shape
-        and h.dtype == input.dtype and c.dtype == input.dtype
-        and h.is_cpu and c.is_cpu
-    )  # fmt: skip
+    return state_fits(hx[0], shape, input) and state_fits(hx[1], shape, input)
 
 
 class GRU(RecurrentBase):

@@ -455,6 +455,15 @@ def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | No
     return steps, batch
 
 
+def state_fits(state, shape: tuple[int, int, int], input: Tensor) -> bool:
+    """Whether ``state`` is a CPU tensor of ``shape`` in the input's dtype: an initial
+    state torch's own layer takes as it is, on the direct calls."""
+    return (
+        isinstance(state, Tensor) and tuple(state.shape) == shape
+        and state.dtype == input.dtype and state.is_cpu
+    )  # fmt: skip
+
+
 def one_step_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch_call):
     """A GRU's or Elman layer's call of one step (a step-by-step decoder's), which
     ``"auto"`` runs on torch's own layer (``resolve_engine``'s ``native``: one step has no
@@ -475,9 +484,7 @@ def one_step_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch
     shape = (module.num_layers * (2 if module.bidirectional else 1), batch, module.hidden_size)
     if hx is None:
         hx = torch.zeros(shape, dtype=input.dtype, device=input.device)
-    elif not (
-        type(hx) is Tensor and tuple(hx.shape) == shape and hx.dtype == input.dtype and hx.is_cpu
-    ):
+    elif not state_fits(hx, shape, input):
         return None
     if resolve_engine("auto", input, batch, module.hidden_size, cell, native=ALWAYS) != "native":
         return None
