@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     _single_threaded_scipy_blas()
     large = f"{blas.LARGE_GEMM_LIBRARY} (large)"
     loops = {"scipy": _loop(blas._sgemm), large: _loop(blas._sgemm_large), "brgemm": _brgemm_loop}
-    print(f"float32; large products (>= {blas.LARGE_GEMM} multiply-adds) go to "
-          f"{blas.LARGE_GEMM_LIBRARY}'s BLAS")  # fmt: skip
+    size = f">= {blas.LARGE_GEMM} multiply-adds" if blas.AVX512 else "any size: no AVX-512"
+    print(f"float32; large products ({size}) go to {blas.LARGE_GEMM_LIBRARY}'s BLAS")
     names = " | ".join(f"{name} us" for name in loops)
     print(f"| m x k x n | threads | {names} | torch.addmm us | gemm_accumulate uses |")
     print("|---|---:|" + "---:|" * (len(loops) + 1) + "---|")
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             times = " | ".join("-" if t != t else f"{t:.2f}" for t in time_product(loops, product))
             transpose_a, m, k, n = parse_product(product)
             tall_rows = blas.tall_rows()
-            large = blas.goes_to_large_library(m, k, n, transpose_a, tall_rows)
+            large = blas.goes_to_large_library(m, k, n, transpose_a, tall_rows, blas.AVX512)
             used = blas.LARGE_GEMM_LIBRARY if large else "scipy"
-            if not transpose_a and blas.goes_to_brgemm(m, k, n, 4, tall_rows):
+            if not transpose_a and blas.goes_to_brgemm(m, k, n, 4, tall_rows, blas.AVX512):
                 used = "brgemm"
             print(f"| {product} | {threads} | {times} | {used} |")
     return 0

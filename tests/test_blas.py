@@ -104,10 +104,13 @@ def test_one_row_operands_with_any_row_stride(blas, gemm, operand):
 
 
 def test_products_go_to_the_library_measured_faster_for_them(blas):
-    """Large products to torch's BLAS, except narrow ones, and (at one thread)
-    tall ones not transposed: the choices measured in blas.py."""
+    """With AVX-512, large products to torch's BLAS, except narrow ones, and (at one
+    thread) tall ones not transposed: the choices measured in blas.py."""
     one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
-    choose = blas.goes_to_large_library
+
+    def choose(m, k, n, transpose_a, tall_rows):
+        return blas.goes_to_large_library(m, k, n, transpose_a, tall_rows, True)
+
     assert not choose(32, 128, 128, False, none)  # small: 2**19
     assert choose(64, 128, 128, False, none) and choose(64, 128, 128, False, one_thread)
     assert not choose(3000, 256, 8, False, none)  # narrow output
@@ -208,13 +211,13 @@ def test_large_steps_match_torch_with_either_blas(library):
 
 
 def test_per_step_products_go_to_brgemm_at_one_thread_and_few_rows_at_more(blas):
-    """torch's brgemm takes the float32 products of BRGEMM_MIN multiply-adds or more
-    with fewer than tall_rows rows when torch runs on one thread, and on more those of
-    at most FEW_ROWS rows and a weight of at most FEW_ROWS_MAX_WEIGHT."""
+    """With AVX-512, torch's brgemm takes the float32 products of BRGEMM_MIN multiply-adds
+    or more with fewer than tall_rows rows when torch runs on one thread, and on more those
+    of at most FEW_ROWS rows and a weight of at most FEW_ROWS_MAX_WEIGHT."""
     one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
 
     def choose(m, k, n, tall_rows, itemsize=4):
-        return blas.goes_to_brgemm(m, k, n, itemsize, tall_rows)
+        return blas.goes_to_brgemm(m, k, n, itemsize, tall_rows, True)
 
     assert choose(16, 64, 256, one_thread)  # 2**18: an LSTM step of batch 16, H = 64
     assert not choose(16, 64, 256, one_thread, itemsize=8)  # float64: BLAS
@@ -228,6 +231,52 @@ def test_per_step_products_go_to_brgemm_at_one_thread_and_few_rows_at_more(blas)
     assert not choose(4, 1024, 4096, none)  # a 16 MiB weight: MKL's two threads win
     assert not choose(4, 64, 256, none)  # under BRGEMM_MIN: SciPy's
     assert not choose(4, 512, 1536, none, itemsize=8)
+
+
+def test_without_avx512_per_step_products_go_to_brgemm_by_rows_and_weight(blas):
+    """Without AVX-512, brgemm takes products of a few rows whatever their weight, small
+    products, and products of up to AVX2_FEW_ROWS rows of a small weight (smaller at two
+    threads, where MKL uses both); no minimum size."""
+    one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
+
+    def choose(m, k, n, tall_rows, itemsize=4):
+        return blas.goes_to_brgemm(m, k, n, itemsize, tall_rows, False)
+
+    for tall_rows in (one_thread, none):
+        assert choose(4, 650, 1950, tall_rows) and choose(1, 256, 1024, tall_rows)
+        assert choose(1, 32, 128, tall_rows)  # no minimum size
+        assert choose(32, 32, 128, tall_rows)  # AVX2_SMALL_PRODUCT
+        assert not choose(64, 32, 128, tall_rows)
+        assert not choose(8, 256, 1024, tall_rows)  # a large weight: MKL
+        assert not choose(32, 256, 1024, tall_rows) and not choose(64, 650, 1950, tall_rows)
+        assert not choose(4, 650, 1950, tall_rows, itemsize=8)  # float64: BLAS
+        assert not choose(3000, 256, 8, tall_rows)  # narrow
+    assert choose(16, 128, 512, one_thread) and not choose(16, 128, 512, none)
+    assert not choose(17, 128, 512, one_thread)
+    assert choose(16, 64, 256, none) and not choose(16, 128, 256, none)
+
+
+def test_without_avx512_products_go_to_the_large_library_at_any_size(blas):
+    """Without AVX-512, SciPy's OpenBLAS keeps only narrow products and, at one thread,
+    tall ones not transposed: it was the slowest on every other size measured."""
+    one_thread, none = blas.TALL_ROWS_ONE_THREAD, blas.NO_TALL_LIMIT
+
+    def choose(m, k, n, transpose_a, tall_rows):
+        return blas.goes_to_large_library(m, k, n, transpose_a, tall_rows, False)
+
+    assert choose(32, 128, 128, False, none) and choose(2, 16, 16, False, one_thread)
+    assert choose(64, 30, 256, True, one_thread)  # a small weight gradient
+    assert not choose(3000, 256, 8, False, none)  # narrow output
+    assert not choose(3000, 256, 512, False, one_thread)  # tall, one thread
+    assert choose(3000, 256, 512, False, none)
+
+
+def test_the_rules_follow_this_cpu(blas):
+    """``AVX512`` is what llvmlite reads off the host, the features numba compiles for."""
+    import llvmlite.binding as llvm
+
+    host_has_avx512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
+    assert host_has_avx512 is blas.AVX512
 
 
 def test_wide_matrix_vector_products_read_in_place_go_to_the_large_library(blas):

@@ -26,6 +26,15 @@ products when torch runs on one thread, and those of a few rows on more (see
   2.13, not in every release), probed like torch's BLAS; where it is missing or wrong,
   a compiled stand-in with its signature calls the large-product BLAS.
 
+Those choices were measured on a CPU with AVX-512 (AMD Zen 4). On one without it
+(measured on AMD Zen 3, AVX2) the libraries rank differently (``AVX512`` and the
+``AVX2_*`` constants): SciPy's OpenBLAS has no fast path for small products there (1 x 64
+x 256: 11 us against 1.4 for torch's MKL and 1.2 for brgemm) and brgemm loses to MKL
+once a product has more than a few rows and a weight beyond the caches (32 x 256 x 1024:
+577 against 306 us). Kernels read the CPU's features when numba compiles them, and
+numba keys its disk cache by those features, so a kernel cached on one CPU never runs
+with the other's rules.
+
 The functions' addresses are registered with LLVM under fixed symbol names, so
 compiled kernels refer to them by name and numba can cache those kernels on
 disk (a raw pointer would make them uncachable). Integer arguments travel in
@@ -100,11 +109,40 @@ FEW_ROWS_MAX_WEIGHT = 3 << 20
 # against 18, 256 x 1280 118 against 41; up to 1200 columns SciPy's is the faster (400 x
 # 1200 27 against 41, 512 x 1152 28 against 49, 768 x 768 28 against 41).
 ONE_ROW_WIDE = 1200
+# Without AVX-512 (AVX2 only: measured on AMD Zen 3, benchmarks/compare_blas.py
+# --threads 1 2), torch's brgemm takes float32 products that are not transposed (nor
+# narrow) of
+# - at most AVX2_ANY_WEIGHT_ROWS rows, whatever their weight: 4 x 650 x 1950 247 against
+#   281 us for MKL, 4 x 256 x 1024 73 against 108; one row 0.6-1.04x MKL's time;
+# - at most AVX2_SMALL_PRODUCT multiply-adds: 32 x 32 x 128 3.0 against 3.2 us, 16 x 32
+#   x 128 1.6 against 1.9 (SciPy's 4.2); 64 x 32 x 128 (2**18) 7.1 against 6.0;
+# - at most AVX2_FEW_ROWS rows of a weight ``k * n`` of at most AVX2_SMALL_WEIGHT
+#   elements at one thread (16 x 128 x 512 25 against 30 us, 8 x 256 x 1024 119 against
+#   102, 24 x 128 x 512 50 against 47), AVX2_SMALL_WEIGHT_THREADS at more, where MKL
+#   uses them all (8 x 64 x 256 4.5 against 6.7, 8 x 128 x 512 22 against 21, 16 x 256 x
+#   768 116 against 78).
+# Every other product that is not narrow (nor, at one thread, tall) goes to torch's MKL,
+# whatever its size: SciPy's was 1.5-8x slower on every product above.
+AVX2_ANY_WEIGHT_ROWS = 4
+AVX2_SMALL_PRODUCT = 1 << 17
+AVX2_FEW_ROWS = 16
+AVX2_SMALL_WEIGHT = 1 << 16
+AVX2_SMALL_WEIGHT_THREADS = 1 << 14
 # The mangled name of at::native::cpublas::brgemm(M, N, K, ld_a, ld_b, ld_c, add_C,
 # const float* A, const float* B, float* C, bool is_vnni), exported by libtorch_cpu.
 _BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
 
 _CACHE = configure_numba()  # where the kernels' disk cache is, or False: none (see cache.py)
+
+
+def _host_has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (its foundation), as llvmlite reads the host: the
+    features numba compiles the kernels for and keys their disk cache by."""
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+# Which measured rules pick the products' libraries (see the module doc).
+AVX512 = _host_has_avx512()
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
 _ENVIRONMENT = "RNNKIT_BLAS"
 
@@ -283,13 +321,22 @@ def gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_
 
 
 @njit(cache=_CACHE, nogil=True)
-def goes_to_brgemm(m, k, n, itemsize, tall_rows):
+def goes_to_brgemm(m, k, n, itemsize, tall_rows, avx512):
     """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product that is not
     transposed (and accumulates or overwrites) to torch's brgemm: float32 (``itemsize``
-    4), at least ``BRGEMM_MIN`` multiply-adds, not narrow, and with torch on one thread
-    (``tall_rows`` set) fewer than ``tall_rows`` rows, on more (``tall_rows`` unlimited)
-    at most ``FEW_ROWS`` rows of a weight of at most ``FEW_ROWS_MAX_WEIGHT``."""
-    if itemsize != 4 or n <= NARROW_COLUMNS or m * k * n < BRGEMM_MIN:
+    4) and not narrow; then with AVX-512 (``avx512``: pass ``AVX512``) at least
+    ``BRGEMM_MIN`` multiply-adds, and with torch on one thread (``tall_rows`` set) fewer
+    than ``tall_rows`` rows, on more (``tall_rows`` unlimited) at most ``FEW_ROWS`` rows
+    of a weight of at most ``FEW_ROWS_MAX_WEIGHT``; without it, the ``AVX2_*`` rules."""
+    if itemsize != 4 or n <= NARROW_COLUMNS:
+        return False
+    if not avx512:
+        if m <= AVX2_ANY_WEIGHT_ROWS or m * k * n <= AVX2_SMALL_PRODUCT:
+            return True
+        threads = tall_rows == NO_TALL_LIMIT  # torch runs on two threads or more
+        small_weight = AVX2_SMALL_WEIGHT_THREADS if threads else AVX2_SMALL_WEIGHT
+        return m <= AVX2_FEW_ROWS and k * n <= small_weight
+    if m * k * n < BRGEMM_MIN:
         return False
     if tall_rows == NO_TALL_LIMIT:  # torch runs on two threads or more
         return m <= FEW_ROWS and k * n <= FEW_ROWS_MAX_WEIGHT
@@ -297,11 +344,12 @@ def goes_to_brgemm(m, k, n, itemsize, tall_rows):
 
 
 @njit(cache=_CACHE, nogil=True)
-def goes_to_large_library(m, k, n, transpose_a, tall_rows):
+def goes_to_large_library(m, k, n, transpose_a, tall_rows, avx512):
     """Whether :func:`gemm_accumulate` gives an ``(m, k) @ (k, n)`` product to
-    the large-product library (torch's BLAS where usable): large, not narrow,
-    and transposed or fewer than ``tall_rows`` rows."""
-    if m * k * n < LARGE_GEMM or n <= NARROW_COLUMNS:
+    the large-product library (torch's BLAS where usable): not narrow, transposed or
+    fewer than ``tall_rows`` rows, and with AVX-512 (``avx512``: pass ``AVX512``) large;
+    without it, of any size (see ``AVX2_SMALL_PRODUCT``)."""
+    if n <= NARROW_COLUMNS or (avx512 and m * k * n < LARGE_GEMM):
         return False
     return transpose_a or m < tall_rows
 
@@ -315,10 +363,11 @@ def wide_matrix_vector(m, n, transpose_b):
 
 def gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b):
     """``c = op(a) @ op(b) + beta * c`` with BLAS (op: ``.T`` where asked, read in
-    place), for row-major 2-D arrays with unit column stride; products of
-    ``LARGE_GEMM`` multiply-adds or more go to torch's BLAS, except narrow and
-    (at one thread) tall ones, and so do wide matrix-vector products read in place
-    (``ONE_ROW_WIDE``; see the module constants).
+    place), for row-major 2-D arrays with unit column stride; per-step products to
+    torch's brgemm (:func:`goes_to_brgemm`), products of ``LARGE_GEMM`` multiply-adds or
+    more (of any size without AVX-512) to torch's BLAS, except narrow and (at one thread)
+    tall ones, and so do wide matrix-vector products read in place (``ONE_ROW_WIDE``; see
+    the module constants).
 
     Args:
         a, b, c: float32 or float64 arrays (the same dtype); rows may be strided.
@@ -369,13 +418,13 @@ def _gemm_accumulate(a, b, c, int_args, scalar_args, transpose_a, beta, transpos
         return
     tall_rows = int_args[_TALL_ROWS_SLOT]
     if (not (transpose_a or transpose_b) and (beta == 0.0 or beta == 1.0)
-            and goes_to_brgemm(m, k, n, c.itemsize, tall_rows)):  # fmt: skip
+            and goes_to_brgemm(m, k, n, c.itemsize, tall_rows, AVX512)):  # fmt: skip
         add_c, is_vnni = np.uint8(beta == 1.0), np.uint8(0)
         _brgemm(m, n, k, _leading_dimension(a), _leading_dimension(b), _leading_dimension(c),
                 add_c, a.ctypes.data, b.ctypes.data, c.ctypes.data, is_vnni)  # fmt: skip
         return
     args = gemm_arguments(a, b, c, int_args, scalar_args, transpose_a, beta, transpose_b)
-    large = goes_to_large_library(m, k, n, transpose_a, tall_rows)
+    large = goes_to_large_library(m, k, n, transpose_a, tall_rows, AVX512)
     large = large or wide_matrix_vector(m, n, transpose_b)
     if c.itemsize == 4:
         if large:

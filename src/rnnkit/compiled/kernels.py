@@ -18,7 +18,13 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from rnnkit.compiled.blas import gemm_accumulate, goes_to_brgemm, goes_to_large_library, scratch
+from rnnkit.compiled.blas import (
+    AVX512,
+    gemm_accumulate,
+    goes_to_brgemm,
+    goes_to_large_library,
+    scratch,
+)
 from rnnkit.compiled.cache import configure_numba
 
 _CACHE = configure_numba()  # False where no cache directory can be written (see cache.py)
@@ -223,12 +229,9 @@ def forward_loop(
     # decoder: 1 x 8 x 512 x 512 ran 2.35x slower with it). torch's brgemm takes no
     # transposed operand: it reads the copy.
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
-    to_brgemm = goes_to_brgemm(batch, hidden, hidden, out.itemsize, tall_rows)
-    in_place = (
-        batch == 1
-        or batch_sizes.shape[0] == 1
-        or (goes_to_large_library(batch, hidden, hidden, False, tall_rows) and not to_brgemm)
-    )
+    to_brgemm = goes_to_brgemm(batch, hidden, hidden, out.itemsize, tall_rows, AVX512)
+    to_large = goes_to_large_library(batch, hidden, hidden, False, tall_rows, AVX512)
+    in_place = batch == 1 or batch_sizes.shape[0] == 1 or (to_large and not to_brgemm)
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
     steps = batch_sizes.shape[0]
