@@ -254,6 +254,10 @@ def test_without_avx512_per_step_products_go_to_brgemm_by_rows_and_weight(blas):
     assert choose(16, 128, 512, one_thread) and not choose(16, 128, 512, none)
     assert not choose(17, 128, 512, one_thread)
     assert choose(16, 64, 256, none) and not choose(16, 128, 256, none)
+    assert not choose(17, 64, 256, none)
+    # A tiny weight at one thread: up to twice AVX2_FEW_ROWS (a GRU step at H = 64).
+    assert choose(32, 64, 192, one_thread) and not choose(33, 64, 192, one_thread)
+    assert not choose(30, 64, 192, none)
 
 
 def test_without_avx512_products_go_to_the_large_library_at_any_size(blas):

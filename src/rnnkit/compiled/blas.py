@@ -116,18 +116,22 @@ ONE_ROW_WIDE = 1200
 #   281 us for MKL, 4 x 256 x 1024 73 against 108; one row 0.6-1.04x MKL's time;
 # - at most AVX2_SMALL_PRODUCT multiply-adds: 32 x 32 x 128 3.0 against 3.2 us, 16 x 32
 #   x 128 1.6 against 1.9 (SciPy's 4.2); 64 x 32 x 128 (2**18) 7.1 against 6.0;
-# - at most AVX2_FEW_ROWS rows of a weight ``k * n`` of at most AVX2_SMALL_WEIGHT
-#   elements at one thread (16 x 128 x 512 25 against 30 us, 8 x 256 x 1024 119 against
-#   102, 24 x 128 x 512 50 against 47), AVX2_SMALL_WEIGHT_THREADS at more, where MKL
-#   uses them all (8 x 64 x 256 4.5 against 6.7, 8 x 128 x 512 22 against 21, 16 x 256 x
-#   768 116 against 78).
+# - at one thread, at most AVX2_FEW_ROWS rows of a weight ``k * n`` of at most
+#   AVX2_SMALL_WEIGHT elements (16 x 128 x 512 25 against 30 us, 8 x 256 x 1024 119
+#   against 102, 24 x 128 x 512 50 against 47), and twice as many of at most
+#   AVX2_TINY_WEIGHT (24 x 256 x 64 9.0 against 11.7, 32 x 64 x 256 13.3 against 12.8; a
+#   GRU at 100 x 30 x 4 x 64 ran its inference 1.13x faster so than on MKL,
+#   benchmarks/compare_revisions.py);
+# - at two threads or more, where MKL uses them all, at most AVX2_FEW_ROWS rows of at
+#   most AVX2_TINY_WEIGHT (8 x 64 x 256 4.5 against 6.7, 8 x 128 x 512 22 against 21,
+#   16 x 256 x 768 116 against 78, 32 x 64 x 256 17 against 12.5).
 # Every other product that is not narrow (nor, at one thread, tall) goes to torch's MKL,
 # whatever its size: SciPy's was 1.5-8x slower on every product above.
 AVX2_ANY_WEIGHT_ROWS = 4
 AVX2_SMALL_PRODUCT = 1 << 17
 AVX2_FEW_ROWS = 16
 AVX2_SMALL_WEIGHT = 1 << 16
-AVX2_SMALL_WEIGHT_THREADS = 1 << 14
+AVX2_TINY_WEIGHT = 1 << 14
 # The mangled name of at::native::cpublas::brgemm(M, N, K, ld_a, ld_b, ld_c, add_C,
 # const float* A, const float* B, float* C, bool is_vnni), exported by libtorch_cpu.
 _BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
@@ -333,9 +337,11 @@ def goes_to_brgemm(m, k, n, itemsize, tall_rows, avx512):
     if not avx512:
         if m <= AVX2_ANY_WEIGHT_ROWS or m * k * n <= AVX2_SMALL_PRODUCT:
             return True
-        threads = tall_rows == NO_TALL_LIMIT  # torch runs on two threads or more
-        small_weight = AVX2_SMALL_WEIGHT_THREADS if threads else AVX2_SMALL_WEIGHT
-        return m <= AVX2_FEW_ROWS and k * n <= small_weight
+        if tall_rows == NO_TALL_LIMIT:  # torch runs on two threads or more
+            return m <= AVX2_FEW_ROWS and k * n <= AVX2_TINY_WEIGHT
+        if k * n <= AVX2_TINY_WEIGHT:
+            return m <= 2 * AVX2_FEW_ROWS
+        return m <= AVX2_FEW_ROWS and k * n <= AVX2_SMALL_WEIGHT
     if m * k * n < BRGEMM_MIN:
         return False
     if tall_rows == NO_TALL_LIMIT:  # torch runs on two threads or more
