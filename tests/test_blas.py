@@ -22,6 +22,7 @@ import torch
 
 import rnnkit
 from rnnkit import compiled
+from rnnkit.cpu import has_avx512
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="numba or scipy not installed")
 
@@ -280,7 +281,7 @@ def test_the_rules_follow_this_cpu(blas):
     import llvmlite.binding as llvm
 
     host_has_avx512 = bool(llvm.get_host_cpu_features().get("avx512f", False))
-    assert host_has_avx512 is blas.AVX512
+    assert host_has_avx512 is blas.AVX512 is has_avx512()
 
 
 def test_wide_matrix_vector_products_read_in_place_go_to_the_large_library(blas):

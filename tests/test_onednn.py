@@ -25,6 +25,18 @@ needs_onednn = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def avx512(monkeypatch):
+    """The rules measured with AVX-512, whatever this CPU has."""
+    monkeypatch.setattr(onednn, "has_avx512", lambda: True)
+
+
+@pytest.fixture
+def avx2(monkeypatch):
+    """The rules measured with AVX2 only, whatever this CPU has."""
+    monkeypatch.setattr(onednn, "has_avx512", lambda: False)
+
+
 def _fit(dtype=torch.float32, batch_sizes=(3, 3), directions=(False,), projected=False,
          grad=False, hidden=8):  # fmt: skip
     return onednn_fit(torch.zeros(6, 2, dtype=dtype), list(batch_sizes), directions, projected,
@@ -32,7 +44,7 @@ def _fit(dtype=torch.float32, batch_sizes=(3, 3), directions=(False,), projected
 
 
 @needs_onednn
-def test_fit_only_dense_float32_without_projection(monkeypatch):
+def test_fit_only_dense_float32_without_projection(monkeypatch, avx512):
     assert _fit() == ALWAYS
     assert _fit(grad=True) == ALWAYS  # one direction: oneDNN wins training too
     assert _fit(directions=(False, True)) == ALWAYS  # inference of both directions
@@ -48,7 +60,7 @@ def test_fit_only_dense_float32_without_projection(monkeypatch):
 
 
 @needs_onednn
-def test_one_direction_training_with_large_steps_goes_to_our_loops():
+def test_one_direction_training_with_large_steps_goes_to_our_loops(avx512):
     """Above OURS_TRAIN_MIN (N * H**2) our loops beat oneDNN in training at one thread
     (per-step products on brgemm), and at two threads with OURS_PART_ROWS rows a thread
     (the batch split); with smaller parts, or more threads (not measured), oneDNN runs."""
@@ -75,7 +87,7 @@ def test_one_direction_training_with_large_steps_goes_to_our_loops():
 
 
 @needs_onednn
-def test_inference_of_one_step_with_large_weights_goes_to_our_loops():
+def test_inference_of_one_step_with_large_weights_goes_to_our_loops(avx512):
     """oneDNN reorders the weights on every call; one step of ours reads them in place,
     which wins up to a batch of ONE_STEP_MAX_BATCH."""
     per_layer = onednn.ONE_STEP_OURS_MIN // 4  # H * (H_in + H)
@@ -99,7 +111,32 @@ def test_inference_of_one_step_with_large_weights_goes_to_our_loops():
 
 
 @needs_onednn
-def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_calls):
+def test_without_avx512_large_recurrent_weights_train_and_small_steps_infer_on_onednn(avx2):
+    """With AVX2 only, training from AVX2_OURS_TRAIN_MAX_RECURRENT (4 * H**2) stays on
+    oneDNN in both directions, and one step of inference needs AVX2_ONE_STEP_INFERENCE_MIN
+    weights; training of one step keeps ONE_STEP_OURS_MIN."""
+    threads = torch.get_num_threads()
+    limit = 512  # 4 * 512**2 == AVX2_OURS_TRAIN_MAX_RECURRENT
+    assert 4 * limit**2 == onednn.AVX2_OURS_TRAIN_MAX_RECURRENT
+    try:
+        torch.set_num_threads(1)
+        both = (False, True)
+        assert _fit(grad=True, directions=both, hidden=limit - 1) == UNTIL_COMPILED
+        assert _fit(grad=True, directions=both, hidden=limit) == ALWAYS
+        assert _fit(grad=True, batch_sizes=(30, 30), hidden=256) == UNTIL_COMPILED
+        assert _fit(grad=True, batch_sizes=(30, 30), hidden=limit) == ALWAYS
+        x = torch.zeros(1, 3, 256)  # 4 * 256 * (256 + 256) = 2**19 weights
+        assert onednn_fit(x, [3], (False,), False, False, 256) == ALWAYS
+        assert onednn_fit(x, [3], (False,), False, True, 256) == UNTIL_COMPILED
+        x = torch.zeros(1, 3, 512)  # 2**21 = AVX2_ONE_STEP_INFERENCE_MIN
+        assert onednn_fit(x, [3], (False,), False, False, 512) == UNTIL_COMPILED
+        assert onednn_fit(x[..., 1:], [3], (False,), False, False, 512) == ALWAYS
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_onednn
+def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_calls, avx512):
     """Through the layer's direct call: one step from ONE_STEP_OURS_MIN weights is ours
     (read in place), two steps are oneDNN's; both give torch's results."""
     torch.manual_seed(0)
@@ -118,7 +155,7 @@ def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_call
 
 
 @needs_onednn
-def test_two_threads_keep_onednn_where_the_loops_cannot_split(monkeypatch):
+def test_two_threads_keep_onednn_where_the_loops_cannot_split(monkeypatch, avx512):
     """Without torch's GNU OpenMP team our loops run whole, and oneDNN's two threads win."""
     threads = torch.get_num_threads()
     large_parts = {"batch_sizes": (2 * OURS_PART_ROWS,) * 2, "hidden": 256}

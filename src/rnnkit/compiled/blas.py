@@ -27,13 +27,11 @@ products when torch runs on one thread, and those of a few rows on more (see
   a compiled stand-in with its signature calls the large-product BLAS.
 
 Those choices were measured on a CPU with AVX-512 (AMD Zen 4). On one without it
-(measured on AMD Zen 3, AVX2) the libraries rank differently (``AVX512`` and the
-``AVX2_*`` constants): SciPy's OpenBLAS has no fast path for small products there (1 x 64
-x 256: 11 us against 1.4 for torch's MKL and 1.2 for brgemm) and brgemm loses to MKL
-once a product has more than a few rows and a weight beyond the caches (32 x 256 x 1024:
-577 against 306 us). Kernels read the CPU's features when numba compiles them, and
-numba keys its disk cache by those features, so a kernel cached on one CPU never runs
-with the other's rules.
+(measured on AMD Zen 3, AVX2) the libraries rank differently (``AVX512``, from
+:func:`rnnkit.cpu.has_avx512`, and the ``AVX2_*`` constants): SciPy's OpenBLAS has no
+fast path for small products there (1 x 64 x 256: 11 us against 1.4 for torch's MKL and
+1.2 for brgemm) and brgemm loses to MKL once a product has more than a few rows and a
+weight beyond the caches (32 x 256 x 1024: 577 against 306 us).
 
 The functions' addresses are registered with LLVM under fixed symbol names, so
 compiled kernels refer to them by name and numba can cache those kernels on
@@ -58,6 +56,7 @@ from numba import cfunc, njit, types
 from numba.extending import get_cython_function_address, overload
 
 from rnnkit.compiled.cache import configure_numba
+from rnnkit.cpu import has_avx512
 
 logger = logging.getLogger(__name__)
 
@@ -137,16 +136,8 @@ AVX2_TINY_WEIGHT = 1 << 14
 _BRGEMM_SYMBOL = "_ZN2at6native7cpublas6brgemmEllllllbPKfS3_Pfb"
 
 _CACHE = configure_numba()  # where the kernels' disk cache is, or False: none (see cache.py)
-
-
-def _host_has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (its foundation), as llvmlite reads the host: the
-    features numba compiles the kernels for and keys their disk cache by."""
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
-
-
 # Which measured rules pick the products' libraries (see the module doc).
-AVX512 = _host_has_avx512()
+AVX512 = has_avx512()
 _NO_TRANSPOSE, _TRANSPOSE = 78, 84  # ord("N"), ord("T")
 _ENVIRONMENT = "RNNKIT_BLAS"
 

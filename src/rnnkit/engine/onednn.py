@@ -54,6 +54,22 @@ which never takes oneDNN, ran 7 ms at 1x8x512x512 against 1.7 ms dense.
 So a call of one step from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
 ``ONE_STEP_MAX_BATCH`` runs on our loops, in inference and training.
 
+Everything above was measured on a CPU with AVX-512 (AMD Zen 4). On one with AVX2 only
+(AMD Zen 3: :func:`rnnkit.cpu.has_avx512`), after the per-step products moved to the
+libraries that win there (:mod:`rnnkit.compiled.blas`), two rules change
+(``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --layers 1 --threads 1 2 ...``, runs
+that varied by 10% or more):
+- training with ``4 * H**2`` of at least ``AVX2_OURS_TRAIN_MAX_RECURRENT`` stays on
+  oneDNN, whatever the directions: 0.74-0.94 at 35x20x650x650, 0.9-0.91 at 100x30x4x512,
+  against 1.04-1.09 at 50x32x512x512 and 50x32x128x512; below that, the rules above won
+  1.06-1.8 (100x30x4x64, 100x30x4x256, 50x32x64x384, 50x32x1024x128 and 200x4x8x64, one
+  direction and two, 1.0-1.03 at 100x32x300x256 and 20x32x300x256 bidirectional);
+- a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
+  1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
+  so training keeps ``ONE_STEP_OURS_MIN``).
+Still slower there, left to oneDNN's rule: tiny bidirectional training such as
+10x16x32x32, 0.87-0.94.
+
 Where our loops win, oneDNN runs the stack only until our compiled kernels are ready.
 
 The torch-ops engine, the other fallback, reaches 0.07-0.81 of it, so while the
@@ -71,6 +87,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.cpu import has_avx512
 from rnnkit.engine.parallel import torch_openmp_library
 
 # What :func:`onednn_fit` returns: oneDNN runs the layer whenever "auto" may pick,
@@ -86,6 +103,10 @@ OURS_PART_ROWS = 32
 # batch, our loops win.
 ONE_STEP_OURS_MIN = 1 << 19
 ONE_STEP_MAX_BATCH = 64
+# Without AVX-512: training on our loops only below this 4 * H**2, and one step of
+# inference on them only from this many weights (see the module doc).
+AVX2_OURS_TRAIN_MAX_RECURRENT = 1 << 20
+AVX2_ONE_STEP_INFERENCE_MIN = 1 << 21
 
 
 def onednn_enabled() -> bool:
@@ -122,10 +143,16 @@ def onednn_fit(
     if not onednn_enabled():
         return None
     batch, threads = batch_sizes[0], torch.get_num_threads()
+    avx512 = has_avx512()
     weights = 4 * hidden_size * (x.size(-1) + hidden_size)  # the first layer's
-    if len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH and weights >= ONE_STEP_OURS_MIN:
+    one_step_min = ONE_STEP_OURS_MIN
+    if not (avx512 or training_grad):
+        one_step_min = AVX2_ONE_STEP_INFERENCE_MIN
+    if len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH and weights >= one_step_min:
         return UNTIL_COMPILED
     if not training_grad:
+        return ALWAYS
+    if not avx512 and 4 * hidden_size**2 >= AVX2_OURS_TRAIN_MAX_RECURRENT:
         return ALWAYS
     large_steps = batch * hidden_size**2 > OURS_TRAIN_MIN
     # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
