@@ -214,3 +214,70 @@ def test_an_elman_call_of_one_step_runs_on_torch_s_layer(monkeypatch, nonlineari
 
 def _close(a, b) -> bool:
     return torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
+@pytest.mark.parametrize("cell", ["GRU", "RNN"])
+def test_a_packed_input_of_one_step_runs_as_the_batched_tensor_would(
+    monkeypatch, cell, kwargs, batch_first
+):
+    """A PackedSequence whose sequences all have one step (unsorted: its sorted_indices
+    reorder the states) takes the batched step's direct call to torch's layer: torch's
+    output rows and final states bit for bit, in inference and training."""
+    calls = []
+    direct = stack.NATIVE_RNN["tanh"] if cell == "RNN" else gated.native_gru
+
+    def counted(x, *args):
+        calls.append(tuple(x.shape))
+        return direct(x, *args)
+
+    if cell == "RNN":
+        monkeypatch.setitem(stack.NATIVE_RNN, "tanh", counted)
+    else:
+        monkeypatch.setattr(gated, "native_gru", counted)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    ours, theirs = _pair(cell, dtype=torch.float64, batch_first=batch_first, **kwargs)
+    x = torch.randn(4, 1, 5, dtype=torch.float64)  # 4 sequences of one step
+    packed = pack_padded_sequence(x, torch.ones(4, dtype=torch.int64), batch_first=True,
+                                  enforce_sorted=False)  # fmt: skip
+    packed = packed._replace(sorted_indices=torch.tensor([2, 0, 3, 1]),
+                             unsorted_indices=torch.tensor([1, 3, 0, 2]))  # fmt: skip
+    hx = _states(ours, 4, torch.float64)
+    for state in (None, hx):
+        pairs = zip(_inferred(ours, packed, state), _inferred(theirs, packed, state), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    grads = []
+    for module in (ours, theirs):
+        data = packed.data.clone().requires_grad_()
+        out, h_n = module(packed._replace(data=data), hx)
+        (out.data.pow(2).sum() + h_n.sum()).backward()
+        grads.append([data.grad] + [p.grad for p in module.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    step = (4, 1, 5) if batch_first else (1, 4, 5)
+    assert calls == [step] * 3
+
+
+def test_a_packed_lstm_step_runs_as_the_batched_tensor_would(monkeypatch):
+    """The LSTM's step takes its direct call too (oneDNN below the one-step size rule),
+    with torch's results at tolerance: torch runs packed input on its per-step path."""
+    calls = []
+    direct = gated.onednn_lstm
+
+    def counted(x, *args):
+        calls.append(tuple(x.shape))
+        return direct(x, *args)
+
+    monkeypatch.setattr(gated, "onednn_lstm", counted)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    ours, theirs = _pair("LSTM", num_layers=2, bidirectional=True)
+    x = torch.randn(4, 1, 5)
+    packed = pack_padded_sequence(x, torch.ones(4, dtype=torch.int64), batch_first=True,
+                                  enforce_sorted=False)  # fmt: skip
+    packed = packed._replace(sorted_indices=torch.tensor([2, 0, 3, 1]),
+                             unsorted_indices=torch.tensor([1, 3, 0, 2]))  # fmt: skip
+    hx = _states(ours, 4, torch.float32)
+    for got, expected in zip(_inferred(ours, packed, hx), _inferred(theirs, packed, hx),
+                             strict=True):  # fmt: skip
+        torch.testing.assert_close(got, expected)
+    assert calls == [(1, 4, 5)] if torch.backends.mkldnn.is_available() else calls == []

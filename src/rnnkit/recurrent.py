@@ -255,6 +255,10 @@ class RecurrentBase(nn.Module):
             if result is not None:
                 return result
         packed = isinstance(input, PackedSequence)
+        if packed and len(input.batch_sizes) == 1 and not torch.compiler.is_compiling():
+            result = self._packed_step_on_torch(input, hx)
+            if result is not None:
+                return result
         states = None if hx is None else self._states_of(hx)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
@@ -316,6 +320,37 @@ class RecurrentBase(nn.Module):
             :meth:`forward`'s.
         """
         return None
+
+    def _packed_step_on_torch(self, input: PackedSequence, hx) -> tuple | None:
+        """A ``PackedSequence`` whose sequences all have one step (a step-by-step decoder
+        over packed input) is a batched tensor of one step in the sorted order: offered
+        to :meth:`_forward_on_torch` as one, so that it runs as the tensor would (the
+        general path's packing cost 0.81-0.93 of torch's speed at 1 x 16 x 32 x 32,
+        ``rnnkit bench --cell gru lstm --shapes 1,16,32,32 --packed 1``); None where
+        that declines.
+
+        Shape:
+            input.data ``(N, H_in)``; output.data ``(N, D * H_out)``.
+        """
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if type(data) is not Tensor or data.dim() != 2:
+            return None
+        if hx is not None and sorted_indices is not None:  # as the general path sorts them
+            hx = self._result_of(tuple(s.index_select(1, sorted_indices)
+                                       for s in self._states_of(hx)))  # fmt: skip
+        step = data.unsqueeze(1 if self.batch_first else 0)  # (1, N, H_in) or (N, 1, H_in)
+        result = self._forward_on_torch(step, hx)
+        if result is None:
+            return None
+        out, finals = result
+        finals = self._states_of(finals)
+        if unsorted_indices is not None:
+            finals = tuple(s.index_select(1, unsorted_indices) for s in finals)
+        out = out.reshape(data.size(0), out.size(-1))  # (N, D * H_out): the packed rows
+        return (
+            PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
+            self._result_of(finals),
+        )
 
     def _initial_states(self, states, batch: int, data: Tensor) -> tuple[Tensor, ...]:
         """The given states checked, else the learned ones, else zeros."""

@@ -68,7 +68,11 @@ that varied by 10% or more):
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
 Still slower there, left to oneDNN's rule: tiny bidirectional training such as
-10x16x32x32, 0.87-0.94.
+10x16x32x32, 0.85-0.95.
+
+Training both directions of a single step below ``ONE_STEP_OURS_MIN`` weights stays on
+oneDNN on either CPU: one step has no recurrence to gain on (1x16x32x32 read 0.75-0.83
+on our loops, AVX2).
 
 Where our loops win, oneDNN runs the stack only until our compiled kernels are ready.
 
@@ -158,7 +162,9 @@ def onednn_fit(
     # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
     large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS
     large_parts = large_parts and torch_openmp_library() is not None
-    ours_win = len(directions) == 2 or (large_steps and (threads == 1 or large_parts))
+    # One step has no recurrence for oneDNN's serial backward directions to lose on.
+    both_directions = len(directions) == 2 and len(batch_sizes) > 1
+    ours_win = both_directions or (large_steps and (threads == 1 or large_parts))
     return UNTIL_COMPILED if ours_win else ALWAYS
 
 
