@@ -259,6 +259,12 @@ def test_without_avx512_per_step_products_go_to_brgemm_by_rows_and_weight(blas):
     # A tiny weight at one thread: up to twice AVX2_FEW_ROWS (a GRU step at H = 64).
     assert choose(32, 64, 192, one_thread) and not choose(33, 64, 192, one_thread)
     assert not choose(30, 64, 192, none)
+    # A part of a split loop (its products run beside the other parts'): up to
+    # AVX2_PART_ROWS rows by a weight under AVX2_PART_WEIGHT.
+    part = blas.TALL_ROWS_PART
+    assert choose(32, 128, 384, part) and choose(15, 256, 768, part)
+    assert not choose(33, 128, 384, part) and not choose(15, 256, 1024, part)
+    assert not choose(32, 128, 384, one_thread)
 
 
 def test_without_avx512_products_go_to_the_large_library_at_any_size(blas):

@@ -82,6 +82,17 @@ NARROW_COLUMNS = 8
 #   on transposed ones (the weight gradients, T256 x 3000 x 256 4.3 against
 #   5.7-6.0 ms). At two threads MKL uses both and wins those too.
 TALL_ROWS_ONE_THREAD = 256
+# The tall_rows of a part of a time loop split by sequences (rnnkit.compiled.team): one
+# thread's, as TALL_ROWS_ONE_THREAD (one row more), but its products run beside the other
+# parts'. Without AVX-512 those of at most AVX2_PART_ROWS rows by a weight of fewer than
+# AVX2_PART_WEIGHT elements go to brgemm: it reads the weight where MKL packs it afresh on
+# every call, and with both cores doing so the GRU's split loops ran 1.05-1.12x faster on
+# brgemm at 50 x 64 x 32 x 128 and 100 x 30 x 4 x 256, two threads; the LSTM's at 100 x 30
+# x 4 x 256 (a 256 x 1024 weight) ran 0.88-0.97x, and it stays on MKL
+# (benchmarks/compare_revisions.py --threads 2).
+TALL_ROWS_PART = TALL_ROWS_ONE_THREAD + 1
+AVX2_PART_ROWS = 32
+AVX2_PART_WEIGHT = 1 << 18
 NO_TALL_LIMIT = 1 << 62
 _TALL_ROWS_SLOT = 8  # where scratch() keeps the tall-rows limit
 
@@ -328,6 +339,8 @@ def goes_to_brgemm(m, k, n, itemsize, tall_rows, avx512):
     if not avx512:
         if m <= AVX2_ANY_WEIGHT_ROWS or m * k * n <= AVX2_SMALL_PRODUCT:
             return True
+        if tall_rows == TALL_ROWS_PART:
+            return m <= AVX2_PART_ROWS and k * n < AVX2_PART_WEIGHT
         if tall_rows == NO_TALL_LIMIT:  # torch runs on two threads or more
             return m <= AVX2_FEW_ROWS and k * n <= AVX2_TINY_WEIGHT
         if k * n <= AVX2_TINY_WEIGHT:

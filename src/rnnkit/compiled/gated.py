@@ -265,9 +265,9 @@ def _team_fields(rows, batch_sizes, batch, dtype, reverse, parts, width, hidden,
             f"{list(parts)} for dtype {dtype}, batch_sizes {list(batch_sizes)} and w_in_place "
             f"{w_in_place}"
         )
-    # Each part's products stay in its thread (brgemm or SciPy's BLAS), as at one thread.
+    # Each part's products stay in its thread, as at one thread (see TALL_ROWS_PART).
     return _team().fields(rows, width, hidden, batch, len(sizes), column, reverse, small_gemm,
-                          _blas().TALL_ROWS_ONE_THREAD, keep, state_width, projected)  # fmt: skip
+                          _blas().TALL_ROWS_PART, keep, state_width, projected)  # fmt: skip
 
 
 def _check(arrays: dict, first: str, column: int, width: int) -> None:
