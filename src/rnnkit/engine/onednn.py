@@ -61,9 +61,10 @@ libraries that win there (:mod:`rnnkit.compiled.blas`), two rules change
 that varied by 10% or more):
 - training with ``4 * H**2`` of at least ``AVX2_OURS_TRAIN_MAX_RECURRENT`` stays on
   oneDNN, whatever the directions: 0.74-0.94 at 35x20x650x650, 0.9-0.91 at 100x30x4x512,
-  against 1.04-1.09 at 50x32x512x512 and 50x32x128x512; below that, the rules above won
-  1.06-1.8 (100x30x4x64, 100x30x4x256, 50x32x64x384, 50x32x1024x128 and 200x4x8x64, one
-  direction and two, 1.0-1.03 at 100x32x300x256 and 20x32x300x256 bidirectional);
+  against 1.04-1.09 at 50x32x512x512 and 50x32x128x512; below that, where the rules above
+  send training to our loops, they won 1.09-1.8 (bidirectional at 100x30x4x64, 200x4x8x64,
+  50x32x64x384, 50x32x1024x128 and 100x30x4x256, one direction at the last and at
+  50x32x64x384) and tied at 100x32x300x256 and 20x32x300x256 bidirectional (0.91-1.03);
 - a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
