@@ -22,6 +22,7 @@ from rnnkit import benchmark
 from rnnkit.benchmark import BenchmarkConfig, format_table, run_benchmark
 from rnnkit.compiled import available as compiled_available
 from rnnkit.compiled import large_gemm_library as compiled_large_gemm_library
+from rnnkit.cpu import has_avx512
 
 TINY = (5, 2, 3, 4)  # (T, N, H_in, H_out)
 IMPL_KEYS = {
@@ -375,6 +376,9 @@ def test_script_prints_table_and_writes_json(tmp_path, capsys):
     assert set(report) == {"environment", "config", "results"}
     expected = compiled_large_gemm_library() if compiled_available() else None
     assert report["environment"]["large_gemm_library"] == expected
+    # which of the engine's measured rules the timings ran under
+    assert report["environment"]["avx512"] == (has_avx512() if compiled_available() else None)
+    assert report["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert len(report["results"]) == 1
     assert report["config"]["repeats"] == 1
 

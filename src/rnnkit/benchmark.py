@@ -100,6 +100,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from rnnkit import compiled
 from rnnkit.bound import sequential_gemm_bound_ms
+from rnnkit.cpu import has_avx512
 from rnnkit.engine import workspace
 
 logger = logging.getLogger(__name__)
@@ -1007,9 +1008,10 @@ def environment() -> dict[str, Any]:
     """Describes the machine and versions, to store next to the results.
 
     Returns:
-        Versions of Python, torch and rnnkit, the platform, the CPU count,
-        whether torch has oneDNN, and the BLAS the compiled loops give large
-        products (None without them).
+        Versions of Python, torch and rnnkit, the platform, the CPU count, torch's CPU
+        capability, whether the CPU has AVX-512 (which of the engine's measured rules
+        apply: :mod:`rnnkit.cpu`), whether torch has oneDNN, and the BLAS the compiled
+        loops give large products (None without them).
     """
     try:
         from importlib.metadata import version
@@ -1024,6 +1026,8 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512": has_avx512() if compiled.available() else None,
         "onednn": torch.backends.mkldnn.is_available(),  # behind torch.nn.LSTM's default path
         "large_gemm_library": compiled.large_gemm_library() if compiled.available() else None,
     }
