@@ -125,15 +125,6 @@ def test_without_avx512_large_recurrent_weights_train_and_small_steps_infer_on_o
         assert _fit(grad=True, directions=both, hidden=limit) == ALWAYS
         assert _fit(grad=True, batch_sizes=(30, 30), hidden=256) == UNTIL_COMPILED
         assert _fit(grad=True, batch_sizes=(30, 30), hidden=limit) == ALWAYS
-        # One direction, many small steps: ours from AVX2_OURS_TRAIN_MIN_STEPS steps of
-        # AVX2_OURS_TRAIN_MIN_BATCH sequences, up to AVX2_OURS_TRAIN_MAX_HIDDEN.
-        steps, batch = onednn.AVX2_OURS_TRAIN_MIN_STEPS, onednn.AVX2_OURS_TRAIN_MIN_BATCH
-        widest = onednn.AVX2_OURS_TRAIN_MAX_HIDDEN
-        assert _fit(grad=True, batch_sizes=(batch,) * steps, hidden=widest) == UNTIL_COMPILED
-        assert _fit(grad=True, batch_sizes=(batch,) * (steps - 1), hidden=widest) == ALWAYS
-        assert _fit(grad=True, batch_sizes=(batch - 1,) * steps, hidden=widest) == ALWAYS
-        assert _fit(grad=True, batch_sizes=(batch,) * steps, hidden=widest + 1) == ALWAYS
-        assert _fit(grad=False, batch_sizes=(batch,) * steps, hidden=widest) == ALWAYS
         x = torch.zeros(1, 3, 256)  # 4 * 256 * (256 + 256) = 2**19 weights
         assert onednn_fit(x, [3], (False,), False, False, 256) == ALWAYS
         assert onednn_fit(x, [3], (False,), False, True, 256) == UNTIL_COMPILED

@@ -56,7 +56,7 @@ So a call of one step from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
 
 Everything above was measured on a CPU with AVX-512 (AMD Zen 4). On one with AVX2 only
 (AMD Zen 3: :func:`rnnkit.cpu.has_avx512`), after the per-step products moved to the
-libraries that win there (:mod:`rnnkit.compiled.blas`), three rules change
+libraries that win there (:mod:`rnnkit.compiled.blas`), two rules change
 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --layers 1 --threads 1 2 ...``, runs
 that varied by 10% or more):
 - training with ``4 * H**2`` of at least ``AVX2_OURS_TRAIN_MAX_RECURRENT`` stays on
@@ -65,12 +65,6 @@ that varied by 10% or more):
   send training to our loops, they won 1.09-1.8 (bidirectional at 100x30x4x64, 200x4x8x64,
   50x32x64x384, 50x32x1024x128 and 100x30x4x256, one direction at the last and at
   50x32x64x384) and tied at 100x32x300x256 and 20x32x300x256 bidirectional (0.91-1.03);
-- one-direction training of at least ``AVX2_OURS_TRAIN_MIN_STEPS`` steps of at least
-  ``AVX2_OURS_TRAIN_MIN_BATCH`` sequences with ``H`` up to ``AVX2_OURS_TRAIN_MAX_HIDDEN``
-  runs on our loops too: 1.14-1.17 at 100x30x4x64, 1.08-1.12 at 200x4x8x64, 1.06-1.10 at
-  100x16x32x64 (1 and 2 threads, ``--budget 1``), where at H = 128 they tie (0.99-1.03 at
-  50x64x32x128 and 50x32x64x128) and fewer steps or sequences lose (0.86-0.88 at
-  20x16x32x64, 0.86-0.94 at 100x1x4x64);
 - a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
@@ -118,10 +112,6 @@ ONE_STEP_MAX_BATCH = 64
 # inference on them only from this many weights (see the module doc).
 AVX2_OURS_TRAIN_MAX_RECURRENT = 1 << 20
 AVX2_ONE_STEP_INFERENCE_MIN = 1 << 21
-# Without AVX-512, one-direction training this long, this wide and this narrow is ours.
-AVX2_OURS_TRAIN_MIN_STEPS = 64
-AVX2_OURS_TRAIN_MIN_BATCH = 4
-AVX2_OURS_TRAIN_MAX_HIDDEN = 64
 
 
 def onednn_enabled() -> bool:
@@ -176,10 +166,6 @@ def onednn_fit(
     # One step has no recurrence for oneDNN's serial backward directions to lose on.
     both_directions = len(directions) == 2 and len(batch_sizes) > 1
     ours_win = both_directions or (large_steps and (threads == 1 or large_parts))
-    if not avx512:  # many small steps: our per-step cost wins (see the module doc)
-        many_small_steps = len(batch_sizes) >= AVX2_OURS_TRAIN_MIN_STEPS
-        many_small_steps = many_small_steps and batch >= AVX2_OURS_TRAIN_MIN_BATCH
-        ours_win = ours_win or (many_small_steps and hidden_size <= AVX2_OURS_TRAIN_MAX_HIDDEN)
     return UNTIL_COMPILED if ours_win else ALWAYS
 
 
