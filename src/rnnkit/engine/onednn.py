@@ -69,7 +69,11 @@ that varied by 10% or more):
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
 Still slower there, left to oneDNN's rule: tiny bidirectional training such as
-10x16x32x32, 0.85-0.95.
+10x16x32x32, 0.85-0.95. Left to oneDNN though our loops win: one-direction training of
+many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--budget 1``;
+they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
+first training run of the most common LSTM (``test_a_dense_float32_lstm_compiles_nothing``)
+for a gain that ``benchmarks/compare_revisions.py`` could not tell from the noise.
 
 Training both directions of a single step below ``ONE_STEP_OURS_MIN`` weights stays on
 oneDNN on either CPU: one step has no recurrence to gain on (1x16x32x32 read 0.75-0.83
