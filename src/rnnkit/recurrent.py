@@ -264,8 +264,8 @@ class RecurrentBase(nn.Module):
             data, batch_sizes, sorted_indices, unsorted_indices = input
             sizes = _packed_sizes(batch_sizes, data.size(0) if data.dim() else 0)
             batch = sizes[0]
-            if states is not None and sorted_indices is not None:
-                states = tuple(s.index_select(1, sorted_indices) for s in states)
+            if states is not None:
+                states = _in_order(states, sorted_indices)
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(self._dims_message.format(name=self._name, dims=input.dim()))
@@ -299,8 +299,7 @@ class RecurrentBase(nn.Module):
             out = _merge_directions(out, self.merge_mode)  # (R, H_out)
 
         if packed:
-            if unsorted_indices is not None:
-                finals = tuple(s.index_select(1, unsorted_indices) for s in finals)
+            finals = _in_order(finals, unsorted_indices)
             output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
             return output, self._result_of(finals)
         out = out.view(seq_len, batch, out.size(1))  # (L, N, D * H_out), or H_out if merged
@@ -335,17 +334,14 @@ class RecurrentBase(nn.Module):
         data, batch_sizes, sorted_indices, unsorted_indices = input
         if type(data) is not Tensor or data.dim() != 2:
             return None
-        if hx is not None and sorted_indices is not None:  # as the general path sorts them
-            hx = self._result_of(tuple(s.index_select(1, sorted_indices)
-                                       for s in self._states_of(hx)))  # fmt: skip
+        if hx is not None:  # sorted as the general path sorts them
+            hx = self._result_of(_in_order(self._states_of(hx), sorted_indices))
         step = data.unsqueeze(1 if self.batch_first else 0)  # (1, N, H_in) or (N, 1, H_in)
         result = self._forward_on_torch(step, hx)
         if result is None:
             return None
         out, finals = result
-        finals = self._states_of(finals)
-        if unsorted_indices is not None:
-            finals = tuple(s.index_select(1, unsorted_indices) for s in finals)
+        finals = _in_order(self._states_of(finals), unsorted_indices)
         out = out.reshape(data.size(0), out.size(-1))  # (N, D * H_out): the packed rows
         return (
             PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
@@ -527,6 +523,19 @@ def one_step_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch
         input, hx, module._flat_weights, module.bias, module.num_layers, module.dropout,
         module.training, module.bidirectional, module.batch_first,
     )  # fmt: skip
+
+
+def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:
+    """``states`` with their sequences in the order of ``indices`` (a packed input's
+    ``sorted_indices`` or ``unsorted_indices``), as torch's ``permute_hidden``; as they
+    are where ``indices`` is None.
+
+    Shape:
+        each state ``(D * num_layers, N, *)``.
+    """
+    if indices is None:
+        return states
+    return tuple(s.index_select(1, indices) for s in states)
 
 
 def _on_padded(loop, data: Tensor, batch_sizes: list[int]):
