@@ -120,9 +120,11 @@ def test_without_avx512_large_recurrent_weights_train_and_small_steps_infer_on_o
     assert 4 * limit**2 == onednn.AVX2_OURS_TRAIN_MAX_RECURRENT
     try:
         torch.set_num_threads(1)
-        both = (False, True)
-        assert _fit(grad=True, directions=both, hidden=limit - 1) == UNTIL_COMPILED
-        assert _fit(grad=True, directions=both, hidden=limit) == ALWAYS
+        both, steps = (False, True), (3,) * onednn.AVX2_BIDIRECTIONAL_MIN_STEPS
+        assert _fit(grad=True, directions=both, batch_sizes=steps, hidden=limit - 1) == (
+            UNTIL_COMPILED
+        )
+        assert _fit(grad=True, directions=both, batch_sizes=steps, hidden=limit) == ALWAYS
         assert _fit(grad=True, batch_sizes=(30, 30), hidden=256) == UNTIL_COMPILED
         assert _fit(grad=True, batch_sizes=(30, 30), hidden=limit) == ALWAYS
         x = torch.zeros(1, 3, 256)  # 4 * 256 * (256 + 256) = 2**19 weights
@@ -133,6 +135,23 @@ def test_without_avx512_large_recurrent_weights_train_and_small_steps_infer_on_o
         assert onednn_fit(x[..., 1:], [3], (False,), False, False, 512) == ALWAYS
     finally:
         torch.set_num_threads(threads)
+
+
+@needs_onednn
+def test_without_avx512_bidirectional_training_of_few_steps_stays_on_onednn(avx2):
+    """With AVX2 only, bidirectional training runs on our loops from
+    AVX2_BIDIRECTIONAL_MIN_STEPS steps; with AVX-512 from two."""
+    both, fewest = (False, True), onednn.AVX2_BIDIRECTIONAL_MIN_STEPS
+    assert _fit(grad=True, directions=both, batch_sizes=(3,) * fewest) == UNTIL_COMPILED
+    assert _fit(grad=True, directions=both, batch_sizes=(3,) * (fewest - 1)) == ALWAYS
+    assert _fit(grad=True, directions=both, batch_sizes=(3, 3)) == ALWAYS
+    assert _fit(directions=both, batch_sizes=(3,) * fewest) == ALWAYS  # inference
+
+
+@needs_onednn
+def test_with_avx512_bidirectional_training_of_two_steps_runs_on_our_loops(avx512):
+    assert _fit(grad=True, directions=(False, True), batch_sizes=(3, 3)) == UNTIL_COMPILED
+    assert _fit(grad=True, directions=(False, True), batch_sizes=(3,)) == ALWAYS
 
 
 @needs_onednn
@@ -243,7 +262,9 @@ def test_inference_of_both_directions_is_torchs_bit_for_bit(onednn_calls):
 
 
 @needs_onednn
-def test_bidirectional_training_and_other_layers_stay_on_our_engine(onednn_calls, monkeypatch):
+def test_bidirectional_training_and_other_layers_stay_on_our_engine(
+    onednn_calls, monkeypatch, avx512
+):
     ours, _ = _pair(bidirectional=True)
     ours(torch.randn(7, 4, 5, requires_grad=True))[0].sum().backward()
     ours.double()(torch.randn(7, 4, 5, dtype=torch.float64))
@@ -258,6 +279,20 @@ def test_bidirectional_training_and_other_layers_stay_on_our_engine(onednn_calls
     # A packed batch of equal lengths is dense: oneDNN runs it.
     _pair()[0](pack_padded_sequence(torch.randn(7, 3, 5), [7, 7, 7]))
     assert onednn_calls == [(21, 5)]  # the general path's packed rows
+
+
+@needs_onednn
+def test_without_avx512_the_direct_call_counts_the_steps_of_bidirectional_training(
+    onednn_calls, avx2
+):
+    """The layer's direct call (dense input) gives onednn_fit the real number of steps:
+    AVX2_BIDIRECTIONAL_MIN_STEPS steps train on our loops, one fewer on oneDNN."""
+    ours, _ = _pair(bidirectional=True)
+    fewest = onednn.AVX2_BIDIRECTIONAL_MIN_STEPS
+    ours(torch.randn(fewest, 4, 5, requires_grad=True))[0].sum().backward()
+    assert onednn_calls == []
+    ours(torch.randn(fewest - 1, 4, 5, requires_grad=True))[0].sum().backward()
+    assert onednn_calls == [(fewest - 1, 4, 5)]
 
 
 @needs_onednn

@@ -146,8 +146,7 @@ class LSTM(RecurrentBase):
             or any(w.requires_grad for w in weights)
         )
         directions = (False, True) if self.bidirectional else (False,)
-        # Rows per step, all equal: onednn_fit asks only whether there is more than one step.
-        batch_sizes = (batch,) * min(steps, 2)
+        batch_sizes = (batch,) * steps  # rows per step, all equal
         onednn = onednn_fit(input, batch_sizes, directions, False, grad, self.hidden_size)
         if onednn is None:
             return None

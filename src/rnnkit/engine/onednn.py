@@ -68,8 +68,13 @@ that varied by 10% or more):
 - a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
-Still slower there, left to oneDNN's rule: tiny bidirectional training such as
-10x16x32x32, 0.85-0.95. Left to oneDNN though our loops win: one-direction training of
+- bidirectional training needs ``AVX2_BIDIRECTIONAL_MIN_STEPS`` steps: below them our
+  loops lost 0.81-0.93 at 10x16x32x32, 20x16x32x32, 10x16x32x64 and 10x64x32x32 (two
+  threads), 0.89-1.01 at 20x16x32x64 and 0.96-1.01 at 20x32x300x256; from them they won
+  1.45-1.49 at 30x16x32x64 and 40x16x32x64 and 1.02-1.13 at 30x32x300x256 and
+  50x32x300x256, and tied at H = 32 (0.93-1.01 at 30x16x32x32 and 40x16x32x32, 0.99-1.10
+  at 50x16x32x32) and at 32x8x64x128 (0.95-1.05) (``... --modes train --bidirectional 1``).
+Left to oneDNN though our loops win: one-direction training of
 many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--budget 1``;
 they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
 first training run of the most common LSTM (``test_a_dense_float32_lstm_compiles_nothing``)
@@ -116,6 +121,8 @@ ONE_STEP_MAX_BATCH = 64
 # inference on them only from this many weights (see the module doc).
 AVX2_OURS_TRAIN_MAX_RECURRENT = 1 << 20
 AVX2_ONE_STEP_INFERENCE_MIN = 1 << 21
+# Without AVX-512: bidirectional training on our loops only from this many steps.
+AVX2_BIDIRECTIONAL_MIN_STEPS = 30
 
 
 def onednn_enabled() -> bool:
@@ -167,8 +174,10 @@ def onednn_fit(
     # Parts only where the loops can split the batch (on torch's GNU OpenMP team).
     large_parts = threads == 2 and batch >= threads * OURS_PART_ROWS
     large_parts = large_parts and torch_openmp_library() is not None
-    # One step has no recurrence for oneDNN's serial backward directions to lose on.
-    both_directions = len(directions) == 2 and len(batch_sizes) > 1
+    # One step has no recurrence for oneDNN's serial backward directions to lose on; on
+    # AVX2 a few steps do not pay for our loops' larger cost per call either.
+    min_steps = 2 if avx512 else AVX2_BIDIRECTIONAL_MIN_STEPS
+    both_directions = len(directions) == 2 and len(batch_sizes) >= min_steps
     ours_win = both_directions or (large_steps and (threads == 1 or large_parts))
     return UNTIL_COMPILED if ours_win else ALWAYS
 
