@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from rnnkit.toolkit.rendezvous import Rendezvous
 
 PROG = "rnnkit"
+# In a run of model.ensemble_size > 1: a directory per member, members/1, members/2, ...
+ENSEMBLE_MEMBERS_DIR = "members"
 
 __all__ = ["main"]
 
@@ -442,13 +444,23 @@ def _train_into(
     distributed run's rendezvous, where the processes meet before training.
     """
     from rnnkit.toolkit import rundir
-    from rnnkit.toolkit.checkpoint import atomic_write
-    from rnnkit.toolkit.seeding import seed_everything
+    from rnnkit.toolkit.checkpoint import atomic_write, save_model
+    from rnnkit.toolkit.config import ConfigError
+    from rnnkit.toolkit.ensemble import EnsembleModel
+    from rnnkit.toolkit.plots import plot_learning_curves
+    from rnnkit.toolkit.seeding import derive_seed, seed_everything
     from rnnkit.toolkit.tasks import first_batch, shape_trace
-    from rnnkit.toolkit.trainer import Trainer
+    from rnnkit.toolkit.trainer import MODEL_DIR, Trainer
 
     seed_everything(config.train.seed)
-    model = _new_or_resumed_model(data.model_config, work if resume else None)
+    members = config.model.ensemble_size
+    if members > 1 and run is not None and run.env.world_size > 1:
+        raise ConfigError(
+            f"model.ensemble_size = {members} trains its members one after another in one "
+            "process; run it without torchrun (or set model.ensemble_size = 1)"
+        )
+    member_config = dataclasses.replace(data.model_config, ensemble_size=1)
+    model = _new_or_resumed_model(member_config, _member_dir(work, 0, members) if resume else None)
     train_config = config.train.to_train_config()
     parameters = sum(p.numel() for p in model.parameters())
     layer = type(model.encoder.rnn).__name__  # RNN, LSTM or GRU: config.model.cell
@@ -461,6 +473,7 @@ def _train_into(
         f"{', bidirectional' if config.model.bidirectional else ''}) + "
         f"{'decoder with attention' if config.task == 'translate' else 'linear head'}, "
         f"{parameters:,} parameters"
+        + (f"; an ensemble of {members}, trained one after another" if members > 1 else "")
     )
     batch = first_batch(data.train, data.collate_fn, train_config.batch_size)
     _print("one training batch through it:")
@@ -471,54 +484,78 @@ def _train_into(
     for (what, _, meaning), shape in zip(trace, shapes, strict=True):
         _print(f"  {what:<{width}}  {shape:<{shape_width}}  # {meaning}")
 
-    # The Trainer checks the device and the monitor: build it before anything is written, so
-    # that a run refused here leaves no files that would block the next try.
-    trainer = Trainer(
-        train_config,
-        model,
-        data.train,
-        data.val,
-        loss_fn=task.loss_fn(config.train.label_smoothing),
-        metrics=task.metrics(),
-        collate_fn=data.collate_fn,
-        callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
-        out_dir=work,
-    )
-    if run is not None:  # all checked, nothing written: each process stops here if one failed
-        run.all_ready(trainer.device)
-        run.join(trainer.device)  # then a process that fails stops the others' collectives
-    if main_process:
-        work.mkdir(parents=True, exist_ok=True)
-        # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
-        atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
-        rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
-    _print(
-        f"training: {train_config.epochs} epoch{'s' if train_config.epochs > 1 else ''} of "
-        f"{len(data.train):,} examples, batch "
-        f"{train_config.batch_size}, {train_config.optimizer} lr {train_config.lr:g}, on "
-        f"{trainer.device}"
-    )
-    fit_started = time.perf_counter()
-    history = trainer.fit(resume=resume)
+    fitted, trained, fit_started = [], [], time.perf_counter()
+    for k in range(members):
+        if k:  # the first member is the single model of the same config, seed and all
+            train_config = dataclasses.replace(
+                config.train, seed=derive_seed(config.train.seed, k)
+            ).to_train_config()
+            seed_everything(train_config.seed)
+            model = _new_or_resumed_model(member_config, _member_dir(work, k, members)
+                                          if resume else None)  # fmt: skip
+        if members > 1:
+            _print(f"ensemble member {k + 1} of {members} (seed {train_config.seed}):")
+        # The Trainer checks the device and the monitor: build it before anything is written,
+        # so that a run refused here leaves no files that would block the next try.
+        trainer = Trainer(
+            train_config,
+            model,
+            data.train,
+            data.val,
+            loss_fn=task.loss_fn(config.train.label_smoothing),
+            metrics=task.metrics(),
+            collate_fn=data.collate_fn,
+            callbacks=[_EpochPrinter(_higher_is_better(task, train_config.monitor))],
+            out_dir=_member_dir(work, k, members),
+        )
+        if k == 0:
+            if run is not None:  # all checked, nothing written: each stops here if one failed
+                run.all_ready(trainer.device)
+                run.join(trainer.device)  # then a process that fails stops the others' collectives
+            if main_process:
+                work.mkdir(parents=True, exist_ok=True)
+                # Also when resuming: --set train.KEY=VALUE may have changed the training settings.
+                atomic_write(work / rundir.CONFIG_FILE, _config_header() + config.to_toml())
+                rundir.write_json(work / rundir.TRANSFORM_FILE, transform_document)
+            _print(
+                f"training: {train_config.epochs} epoch{'s' if train_config.epochs > 1 else ''} of "
+                f"{len(data.train):,} examples, batch "
+                f"{train_config.batch_size}, {train_config.optimizer} lr {train_config.lr:g}, on "
+                f"{trainer.device}"
+            )
+        history = trainer.fit(resume=resume)
+        best = _best_epoch(history, trainer.monitor, _higher_is_better(task, trainer.monitor),
+                           train_config.early_stopping_min_delta)  # fmt: skip
+        if best is not None and train_config.restore_best and len(history) > 1:
+            _print(f"kept the weights of epoch {best['epoch']} ({trainer.monitor} "
+                   f"{best[trainer.monitor]:.6g})")  # fmt: skip
+        fitted.append(trainer.model)
+        trained.append({"seed": train_config.seed, "epochs": len(history),
+                        "best_epoch": None if best is None else int(best["epoch"]),
+                        trainer.monitor: None if best is None else best[trainer.monitor],
+                        "history": history})  # fmt: skip
     if not main_process:
         return {}
+    history = trained[0]["history"]
     results: dict[str, Any] = {
         "task": config.task,
         "epochs": len(history),
         "train_seconds": round(time.perf_counter() - fit_started, 2),
     }
     if history:
-        best = _best_epoch(
-            history,
-            trainer.monitor,
-            _higher_is_better(task, trainer.monitor),
-            train_config.early_stopping_min_delta,
-        )
         results["monitor"] = trainer.monitor
-        results["best_epoch"] = None if best is None else int(best["epoch"])
-        if best is not None and train_config.restore_best and len(history) > 1:
-            _print(f"kept the weights of epoch {best['epoch']} ({trainer.monitor} "
-                   f"{best[trainer.monitor]:.6g})")  # fmt: skip
+        results["best_epoch"] = trained[0]["best_epoch"]
+    if members > 1:
+        model = EnsembleModel(data.model_config, fitted)
+        save_model(work / MODEL_DIR, model)
+        for k, member in enumerate(trained):
+            if member["history"]:
+                plot_learning_curves(
+                    member["history"], _member_dir(work, k, members) / rundir.LEARNING_CURVES_PNG,
+                    best_epoch=member["best_epoch"],
+                    title=f"{config.task}: member {k + 1} of {members}, loss per epoch",
+                )  # fmt: skip
+        results["members"] = [{k: v for k, v in m.items() if k != "history"} for m in trained]
     transform, baseline = data.transform, data.baseline
     test_frame = None
     for split, dataset in (("val", data.val), ("test", data.test)):
@@ -543,6 +580,14 @@ def _train_into(
     if test_frame is not None:
         atomic_write(work / rundir.PREDICTIONS_CSV, test_frame.to_csv(index=False))
     return results
+
+
+def _member_dir(work: Path | None, k: int, members: int) -> Path | None:
+    """Where ensemble member `k` (from 0) trains: the run itself for a single model, else
+    ``members/K`` in it (checkpoints, metrics.csv, model/ and learning curves of its own)."""
+    if work is None or members == 1:
+        return work
+    return work / ENSEMBLE_MEMBERS_DIR / str(k + 1)
 
 
 def _higher_is_better(task: Any, monitor: str | None) -> bool:
@@ -577,12 +622,14 @@ def _write_plots(
     """The learning curves; the forecast or the confusion matrix on the test set."""
     from rnnkit.toolkit import plots, rundir
 
+    members = config.model.ensemble_size
+    member_one = f"member 1 of {members}, " if members > 1 else ""  # members/K hold the others'
     if history:
         plots.plot_learning_curves(
             history,
             work / rundir.LEARNING_CURVES_PNG,
             best_epoch=results.get("best_epoch"),
-            title=f"{config.task}: loss per epoch (hidden {config.model.hidden_size}, "
+            title=f"{config.task}: {member_one}loss per epoch (hidden {config.model.hidden_size}, "
             f"lr {config.train.lr:g})",
         )
     if config.task == "forecast" and test_frame is not None:

@@ -55,7 +55,7 @@ from rnnkit.toolkit.arguments import is_int, is_real
 from rnnkit.toolkit.cells import CELLS
 from rnnkit.toolkit.data.series_archive import is_aeon_source
 from rnnkit.toolkit.data.timeseries import TARGET_TRANSFORMS
-from rnnkit.toolkit.models import ATTENTIONS, NONLINEARITIES, POOLINGS
+from rnnkit.toolkit.models import ATTENTIONS, MANY_TO_ONE_TASKS, NONLINEARITIES, POOLINGS
 from rnnkit.toolkit.trainer import LR_SCHEDULES, OPTIMIZERS
 
 TASKS = ("forecast", "classify", "classify-series", "tag", "language-model", "translate")
@@ -316,6 +316,10 @@ class ModelSection:
     char_hidden_size: int = 0
     # Width of the character embedding; 0 means char_hidden_size.
     char_embedding_dim: int = 0
+    # Classify, classify-series, forecast: this many models of this architecture, trained one
+    # after another (the first with train.seed, each other with a seed derived from it) and
+    # their outputs averaged (rnnkit.toolkit.ensemble); 1 is a single model.
+    ensemble_size: int = 1
     # Translate: how the decoder scores source steps, "multiplicative" (Luong; the decoder
     # then runs over a whole target in one call in training) or "additive" (Bahdanau).
     attention: str = "multiplicative"
@@ -351,6 +355,7 @@ class ModelSection:
         _check_int(
             "model.char_embedding_dim", self.char_embedding_dim, 0, " (0 means char_hidden_size)"
         )
+        _check_int("model.ensemble_size", self.ensemble_size, 1)
         _check_choice("model.attention", self.attention, ATTENTIONS)
         _check_bool("model.tie_embeddings", self.tie_embeddings)
 
@@ -546,6 +551,13 @@ class RunConfig:
                 "model.char_embedding_dim",
                 "0 without a character RNN (set model.char_hidden_size for one)",
                 model.char_embedding_dim,
+            )
+        if model.ensemble_size > 1 and MODEL_TASKS[self.task] not in MANY_TO_ONE_TASKS:
+            raise _invalid(
+                "model.ensemble_size",
+                f"1 for task {self.task!r} (ensembles average one prediction per sequence: "
+                "classify, classify-series and forecast)",
+                model.ensemble_size,
             )
         if self.task != "translate":
             for name, default in (("attention", "multiplicative"), ("tie_embeddings", False)):
