@@ -467,14 +467,16 @@ def _train_into(
     # Only the Elman layer has a choice of nonlinearity; the gated ones fix theirs.
     nonlinearity = f"{config.model.nonlinearity}, " if config.model.cell == "rnn" else ""
     _print(
-        f"model: {type(model).__name__}, rnnkit.{layer} encoder ({nonlinearity}"
+        f"model: {f'the average of {members} ' if members > 1 else ''}{type(model).__name__}, "
+        f"rnnkit.{layer} encoder ({nonlinearity}"
         f"hidden {config.model.hidden_size}, {config.model.num_layers} layer"
         f"{'s' if config.model.num_layers > 1 else ''}"
         f"{', bidirectional' if config.model.bidirectional else ''}) + "
         f"{'decoder with attention' if config.task == 'translate' else 'linear head'}, "
-        f"{parameters:,} parameters"
-        + (f"; an ensemble of {members}, trained one after another" if members > 1 else "")
+        f"{members * parameters:,} parameters"
     )
+    if members > 1:
+        _print(f"  an ensemble: {parameters:,} parameters a member, trained one after another")
     batch = first_batch(data.train, data.collate_fn, train_config.batch_size)
     _print("one training batch through it:")
     trace = shape_trace(model, batch)

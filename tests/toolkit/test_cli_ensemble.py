@@ -48,7 +48,8 @@ def test_each_member_trains_in_its_own_directory_and_the_first_is_the_single_mod
     code, stdout, stderr = run(capsys, "train", config, "--out", ensemble,
                                "--set", "model.ensemble_size=3")  # fmt: skip
     assert code == 0, stderr
-    assert "an ensemble of 3, trained one after another" in stdout
+    assert "model: the average of 3 ManyToOneModel" in stdout
+    assert "an ensemble: " in stdout and "parameters a member, trained one after another" in stdout
     assert "ensemble member 3 of 3" in stdout
     results = json.loads((ensemble / "results.json").read_text())
     assert [m["seed"] for m in results["members"]] == [0, derive_seed(0, 1), derive_seed(0, 2)]
