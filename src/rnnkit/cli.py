@@ -444,13 +444,11 @@ def _train_into(
     distributed run's rendezvous, where the processes meet before training.
     """
     from rnnkit.toolkit import rundir
-    from rnnkit.toolkit.checkpoint import atomic_write, save_model
+    from rnnkit.toolkit.checkpoint import atomic_write
     from rnnkit.toolkit.config import ConfigError
-    from rnnkit.toolkit.ensemble import EnsembleModel
-    from rnnkit.toolkit.plots import plot_learning_curves
     from rnnkit.toolkit.seeding import derive_seed, seed_everything
     from rnnkit.toolkit.tasks import first_batch, shape_trace
-    from rnnkit.toolkit.trainer import MODEL_DIR, Trainer
+    from rnnkit.toolkit.trainer import Trainer
 
     seed_everything(config.train.seed)
     members = config.model.ensemble_size
@@ -548,16 +546,9 @@ def _train_into(
         results["monitor"] = trainer.monitor
         results["best_epoch"] = trained[0]["best_epoch"]
     if members > 1:
-        model = EnsembleModel(data.model_config, fitted)
-        save_model(work / MODEL_DIR, model)
-        for k, member in enumerate(trained):
-            if member["history"]:
-                plot_learning_curves(
-                    member["history"], _member_dir(work, k, members) / rundir.LEARNING_CURVES_PNG,
-                    best_epoch=member["best_epoch"],
-                    title=f"{config.task}: member {k + 1} of {members}, loss per epoch",
-                )  # fmt: skip
-        results["members"] = [{k: v for k, v in m.items() if k != "history"} for m in trained]
+        model = _save_ensemble(work, config.task, data.model_config, fitted, trained)
+        results["members"] = [{key: value for key, value in member.items() if key != "history"}
+                              for member in trained]  # fmt: skip
     transform, baseline = data.transform, data.baseline
     test_frame = None
     for split, dataset in (("val", data.val), ("test", data.test)):
@@ -582,6 +573,29 @@ def _train_into(
     if test_frame is not None:
         atomic_write(work / rundir.PREDICTIONS_CSV, test_frame.to_csv(index=False))
     return results
+
+
+def _save_ensemble(
+    work: Path, task: str, model_config: Any, fitted: list[Any], trained: list[dict[str, Any]]
+) -> Any:
+    """The members' average, saved as the run's model, and each member's learning curves
+    in its own directory. Returns the :class:`~rnnkit.toolkit.ensemble.EnsembleModel`."""
+    from rnnkit.toolkit import rundir
+    from rnnkit.toolkit.checkpoint import save_model
+    from rnnkit.toolkit.ensemble import EnsembleModel
+    from rnnkit.toolkit.plots import plot_learning_curves
+    from rnnkit.toolkit.trainer import MODEL_DIR
+
+    model = EnsembleModel(model_config, fitted)
+    save_model(work / MODEL_DIR, model)
+    for k, member in enumerate(trained):
+        if member["history"]:
+            plot_learning_curves(
+                member["history"], _member_dir(work, k, len(fitted)) / rundir.LEARNING_CURVES_PNG,
+                best_epoch=member["best_epoch"],
+                title=f"{task}: member {k + 1} of {len(fitted)}, loss per epoch",
+            )  # fmt: skip
+    return model
 
 
 def _member_dir(work: Path | None, k: int, members: int) -> Path | None:
