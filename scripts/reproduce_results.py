@@ -42,6 +42,7 @@ from typing import Any
 from rnnkit.toolkit.rundir import (
     ATTENTION_PNG,
     CONFUSION_PNG,
+    ENSEMBLE_PNG,
     FORECAST_PNG,
     LEARNING_CURVES_PNG,
     PREDICTIONS_CSV,
@@ -587,8 +588,10 @@ def _samples(report: Report, docs_dir: Path) -> list[str]:
     if key == "vowels":
         return _image(report, CONFUSION_PNG, docs_dir, "confusion", "test confusion matrix")
     if key == "sst2":
-        return _image(report, CONFUSION_PNG, docs_dir, "confusion", "test confusion matrix") + (
-            _misclassified(report.run_dir / PREDICTIONS_CSV)
+        return (
+            _image(report, ENSEMBLE_PNG, docs_dir, "ensemble", "each member and their average")
+            + _image(report, CONFUSION_PNG, docs_dir, "confusion", "test confusion matrix")
+            + _misclassified(report.run_dir / PREDICTIONS_CSV)
         )
     if key == "ewt":
         return _tagged(report.run_dir / PREDICTIONS_CSV)

@@ -446,6 +446,7 @@ def _train_into(
     from rnnkit.toolkit import rundir
     from rnnkit.toolkit.checkpoint import atomic_write
     from rnnkit.toolkit.config import ConfigError
+    from rnnkit.toolkit.plots import plot_ensemble_members
     from rnnkit.toolkit.seeding import derive_seed, seed_everything
     from rnnkit.toolkit.tasks import first_batch, shape_trace
     from rnnkit.toolkit.trainer import Trainer
@@ -549,6 +550,18 @@ def _train_into(
         model = _save_ensemble(work, config.task, data.model_config, fitted, trained)
         results["members"] = [{key: value for key, value in member.items() if key != "history"}
                               for member in trained]  # fmt: skip
+        if data.val is not None and trainer.monitor.startswith("val_"):
+            # The average's figure as the trainer measures the members' (loss, metrics).
+            scorer = Trainer(train_config, model, data.train, data.val,
+                             loss_fn=task.loss_fn(config.train.label_smoothing),
+                             metrics=task.metrics(), collate_fn=data.collate_fn)  # fmt: skip
+            value = scorer.evaluate(data.val)[trainer.monitor.removeprefix("val_")]
+            results[f"ensemble_{trainer.monitor}"] = value
+            plot_ensemble_members(
+                [member[trainer.monitor] for member in trained], value,
+                work / rundir.ENSEMBLE_PNG, metric=trainer.monitor,
+                title=f"{config.task}: {members} members and their average, validation",
+            )  # fmt: skip
     transform, baseline = data.transform, data.baseline
     test_frame = None
     for split, dataset in (("val", data.val), ("test", data.test)):

@@ -44,8 +44,9 @@ def test_each_member_trains_in_its_own_directory_and_the_first_is_the_single_mod
 ):
     single, ensemble = tmp_path / "single", tmp_path / "ensemble"
     config = files / "classify.toml"
-    assert run(capsys, "train", config, "--out", single)[0] == 0
-    code, stdout, stderr = run(capsys, "train", config, "--out", ensemble,
+    monitor = "train.monitor=val_accuracy"
+    assert run(capsys, "train", config, "--out", single, "--set", monitor)[0] == 0
+    code, stdout, stderr = run(capsys, "train", config, "--out", ensemble, "--set", monitor,
                                "--set", "model.ensemble_size=3")  # fmt: skip
     assert code == 0, stderr
     assert "model: the average of 3 ManyToOneModel" in stdout
@@ -58,6 +59,9 @@ def test_each_member_trains_in_its_own_directory_and_the_first_is_the_single_mod
         member = ensemble / "members" / str(k)
         assert (member / "metrics.csv").is_file() and (member / "model").is_dir()
         assert_png(member / "learning_curves.png")
+    # The average's validation figure, as the trainer measures it, is the task's score.
+    assert results["ensemble_val_accuracy"] == pytest.approx(results["val"]["model"]["accuracy"])
+    assert_png(ensemble / "ensemble_members.png")
     model = load_model(ensemble / "model")
     assert isinstance(model, EnsembleModel) and len(model.members) == 3
     # Member 1 has the single run's seed: the same weights, bit for bit; the others differ.
@@ -93,6 +97,9 @@ def test_a_forecast_ensemble_averages_its_members_predictions(files, tmp_path, c
         expected = (model.members[0](x) + model.members[1](x)) / 2
         assert torch.allclose(model(x), expected)
     assert run(capsys, "evaluate", out)[0] == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["ensemble_val_loss"] > 0 and len(results["members"]) == 2
+    assert_png(out / "ensemble_members.png")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from rnnkit.toolkit import plots
 from rnnkit.toolkit.plots import (
     confusion_counts,
     plot_confusion_matrix,
+    plot_ensemble_members,
     plot_forecast,
     plot_learning_curves,
 )
@@ -77,6 +78,24 @@ def test_a_failed_plot_write_keeps_the_old_file(tmp_path, monkeypatch, which):
 def test_learning_curves_need_an_epoch(tmp_path):
     with pytest.raises(ValueError, match="`history`, expected at least one epoch, got"):
         plot_learning_curves([], tmp_path / "curves.png")
+
+
+def test_ensemble_members_draw_each_member_their_mean_and_the_average(tmp_path, monkeypatch):
+    path = plot_ensemble_members([0.79, None, 0.81], 0.82, tmp_path / "members.png",
+                                 metric="val_accuracy")  # fmt: skip
+    assert png_size(path) == (7 * 120, int(3.8 * 120))
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, _: drawn.append(figure))
+    plot_ensemble_members([0.79, None, 0.81], 0.82, "unused.png", metric="val_accuracy")
+    (axes,) = drawn[0].axes
+    heights = [bar.get_height() for bar in axes.patches]
+    assert heights[0] == 0.79 and np.isnan(heights[1]) and heights[2] == 0.81
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert labels == ["mean of the members 0.8", "their average 0.82"]
+    low, high = axes.get_ylim()
+    assert low < 0.79 and high > 0.82 and low > 0.5  # zoomed on the values, not from zero
+    with pytest.raises(ValueError, match="`member_values`, expected at least one member"):
+        plot_ensemble_members([], None, "unused.png", metric="val_loss")
 
 
 def test_forecast_png_with_dates(tmp_path):

@@ -80,6 +80,7 @@ def fake_run(runs: Path, key: str, parameters: int = 12_345) -> Path:
     if key in ("vowels", "sst2"):
         (run / "confusion_matrix.png").write_bytes(PNG)
     if key == "sst2":
+        (run / "ensemble_members.png").write_bytes(PNG)
         texts = ["a | b film", "dull *stuff*", "fine", "bad", "good", "meh", "ok"]
         write_csv(run / "test_predictions.csv", [
             {"text": t, "label": i % 2, "predicted": (i + (i < 6)) % 2}
@@ -190,7 +191,8 @@ def test_results_md_samples_and_plots(reports, tmp_path):
     docs = tmp_path / "docs"
     text = rr.write_results_md(reports, docs, smoke=True).read_text()
     assert "**Smoke run**" in text
-    copied = {"goog_forecast.png", "vowels_confusion.png", "sst2_confusion.png"}
+    copied = {"goog_forecast.png", "vowels_confusion.png", "sst2_confusion.png",
+              "sst2_ensemble.png"}  # fmt: skip
     copied |= {f"{key}_learning_curves.png" for key in KEYS}
     assert {p.name for p in docs.iterdir()} == copied | {"results.md"}
     for name in copied:

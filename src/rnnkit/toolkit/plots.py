@@ -23,6 +23,7 @@ __all__ = [
     "confusion_counts",
     "plot_attention",
     "plot_confusion_matrix",
+    "plot_ensemble_members",
     "plot_forecast",
     "plot_gradient_norms",
     "plot_hidden_states",
@@ -102,6 +103,65 @@ def _learning_curves_figure(
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
+
+
+def plot_ensemble_members(
+    member_values: Sequence[float | None],
+    ensemble_value: float | None,
+    path: str | os.PathLike[str],
+    *,
+    metric: str,
+    title: str = "Ensemble members and their average",
+) -> Path:
+    """Each member's validation figure as a bar, their mean and the ensemble's as lines.
+
+    Args:
+        member_values: The figure of each member's kept epoch (None: the member has none).
+        ensemble_value: The same figure for the members' average; None draws no line.
+        path: Where the PNG goes.
+        metric: The figure's name, e.g. ``"val_accuracy"``.
+        title: The figure's title.
+
+    Returns:
+        `path`.
+
+    Shape:
+        member_values: ``(members,)``.
+
+    Example:
+        >>> plot_ensemble_members([0.79, 0.81, 0.80], 0.82, "runs/sst2/ensemble_members.png",
+        ...                       metric="val_accuracy")
+    """
+    values = [float(v) if _finite(v) else math.nan for v in member_values]
+    if not values:
+        raise ValueError(
+            "Received an invalid value for argument `member_values`, expected at least one "
+            "member, got []"
+        )
+    figure = _figure(7.0, 3.8)
+    axes = figure.add_subplot()
+    members = np.arange(1, len(values) + 1)
+    axes.bar(members, values, color="#9ecae1", label="each member (its kept epoch)")
+    finite = [v for v in values if math.isfinite(v)]
+    shown = list(finite)
+    if finite:
+        mean = float(np.mean(finite))
+        axes.axhline(mean, color="#6b6b6b", linestyle=":", label=f"mean of the members {mean:.4g}")
+    if _finite(ensemble_value):
+        shown.append(float(ensemble_value))
+        axes.axhline(ensemble_value, color="#d62728", linewidth=2,
+                     label=f"their average {ensemble_value:.4g}")  # fmt: skip
+    if shown:  # bars from zero would hide differences of a point or two
+        low, high = min(shown), max(shown)
+        margin = max(high - low, abs(high) * 0.01, 1e-6)
+        axes.set_ylim(low - margin, high + 1.6 * margin)  # room for the legend on top
+    axes.set_xticks(members)
+    axes.set_xlabel("member")
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.legend(loc="upper center", ncols=3, fontsize="small")
+    _save(figure, path)
+    return Path(path)
 
 
 def plot_forecast(

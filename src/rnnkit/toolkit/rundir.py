@@ -12,6 +12,10 @@ A run directory holds::
         test_predictions.csv   forecast, classify, tag: each test prediction next to the truth
         learning_curves.png    train and validation loss per epoch
         forecast.png           forecast runs: predicted against actual on the test period
+        members/K/             model.ensemble_size > 1: member K's checkpoints, metrics.csv,
+                               model/ and learning curves (model/ above is their average)
+        ensemble_members.png   model.ensemble_size > 1: each member's validation figure
+                               beside the average's
 
 ``config.toml`` marks a directory as a run. A new run refuses a directory that
 holds one unless it resumes it or replaces it. Replacing never touches the old
@@ -56,6 +60,7 @@ LEARNING_CURVES_PNG = "learning_curves.png"
 FORECAST_PNG = "forecast.png"
 CONFUSION_PNG = "confusion_matrix.png"
 ATTENTION_PNG = "attention.png"  # translate: one test sentence's attention map
+ENSEMBLE_PNG = "ensemble_members.png"  # an ensemble's members beside their average
 PREDICTIONS_CSV = "test_predictions.csv"
 
 __all__ = [
