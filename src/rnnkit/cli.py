@@ -451,7 +451,6 @@ def _train_into(
     from rnnkit.toolkit.tasks import first_batch, shape_trace
     from rnnkit.toolkit.trainer import Trainer
 
-    seed_everything(config.train.seed)
     members = config.model.ensemble_size
     if members > 1 and run is not None and run.env.world_size > 1:
         raise ConfigError(
@@ -459,8 +458,17 @@ def _train_into(
             "process; run it without torchrun (or set model.ensemble_size = 1)"
         )
     member_config = dataclasses.replace(data.model_config, ensemble_size=1)
-    model = _new_or_resumed_model(member_config, _member_dir(work, 0, members) if resume else None)
-    train_config = config.train.to_train_config()
+
+    def member(k: int) -> tuple[Any, Any]:
+        """Member `k`'s training settings and model, fresh or resumed from its directory.
+        The first member is the single model of the same config, seed and all."""
+        seed = config.train.seed if k == 0 else derive_seed(config.train.seed, k)
+        seed_everything(seed)
+        model = _new_or_resumed_model(member_config, _member_dir(work, k, members)
+                                      if resume else None)  # fmt: skip
+        return dataclasses.replace(config.train, seed=seed).to_train_config(), model
+
+    train_config, model = member(0)
     parameters = sum(p.numel() for p in model.parameters())
     layer = type(model.encoder.rnn).__name__  # RNN, LSTM or GRU: config.model.cell
     # Only the Elman layer has a choice of nonlinearity; the gated ones fix theirs.
@@ -487,13 +495,8 @@ def _train_into(
 
     fitted, trained, fit_started = [], [], time.perf_counter()
     for k in range(members):
-        if k:  # the first member is the single model of the same config, seed and all
-            train_config = dataclasses.replace(
-                config.train, seed=derive_seed(config.train.seed, k)
-            ).to_train_config()
-            seed_everything(train_config.seed)
-            model = _new_or_resumed_model(member_config, _member_dir(work, k, members)
-                                          if resume else None)  # fmt: skip
+        if k:
+            train_config, model = member(k)
         if members > 1:
             _print(f"ensemble member {k + 1} of {members} (seed {train_config.seed}):")
         # The Trainer checks the device and the monitor: build it before anything is written,
