@@ -1,6 +1,7 @@
 """While an LSTM's or GRU's compiled kernels are prepared, "auto" runs inference on
-torch's own layer (rnnkit.engine.gated_stack.native_stack), and a GRU's or Elman layer's
-call of one step always: when it does, and that its results are torch's bit for bit."""
+torch's own layer (rnnkit.engine.gated_stack.native_stack), and a call of few steps always
+(rnnkit.engine.native), dense or packed: when it does, and that its results are torch's bit
+for bit."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit import gated
 from rnnkit.compiled import warmup
-from rnnkit.engine import gated_stack, resolve_engine, stack
+from rnnkit.engine import gated_stack, native, resolve_engine, stack
+from rnnkit.engine.native import NATIVE_MAX_STEPS, max_native_steps, native_fit
 from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED
+
+# More steps than any cell's call of few steps: these run on our loops once they are ready.
+LONG = max(max_native_steps(cell) for cell in NATIVE_MAX_STEPS) + 4
 
 
 @pytest.fixture
@@ -90,7 +95,7 @@ CASES = [
 def test_inference_while_the_kernels_compile_is_torch_s_bit_for_bit(native_calls, cell, kwargs):
     ours, theirs = _pair(cell, **kwargs)
     dtype = kwargs.get("dtype", torch.float32)
-    x = torch.randn(4, 7, 5) if kwargs.get("batch_first") else torch.randn(7, 4, 5)
+    x = torch.randn(4, LONG, 5) if kwargs.get("batch_first") else torch.randn(LONG, 4, 5)
     x, hx = x.to(dtype), _states(ours, 4, dtype)
     for a, b in zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True):
         assert torch.equal(a, b)
@@ -105,9 +110,9 @@ def test_inference_while_the_kernels_compile_is_torch_s_bit_for_bit(native_calls
 def test_packed_and_projected_inference_is_torch_s_bit_for_bit(native_calls, cell, kwargs):
     """torch's own layer warns about the projection (filtered here, for it); ours must not."""
     ours, theirs = _pair(cell, **kwargs)
-    packed = pack_padded_sequence(torch.randn(7, 3, 5), [2, 7, 5], enforce_sorted=False)
+    packed = pack_padded_sequence(torch.randn(LONG, 3, 5), [2, LONG, 5], enforce_sorted=False)
     hx = _states(ours, 3, torch.float32)
-    for x in (packed, torch.randn(7, 3, 5)):
+    for x in (packed, torch.randn(LONG, 3, 5)):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # ours must not warn
             mine = _inferred(ours, x, hx)
@@ -115,14 +120,15 @@ def test_packed_and_projected_inference_is_torch_s_bit_for_bit(native_calls, cel
             assert torch.equal(a, b)
     # A dense float32 LSTM without projection runs on oneDNN, not here.
     dense_here = cell == "GRU" or bool(kwargs.get("proj_size"))
-    assert native_calls == [(cell.lower(), (14, 5))] + dense_here * [(cell.lower(), (21, 5))]
+    packed_rows, dense_rows = (LONG + 7, 5), (LONG * 3, 5)
+    assert native_calls == [(cell.lower(), packed_rows)] + dense_here * [(cell.lower(), dense_rows)]
 
 
 def test_training_while_the_kernels_compile_stays_on_torch_ops(native_calls):
     """In training our torch-ops loops are mostly the faster; gradients match torch's."""
     for cell in ("GRU", "LSTM"):
         ours, theirs = _pair(cell, num_layers=2, dtype=torch.float64)
-        x = torch.randn(7, 4, 5, dtype=torch.float64)
+        x = torch.randn(LONG, 4, 5, dtype=torch.float64)
         grads = []
         for module in (ours, theirs):
             x_ = x.clone().requires_grad_()
@@ -137,7 +143,7 @@ def test_training_while_the_kernels_compile_stays_on_torch_ops(native_calls):
 
 def test_ready_kernels_and_explicit_engines_do_not_run_torch_s_layer(native_calls, monkeypatch):
     ours, _ = _pair("GRU")
-    x = torch.randn(7, 4, 5)
+    x = torch.randn(LONG, 4, 5)
     with monkeypatch.context() as patched:
         patched.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
         ours(x)
@@ -150,48 +156,105 @@ def test_ready_kernels_and_explicit_engines_do_not_run_torch_s_layer(native_call
     assert native_calls == []
 
 
-def _one_and_two_steps_match_torch(ours, theirs, on_torch_at_one_step: bool) -> None:
-    """Inference and training of one step and of two, from random states, against torch:
-    bit for bit where the step runs on torch's layer, else at tolerance (ours)."""
-    for steps in (1, 2):
-        x = torch.randn(steps, 4, 5, dtype=torch.float64)
-        hx = _states(ours, 4, torch.float64)
-        same = torch.equal if on_torch_at_one_step and steps == 1 else _close
-        pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
-        assert all(same(a, b) for a, b in pairs)
-        grads = []
-        for module in (ours, theirs):
-            x_ = x.clone().requires_grad_()
-            out, _ = module(x_, hx)
-            out.pow(2).sum().backward()
-            grads.append([x_.grad] + [p.grad for p in module.parameters()])
-            module.zero_grad()
-        assert all(same(a, b) for a, b in zip(*grads, strict=True))
+def _matches_torch(ours, theirs, steps: int, on_torch: tuple[bool, bool]) -> None:
+    """Inference and training of ``steps`` steps from random states, against torch: bit
+    for bit where the call runs on torch's layer (``on_torch``: inference, training), else
+    at tolerance (ours)."""
+    x = torch.randn(steps, 4, 5, dtype=torch.float64)
+    hx = _states(ours, 4, torch.float64)
+    same = torch.equal if on_torch[0] else _close
+    pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
+    assert all(same(a, b) for a, b in pairs)
+    grads = []
+    for module in (ours, theirs):
+        x_ = x.clone().requires_grad_()
+        out, _ = module(x_, hx)
+        out.pow(2).sum().backward()
+        grads.append([x_.grad] + [p.grad for p in module.parameters()])
+        module.zero_grad()
+    same = torch.equal if on_torch[1] else _close
+    assert all(same(a, b) for a, b in zip(*grads, strict=True))
+
+
+def _step_counts(cell: str) -> list[tuple[int, tuple[bool, bool]]]:
+    """Step counts around a small dense call's limits, with where each runs (inference,
+    training): one step, each limit, and one step past the larger."""
+    inference, training = NATIVE_MAX_STEPS[cell][0]
+    counts = sorted({1, training, training + 1, inference, inference + 1})
+    return [(steps, (steps <= inference, steps <= training)) for steps in counts]
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
-def test_a_gru_call_of_one_step_runs_on_torch_s_layer_training_included(
+def test_a_gru_call_of_few_steps_runs_on_torch_s_layer_training_included(
     native_calls, monkeypatch, kwargs
 ):
-    """A step-by-step decoder's call: torch's layer beats our loops there, with the kernels
-    ready too; two steps, and an LSTM's step, stay ours."""
+    """A step-by-step decoder's call, or a short sequence's: torch's layer beats our loops
+    there, with the kernels ready too; past the limits the calls stay ours."""
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
-    for cell in ("GRU", "LSTM"):
-        ours, theirs = _pair(cell, dtype=torch.float64, **kwargs)
-        _one_and_two_steps_match_torch(ours, theirs, cell == "GRU")
-    # inference and training of the one step, straight to torch's layer
-    assert native_calls == [("gru", (1, 4, 5))] * 2
-    # unbatched: through the general path (packed rows), to the same layer
     ours, theirs = _pair("GRU", dtype=torch.float64, **kwargs)
+    expected = []
+    for steps, on_torch in _step_counts("gru"):
+        _matches_torch(ours, theirs, steps, on_torch)
+        expected += [("gru", (steps, 4, 5))] * sum(on_torch)
+    assert native_calls == expected
+    # unbatched: through the general path (packed rows), to the same layer
     x, hx = torch.randn(1, 5, dtype=torch.float64), _states(ours, 1, torch.float64)[:, 0]
     pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
-    assert native_calls[2:] == [("gru", (1, 5))]
+    assert native_calls[len(expected) :] == [("gru", (1, 5))]
+
+
+def test_an_lstm_call_of_few_dense_steps_stays_on_onednn_s_rules(native_calls, monkeypatch):
+    """A dense float32 LSTM goes where oneDNN's rules send it (oneDNN itself, torch's own
+    call, or our loops), never to the per-step layer."""
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    ours, theirs = _pair("LSTM", num_layers=2, bidirectional=True)
+    for steps in (2, 3):
+        x = torch.randn(steps, 4, 5)
+        for a, b in zip(_inferred(ours, x, None), _inferred(theirs, x, None), strict=True):
+            torch.testing.assert_close(a, b)
+    assert native_calls == []
+
+
+@pytest.mark.parametrize("kwargs", [{"proj_size": 3}, {"num_layers": 2, "bidirectional": True}])
+def test_an_lstm_call_of_few_steps_that_onednn_cannot_run_runs_on_torch_s_layer(
+    monkeypatch, kwargs
+):
+    """float64, or a projection: torch runs those on its per-step layer, and so do we for
+    few steps, bit for bit; a float32 projected call without our warning."""
+    calls = []
+
+    def counted(x, *args):
+        calls.append(tuple(x.shape))
+        return direct(x, *args)
+
+    direct = gated.native_lstm
+    monkeypatch.setattr(gated, "native_lstm", counted)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    ours, theirs = _pair("LSTM", dtype=torch.float64, **kwargs)
+    expected = []
+    for steps, on_torch in _step_counts("lstm"):
+        _matches_torch(ours, theirs, steps, on_torch)
+        expected += [(steps, 4, 5)] * sum(on_torch)
+    assert calls == expected
+    if not kwargs.get("proj_size"):  # float32 without projection: oneDNN's
+        return
+    ours, theirs = _pair("LSTM", **kwargs)
+    x = torch.randn(2, 4, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ours must not warn
+        mine = _inferred(ours, x, None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", native.PROJECTION_WARNING)  # torch's does
+        pairs = zip(mine, _inferred(theirs, x, None), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    assert calls[len(expected) :] == [(2, 4, 5)]
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
-def test_an_elman_call_of_one_step_runs_on_torch_s_layer(monkeypatch, nonlinearity, kwargs):
+def test_an_elman_call_of_few_steps_runs_on_torch_s_layer(monkeypatch, nonlinearity, kwargs):
     calls = []
     op = stack.NATIVE_RNN[nonlinearity]
 
@@ -203,13 +266,30 @@ def test_an_elman_call_of_one_step_runs_on_torch_s_layer(monkeypatch, nonlineari
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
     ours, theirs = _pair("RNN", dtype=torch.float64, nonlinearity=nonlinearity, **kwargs)
-    _one_and_two_steps_match_torch(ours, theirs, True)
-    assert calls == [(nonlinearity, (1, 4, 5))] * 2
+    expected = []
+    for steps, on_torch in _step_counts("rnn"):
+        _matches_torch(ours, theirs, steps, on_torch)
+        expected += [(nonlinearity, (steps, 4, 5))] * sum(on_torch)
+    assert calls == expected
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")  # an explicit engine stays ours
     monkeypatch.setattr(warmup, "wait", lambda dtype, cell="rnn": None)
     with torch.no_grad():
         ours(torch.randn(1, 4, 5, dtype=torch.float64))
-    assert len(calls) == 2
+    assert len(calls) == len(expected)
+
+
+def test_the_step_limits_follow_the_cell_the_input_and_an_elman_step_s_size():
+    assert native_fit("gru", 6, 4, 16, False, packed=False) == ALWAYS
+    assert native_fit("gru", 7, 4, 16, False, packed=False) is None
+    assert native_fit("gru", 8, 4, 16, False, packed=True) == ALWAYS
+    assert native_fit("gru", 4, 4, 16, True, packed=False) is None
+    assert native_fit("lstm", 3, 4, 16, True, packed=True) == ALWAYS
+    # An Elman step's product of 2**18 or more: our loops from 3 steps of inference
+    assert native_fit("rnn", 6, 4, 16, False, packed=False) == ALWAYS
+    assert native_fit("rnn", 3, 4, 256, False, packed=False) is None
+    assert native_fit("rnn", 2, 4, 256, False, packed=False) == ALWAYS
+    assert native_fit("rnn", 3, 4, 255, False, packed=False) == ALWAYS
+    assert native.max_native_steps("rnn") == 8
 
 
 def _close(a, b) -> bool:
@@ -281,3 +361,75 @@ def test_a_packed_lstm_step_runs_as_the_batched_tensor_would(monkeypatch):
                              strict=True):  # fmt: skip
         torch.testing.assert_close(got, expected)
     assert calls == [(1, 4, 5)] if torch.backends.mkldnn.is_available() else calls == []
+
+
+PACKED_CASES = [
+    ("RNN", {}),
+    ("RNN", {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+    ("GRU", {}),
+    ("GRU", {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+    ("LSTM", {"num_layers": 2, "bidirectional": True}),
+    ("LSTM", {"proj_size": 3, "batch_first": True}),
+]
+
+
+@pytest.mark.parametrize("cell, kwargs", PACKED_CASES)
+def test_a_packed_input_of_few_steps_runs_on_torch_s_packed_layer(monkeypatch, cell, kwargs):
+    """Unsorted sequences of up to 3 steps (sorted_indices reorder the states): torch's
+    packed call, with torch's output rows, final states and gradients bit for bit, from
+    zeros and from given states, without a warning of ours; one step past the packed
+    inference limit, and an explicit engine, stay ours."""
+    calls = []
+    owner, name = (stack.NATIVE_RNN, "tanh") if cell == "RNN" else (gated, f"native_{cell.lower()}")
+    op = owner[name] if cell == "RNN" else getattr(owner, name)
+
+    def counted(data, *args):
+        calls.append(tuple(data.shape))
+        return op(data, *args)
+
+    if cell == "RNN":
+        monkeypatch.setitem(owner, name, counted)
+    else:
+        monkeypatch.setattr(owner, name, counted)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    ours, theirs = _pair(cell, dtype=torch.float64, **kwargs)
+    batch_first = kwargs.get("batch_first", False)
+
+    def packed_input(steps: int):
+        x = torch.randn(4, steps, 5, dtype=torch.float64)  # (N, L, H_in)
+        lengths = [steps, 1, max(1, steps - 1), steps]
+        x = x if batch_first else x.transpose(0, 1)
+        return pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+
+    packed, hx = packed_input(3), _states(ours, 4, torch.float64)
+    for state in (None, hx):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ours must not warn
+            mine = _inferred(ours, packed, state)
+        pairs = zip(mine, _inferred(theirs, packed, state), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    grads = []
+    for module in (ours, theirs):
+        data = packed.data.clone().requires_grad_()
+        out, finals = module(packed._replace(data=data), hx)
+        h_n = finals[0] if isinstance(finals, tuple) else finals
+        (out.data.pow(2).sum() + h_n.sum()).backward()
+        grads.append([data.grad] + [p.grad for p in module.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    assert calls == [tuple(packed.data.shape)] * 3
+    longer = packed_input(NATIVE_MAX_STEPS[cell.lower()][1][0] + 1)
+    pairs = zip(_inferred(ours, longer, hx), _inferred(theirs, longer, hx), strict=True)
+    assert all(_close(a, b) for a, b in pairs)
+    monkeypatch.setenv("RNNKIT_ENGINE", "fused")
+    pairs = zip(_inferred(ours, packed, hx), _inferred(theirs, packed, hx), strict=True)
+    assert all(_close(a, b) for a, b in pairs)
+    assert len(calls) == 3
+
+
+def test_a_malformed_packed_input_of_few_steps_gets_the_general_path_s_error():
+    """Sizes that do not sum to the rows: refused, as on the general path, not run."""
+    ours = rnnkit.GRU(5, 16)
+    packed = torch.nn.utils.rnn.PackedSequence(torch.randn(5, 5), torch.tensor([3, 1]))
+    with pytest.raises(RuntimeError, match="batch_sizes, expected non-negative"):
+        ours(packed)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.engine.gated_stack import gated_stack, native_gru
+from rnnkit.engine.gated_stack import gated_stack, native_gru, native_lstm
 from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.onednn import onednn_fit, onednn_lstm
 from rnnkit.functional_gated import gru_reference, lstm_reference
 from rnnkit.recurrent import (
     RecurrentBase,
-    one_step_on_torch,
+    few_steps_on_torch,
     plain_cpu_call,
     state_fits,
     take_options,
@@ -83,6 +83,7 @@ class LSTM(RecurrentBase):
 
     _gates = 4
     _name = "LSTM"
+    _cell = "lstm"
     _initial_state_names = ("initial_state", "initial_cell_state")
     _hidden_messages = ("Expected hidden[0] size {}, got {}", "Expected hidden[1] size {}, got {}")
 
@@ -110,8 +111,10 @@ class LSTM(RecurrentBase):
 
     def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
         """A batched tensor input that torch's oneDNN LSTM runs (as :func:`resolve_engine`
-        decides), passed to it as ``nn.LSTM`` passes it; None for every other input,
-        which the general path then takes (its checks and messages included).
+        decides), passed to it as ``nn.LSTM`` passes it, or, where oneDNN cannot run it
+        (``proj_size``, float64), a call of few steps (:func:`few_steps_on_torch`); None
+        for every other input, which the general path then takes (its checks and messages
+        included).
 
         The general path makes the same call (:func:`rnnkit.engine.onednn.onednn_lstm`)
         after turning the input into packed rows and back; this one skips that and the
@@ -123,8 +126,10 @@ class LSTM(RecurrentBase):
             input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output as
             :meth:`forward`'s.
         """
+        if self.proj_size or input.dtype != torch.float32:  # oneDNN cannot run these
+            return few_steps_on_torch(self, input, hx, "lstm", native_lstm)
         sizes = plain_cpu_call(self, input)
-        if sizes is None or self.proj_size:
+        if sizes is None:
             return None
         steps, batch = sizes
         weights = self._flat_weights
@@ -157,6 +162,9 @@ class LSTM(RecurrentBase):
             self.bidirectional, self.batch_first,
         )  # fmt: skip
         return output, (h_n, c_n)
+
+    def _native_layer(self):
+        return native_lstm
 
     def _state_sizes(self) -> tuple[int, int]:
         return (self.proj_size or self.hidden_size, self.hidden_size)
@@ -247,6 +255,7 @@ class GRU(RecurrentBase):
 
     _gates = 3
     _name = "GRU"
+    _cell = "gru"
 
     def __init__(
         self,
@@ -270,11 +279,14 @@ class GRU(RecurrentBase):
         )  # fmt: skip
 
     def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
-        """A call of one step on torch's own GRU (:func:`one_step_on_torch`; the general
+        """A call of few steps on torch's own GRU (:func:`few_steps_on_torch`; the general
         path makes the same call, after turning the input into packed rows: 0.76-0.91 of
         ``nn.GRU``'s speed at 1 x 1 x 64 x 64 and 1 x 8 x 128 x 128 with that, ``rnnkit
         bench --cell gru --shapes 1,1,64,64 ...``)."""
-        return one_step_on_torch(self, input, hx, "gru", native_gru)
+        return few_steps_on_torch(self, input, hx, "gru", native_gru)
+
+    def _native_layer(self):
+        return native_gru
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.bidirectional, self.dropout, self.training)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.engine.layer import resolve_engine
-from rnnkit.engine.onednn import ALWAYS
+from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
 from rnnkit.functional_options import options_reference
 from rnnkit.masks import draw_masks, padded_masks
@@ -71,6 +71,7 @@ class RecurrentBase(nn.Module):
 
     _gates = 1
     _name = "RNN"
+    _cell = "rnn"  # whose engine rules apply: "rnn", "gru" or "lstm"
     # torch's message for an input that is neither 2-D nor 3-D ends differently per layer.
     _dims_message = "{name}: Expected input to be 2D or 3D, got {dims}D instead"
 
@@ -255,8 +256,8 @@ class RecurrentBase(nn.Module):
             if result is not None:
                 return result
         packed = isinstance(input, PackedSequence)
-        if packed and len(input.batch_sizes) == 1 and not torch.compiler.is_compiling():
-            result = self._packed_step_on_torch(input, hx)
+        if packed and not torch.compiler.is_compiling():
+            result = self._packed_on_torch(input, hx)
             if result is not None:
                 return result
         states = None if hx is None else self._states_of(hx)
@@ -320,6 +321,26 @@ class RecurrentBase(nn.Module):
         """
         return None
 
+    def _packed_on_torch(self, input: PackedSequence, hx) -> tuple | None:
+        """A ``PackedSequence`` of few steps that ``"auto"`` runs on torch's own layer, run
+        there as ``torch.nn``'s layer runs it: one step as a batched tensor
+        (:meth:`_packed_step_on_torch`), a few (:data:`rnnkit.engine.native.NATIVE_MAX_STEPS`)
+        by torch's packed call (:func:`packed_on_torch`); None for every other input.
+        """
+        data, batch_sizes = input.data, input.batch_sizes
+        if type(data) is not Tensor or data.dim() != 2 or type(batch_sizes) is not Tensor:
+            return None
+        if batch_sizes.dim() != 1 or len(batch_sizes) > max_native_steps(self._cell):
+            return None
+        if len(batch_sizes) == 1:
+            return self._packed_step_on_torch(input, hx)
+        return packed_on_torch(self, input, hx, self._native_layer())
+
+    def _native_layer(self):
+        """torch's op for this layer (``torch._VF.rnn_tanh``, ``gru``, ``lstm``...), called
+        as ``torch.nn``'s layer calls it."""
+        raise NotImplementedError
+
     def _packed_step_on_torch(self, input: PackedSequence, hx) -> tuple | None:
         """A ``PackedSequence`` whose sequences all have one step (a step-by-step decoder
         over packed input) is a batched tensor of one step in the sorted order: offered
@@ -332,8 +353,6 @@ class RecurrentBase(nn.Module):
             input.data ``(N, H_in)``; output.data ``(N, D * H_out)``.
         """
         data, batch_sizes, sorted_indices, unsorted_indices = input
-        if type(data) is not Tensor or data.dim() != 2:
-            return None
         if hx is not None:  # sorted as the general path sorts them
             hx = self._result_of(_in_order(self._states_of(hx), sorted_indices))
         step = data.unsqueeze(1 if self.batch_first else 0)  # (1, N, H_in) or (N, 1, H_in)
@@ -455,13 +474,26 @@ class RecurrentBase(nn.Module):
 
 def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | None:
     """``(steps, batch)`` of a batched tensor input that torch's own layer could run
-    as ``module`` would: no option torch lacks, engine "auto" (the only one that picks
-    torch's layer), CPU input in the weights' dtype with ``input_size`` features and at
-    least one step and sequence; else None.
+    as ``module`` would (:func:`torch_could_run`), with at least one step and sequence;
+    else None.
 
     Shape:
         input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``).
     """
+    if not torch_could_run(module, input):
+        return None
+    steps, batch, _ = input.shape
+    if module.batch_first:
+        steps, batch = batch, steps
+    if steps == 0 or batch == 0:
+        return None
+    return steps, batch
+
+
+def torch_could_run(module: RecurrentBase, data: Tensor) -> bool:
+    """Whether torch's own layer could run ``data`` (a batched input or packed rows) as
+    ``module`` would: no option torch lacks, engine "auto" (the only one that picks
+    torch's layer), CPU data in the weights' dtype with ``input_size`` features."""
     if (
         module._has_step_options
         or module.merge_mode != "concat"
@@ -469,21 +501,13 @@ def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | No
         or (module.weight_drop and module.training)
         or selected_engine() != "auto"
     ):
-        return None
+        return False
     first = module._flat_weights[0]
-    steps, batch, features = input.shape
-    if module.batch_first:
-        steps, batch = batch, steps
     # is_cpu costs a sixth of comparing devices
-    if (
-        not (input.is_cpu and first.is_cpu)
-        or input.dtype != first.dtype
-        or features != module.input_size
-        or steps == 0
-        or batch == 0
-    ):
-        return None
-    return steps, batch
+    return (
+        data.is_cpu and first.is_cpu and data.dtype == first.dtype
+        and data.size(-1) == module.input_size
+    )  # fmt: skip
 
 
 def state_fits(state, shape: tuple[int, int, int], input: Tensor) -> bool:
@@ -495,34 +519,110 @@ def state_fits(state, shape: tuple[int, int, int], input: Tensor) -> bool:
     )  # fmt: skip
 
 
-def one_step_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch_call):
-    """A GRU's or Elman layer's call of one step (a step-by-step decoder's), which
-    ``"auto"`` runs on torch's own layer (``resolve_engine``'s ``native``: one step has no
-    recurrence to gain on, and our loops cost more Python around the same products), as
-    ``torch_call(input, h0, weights, has_biases, num_layers, dropout, training,
+def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torch_call):
+    """A call of few steps (:func:`rnnkit.engine.native.native_fit`; one, a step-by-step
+    decoder's, among them) of a batched tensor input, which ``"auto"`` runs on torch's own
+    layer (``resolve_engine``'s ``native``: our loops cost more around the same products),
+    as ``torch_call(input, hx, weights, has_biases, num_layers, dropout, training,
     bidirectional, batch_first)``; None for every other input
     (:meth:`RecurrentBase._forward_on_torch`).
 
     Returns:
-        ``(output, h_n)``, or None.
+        ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), or None.
     """
-    if input.size(1 if module.batch_first else 0) != 1:  # the common case, checked first
+    steps = input.size(1 if module.batch_first else 0)
+    if steps > max_native_steps(cell):  # the common case, checked first
         return None
     sizes = plain_cpu_call(module, input)
     if sizes is None:
         return None
     batch = sizes[1]
-    shape = (module.num_layers * (2 if module.bidirectional else 1), batch, module.hidden_size)
-    if hx is None:
-        hx = torch.zeros(shape, dtype=input.dtype, device=input.device)
-    elif not state_fits(hx, shape, input):
+    states = _fitting_states(module, None if hx is None else module._states_of(hx), batch, input)
+    if states is None:
         return None
-    if resolve_engine("auto", input, batch, module.hidden_size, cell, native=ALWAYS) != "native":
+    weights = module._flat_weights
+    grad = _records_grad(input, states, weights)
+    native = native_fit(cell, steps, batch, module.hidden_size, grad, packed=False)
+    if native is None:
         return None
-    return torch_call(
-        input, hx, module._flat_weights, module.bias, module.num_layers, module.dropout,
-        module.training, module.bidirectional, module.batch_first,
+    if resolve_engine("auto", input, batch, module.hidden_size, cell, native=native) != "native":
+        return None
+    out, *finals = call_quietly(
+        module.proj_size > 0, torch_call, input, states if cell == "lstm" else states[0],
+        weights, module.bias, module.num_layers, module.dropout, module.training,
+        module.bidirectional, module.batch_first,
     )  # fmt: skip
+    return out, module._result_of(tuple(finals))
+
+
+def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx, torch_call):
+    """A ``PackedSequence`` of few steps (:func:`rnnkit.engine.native.native_fit`) on
+    torch's own layer, exactly as ``torch.nn``'s layer runs it: the states sorted by
+    ``sorted_indices``, ``torch_call(data, batch_sizes, hx, weights, has_biases,
+    num_layers, dropout, training, bidirectional)``, the final states unsorted. None for
+    every other input, which the general path then takes (its checks and messages
+    included); a malformed ``batch_sizes`` raises its error here.
+
+    Returns:
+        ``(output, final states)`` as :meth:`RecurrentBase.forward`'s, or None.
+
+    Shape:
+        input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
+    """
+    data, batch_sizes, sorted_indices, unsorted_indices = input
+    if not (torch_could_run(module, data) and data.size(0)):
+        return None
+    cell = module._cell
+    states = None if hx is None else _in_order(module._states_of(hx), sorted_indices)
+    batch = _packed_sizes(batch_sizes, data.size(0))[0]
+    states = _fitting_states(module, states, batch, data)
+    if states is None:
+        return None
+    weights = module._flat_weights
+    grad = _records_grad(data, states, weights)
+    native = native_fit(cell, len(batch_sizes), batch, module.hidden_size, grad, packed=True)
+    if native is None:
+        return None
+    if resolve_engine("auto", data, batch, module.hidden_size, cell, native=native) != "native":
+        return None
+    args = (weights, module.bias, module.num_layers, module.dropout, module.training,
+            module.bidirectional)  # fmt: skip
+    hx = states if cell == "lstm" else states[0]
+    out, *finals = call_quietly(module.proj_size > 0, torch_call, data, batch_sizes, hx, *args)
+    output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
+    return output, module._result_of(_in_order(tuple(finals), unsorted_indices))
+
+
+def _fitting_states(module: RecurrentBase, states, batch: int, data: Tensor):
+    """The initial states as torch's layer takes them on a direct call: ``states`` (a
+    tuple, one per state) if each is a CPU tensor of its shape in the data's dtype, zeros
+    if None; else None (the general path then checks them, with its messages).
+
+    Shape:
+        each state ``(D * num_layers, N, H_out)`` (an LSTM's cell state ``H_cell``).
+    """
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    shapes = [(rows, batch, size) for size in module._state_sizes()]
+    if states is None:  # torch's layers only read them: one zero tensor for equal shapes
+        zeros = torch.zeros(shapes[-1], dtype=data.dtype)
+        return tuple(
+            zeros if shape == shapes[-1] else torch.zeros(shape, dtype=data.dtype)
+            for shape in shapes
+        )
+    if len(states) != len(shapes):
+        return None
+    if not all(state_fits(s, shape, data) for s, shape in zip(states, shapes, strict=True)):
+        return None
+    return tuple(states)
+
+
+def _records_grad(data: Tensor, states: tuple[Tensor, ...], weights) -> bool:
+    """Whether autograd records a call on these (``grad_needed``'s question)."""
+    return torch.is_grad_enabled() and (
+        data.requires_grad
+        or any(s.requires_grad for s in states)
+        or any(w.requires_grad for w in weights)
+    )
 
 
 def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:

@@ -16,7 +16,7 @@ from rnnkit.recurrent import (  # noqa: F401  (ENGINE_ENV and selected_engine: p
     ENGINES,
     MERGE_MODES,
     RecurrentBase,
-    one_step_on_torch,
+    few_steps_on_torch,
     selected_engine,
     take_options,
 )
@@ -128,8 +128,11 @@ class RNN(RecurrentBase):
         )  # fmt: skip
 
     def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
-        """A call of one step on torch's own RNN (:func:`one_step_on_torch`)."""
-        return one_step_on_torch(self, input, hx, "rnn", NATIVE_RNN[self.nonlinearity])
+        """A call of few steps on torch's own RNN (:func:`few_steps_on_torch`)."""
+        return few_steps_on_torch(self, input, hx, "rnn", self._native_layer())
+
+    def _native_layer(self):
+        return NATIVE_RNN[self.nonlinearity]
 
     def _run_stack(self, data, states, batch_sizes, all_weights, engine):
         args = (self.nonlinearity, self.bidirectional, self.dropout, self.training)

@@ -15,7 +15,6 @@ layer while the compiled kernels are prepared (:func:`native_stack`).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +25,8 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
-from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED, onednn_fit
+from rnnkit.engine.native import call_quietly, native_fit
+from rnnkit.engine.onednn import UNTIL_COMPILED, onednn_fit
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -263,9 +263,10 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     """The stack on torch's own LSTM or GRU where :func:`resolve_engine` picks it, as
     ``(out, final_states)``; else None. Arguments as :func:`gated_stack`'s.
 
-    Three cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``); a GRU stack
-    of one step, training included (a step-by-step decoder's call); and, while the compiled
-    kernels are being prepared, inference of any CPU stack (``native``).
+    Three cases: an LSTM stack torch's oneDNN LSTM can run (``onednn_fit``); a stack of
+    few steps, training included (``native_fit``: a step-by-step decoder's call, say), an
+    LSTM's where oneDNN cannot run it; and, while the compiled kernels are being prepared,
+    inference of any CPU stack (``native``).
     Only inference for the last: in training our torch-ops loops are mostly the
     faster (GRU 0.91-1.69 of ``nn.GRU``'s speed, LSTM 1.00-3.18 of ``nn.LSTM`` without
     oneDNN), and a GRU training step on torch's GRU beside the worker that compiles the
@@ -276,7 +277,8 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     products and the gates with less Python around them than our loops. Against ours
     (ad-hoc script, one thread, two runs, 1 x N x H x H): inference 1.2-1.7x faster at
     H = 64-128, 1.07-1.17x at 256-512; training 1.3-1.8x at H = 64-128, 1.13-1.94x at
-    256-512 (1.9x at 1 x 8 x 512 x 512).
+    256-512 (1.9x at 1 x 8 x 512 x 512). A few steps go the same way
+    (:mod:`rnnkit.engine.native`).
     """
     h0 = states[0]
     flat_weights = [w for ws in all_weights for w in ws]
@@ -287,8 +289,10 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     if cell == "lstm":
         onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, hidden)
     native = None if grad else UNTIL_COMPILED
-    if cell == "gru" and len(batch_sizes) == 1:
-        native = ALWAYS
+    if cell == "gru" or onednn is None:  # where oneDNN may run an LSTM, its rules hold
+        packed = batch_sizes[-1] != batch_sizes[0]
+        few = native_fit(cell, len(batch_sizes), h0.size(1), hidden, grad, packed)
+        native = few or native
     picked = resolve_engine(engine, x, h0.size(1), hidden, cell, onednn, native)
     if picked not in ("onednn", "native"):
         return None
@@ -340,21 +344,23 @@ def native_stack(
     op, hx = (torch._VF.lstm, tuple(states)) if cell == "lstm" else (torch._VF.gru, states[0])
     args = (weights, has_biases, num_layers, dropout, training, bidirectional)
     steps, batch = len(batch_sizes), batch_sizes[0]
-    with warnings.catch_warnings():
-        # torch's own note that a projected LSTM leaves oneDNN: its business, not the user's.
-        warnings.filterwarnings("ignore", "LSTM with projections is not supported with oneDNN")
-        if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
-            out, *finals = op(x.reshape(steps, batch, x.size(1)), hx, *args, False)
-            return out.reshape(steps * batch, out.size(2)), tuple(finals)
-        sizes = torch.tensor(batch_sizes, dtype=torch.int64)
-        out, *finals = op(x, sizes, hx, *args)
+    if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
+        dense = x.reshape(steps, batch, x.size(1))
+        out, *finals = call_quietly(projected, op, dense, hx, *args, False)
+        return out.reshape(steps * batch, out.size(2)), tuple(finals)
+    sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    out, *finals = call_quietly(projected, op, x, sizes, hx, *args)
     return out, tuple(finals)
 
 
-# torch's GRU on a batched dense input, the op ``torch.nn.GRU.forward`` calls: ``(x, h0,
-# weights, has_biases, num_layers, dropout, training, bidirectional, batch_first)`` to
-# ``(out, h_n)``, weights ``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction.
+# torch's GRU, the op ``torch.nn.GRU.forward`` calls: on a batched dense input ``(x, h0,
+# weights, has_biases, num_layers, dropout, training, bidirectional, batch_first)``, on
+# packed rows ``(data, batch_sizes, h0, weights, has_biases, num_layers, dropout,
+# training, bidirectional)``, to ``(out, h_n)``; weights ``w_ih, w_hh[, b_ih, b_hh]`` per
+# layer and direction.
 native_gru = torch._VF.gru
+# torch's LSTM, the same with ``(h0, c0)`` for h0, to ``(out, h_n, c_n)``.
+native_lstm = torch._VF.lstm
 
 
 def gated_stack(
