@@ -587,15 +587,20 @@ def test_weight_grad_orientation_times_both_and_names_the_rule(capsys):
     assert (narrow[5], wide[5]) == ("transposed", "as asked")
 
 
-def test_weight_in_place_times_both_and_names_the_rule(capsys):
+def test_weight_in_place_times_both_and_names_the_rule(capsys, monkeypatch):
+    from rnnkit.engine import recurrent_operand
+
     argv = ["--steps", "1", "3", "--batches", "2", "--hidden", "4", "--repeats", "3"]
     assert load_script("weight_in_place").main(argv) == 0
     one_step, three_steps = table_rows(capsys.readouterr().out, columns=5)
     assert one_step[0] == "1x2x4" and three_steps[0] == "3x2x4"
     assert all(float(cell) > 0 for row in (one_step, three_steps) for cell in row[1:4])
     assert (one_step[4], three_steps[4]) == ("in place", "copy")
-    # batch 1 from brgemm's size (3 * 296**2 >= 2**18): the rule's copy, as the engine's
+    # batch 1 from brgemm's size (3 * 296**2 >= 2**18): the rule's copy with AVX-512, as
+    # the engine's; in place with AVX2 only
     argv = ["--steps", "3", "--batches", "1", "--hidden", "295", "296", "--repeats", "3"]
-    assert load_script("weight_in_place").main(argv) == 0
-    below, at_limit = table_rows(capsys.readouterr().out, columns=5)
-    assert (below[4], at_limit[4]) == ("in place", "copy")
+    for avx512, expected in ((True, "copy"), (False, "in place")):
+        monkeypatch.setattr(recurrent_operand, "has_avx512", lambda avx512=avx512: avx512)
+        assert load_script("weight_in_place").main(argv) == 0
+        below, at_limit = table_rows(capsys.readouterr().out, columns=5)
+        assert (below[4], at_limit[4]) == ("in place", expected)

@@ -140,9 +140,13 @@ def test_one_step_at_batch_one_with_a_wide_weight_is_torchs(in_place_calls, cell
 
 
 @pytest.mark.parametrize("cell, hidden", [("gru", 296), ("lstm", 256)])
-def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls, cell, hidden):
+def test_batch_one_with_products_for_brgemm_uses_the_copy(
+    in_place_calls, monkeypatch, cell, hidden
+):
     """At batch 1 from BRGEMM_MIN multiply-adds a step (G H**2 >= 2**18 here) the copy's
-    products run on brgemm, 2-5x faster than reading in place over 16 steps or more."""
+    products run on brgemm, 2-5x faster than reading in place over 16 steps or more
+    (AVX-512; see the next test for AVX2)."""
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: True)
     assert recurrent_operand.BRGEMM_MIN == blas.BRGEMM_MIN
     assert GATES[cell] * hidden**2 >= blas.BRGEMM_MIN > GATES[cell] * (hidden - 1) ** 2
     ours, _ = _pair(cell, torch.float32, hidden=hidden)
@@ -150,6 +154,33 @@ def test_batch_one_with_products_for_brgemm_uses_the_copy(in_place_calls, cell, 
         ours(torch.randn(3, 1, 5))
         ours(torch.randn(1, 1, 5))
     assert in_place_calls == [False, True]
+
+
+@pytest.mark.parametrize("cell, hidden", [("gru", 210), ("lstm", 182)])
+def test_with_avx2_inference_of_few_rows_reads_a_large_weight_in_place(
+    in_place_calls, monkeypatch, cell, hidden
+):
+    """Without AVX-512, inference reads a weight of at least 2**17 elements in place over
+    up to 12 steps and 256 rows (here 12 x 16, and 3 x 1); more steps
+    or rows, a smaller weight, training, and AVX-512 use the copy. Results are torch's."""
+    minimum = recurrent_operand.AVX2_IN_PLACE_MIN_WEIGHT
+    assert GATES[cell] * hidden**2 >= minimum > GATES[cell] * (hidden - 1) ** 2
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: False)
+    ours, theirs = _pair(cell, torch.float64, hidden=hidden)
+    with torch.no_grad():
+        for steps, batch in ((12, 16), (3, 1), (13, 2), (8, 33)):
+            x = torch.randn(steps, batch, 5, dtype=torch.float64)
+            _assert_torchs(ours(x), theirs(x), torch.float64)
+    assert in_place_calls == [True, True, False, False]
+    out, _ = ours(torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True))
+    out.sum().backward()  # training
+    smaller, _ = _pair(cell, torch.float64, hidden=hidden - 1)
+    with torch.no_grad():
+        smaller(torch.randn(4, 2, 5, dtype=torch.float64))
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: True)
+    with torch.no_grad():
+        ours(torch.randn(4, 2, 5, dtype=torch.float64))
+    assert in_place_calls[4:] == [False, False, False]
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -18,26 +18,64 @@ faster; ``benchmarks/weight_in_place.py``):
 Training reads in place only a call of one step, where the copy costs more than the
 step as in inference; elsewhere it keeps the copy, whose memory is small beside the
 saved gates. Shape symbols: ``G`` gate rows (3H or 4H), ``P`` state features.
+
+The list above was measured on a CPU with AVX-512 (AMD Zen 4). On one with AVX2 only
+(AMD Zen 3, :func:`rnnkit.cpu.has_avx512`), in place against the copy read, one thread
+(``python benchmarks/weight_in_place.py --steps ... --batches ... --hidden ...``):
+
+- H = 512: 1.06-2.02 at L = 2-16 and N = 4-16, 1.60-3.84 at N = 1 (where the rule
+  above copies); 0.91-1.28 from L = 24 (24 x 16 x 512 to 64 x 64 x 512, 32 x 1 x 512);
+- H = 256: 1.05-1.61 at L = 2-12 and N = 1-16, 1.00-1.13 at L = 16 (0.93-0.95 in one
+  rerun of 16 x 4 x 256 x 256), 0.90-1.08 from L = 24;
+- H = 64-128: 0.87-1.17, a tie.
+
+Through the layer against the copy (``python benchmarks/compare_revisions.py --cell gru
+--modes inference --threads 1 --bidirectional 0 1 --shapes ...``): 1.12-1.67 at 8 x 8 x
+256 x 512 and 12 x 8 x 256 x 512, 1.40-2.55 at 12 x 1 x 256 x 512, 1.07-1.08 at 10 x 16 x
+128 x 256; 1.01-1.02 at 100 x 8 x 256 x 512, which keeps the copy.
+
+So there inference also reads a weight of at least ``AVX2_IN_PLACE_MIN_WEIGHT`` in place
+over at most ``AVX2_IN_PLACE_MAX_STEPS`` steps and ``AVX2_IN_PLACE_MAX_ROWS`` rows
+(``L * N``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from rnnkit.cpu import has_avx512
+
 # rnnkit.compiled.blas.BRGEMM_MIN, the multiply-adds from which the compiled loops' per-step
 # products run on brgemm (not imported: that module imports numba).
 BRGEMM_MIN = 1 << 18
+# Without AVX-512: inference reads a weight of this many elements (G * P) or more in
+# place over a call of at most these steps and rows (see the module doc).
+AVX2_IN_PLACE_MIN_WEIGHT = 1 << 17
+AVX2_IN_PLACE_MAX_STEPS = 12
+AVX2_IN_PLACE_MAX_ROWS = 256
 
 
 def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) -> bool:
     """Whether the compiled loop reads ``w_hh`` in place: in a call of one step (a
     step-by-step decoder's), or in inference (without ``keep``) at batch 1 where the
     copy's products would not go to brgemm (``weight_size``, ``G * P``, the multiply-adds
-    of a row, below ``BRGEMM_MIN``); never when the batch is split into ``parts`` (their
-    callbacks read the copy)."""
+    of a row, below ``BRGEMM_MIN``), or, without AVX-512, of a large weight over few rows
+    (see the module doc); never when the batch is split into ``parts`` (their callbacks
+    read the copy)."""
     if len(parts) != 1:
         return False
-    return steps == 1 or (not keep and batch == 1 and weight_size < BRGEMM_MIN)
+    if steps == 1:
+        return True
+    if keep:
+        return False
+    if batch == 1 and weight_size < BRGEMM_MIN:
+        return True
+    return (
+        weight_size >= AVX2_IN_PLACE_MIN_WEIGHT
+        and steps <= AVX2_IN_PLACE_MAX_STEPS
+        and steps * batch <= AVX2_IN_PLACE_MAX_ROWS
+        and not has_avx512()
+    )
 
 
 def recurrent_operand(w_hh: Tensor, in_place: bool) -> Tensor:
