@@ -23,12 +23,15 @@ speed as it grew over 2, 3, 4, 6, 8, 12 (and 16), dense / packed input:
 rows, or, within 2% of it, the best worst row. With them, against the loops before,
 the same grid at one thread, 432 rows a direction (T up to 12): rows below 0.9 went from
 138 to 24 in one direction and from 106 to 8 in two, the geometric means from 1.00 to
-1.06 and from 1.05 to 1.11. What stays below 0.9: GRU inference of ``8 x 256 x 512`` past
-the limits (0.62-0.84: our loops' own loss there, at every length), packed LSTM
+1.06 and from 1.05 to 1.11; at two threads, one direction, from 140 to 16 and from 0.99 to
+1.07. What stays below 0.9: GRU inference of ``8 x 256 x 512`` past
+the limits (0.62-0.84, our loops' own loss; at one thread since 0.99-1.06, the weight
+read in place: :mod:`rnnkit.engine.recurrent_operand`), packed LSTM
 inference at 2-4 steps (0.87-0.89: torch's call and ours are the same, ours costs about
 10 us more around it), a packed LSTM at batch 1 (0.83-0.89 at every count), and rows of
 ``8 x 256 x 512`` training whose repeated runs of the same call on both sides differ by
-30% and more (0.63-0.71 at two and three GRU steps, where both sides run torch's layer).
+30% and more (0.63-0.71 at two and three GRU steps, where both sides run torch's layer;
+0.99-1.01 when the two alternate call by call).
 
 A dense float32 LSTM goes where oneDNN's rules send it (:mod:`rnnkit.engine.onednn`):
 oneDNN is torch's own call there. Packed, torch runs an LSTM on its per-step path, and
