@@ -128,11 +128,11 @@ class LSTM(RecurrentBase):
         """
         if self.proj_size or input.dtype != torch.float32:  # oneDNN cannot run these
             return few_steps_on_torch(self, input, hx, "lstm", native_lstm)
-        sizes = plain_cpu_call(self, input)
+        weights = self._flat_weights
+        sizes = plain_cpu_call(self, input, weights)
         if sizes is None:
             return None
         steps, batch = sizes
-        weights = self._flat_weights
         rows = self.num_layers * (2 if self.bidirectional else 1)
         if hx is None:
             # One zero tensor for both states: torch's LSTM only reads them.

@@ -472,15 +472,17 @@ class RecurrentBase(nn.Module):
         return data
 
 
-def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | None:
+def plain_cpu_call(
+    module: RecurrentBase, input: Tensor, weights: list[Tensor]
+) -> tuple[int, int] | None:
     """``(steps, batch)`` of a batched tensor input that torch's own layer could run
-    as ``module`` would (:func:`torch_could_run`), with at least one step and sequence;
-    else None.
+    as ``module`` would (:func:`torch_could_run`; ``weights``, the module's
+    ``_flat_weights``), with at least one step and sequence; else None.
 
     Shape:
         input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``).
     """
-    if not torch_could_run(module, input):
+    if not torch_could_run(module, input, weights):
         return None
     steps, batch, _ = input.shape
     if module.batch_first:
@@ -490,10 +492,12 @@ def plain_cpu_call(module: RecurrentBase, input: Tensor) -> tuple[int, int] | No
     return steps, batch
 
 
-def torch_could_run(module: RecurrentBase, data: Tensor) -> bool:
+def torch_could_run(module: RecurrentBase, data: Tensor, weights: list[Tensor]) -> bool:
     """Whether torch's own layer could run ``data`` (a batched input or packed rows) as
     ``module`` would: no option torch lacks, engine "auto" (the only one that picks
-    torch's layer), CPU data in the weights' dtype with ``input_size`` features."""
+    torch's layer), CPU data in the weights' dtype with ``input_size`` features.
+    ``weights``: the module's ``_flat_weights`` (a property that builds the list: the
+    caller's, built once)."""
     if (
         module._has_step_options
         or module.merge_mode != "concat"
@@ -502,7 +506,7 @@ def torch_could_run(module: RecurrentBase, data: Tensor) -> bool:
         or selected_engine() != "auto"
     ):
         return False
-    first = module._flat_weights[0]
+    first = weights[0]
     # is_cpu costs a sixth of comparing devices
     return (
         data.is_cpu and first.is_cpu and data.dtype == first.dtype
@@ -533,14 +537,14 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx, cell: str, torc
     steps = input.size(1 if module.batch_first else 0)
     if steps > max_native_steps(cell):  # the common case, checked first
         return None
-    sizes = plain_cpu_call(module, input)
+    weights = module._flat_weights
+    sizes = plain_cpu_call(module, input, weights)
     if sizes is None:
         return None
     batch = sizes[1]
     states = _fitting_states(module, None if hx is None else module._states_of(hx), batch, input)
     if states is None:
         return None
-    weights = module._flat_weights
     grad = _records_grad(input, states, weights)
     native = native_fit(cell, steps, batch, module.hidden_size, grad, packed=False)
     if native is None:
@@ -570,7 +574,8 @@ def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx, torch_call
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
-    if not (torch_could_run(module, data) and data.size(0)):
+    weights = module._flat_weights
+    if not (torch_could_run(module, data, weights) and data.size(0)):
         return None
     cell = module._cell
     states = None if hx is None else _in_order(module._states_of(hx), sorted_indices)
@@ -578,7 +583,6 @@ def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx, torch_call
     states = _fitting_states(module, states, batch, data)
     if states is None:
         return None
-    weights = module._flat_weights
     grad = _records_grad(data, states, weights)
     native = native_fit(cell, len(batch_sizes), batch, module.hidden_size, grad, packed=True)
     if native is None:

@@ -341,7 +341,7 @@ def native_stack(
     rows_of_weights = len(weights) // states[0].size(0)  # per layer and direction
     projected = cell == "lstm" and states[0].size(2) != states[-1].size(2)
     has_biases = rows_of_weights - projected == 4
-    op, hx = (torch._VF.lstm, tuple(states)) if cell == "lstm" else (torch._VF.gru, states[0])
+    op, hx = (native_lstm, tuple(states)) if cell == "lstm" else (native_gru, states[0])
     args = (weights, has_biases, num_layers, dropout, training, bidirectional)
     steps, batch = len(batch_sizes), batch_sizes[0]
     if batch_sizes[-1] == batch:  # equal lengths: the rows are already (L, N, H_in)
@@ -358,6 +358,7 @@ def native_stack(
 # packed rows ``(data, batch_sizes, h0, weights, has_biases, num_layers, dropout,
 # training, bidirectional)``, to ``(out, h_n)``; weights ``w_ih, w_hh[, b_ih, b_hh]`` per
 # layer and direction.
+# (Held here: each lookup of ``torch._VF``'s attributes costs 2 us.)
 native_gru = torch._VF.gru
 # torch's LSTM, the same with ``(h0, c0)`` for h0, to ``(out, h_n, c_n)``.
 native_lstm = torch._VF.lstm

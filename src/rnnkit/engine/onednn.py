@@ -207,6 +207,10 @@ def onednn_lstm(
         x ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); out ``(L, N, D * H)``
         (``(N, L, D * H)``), h_n and c_n as hx's ``(D * num_layers, N, H)``.
     """
-    return torch._VF.lstm(
+    return _TORCH_LSTM(
         x, hx, weights, has_biases, num_layers, dropout, training, bidirectional, batch_first
     )
+
+
+# torch's LSTM op, held: each lookup of ``torch._VF``'s attributes costs 2 us a call.
+_TORCH_LSTM = torch._VF.lstm
