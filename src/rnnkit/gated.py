@@ -127,7 +127,7 @@ class LSTM(RecurrentBase):
             :meth:`forward`'s.
         """
         if self.proj_size or input.dtype != torch.float32:  # oneDNN cannot run these
-            return few_steps_on_torch(self, input, hx, "lstm", native_lstm)
+            return few_steps_on_torch(self, input, hx)
         weights = self._flat_weights
         sizes = plain_cpu_call(self, input, weights)
         if sizes is None:
@@ -143,7 +143,9 @@ class LSTM(RecurrentBase):
             hx = tuple(hx)
         else:
             return None
-        # Whether autograd records the call (grad_needed's question, without its list).
+        # Whether autograd records the call (grad_needed's question, written out: this
+        # path's every microsecond shows in a call of one step; fitting_states and
+        # grad_needed, which other direct calls share, cost about 8 us more here).
         grad = torch.is_grad_enabled() and (
             input.requires_grad
             or hx[0].requires_grad
@@ -277,13 +279,6 @@ class GRU(RecurrentBase):
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
-
-    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
-        """A call of few steps on torch's own GRU (:func:`few_steps_on_torch`; the general
-        path makes the same call, after turning the input into packed rows: 0.76-0.91 of
-        ``nn.GRU``'s speed at 1 x 1 x 64 x 64 and 1 x 8 x 128 x 128 with that, ``rnnkit
-        bench --cell gru --shapes 1,1,64,64 ...``)."""
-        return few_steps_on_torch(self, input, hx, "gru", native_gru)
 
     def _native_layer(self):
         return native_gru

@@ -6,8 +6,6 @@ bidirectional else 1, ``H_in`` = input_size, ``H_out`` = hidden_size.
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from rnnkit.engine import rnn_stack
 from rnnkit.engine.stack import NATIVE_RNN
 from rnnkit.functional import rnn_reference
@@ -16,7 +14,6 @@ from rnnkit.recurrent import (  # noqa: F401  (ENGINE_ENV and selected_engine: p
     ENGINES,
     MERGE_MODES,
     RecurrentBase,
-    few_steps_on_torch,
     selected_engine,
     take_options,
 )
@@ -126,10 +123,6 @@ class RNN(RecurrentBase):
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             0, {"device": device, "dtype": dtype}, options,
         )  # fmt: skip
-
-    def _forward_on_torch(self, input: Tensor, hx) -> tuple | None:
-        """A call of few steps on torch's own RNN (:func:`few_steps_on_torch`)."""
-        return few_steps_on_torch(self, input, hx, "rnn", self._native_layer())
 
     def _native_layer(self):
         return NATIVE_RNN[self.nonlinearity]
