@@ -5,6 +5,8 @@ calls take that path."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_sequence
@@ -217,3 +219,55 @@ def test_training_of_one_step_reads_in_place(in_place_calls, cell, bidirectional
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert p.grad is not None, name
         _assert_torchs(p.grad, q.grad, torch.float64)
+
+
+@pytest.fixture
+def parts_and_in_place(monkeypatch):
+    """``(parts, w_in_place)`` of every call of the compiled GRU and LSTM loops, on the
+    compiled engine at two threads (where the batch may be split); skipped where the
+    loops cannot split it."""
+    if not compiled_gated.team_available():
+        pytest.skip("the compiled loops split a batch only on torch's GNU OpenMP runtime")
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    seen = []
+    for name in ("gru_forward", "lstm_forward"):
+        forward = getattr(compiled_gated, name)
+
+        def spy(*args, _forward=forward, **kwargs):
+            call = inspect.signature(_forward).bind(*args, **kwargs).arguments
+            seen.append((len(call["parts"]), call["w_in_place"]))
+            return _forward(*args, **kwargs)
+
+        monkeypatch.setattr(compiled_gated, name, spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield seen
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("cell, hidden", [("gru", 296), ("lstm", 256)])
+def test_with_avx2_at_two_threads_a_large_weight_runs_whole_and_in_place(
+    parts_and_in_place, monkeypatch, cell, hidden
+):
+    """Without AVX-512, at two threads, inference over few rows and a weight of at least
+    2**18 elements runs the batch whole, reading the weight in place, from 8 sequences
+    (rnnkit.engine.recurrent_operand.inference_parts); a smaller batch or weight, more
+    steps, and AVX-512 split it in two parts that read the copy. Results are torch's."""
+    minimum = recurrent_operand.AVX2_WHOLE_MIN_WEIGHT
+    assert GATES[cell] * hidden**2 >= minimum > GATES[cell] * (hidden - 1) ** 2
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: False)
+    ours, theirs = _pair(cell, torch.float32, hidden=hidden)
+    smaller, smaller_theirs = _pair(cell, torch.float32, hidden=hidden - 1)
+    with torch.no_grad():
+        for layers, steps, batch in (
+            ((ours, theirs), 12, 8),
+            ((ours, theirs), 12, 7),
+            ((ours, theirs), 13, 8),
+            ((smaller, smaller_theirs), 12, 8),
+        ):
+            x = torch.randn(steps, batch, 5)
+            _assert_torchs(layers[0](x), layers[1](x), torch.float32)
+        monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: True)
+        ours(torch.randn(12, 8, 5))
+    whole, split = (1, True), (2, False)
+    assert parts_and_in_place == [whole, split, split, split, split]

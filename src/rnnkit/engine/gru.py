@@ -21,7 +21,7 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, project_input, weight_grad
-from rnnkit.engine.recurrent_operand import reads_in_place, recurrent_operand
+from rnnkit.engine.recurrent_operand import inference_parts, reads_in_place, recurrent_operand
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -135,7 +135,8 @@ def _compiled_inference(x, h0, weights, steps, directions):
     gates = x.new_empty(chunks[0][1], 3 * hidden)  # one chunk's projections; the first is whole
     products = x.new_empty(batch, 3 * hidden)  # one step's W_hh h_prev
     kept_n = x.new_empty(batch, hidden)  # scratch: one step's W_hn h_prev + b_hn
-    parts = _parts([batch] * steps, h0, x)  # every chunk's
+    # every chunk's parts
+    parts = inference_parts(steps, batch, 3 * hidden**2, _parts([batch] * steps, h0, x))
     w_in_place = reads_in_place(steps, batch, 3 * hidden**2, False, parts)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         bias = None if b_ih is None else _input_bias(b_ih, b_hh)

@@ -29,7 +29,7 @@ from torch import Tensor
 from rnnkit.compiled import gated as compiled_gated
 from rnnkit.engine.parallel import dense_parts
 from rnnkit.engine.products import add_input_grad, project_input, weight_grad
-from rnnkit.engine.recurrent_operand import reads_in_place, recurrent_operand
+from rnnkit.engine.recurrent_operand import inference_parts, reads_in_place, recurrent_operand
 from rnnkit.engine.walk import (
     dense_chunks,
     last_states,
@@ -169,8 +169,10 @@ def _compiled_inference(x, h0, c0, weights, steps, directions, projected):
     chunks = dense_chunks(steps, batch, 4 * hidden * x.element_size(), False)
     gates = x.new_empty(chunks[0][1], 4 * hidden)  # one chunk's projections; the first is whole
     cells, tanh_cells = x.new_empty(2 * batch, hidden), x.new_empty(batch, hidden)
-    batch_split = _parts([batch] * steps, h0, hidden, x)  # every chunk's
-    in_place = reads_in_place(steps, batch, 4 * hidden * out_size, False, batch_split)
+    weight_size = 4 * hidden * out_size
+    # every chunk's parts
+    batch_split = inference_parts(steps, batch, weight_size, _parts([batch] * steps, h0, hidden, x))
+    in_place = reads_in_place(steps, batch, weight_size, False, batch_split)
     for k, (w_ih, w_hh, b_ih, b_hh, w_hr) in enumerate(
         split_lstm_weights(weights, num_directions, projected)
     ):

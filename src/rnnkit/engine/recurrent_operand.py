@@ -37,6 +37,20 @@ Through the layer against the copy (``python benchmarks/compare_revisions.py --c
 So there inference also reads a weight of at least ``AVX2_IN_PLACE_MIN_WEIGHT`` in place
 over at most ``AVX2_IN_PLACE_MAX_STEPS`` steps and ``AVX2_IN_PLACE_MAX_ROWS`` rows
 (``L * N``).
+
+At two threads the loop splits the batch in two parts (:mod:`rnnkit.engine.parallel`),
+and the parts read the copy. On AVX2, where the rule above would read the weight in place,
+the whole batch on one thread reading it in place against the two parts, GRU inference,
+L = 8 and 12, N = 2-21 (``L * N <= 256``), H_in = 256 (median of 40 alternated pairs of
+calls; scratch script):
+
+- H = 384 and 512: 1.05-1.42 from N = 8; 0.90-1.01 at N = 4 and 6; 1.01-1.45 at N = 2;
+- H = 256: 0.92-1.10, a tie.
+
+So there inference of a weight of at least ``AVX2_WHOLE_MIN_WEIGHT`` over a batch of at
+least ``AVX2_WHOLE_MIN_BATCH`` runs whole, in place (:func:`inference_parts`), where it
+would have read in place unsplit. Unmeasured at more than two threads, where the parts gain
+more: there the batch stays split.
 """
 
 from __future__ import annotations
@@ -53,6 +67,11 @@ BRGEMM_MIN = 1 << 18
 AVX2_IN_PLACE_MIN_WEIGHT = 1 << 17
 AVX2_IN_PLACE_MAX_STEPS = 12
 AVX2_IN_PLACE_MAX_ROWS = 256
+# Without AVX-512, at two threads: inference reads a weight of this many elements or more
+# in place over a batch of at least this many sequences on one thread, rather than split
+# the batch in two parts that read the copy, where the rule above holds (see the module doc).
+AVX2_WHOLE_MIN_WEIGHT = 1 << 18
+AVX2_WHOLE_MIN_BATCH = 8
 
 
 def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) -> bool:
@@ -70,6 +89,29 @@ def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) 
         return False
     if batch == 1 and weight_size < BRGEMM_MIN:
         return True
+    return _avx2_few_rows(steps, batch, weight_size)
+
+
+def inference_parts(
+    steps: int, batch: int, weight_size: int, parts: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts an inference call of equal-length sequences runs on: the whole batch
+    (which :func:`reads_in_place` then reads in place) where, without AVX-512, the batch
+    would be split in two over a weight of at least ``AVX2_WHOLE_MIN_WEIGHT`` elements
+    (``weight_size``, ``G * P``) that an unsplit call of these steps reads in place, from
+    ``AVX2_WHOLE_MIN_BATCH`` sequences; else ``parts`` (see the module doc)."""
+    if (
+        len(parts) == 2
+        and batch >= AVX2_WHOLE_MIN_BATCH
+        and weight_size >= AVX2_WHOLE_MIN_WEIGHT
+        and _avx2_few_rows(steps, batch, weight_size)
+    ):
+        return [(0, batch)]
+    return parts
+
+
+def _avx2_few_rows(steps: int, batch: int, weight_size: int) -> bool:
+    """Whether, without AVX-512, inference reads a large weight in place over few rows."""
     return (
         weight_size >= AVX2_IN_PLACE_MIN_WEIGHT
         and steps <= AVX2_IN_PLACE_MAX_STEPS
