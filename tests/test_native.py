@@ -60,18 +60,19 @@ def test_auto_picks_torch_s_layer_only_while_the_kernels_are_not_ready(monkeypat
         assert resolve_engine(engine, x, 3, 8, "gru", native=ALWAYS) == engine
 
 
-def _pair(cell, dtype=torch.float32, **kwargs):
+def _pair(cell, dtype=torch.float32, hidden=16, **kwargs):
     torch.manual_seed(0)
-    ours = getattr(rnnkit, cell)(5, 16, **kwargs).to(dtype)
-    theirs = getattr(torch.nn, cell)(5, 16, **kwargs).to(dtype)
+    ours = getattr(rnnkit, cell)(5, hidden, **kwargs).to(dtype)
+    theirs = getattr(torch.nn, cell)(5, hidden, **kwargs).to(dtype)
     theirs.load_state_dict(ours.state_dict())
     return ours, theirs
 
 
 def _states(module, batch, dtype):
     rows = module.num_layers * (2 if module.bidirectional else 1)
-    h0 = torch.randn(rows, batch, module.proj_size or 16, dtype=dtype)
-    return (h0, torch.randn(rows, batch, 16, dtype=dtype)) if module.mode == "LSTM" else h0
+    hidden = module.hidden_size
+    h0 = torch.randn(rows, batch, module.proj_size or hidden, dtype=dtype)
+    return (h0, torch.randn(rows, batch, hidden, dtype=dtype)) if module.mode == "LSTM" else h0
 
 
 def _inferred(module, x, hx):
@@ -176,24 +177,32 @@ def _matches_torch(ours, theirs, steps: int, on_torch: tuple[bool, bool]) -> Non
     assert all(same(a, b) for a, b in zip(*grads, strict=True))
 
 
-def _step_counts(cell: str) -> list[tuple[int, tuple[bool, bool]]]:
-    """Step counts around a small dense call's limits, with where each runs (inference,
-    training): one step, each limit, and one step past the larger."""
+# The hidden sizes of an Elman or GRU layer whose steps at batch 4 are small (N * H**2 at
+# most native.SMALL_STEP: dense inference keeps torch's layer for more steps) and not.
+SMALL_HIDDEN, HIDDEN = 16, 65
+
+
+def _step_counts(cell: str, hidden: int = SMALL_HIDDEN) -> list[tuple[int, tuple[bool, bool]]]:
+    """Step counts around a dense call's limits at batch 4, with where each runs
+    (inference, training): one step, each limit, and one step past the larger."""
     inference, training = NATIVE_MAX_STEPS[cell][0]
+    if cell != "lstm" and 4 * hidden**2 <= native.SMALL_STEP:
+        inference = native.NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE
     counts = sorted({1, training, training + 1, inference, inference + 1})
     return [(steps, (steps <= inference, steps <= training)) for steps in counts]
 
 
+@pytest.mark.parametrize("hidden", [SMALL_HIDDEN, HIDDEN])
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
 def test_a_gru_call_of_few_steps_runs_on_torch_s_layer_training_included(
-    native_calls, monkeypatch, kwargs
+    native_calls, monkeypatch, kwargs, hidden
 ):
     """A step-by-step decoder's call, or a short sequence's: torch's layer beats our loops
     there, with the kernels ready too; past the limits the calls stay ours."""
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
-    ours, theirs = _pair("GRU", dtype=torch.float64, **kwargs)
+    ours, theirs = _pair("GRU", dtype=torch.float64, hidden=hidden, **kwargs)
     expected = []
-    for steps, on_torch in _step_counts("gru"):
+    for steps, on_torch in _step_counts("gru", hidden):
         _matches_torch(ours, theirs, steps, on_torch)
         expected += [("gru", (steps, 4, 5))] * sum(on_torch)
     assert native_calls == expected
@@ -252,9 +261,12 @@ def test_an_lstm_call_of_few_steps_that_onednn_cannot_run_runs_on_torch_s_layer(
     assert calls[len(expected) :] == [(2, 4, 5)]
 
 
+@pytest.mark.parametrize("hidden", [SMALL_HIDDEN, HIDDEN])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
-def test_an_elman_call_of_few_steps_runs_on_torch_s_layer(monkeypatch, nonlinearity, kwargs):
+def test_an_elman_call_of_few_steps_runs_on_torch_s_layer(
+    monkeypatch, nonlinearity, kwargs, hidden
+):
     calls = []
     op = stack.NATIVE_RNN[nonlinearity]
 
@@ -265,9 +277,9 @@ def test_an_elman_call_of_few_steps_runs_on_torch_s_layer(monkeypatch, nonlinear
     monkeypatch.setitem(stack.NATIVE_RNN, nonlinearity, counted)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
-    ours, theirs = _pair("RNN", dtype=torch.float64, nonlinearity=nonlinearity, **kwargs)
+    ours, theirs = _pair("RNN", torch.float64, hidden, nonlinearity=nonlinearity, **kwargs)
     expected = []
-    for steps, on_torch in _step_counts("rnn"):
+    for steps, on_torch in _step_counts("rnn", hidden):
         _matches_torch(ours, theirs, steps, on_torch)
         expected += [(nonlinearity, (steps, 4, 5))] * sum(on_torch)
     assert calls == expected
@@ -279,17 +291,24 @@ def test_an_elman_call_of_few_steps_runs_on_torch_s_layer(monkeypatch, nonlinear
 
 
 def test_the_step_limits_follow_the_cell_the_input_and_an_elman_step_s_size():
-    assert native_fit("gru", 6, 4, 16, False, packed=False) == ALWAYS
-    assert native_fit("gru", 7, 4, 16, False, packed=False) is None
+    assert native_fit("gru", 6, 4, 128, False, packed=False) == ALWAYS
+    assert native_fit("gru", 7, 4, 128, False, packed=False) is None
     assert native_fit("gru", 8, 4, 16, False, packed=True) == ALWAYS
     assert native_fit("gru", 4, 4, 16, True, packed=False) is None
     assert native_fit("lstm", 3, 4, 16, True, packed=True) == ALWAYS
     # An Elman step's product of 2**18 or more: our loops from 3 steps of inference
-    assert native_fit("rnn", 6, 4, 16, False, packed=False) == ALWAYS
+    assert native_fit("rnn", 6, 4, 128, False, packed=False) == ALWAYS
     assert native_fit("rnn", 3, 4, 256, False, packed=False) is None
     assert native_fit("rnn", 2, 4, 256, False, packed=False) == ALWAYS
     assert native_fit("rnn", 3, 4, 255, False, packed=False) == ALWAYS
-    assert native.max_native_steps("rnn") == 8
+    # Dense inference of an Elman or GRU step of at most 2**13 (N * H**2): up to 8 steps
+    for cell in ("rnn", "gru"):
+        assert native_fit(cell, 8, 2, 64, False, packed=False) == ALWAYS
+        assert native_fit(cell, 9, 2, 64, False, packed=False) is None
+        assert native_fit(cell, 7, 2, 65, False, packed=False) is None
+        assert native_fit(cell, 4, 1, 16, True, packed=False) is None  # training: 3
+    assert native_fit("lstm", 7, 1, 16, False, packed=False) is None
+    assert native.max_native_steps("rnn") == native.max_native_steps("gru") == 8
 
 
 def _close(a, b) -> bool:

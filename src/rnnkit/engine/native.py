@@ -39,7 +39,13 @@ so do we for few steps. A packed call costs more on our loops than a dense one, 
 torch's packed steps more than its dense ones, so packed input keeps torch's layer for
 more steps. An Elman step's product is all its work, so once that is large our loops win
 from two or three steps; a gated step is several ops in torch, so there the limits hold
-at every size.
+at every size, except that where a step is tiny (``N * H**2 <= SMALL_STEP``: batch 1-2 at
+H = 32-64) dense Elman and GRU inference still read 0.69-0.92 at 7 and 8 steps on our
+loops, and stay on torch's layer up to 8 steps: 0.97-1.04 since, at 1 and 2 threads, one
+direction and two (``rnnkit bench --cell gru rnn --modes inference --bidirectional 0 1
+--threads 1 2 --shapes 7,1,4,32 8,1,4,32 7,1,4,64 8,1,4,64 8,2,4,64 7,2,32,64``; at
+``N * H**2 = 2**14`` the rows read 0.88-1.07 on our loops, so the limit stays there).
+Bidirectional rows at N = 2 that our loops ran at 1.03-1.26 read 1.00-1.01 on torch's.
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ NATIVE_MAX_STEPS = {
 # step's work, so our loops win sooner.
 NATIVE_MAX_STEPS_LARGE_RNN = ((2, 2), (4, 4))
 LARGE_STEP = 1 << 18
+# Dense inference of an Elman or GRU layer whose steps are at most SMALL_STEP (N * H**2):
+# each step is so small that our loops' cost per call outweighs their gain per step for
+# longer, up to this many steps.
+NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE = 8
+SMALL_STEP = 1 << 13
 # torch's note that a projected LSTM leaves oneDNN, given on every call of its layer: its
 # business, not our user's.
 PROJECTION_WARNING = "LSTM with projections is not supported with oneDNN"
@@ -82,15 +93,20 @@ def native_fit(
         ``ALWAYS`` (for :func:`rnnkit.engine.resolve_engine`'s ``native``), or None.
     """
     limits = NATIVE_MAX_STEPS[cell]
-    if cell == "rnn" and batch * hidden_size**2 >= LARGE_STEP:
+    step = batch * hidden_size**2
+    if cell == "rnn" and step >= LARGE_STEP:
         limits = NATIVE_MAX_STEPS_LARGE_RNN
-    return ALWAYS if steps <= limits[packed][training_grad] else None
+    limit = limits[packed][training_grad]
+    if cell != "lstm" and not (packed or training_grad) and step <= SMALL_STEP:
+        limit = NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE
+    return ALWAYS if steps <= limit else None
 
 
 def max_native_steps(cell: str) -> int:
     """The most steps :func:`native_fit` ever gives torch's layer for ``cell``: a call of
     more skips its questions."""
-    return max(max(pair) for pair in NATIVE_MAX_STEPS[cell])
+    most = max(max(pair) for pair in NATIVE_MAX_STEPS[cell])
+    return most if cell == "lstm" else max(most, NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE)
 
 
 def call_quietly(projected: bool, op, *args):
