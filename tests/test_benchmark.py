@@ -604,3 +604,18 @@ def test_weight_in_place_times_both_and_names_the_rule(capsys, monkeypatch):
         assert load_script("weight_in_place").main(argv) == 0
         below, at_limit = table_rows(capsys.readouterr().out, columns=5)
         assert (below[4], at_limit[4]) == ("in place", expected)
+
+
+def test_unbatched_times_both_layers_and_shows_their_difference(capsys):
+    argv = ["--cell", "gru", "lstm", "--shapes", "2,3,4", "--modes", "inference", "train",
+            "--repeats", "3"]  # fmt: skip
+    assert load_script("unbatched").main(argv) == 0
+    rows = table_rows(capsys.readouterr().out, columns=8)
+    assert [row[:3] for row in rows] == [
+        [cell, "2x3x4", mode] for cell in ("gru", "lstm") for mode in ("inference", "train")
+    ]
+    assert all(float(cell) > 0 for row in rows for cell in row[4:7])
+    # two steps run on torch's own layer (the GRU's inference, the LSTM's on oneDNN)
+    assert [float(row[7]) for row in rows if row[2] == "inference"] == [0.0, 0.0]
+    with pytest.raises(SystemExit):
+        load_script("unbatched").main(["--shapes", "2,3"])

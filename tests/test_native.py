@@ -206,11 +206,11 @@ def test_a_gru_call_of_few_steps_runs_on_torch_s_layer_training_included(
         _matches_torch(ours, theirs, steps, on_torch)
         expected += [("gru", (steps, 4, 5))] * sum(on_torch)
     assert native_calls == expected
-    # unbatched: through the general path (packed rows), to the same layer
+    # unbatched: as a batch of one, to the same layer
     x, hx = torch.randn(1, 5, dtype=torch.float64), _states(ours, 1, torch.float64)[:, 0]
     pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
-    assert native_calls[len(expected) :] == [("gru", (1, 5))]
+    assert native_calls[len(expected) :] == [("gru", (1, 1, 5))]
 
 
 def test_an_lstm_call_of_few_dense_steps_stays_on_onednn_s_rules(native_calls, monkeypatch):
@@ -452,3 +452,58 @@ def test_a_malformed_packed_input_of_few_steps_gets_the_general_path_s_error():
     packed = torch.nn.utils.rnn.PackedSequence(torch.randn(5, 5), torch.tensor([3, 1]))
     with pytest.raises(RuntimeError, match="batch_sizes, expected non-negative"):
         ours(packed)
+
+
+def _unbatched_states(module, dtype):
+    """Random initial states of an unbatched call: ``h0`` or ``(h0, c0)``, each 2-D."""
+    states = _states(module, 1, dtype)
+    if isinstance(states, tuple):
+        return tuple(state[:, 0] for state in states)
+    return states[:, 0]
+
+
+@pytest.mark.parametrize("cell", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_unbatched_call_runs_as_a_batch_of_one_on_torch_s_layer(monkeypatch, cell, batch_first):
+    """An unbatched input of few steps (and an LSTM's, which oneDNN runs) takes the direct
+    call of a batch of one, as torch.nn's layer makes it: torch's results bit for bit,
+    gradients included, from zeros and from given 2-D states; a long Elman or GRU call
+    stays on our loops."""
+    calls = []
+
+    def counting(op):
+        def counted(x, *args):
+            calls.append(tuple(x.shape))
+            return op(x, *args)
+
+        return counted
+
+    for name in ("native_gru", "native_lstm"):
+        monkeypatch.setattr(gated, name, counting(getattr(gated, name)))
+    monkeypatch.setattr(gated, "onednn_lstm", counting(gated.onednn_lstm))
+    monkeypatch.setitem(stack.NATIVE_RNN, "tanh", counting(stack.NATIVE_RNN["tanh"]))
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    dtype = torch.float32 if cell == "LSTM" else torch.float64  # the LSTM's on oneDNN
+    ours, theirs = _pair(cell, dtype, batch_first=batch_first)
+    batched = (1, 2, 5) if batch_first else (2, 1, 5)
+    for hx in (None, _unbatched_states(ours, dtype)):
+        x = torch.randn(2, 5, dtype=dtype)
+        pairs = zip(_inferred(ours, x, hx), _inferred(theirs, x, hx), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+        grads = []
+        for module in (ours, theirs):
+            x_ = x.clone().requires_grad_()
+            out, state = module(x_, hx)
+            h_n = state[0] if isinstance(state, tuple) else state
+            assert out.shape == (2, 16) and h_n.shape == (1, 16)
+            (out.sin().sum() + h_n.cos().sum()).backward()
+            grads.append([x_.grad] + [p.grad for p in module.parameters()])
+            module.zero_grad()
+        assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    assert calls == [batched] * 4
+    if cell != "LSTM":
+        x = torch.randn(LONG, 5, dtype=dtype)
+        pairs = zip(_inferred(ours, x, None), _inferred(theirs, x, None), strict=True)
+        assert all(_close(a, b) for a, b in pairs)
+        assert len(calls) == 4
