@@ -25,8 +25,8 @@ the same grid at one thread, 432 rows a direction (T up to 12): rows below 0.9 w
 138 to 24 in one direction and from 106 to 8 in two, the geometric means from 1.00 to
 1.06 and from 1.05 to 1.11; at two threads, one direction, from 140 to 16 and from 0.99 to
 1.07. What stays below 0.9: GRU inference of ``8 x 256 x 512`` past
-the limits (0.62-0.84, our loops' own loss; at one thread since 0.99-1.06, the weight
-read in place: :mod:`rnnkit.engine.recurrent_operand`), packed LSTM
+the limits (0.62-0.84, our loops' own loss; since 0.99-1.06 at one thread and 0.91-1.04 at
+two, the weight read in place: :mod:`rnnkit.engine.recurrent_operand`), packed LSTM
 inference at 2-4 steps (0.87-0.89: torch's call and ours are the same, ours costs about
 10 us more around it), a packed LSTM at batch 1 (0.83-0.89 at every count), and rows of
 ``8 x 256 x 512`` training whose repeated runs of the same call on both sides differ by
