@@ -345,6 +345,8 @@ class RecurrentBase(nn.Module):
         """
         if hx is not None:
             states = self._states_of(hx)
+            if len(states) != len(self._state_sizes()):
+                return None
             for state in states:
                 if type(state) is not Tensor or state.dim() != 2:
                     return None
