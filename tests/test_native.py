@@ -186,7 +186,7 @@ def _step_counts(cell: str, hidden: int = SMALL_HIDDEN) -> list[tuple[int, tuple
     """Step counts around a dense call's limits at batch 4, with where each runs
     (inference, training): one step, each limit, and one step past the larger."""
     inference, training = NATIVE_MAX_STEPS[cell][0]
-    if cell != "lstm" and 4 * hidden**2 <= native.SMALL_STEP:
+    if cell in native.SMALL_STEP_CELLS and 4 * hidden**2 <= native.SMALL_STEP:
         inference = native.NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE
     counts = sorted({1, training, training + 1, inference, inference + 1})
     return [(steps, (steps <= inference, steps <= training)) for steps in counts]

@@ -26,7 +26,7 @@ from rnnkit.engine.gru import gru_layer_backward, gru_layer_forward
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.lstm import lstm_layer_backward, lstm_layer_forward
 from rnnkit.engine.native import call_quietly, native_fit
-from rnnkit.engine.onednn import UNTIL_COMPILED, onednn_fit
+from rnnkit.engine.onednn import UNTIL_COMPILED, native_lstm, onednn_fit
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -358,10 +358,9 @@ def native_stack(
 # packed rows ``(data, batch_sizes, h0, weights, has_biases, num_layers, dropout,
 # training, bidirectional)``, to ``(out, h_n)``; weights ``w_ih, w_hh[, b_ih, b_hh]`` per
 # layer and direction.
-# (Held here: each lookup of ``torch._VF``'s attributes costs 2 us.)
+# (Held here: each lookup of ``torch._VF``'s attributes costs 2 us. The LSTM's op,
+# ``native_lstm``, is held in rnnkit.engine.onednn.)
 native_gru = torch._VF.gru
-# torch's LSTM, the same with ``(h0, c0)`` for h0, to ``(out, h_n, c_n)``.
-native_lstm = torch._VF.lstm
 
 
 def gated_stack(

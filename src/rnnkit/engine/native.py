@@ -70,6 +70,7 @@ LARGE_STEP = 1 << 18
 # longer, up to this many steps.
 NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE = 8
 SMALL_STEP = 1 << 13
+SMALL_STEP_CELLS = ("rnn", "gru")
 # torch's note that a projected LSTM leaves oneDNN, given on every call of its layer: its
 # business, not our user's.
 PROJECTION_WARNING = "LSTM with projections is not supported with oneDNN"
@@ -97,16 +98,25 @@ def native_fit(
     if cell == "rnn" and step >= LARGE_STEP:
         limits = NATIVE_MAX_STEPS_LARGE_RNN
     limit = limits[packed][training_grad]
-    if cell != "lstm" and not (packed or training_grad) and step <= SMALL_STEP:
+    if cell in SMALL_STEP_CELLS and not (packed or training_grad) and step <= SMALL_STEP:
         limit = NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE
     return ALWAYS if steps <= limit else None
 
 
 def max_native_steps(cell: str) -> int:
     """The most steps :func:`native_fit` ever gives torch's layer for ``cell``: a call of
-    more skips its questions."""
-    most = max(max(pair) for pair in NATIVE_MAX_STEPS[cell])
-    return most if cell == "lstm" else max(most, NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE)
+    more skips its questions (every batched call asks, so the answer is worked out once,
+    at import)."""
+    return _MOST_STEPS[cell]
+
+
+_MOST_STEPS = {
+    cell: max(
+        *(max(pair) for pair in limits),
+        *((NATIVE_MAX_STEPS_SMALL_DENSE_INFERENCE,) if cell in SMALL_STEP_CELLS else ()),
+    )
+    for cell, limits in NATIVE_MAX_STEPS.items()
+}
 
 
 def call_quietly(projected: bool, op, *args):

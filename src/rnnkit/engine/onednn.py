@@ -207,10 +207,14 @@ def onednn_lstm(
         x ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); out ``(L, N, D * H)``
         (``(N, L, D * H)``), h_n and c_n as hx's ``(D * num_layers, N, H)``.
     """
-    return _TORCH_LSTM(
+    return native_lstm(
         x, hx, weights, has_biases, num_layers, dropout, training, bidirectional, batch_first
     )
 
 
-# torch's LSTM op, held: each lookup of ``torch._VF``'s attributes costs 2 us a call.
-_TORCH_LSTM = torch._VF.lstm
+# torch's LSTM, the op ``torch.nn.LSTM.forward`` calls: on a batched dense input ``(x,
+# (h0, c0), weights, has_biases, num_layers, dropout, training, bidirectional,
+# batch_first)``, on packed rows ``(data, batch_sizes, (h0, c0), weights, has_biases,
+# num_layers, dropout, training, bidirectional)``, to ``(out, h_n, c_n)``. Held here, for
+# every direct call and native_stack: each lookup of ``torch._VF``'s attributes costs 2 us.
+native_lstm = torch._VF.lstm
