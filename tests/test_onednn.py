@@ -15,9 +15,9 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from rnnkit import gated
+from rnnkit import gated, recurrent
 from rnnkit.compiled import warmup
-from rnnkit.engine import gated_stack, onednn, resolve_engine
+from rnnkit.engine import gated_stack, native, onednn, resolve_engine
 from rnnkit.engine.onednn import ALWAYS, OURS_PART_ROWS, UNTIL_COMPILED, onednn_fit
 
 needs_onednn = pytest.mark.skipif(
@@ -205,7 +205,7 @@ def test_auto_picks_onednn_where_it_fits_and_explicit_engines_stay(monkeypatch):
 def onednn_calls(monkeypatch) -> list:
     """Counts the stacks run on oneDNN; kernels reported ready, engine "auto"."""
     calls = []
-    direct, stack = onednn.onednn_lstm, gated_stack.native_stack
+    direct, stack, layer = onednn.onednn_lstm, gated_stack.native_stack, gated.native_lstm
 
     def counted_direct(*args):
         calls.append(tuple(args[0].shape))
@@ -215,8 +215,15 @@ def onednn_calls(monkeypatch) -> list:
         calls.append(tuple(x.shape))
         return stack(cell, x, *args)
 
-    # Both ways in: a layer's batched tensor input, and the general path's packed rows.
+    def counted_packed(data, *args):
+        if isinstance(args[0], torch.Tensor):  # batch_sizes: torch's packed call
+            calls.append(tuple(data.shape))
+        return layer(data, *args)
+
+    # Three ways in: a layer's batched tensor input, its packed input of equal lengths
+    # (torch's packed call, as torch.nn.LSTM makes it), and the general path's packed rows.
     monkeypatch.setattr(gated, "onednn_lstm", counted_direct)
+    monkeypatch.setattr(gated, "native_lstm", counted_packed)
     monkeypatch.setattr(gated_stack, "native_stack", counted_stack)
     monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
@@ -276,9 +283,9 @@ def test_bidirectional_training_and_other_layers_stay_on_our_engine(
         _pair()[0](torch.randn(7, 4, 5))
     assert torch.backends.mkldnn.enabled
     assert onednn_calls == []
-    # A packed batch of equal lengths is dense: oneDNN runs it.
+    # A packed batch of equal lengths is dense: oneDNN runs it, by torch's packed call.
     _pair()[0](pack_padded_sequence(torch.randn(7, 3, 5), [7, 7, 7]))
-    assert onednn_calls == [(21, 5)]  # the general path's packed rows
+    assert onednn_calls == [(21, 5)]
 
 
 @needs_onednn
@@ -363,3 +370,112 @@ def test_inputs_the_direct_call_declines_get_the_general_paths_checks(onednn_cal
     with pytest.raises(RuntimeError, match="sequence length to be larger than 0"):
         ours(torch.randn(0, 4, 5))
     assert len(onednn_calls) == 2
+
+
+@pytest.fixture
+def packed_calls(monkeypatch) -> dict:
+    """Counts torch's packed LSTM calls (the direct one) and the general path's stacks on
+    torch's layer; kernels reported ready, engine "auto"."""
+    calls = {"packed": [], "general": []}
+    layer, stack = gated.native_lstm, gated_stack.native_stack
+
+    def counted_packed(data, *args):
+        if isinstance(args[0], torch.Tensor):  # batch_sizes: torch's packed call
+            calls["packed"].append(tuple(data.shape))
+        return layer(data, *args)
+
+    def counted_stack(cell, x, *args):
+        calls["general"].append(tuple(x.shape))
+        return stack(cell, x, *args)
+
+    monkeypatch.setattr(gated, "native_lstm", counted_packed)
+    monkeypatch.setattr(gated_stack, "native_stack", counted_stack)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": True)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    return calls
+
+
+def _packed_results(module, packed, hx, train: bool) -> list[torch.Tensor]:
+    """Output rows, final states and, in training, every gradient (input, states and
+    parameters) of ``module`` on ``packed``."""
+    data = packed.data.clone().requires_grad_(train)
+    states = None if hx is None else tuple(s.clone().requires_grad_(train) for s in hx)
+    with torch.set_grad_enabled(train):
+        out, (h_n, c_n) = module(packed._replace(data=data), states)
+    results = [out.data, h_n, c_n]
+    if train:
+        (out.data.sin().sum() + h_n.cos().sum() + (c_n * c_n).sum()).backward()
+        grads = [data.grad] + ([] if hx is None else [s.grad for s in states])
+        results += grads + [p.grad for p in module.parameters()]
+        module.zero_grad()
+    return results
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"num_layers": 2, "bidirectional": True}, {"batch_first": True}]
+)
+def test_packed_sequences_of_equal_lengths_make_torch_s_packed_call_at_any_length(
+    packed_calls, avx512, kwargs
+):
+    """One sequence, or several of equal lengths, unsorted: torch's packed call as
+    nn.LSTM makes it (not the general path), past the few-step limits, from zeros and
+    from given states, inference and training (bidirectional training excepted: oneDNN's
+    rules with AVX-512 give it to our loops), with torch's results bit for bit; unequal
+    lengths and oneDNN switched off stay on the general path."""
+    ours, theirs = _pair(**kwargs)
+    batch_first = kwargs.get("batch_first", False)
+    steps, rows = 20, kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+    assert steps > native.max_native_steps("lstm")
+
+    def packed_input(lengths):
+        x = torch.randn(len(lengths), steps, 5)  # (N, L, H_in)
+        x = x if batch_first else x.transpose(0, 1)
+        return pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+
+    expected = []
+    for lengths in ([steps], [steps] * 3):
+        packed = packed_input(lengths)
+        hx = (torch.randn(rows, len(lengths), 16), torch.randn(rows, len(lengths), 16))
+        for state in (None, hx):
+            for train in (False, True):
+                mine = _packed_results(ours, packed, state, train)
+                pairs = zip(mine, _packed_results(theirs, packed, state, train), strict=True)
+                if train and ours.bidirectional:  # our loops' (oneDNN's rules, AVX-512)
+                    assert all(torch.allclose(a, b, atol=1e-5) for a, b in pairs)
+                    continue
+                assert all(torch.equal(a, b) for a, b in pairs)
+                expected.append(tuple(packed.data.shape))
+    assert packed_calls == {"packed": expected, "general": []}
+    unequal = packed_input([steps, steps - 3, steps])
+    _packed_results(ours, unequal, None, False)
+    with pytest.MonkeyPatch.context() as switch:
+        switch.setattr(torch.backends.mkldnn, "enabled", False)
+        _packed_results(ours, packed_input([steps]), None, False)
+    assert packed_calls["packed"] == expected
+
+
+@needs_onednn
+def test_packed_sequences_of_equal_lengths_follow_onednn_s_training_rules(packed_calls, avx2):
+    """The direct packed call asks oneDNN's rules as the general path does: without
+    AVX-512, bidirectional training of AVX2_BIDIRECTIONAL_MIN_STEPS steps runs on our
+    loops, one step fewer on torch's packed call."""
+    ours, _ = _pair(bidirectional=True)
+    fewest = onednn.AVX2_BIDIRECTIONAL_MIN_STEPS
+    for steps in (fewest, fewest - 1):
+        packed = pack_padded_sequence(torch.randn(steps, 2, 5), [steps, steps])
+        _packed_results(ours, packed, None, True)
+    assert packed_calls == {"packed": [((fewest - 1) * 2, 5)], "general": []}
+
+
+def test_one_sequence_in_its_only_place_is_not_copied_to_sort_its_states():
+    """A batch of one, sorted_indices [0]: the states as they are (index_select would copy
+    them); any other order is index_select's, its errors included."""
+    states = (torch.randn(2, 1, 4), torch.randn(2, 1, 3))
+    same = recurrent._in_order(states, torch.tensor([0]))
+    assert all(a is b for a, b in zip(same, states, strict=True))
+    pair = (torch.randn(2, 2, 4),)
+    assert torch.equal(recurrent._in_order(pair, torch.tensor([1, 0]))[0], pair[0].flip(1))
+    assert recurrent._in_order(pair, torch.tensor([0]))[0].shape == (2, 1, 4)  # not skipped
+    with pytest.raises(RuntimeError, match="out of DATA bounds"):
+        recurrent._in_order(states, torch.tensor([1]))

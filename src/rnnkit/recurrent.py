@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
+from rnnkit.engine.onednn import onednn_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
 from rnnkit.functional_options import options_reference
 from rnnkit.masks import draw_masks, padded_masks
@@ -360,18 +361,23 @@ class RecurrentBase(nn.Module):
         return out.squeeze(batch_dim), self._result_of(finals)
 
     def _packed_on_torch(self, input: PackedSequence, hx) -> tuple | None:
-        """A ``PackedSequence`` of few steps that ``"auto"`` runs on torch's own layer, run
-        there as ``torch.nn``'s layer runs it: one step as a batched tensor
-        (:meth:`_packed_step_on_torch`), a few (:data:`rnnkit.engine.native.NATIVE_MAX_STEPS`)
-        by torch's packed call (:func:`packed_on_torch`); None for every other input.
+        """A ``PackedSequence`` that ``"auto"`` runs on torch's own layer, run there as
+        ``torch.nn``'s layer runs it: one step as a batched tensor
+        (:meth:`_packed_step_on_torch`); a few (:data:`rnnkit.engine.native.NATIVE_MAX_STEPS`)
+        by torch's packed call, and so an LSTM's sequences of equal lengths (one sequence
+        among them) that oneDNN runs, at any length (:func:`packed_on_torch`); None for
+        every other input.
         """
         data, batch_sizes = input.data, input.batch_sizes
         if type(data) is not Tensor or data.dim() != 2 or type(batch_sizes) is not Tensor:
             return None
-        if batch_sizes.dim() != 1 or len(batch_sizes) > max_native_steps(self._cell):
+        if batch_sizes.dim() != 1:
             return None
-        if len(batch_sizes) == 1:
+        steps = len(batch_sizes)
+        if steps == 1:
             return self._packed_step_on_torch(input, hx)
+        if steps > max_native_steps(self._cell) and self._cell != "lstm":
+            return None  # the common case, checked first
         return packed_on_torch(self, input, hx)
 
     def _native_layer(self):
@@ -593,10 +599,12 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
 
 
 def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx):
-    """A ``PackedSequence`` of few steps (:func:`rnnkit.engine.native.native_fit`) on
-    torch's own layer, exactly as ``torch.nn``'s layer runs it: the states sorted by
-    ``sorted_indices``, ``module._native_layer()(data, batch_sizes, hx, weights,
-    has_biases, num_layers, dropout, training, bidirectional)``, the final states unsorted. None for
+    """A ``PackedSequence`` that ``"auto"`` runs on torch's own layer, exactly as
+    ``torch.nn``'s layer runs it: the states sorted by ``sorted_indices``,
+    ``module._native_layer()(data, batch_sizes, hx, weights, has_biases, num_layers,
+    dropout, training, bidirectional)``, the final states unsorted. That is a call of few
+    steps (:func:`rnnkit.engine.native.native_fit`), or an LSTM's sequences of equal
+    lengths (one sequence among them) that oneDNN runs (:func:`_packed_picked`). None for
     every other input, which the general path then takes (its checks and messages
     included); a malformed ``batch_sizes`` raises its error here.
 
@@ -607,17 +615,21 @@ def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx):
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
+    if not data.size(0):
+        return None
+    sizes, cell = _packed_sizes(batch_sizes, data.size(0)), module._cell
+    if len(sizes) > max_native_steps(cell) and not (cell == "lstm" and sizes[-1] == sizes[0]):
+        return None
     weights = module._flat_weights
-    if not (torch_could_run(module, data, weights) and data.size(0)):
+    if not torch_could_run(module, data, weights):
         return None
     states = None if hx is None else _in_order(module._states_of(hx), sorted_indices)
-    steps, batch = len(batch_sizes), _packed_sizes(batch_sizes, data.size(0))[0]
-    states = fitting_states(module, states, batch, data)
-    if states is None or not _native_picked(module, data, states, weights, steps, batch, True):
+    states = fitting_states(module, states, sizes[0], data)
+    if states is None or not _packed_picked(module, data, states, weights, sizes):
         return None
     args = (weights, module.bias, module.num_layers, module.dropout, module.training,
             module.bidirectional)  # fmt: skip
-    hx = states if module._cell == "lstm" else states[0]
+    hx = states if cell == "lstm" else states[0]
     torch_call = module._native_layer()
     out, *finals = call_quietly(module.proj_size > 0, torch_call, data, batch_sizes, hx, *args)
     output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
@@ -663,16 +675,48 @@ def _native_picked(
     )
 
 
+def _packed_picked(
+    module: RecurrentBase, data: Tensor, states: tuple[Tensor, ...], weights: list[Tensor],
+    sizes: list[int],
+) -> bool:  # fmt: skip
+    """Whether ``"auto"`` runs this packed call (``sizes``: rows per step) on torch's own
+    layer, by the general path's rules (:func:`rnnkit.engine.gated_stack.gated_stack`): an
+    LSTM's by oneDNN's (:func:`rnnkit.engine.onednn.onednn_fit`) where oneDNN may run it
+    (sequences of equal lengths, float32, no projection), every other by
+    :func:`_native_picked`'s.
+
+    The general path makes the same call on the same rows after its own bookkeeping:
+    25-40 us more a call in a loop of calls (ad-hoc script, one thread), and training of a
+    batch-1 LSTM at 4-12 steps ran at 0.88-0.95 of ``nn.LSTM``'s speed through it, 0.94-1.01
+    direct (``rnnkit bench --cell lstm --packed 1 --shapes 4,1,4,64 12,1,4,64 --threads 1``,
+    three runs). Inference and longer calls read the same both ways in that benchmark, where
+    every call follows another implementation's.
+    """
+    steps, batch = len(sizes), sizes[0]
+    if module._cell == "lstm":
+        grad = grad_needed(data, states[0], itertools.chain(states[1:], weights))
+        directions = (False, True) if module.bidirectional else (False,)
+        projected, hidden = module.proj_size > 0, module.hidden_size
+        onednn = onednn_fit(data, sizes, directions, projected, grad, hidden)
+        if onednn is not None:
+            return resolve_engine("auto", data, batch, hidden, "lstm", onednn) == "onednn"
+    return _native_picked(module, data, states, weights, steps, batch, True)
+
+
 def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:
     """``states`` with their sequences in the order of ``indices`` (a packed input's
     ``sorted_indices`` or ``unsorted_indices``), as torch's ``permute_hidden``; as they
-    are where ``indices`` is None.
+    are where ``indices`` is None, or where one sequence is in its only place (index_select
+    would copy it: 2 us a state, 4 a call, in a batch-1 call of 150 us).
 
     Shape:
         each state ``(D * num_layers, N, *)``.
     """
     if indices is None:
         return states
+    only = indices.size(0) == 1 and indices.dtype == torch.int64 and int(indices) == 0
+    if only and all(isinstance(s, Tensor) and s.dim() == 3 and s.size(1) == 1 for s in states):
+        return tuple(states)
     return tuple(s.index_select(1, indices) for s in states)
 
 

@@ -28,7 +28,9 @@ the same grid at one thread, 432 rows a direction (T up to 12): rows below 0.9 w
 the limits (0.62-0.84, our loops' own loss; since 0.99-1.06 at one thread and 0.91-1.04 at
 two, the weight read in place: :mod:`rnnkit.engine.recurrent_operand`), packed LSTM
 inference at 2-4 steps (0.87-0.89: torch's call and ours are the same, ours costs about
-10 us more around it), a packed LSTM at batch 1 (0.83-0.89 at every count), and rows of
+10 us more around it), a packed LSTM at batch 1 (0.83-0.89 at every count; since
+torch's packed call at any count, as ``torch.nn.LSTM`` makes it: training 0.94-1.01 at 4-12
+steps, inference unchanged: ``rnnkit.recurrent.packed_on_torch``), and rows of
 ``8 x 256 x 512`` training whose repeated runs of the same call on both sides differ by
 30% and more (0.63-0.71 at two and three GRU steps, where both sides run torch's layer;
 0.99-1.01 when the two alternate call by call).
