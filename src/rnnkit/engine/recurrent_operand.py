@@ -47,6 +47,13 @@ calls; scratch script):
 - H = 384 and 512: 1.05-1.42 from N = 8; 0.90-1.01 at N = 4 and 6; 1.01-1.45 at N = 2;
 - H = 256: 0.92-1.10, a tie.
 
+Through the layer against the parts, GRU inference at two threads, one direction and two
+(``python benchmarks/compare_revisions.py --cell gru --modes inference --threads 2
+--bidirectional 0 1 --shapes ...``), L = 7-12, N = 8-32, H_in = 32-256:
+
+- H = 256 (a weight of ``3 * 2**16``): 1.06-1.24 at 7-8 steps, 0.98-1.12 at 10-12;
+- H = 224 and 240: 1.08-1.23 at 8 x 8, but 0.93-0.98 at 12 x 16.
+
 So there inference of a weight of at least ``AVX2_WHOLE_MIN_WEIGHT`` over a batch of at
 least ``AVX2_WHOLE_MIN_BATCH`` runs whole, in place (:func:`inference_parts`), where it
 would have read in place unsplit. Unmeasured at more than two threads, where the parts gain
@@ -70,7 +77,7 @@ AVX2_IN_PLACE_MAX_ROWS = 256
 # Without AVX-512, at two threads: inference reads a weight of this many elements or more
 # in place over a batch of at least this many sequences on one thread, rather than split
 # the batch in two parts that read the copy, where the rule above holds (see the module doc).
-AVX2_WHOLE_MIN_WEIGHT = 1 << 18
+AVX2_WHOLE_MIN_WEIGHT = 3 << 16  # a GRU's at H = 256
 AVX2_WHOLE_MIN_BATCH = 8
 
 
