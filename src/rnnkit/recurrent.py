@@ -707,14 +707,16 @@ def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tenso
     """``states`` with their sequences in the order of ``indices`` (a packed input's
     ``sorted_indices`` or ``unsorted_indices``), as torch's ``permute_hidden``; as they
     are where ``indices`` is None, or where one sequence is in its only place (index_select
-    would copy it: 2 us a state, 4 a call, in a batch-1 call of 150 us).
+    would copy it: 2 us a state, 4 a call, in a batch-1 call of 150 us; asked on CPU only,
+    where reading the index costs no wait for the device).
 
     Shape:
         each state ``(D * num_layers, N, *)``.
     """
     if indices is None:
         return states
-    only = indices.size(0) == 1 and indices.dtype == torch.int64 and int(indices) == 0
+    only = indices.size(0) == 1 and indices.is_cpu and indices.dtype == torch.int64
+    only = only and int(indices) == 0
     if only and all(isinstance(s, Tensor) and s.dim() == 3 and s.size(1) == 1 for s in states):
         return tuple(states)
     return tuple(s.index_select(1, indices) for s in states)
