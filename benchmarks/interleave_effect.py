@@ -5,17 +5,22 @@ falls on both alike. At tiny shapes that interleaving itself costs rnnkit
 time: torch's long step leaves the CPU's branch predictors and instruction
 cache to its own code, and every Python-level operation of ours pays for it.
 This prints, for one row, the median time of each implementation run in a loop
-of its own and run interleaved, and the time of a step through an empty
+of its own (blocks of ten calls, the two implementations' blocks alternated) and run
+interleaved, and the time of a step through an empty
 ``autograd.Function`` with the same inputs and outputs (the part of a step
 that torch's autograd costs whatever the engine does).
 
 With ``--cell lstm`` it also times both after a call of torch's LSTM with oneDNN off,
 as ``rnnkit bench`` interleaves its LSTM rows: torch's per-step path leaves the caches
-to its own code, and our checks in front of the same oneDNN call pay for it.
+to its own code, and our checks in front of the same oneDNN call pay for it. ``--packed``
+times ``PackedSequence`` input (packed inside each call, as ``rnnkit bench --packed 1``
+does), where torch's LSTM runs sequences of equal lengths (a batch of one) on oneDNN and
+others on its per-step path.
 
 Example:
     python benchmarks/interleave_effect.py --shape 100,1,4,64 --threads 1
     python benchmarks/interleave_effect.py --cell lstm --mode inference
+    python benchmarks/interleave_effect.py --cell lstm --packed --shape 12,1,4,64
 """
 
 from __future__ import annotations
@@ -68,6 +73,16 @@ def _empty_step(shape, num_layers: int, bidirectional: bool):
     return step
 
 
+def _alone_us(steps: dict, repeats: int, block: int = 10) -> dict[str, float]:
+    """Median microseconds a call of each step, run in blocks of ``block`` calls of its
+    own, the blocks alternated so that the machine's noise falls on each alike."""
+    blocks = {
+        name: (lambda step=step: [step() for _ in range(block)]) for name, step in steps.items()
+    }
+    samples = _time_interleaved(blocks, max(repeats // block, 3))
+    return {name: statistics.median(times) / block * 1e6 for name, times in samples.items()}
+
+
 def _median_us(calls, repeats: int, before=None) -> float:
     return statistics.median(_time_interleaved({"": calls}, repeats, before=before)[""]) * 1e6
 
@@ -83,17 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["train", "inference"], default="train")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--packed", action="store_true", help="PackedSequence input")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     candidate = getattr(rnnkit, _LAYER_NAMES[args.cell])
     steps = _make_steps(
-        candidate, args.shape, args.layers, args.bidirectional, args.mode, 0, cell=args.cell
-    )
+        candidate, args.shape, args.layers, args.bidirectional, args.mode, 0, cell=args.cell,
+        packed=args.packed,
+    )  # fmt: skip
     off = steps.pop(ONEDNN_OFF, None)  # LSTM: torch with oneDNN off
     theirs, ours = steps["torch"], steps["rnnkit"]
     for _ in range(20):
         theirs(), ours()
-    alone = {name: _median_us(step, args.repeats) for name, step in steps.items()}
+    alone = _alone_us(steps, args.repeats)
     after = {"torch": _median_us(theirs, args.repeats, before=ours),
              "rnnkit": _median_us(ours, args.repeats, before=theirs)}  # fmt: skip
     rows = [("alone", alone), ("each after the other", after)]
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         after_off = {name: statistics.median(times) * 1e6 for name, times in samples.items()}
         rows.append(("each after torch without oneDNN", after_off))
     direction = "bi" if args.bidirectional else "uni"
-    label = "x".join(map(str, args.shape))
+    label = "x".join(map(str, args.shape)) + (" packed" if args.packed else "")
     print(f"{args.cell} {label}, {args.layers} layer(s), {direction}, {args.mode}, "
           f"{args.threads} thread(s)")  # fmt: skip
     print("| | torch us | rnnkit us | ratio |")

@@ -423,10 +423,13 @@ def test_interleave_effect_prints_alone_and_interleaved_times(capsys):
     assert "empty autograd.Function step (alone):" in printed
 
 
-def test_interleave_effect_times_lstm_after_torch_without_onednn(capsys):
+@pytest.mark.parametrize("packed", [False, True])
+def test_interleave_effect_times_lstm_after_torch_without_onednn(capsys, packed):
     argv = ["--cell", "lstm", "--shape", "5,2,3,4", "--repeats", "3", "--mode", "inference"]
-    assert load_script("interleave_effect").main(argv) == 0
-    rows = table_rows(capsys.readouterr().out, columns=4)
+    assert load_script("interleave_effect").main(argv + ["--packed"] * packed) == 0
+    printed = capsys.readouterr().out
+    assert ("5x2x3x4 packed," in printed) == packed
+    rows = table_rows(printed, columns=4)
     labels = ["alone", "each after the other", "each after torch without oneDNN"]
     assert [row[0] for row in rows] == labels
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
