@@ -125,14 +125,60 @@ def test_without_avx512_large_recurrent_weights_train_and_small_steps_infer_on_o
             UNTIL_COMPILED
         )
         assert _fit(grad=True, directions=both, batch_sizes=steps, hidden=limit) == ALWAYS
-        assert _fit(grad=True, batch_sizes=(30, 30), hidden=256) == UNTIL_COMPILED
-        assert _fit(grad=True, batch_sizes=(30, 30), hidden=limit) == ALWAYS
+        long = (32,) * (onednn.AVX2_LONG_TRAIN_MIN_ROWS // 32)
+        assert _fit(grad=True, batch_sizes=long, hidden=256) == UNTIL_COMPILED
+        assert _fit(grad=True, batch_sizes=long, hidden=limit) == ALWAYS
         x = torch.zeros(1, 3, 256)  # 4 * 256 * (256 + 256) = 2**19 weights
         assert onednn_fit(x, [3], (False,), False, False, 256) == ALWAYS
         assert onednn_fit(x, [3], (False,), False, True, 256) == UNTIL_COMPILED
         x = torch.zeros(1, 3, 512)  # 2**21 = AVX2_ONE_STEP_INFERENCE_MIN
         assert onednn_fit(x, [3], (False,), False, False, 512) == UNTIL_COMPILED
         assert onednn_fit(x[..., 1:], [3], (False,), False, False, 512) == ALWAYS
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_onednn
+def test_without_avx512_one_direction_training_needs_many_rows_of_a_fair_batch(avx2):
+    """With AVX2 only, where the rule of large steps (OURS_TRAIN_MIN) gives our loops a
+    recurrent weight of AVX2_LONG_TRAIN_RECURRENT (4 * H**2) or more, they take it only
+    from AVX2_LONG_TRAIN_MIN_ROWS rows (L * N) of AVX2_LONG_TRAIN_MIN_BATCH sequences or
+    more, and so do both directions below AVX2_BIDIRECTIONAL_MIN_STEPS; a smaller weight
+    keeps the rule of large steps alone, and so does AVX-512."""
+    rows, batch = onednn.AVX2_LONG_TRAIN_MIN_ROWS, onednn.AVX2_LONG_TRAIN_MIN_BATCH
+    hidden = 182  # the smallest H with 4 * H**2 >= AVX2_LONG_TRAIN_RECURRENT
+    assert 4 * hidden**2 >= onednn.AVX2_LONG_TRAIN_RECURRENT > 4 * (hidden - 1) ** 2
+    fair = 48  # sequences enough for the rule of large steps at both sizes
+    assert fair * (hidden - 1) ** 2 > onednn.OURS_TRAIN_MIN and rows % fair == 0
+    steps = rows // fair
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _fit(grad=True, batch_sizes=(fair,) * steps, hidden=hidden) == UNTIL_COMPILED
+        assert _fit(grad=True, batch_sizes=(fair,) * (steps - 1), hidden=hidden) == ALWAYS
+        assert _fit(grad=True, batch_sizes=(fair,) * 2, hidden=hidden - 1) == UNTIL_COMPILED
+        # 23 * 256**2 > OURS_TRAIN_MIN: only the batch rule keeps 23 sequences on oneDNN.
+        assert _fit(grad=True, batch_sizes=(batch,) * 64, hidden=256) == UNTIL_COMPILED
+        assert _fit(grad=True, batch_sizes=(batch - 1,) * 100, hidden=256) == ALWAYS
+        both = (False, True)
+        short = (fair,) * (onednn.AVX2_BIDIRECTIONAL_MIN_STEPS - 1)  # 1,392 rows
+        assert _fit(grad=True, directions=both, batch_sizes=short, hidden=256) == ALWAYS
+        wide = (64,) * (onednn.AVX2_BIDIRECTIONAL_MIN_STEPS - 1)  # 1,856 rows
+        assert _fit(grad=True, directions=both, batch_sizes=wide, hidden=256) == UNTIL_COMPILED
+        torch.set_num_threads(2)  # parts of OURS_PART_ROWS rows or more
+        parts = 2 * OURS_PART_ROWS
+        assert _fit(grad=True, batch_sizes=(parts,) * 24, hidden=256) == UNTIL_COMPILED
+        assert _fit(grad=True, batch_sizes=(parts,) * 23, hidden=256) == ALWAYS
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_onednn
+def test_with_avx512_one_direction_training_of_large_steps_needs_no_more_steps(avx512):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _fit(grad=True, batch_sizes=(40, 40), hidden=256) == UNTIL_COMPILED
     finally:
         torch.set_num_threads(threads)
 

@@ -56,7 +56,7 @@ So a call of one step from ``ONE_STEP_OURS_MIN`` weights at a batch of at most
 
 Everything above was measured on a CPU with AVX-512 (AMD Zen 4). On one with AVX2 only
 (AMD Zen 3: :func:`rnnkit.cpu.has_avx512`), after the per-step products moved to the
-libraries that win there (:mod:`rnnkit.compiled.blas`), two rules change
+libraries that win there (:mod:`rnnkit.compiled.blas`), these rules change
 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --layers 1 --threads 1 2 ...``, runs
 that varied by 10% or more):
 - training with ``4 * H**2`` of at least ``AVX2_OURS_TRAIN_MAX_RECURRENT`` stays on
@@ -68,6 +68,20 @@ that varied by 10% or more):
 - a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
+- one-direction training that the rule of large steps (``OURS_TRAIN_MIN``) gives our
+  loops needs, with ``4 * H**2`` of at least ``AVX2_LONG_TRAIN_RECURRENT`` (H >= 182),
+  ``AVX2_LONG_TRAIN_MIN_ROWS`` rows (``L * N``) of at least ``AVX2_LONG_TRAIN_MIN_BATCH``
+  sequences; so does training both directions below ``AVX2_BIDIRECTIONAL_MIN_STEPS``.
+  Our loops against oneDNN, H = 192-384, one direction: below 1,024 rows 0.79-1.02 (2-32
+  steps, N = 8-128, 1 and 2 threads), at 1,024-1,535 rows 0.85-1.01, from 1,536 rows at N
+  = 24-128 1.02-1.32 but for 0.89 at 50 x 32 x 64 x 256, 0.97-1.03 at 100-150 x 24 x 32 x
+  384 and 0.95 at 50 x 30 x 4 x 256; at N = 8-16 and H = 384, 0.79-0.88 at any length
+  (0.98-1.07 at H = 256). Both directions below 30 steps: 0.88-1.03 below 1,024 rows,
+  1.07-1.25 at 8 x 128 (left to oneDNN by the rule), 1.17-1.28 from 1,536. At H = 128-160
+  (N = 64-256) they won from 4 steps, 1.02-1.67, and keep the rule of large steps alone
+  (``rnnkit bench --cell lstm --modes train --layers 1 --bidirectional 0 1 --threads 1 2
+  --shapes 8,32,64,256 50,16,32,384 100,24,32,256 20,128,64,256 24,128,32,128 ...``,
+  2026-12-07).
 - bidirectional training needs ``AVX2_BIDIRECTIONAL_MIN_STEPS`` steps: below them our
   loops lost 0.81-0.93 at 10x16x32x32, 20x16x32x32, 10x16x32x64 and 10x64x32x32 (two
   threads), 0.89-1.01 at 20x16x32x64 and 0.96-1.01 at 20x32x300x256; from them they won
@@ -123,6 +137,12 @@ AVX2_OURS_TRAIN_MAX_RECURRENT = 1 << 20
 AVX2_ONE_STEP_INFERENCE_MIN = 1 << 21
 # Without AVX-512: bidirectional training on our loops only from this many steps.
 AVX2_BIDIRECTIONAL_MIN_STEPS = 30
+# Without AVX-512: other training that the rule of large steps gives our loops, with
+# 4 * H**2 of at least AVX2_LONG_TRAIN_RECURRENT (H >= 182), only from this many rows
+# (L * N) and sequences (see the module doc).
+AVX2_LONG_TRAIN_RECURRENT = 1 << 17
+AVX2_LONG_TRAIN_MIN_ROWS = 1536
+AVX2_LONG_TRAIN_MIN_BATCH = 24
 
 
 def onednn_enabled() -> bool:
@@ -178,7 +198,14 @@ def onednn_fit(
     # AVX2 a few steps do not pay for our loops' larger cost per call either.
     min_steps = 2 if avx512 else AVX2_BIDIRECTIONAL_MIN_STEPS
     both_directions = len(directions) == 2 and len(batch_sizes) >= min_steps
-    ours_win = both_directions or (large_steps and (threads == 1 or large_parts))
+    if both_directions:
+        return UNTIL_COMPILED
+    ours_win = large_steps and (threads == 1 or large_parts)
+    if ours_win and not avx512 and 4 * hidden_size**2 >= AVX2_LONG_TRAIN_RECURRENT:
+        # On AVX2 our loops' cost a call, the weight's copy among it, needs many rows of
+        # a fair batch to pay for.
+        rows = len(batch_sizes) * batch
+        ours_win = rows >= AVX2_LONG_TRAIN_MIN_ROWS and batch >= AVX2_LONG_TRAIN_MIN_BATCH
     return UNTIL_COMPILED if ours_win else ALWAYS
 
 
