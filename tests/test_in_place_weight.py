@@ -272,3 +272,42 @@ def test_with_avx2_at_two_threads_a_large_weight_runs_whole_and_in_place(
         ours(torch.randn(12, 8, 5))
     whole, split = (1, True), (2, False)
     assert parts_and_in_place == [whole, split, split, split, split]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype, kwargs):
+    """Without AVX-512 the compiled Elman loop reads a weight of at least
+    rnnkit.compiled.kernels.AVX2_IN_PLACE_MIN_WEIGHT elements in place over few steps of
+    few sequences (decided inside the kernel, by the CPU): those calls, dense and packed
+    in unsorted lengths, from given states, give torch's outputs and every gradient."""
+    from rnnkit.compiled import kernels
+
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    hidden = 256
+    assert hidden**2 >= kernels.AVX2_IN_PLACE_MIN_WEIGHT
+    torch.manual_seed(0)
+    ours = rnnkit.RNN(5, hidden, **kwargs).to(dtype)
+    theirs = torch.nn.RNN(5, hidden, **kwargs).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    rows = ours.num_layers * (2 if ours.bidirectional else 1)
+    steps, batch = kernels.AVX2_IN_PLACE_MAX_STEPS, kernels.AVX2_IN_PLACE_MAX_BATCH
+    sequences = [torch.randn(length, 5, dtype=dtype) for length in (3, steps, 5, steps)]
+    for x in (torch.randn(steps, batch, 5, dtype=dtype), pack_sequence(sequences, False)):
+        h0 = torch.randn(rows, batch, hidden, dtype=dtype)
+        results = []
+        for module in (ours, theirs):
+            module.zero_grad()
+            data = x.data.clone().requires_grad_()
+            given = (
+                x._replace(data=data) if isinstance(x, torch.nn.utils.rnn.PackedSequence) else data
+            )
+            state = h0.clone().requires_grad_()
+            out, h_n = module(given, state)
+            out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+            (out.sin().sum() + h_n.cos().sum()).backward()
+            results.append(
+                [out, h_n, data.grad, state.grad] + [p.grad for p in module.parameters()]
+            )
+        for result, expected in zip(*results, strict=True):
+            _assert_torchs(result, expected, dtype)

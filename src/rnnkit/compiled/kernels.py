@@ -31,6 +31,22 @@ _CACHE = configure_numba()  # False where no cache directory can be written (see
 
 TANH, FAST_TANH, RELU = 0, 1, 2
 
+# Without AVX-512 (AMD Zen 3): a call of at most AVX2_IN_PLACE_MAX_STEPS steps of at most
+# AVX2_IN_PLACE_MAX_BATCH sequences reads a recurrent weight of AVX2_IN_PLACE_MIN_WEIGHT
+# elements or more in place (its products on torch's MKL), not a transposed copy on
+# brgemm. Against the copy (benchmarks/compare_revisions.py --cell rnn, N = 2-4, H =
+# 256-640): over 3-8 steps 1.07-2.47x faster, inference and training, 1 and 2 threads, one
+# direction and two, but for 0.92 at 8 x 3 x 64 x 384; over 12-16 steps 1.02-1.43 at H =
+# 512 (N = 2-4), but 0.66-0.96 at 3 x 384 and 0.91 at 16 x 2 x 64 x 256; over 24-32 steps
+# at H = 512, 1.03-1.15 at N = 2 and 4 but 0.74-0.96 at N = 3; 0.86-0.98 at 64 steps; a tie
+# at N = 8-16 (0.99-1.01). So up to AVX2_LONG_IN_PLACE_MAX_STEPS steps from
+# AVX2_LONG_IN_PLACE_MIN_WEIGHT elements (H = 512).
+AVX2_IN_PLACE_MAX_BATCH = 4
+AVX2_IN_PLACE_MAX_STEPS = 8
+AVX2_IN_PLACE_MIN_WEIGHT = 1 << 16
+AVX2_LONG_IN_PLACE_MAX_STEPS = 16
+AVX2_LONG_IN_PLACE_MIN_WEIGHT = 1 << 18
+
 # Typed constants for arguments that are elsewhere variables: numba compiles a callee
 # once more for each literal it is passed (a literal 0 and an int64 are two signatures).
 ZERO = np.int64(0)
@@ -226,15 +242,21 @@ def forward_loop(
     # memory (16 KiB at H = 64 against a 25 KiB output at 100x1x4x64) and saves little
     # time (inference 2% faster with it, training the same, in compare_revisions); or if
     # the call has one step, where the copy costs more than the step (a step-by-step
-    # decoder: 1 x 8 x 512 x 512 ran 2.35x slower with it). torch's brgemm takes no
+    # decoder: 1 x 8 x 512 x 512 ran 2.35x slower with it); or, without AVX-512, over few
+    # steps of few rows by a large weight (AVX2_IN_PLACE_*). torch's brgemm takes no
     # transposed operand: it reads the copy.
     batch = batch_sizes[0] if batch_sizes.shape[0] else 0
     to_brgemm = goes_to_brgemm(batch, hidden, hidden, out.itemsize, tall_rows, AVX512)
     to_large = goes_to_large_library(batch, hidden, hidden, False, tall_rows, AVX512)
-    in_place = batch == 1 or batch_sizes.shape[0] == 1 or (to_large and not to_brgemm)
+    steps = batch_sizes.shape[0]
+    in_place = batch == 1 or steps == 1 or (to_large and not to_brgemm)
+    if not AVX512 and batch <= AVX2_IN_PLACE_MAX_BATCH:
+        weight = hidden * hidden
+        few = steps <= AVX2_IN_PLACE_MAX_STEPS and weight >= AVX2_IN_PLACE_MIN_WEIGHT
+        long = steps <= AVX2_LONG_IN_PLACE_MAX_STEPS and weight >= AVX2_LONG_IN_PLACE_MIN_WEIGHT
+        in_place = in_place or few or long
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
-    steps = batch_sizes.shape[0]
     end = column + hidden
     if x.shape[0]:
         projection = out[:, column:end]
