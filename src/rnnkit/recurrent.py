@@ -682,8 +682,8 @@ def _packed_picked(
     """Whether ``"auto"`` runs this packed call (``sizes``: rows per step) on torch's own
     layer, by the general path's rules (:func:`rnnkit.engine.gated_stack.gated_stack`): an
     LSTM's by oneDNN's (:func:`rnnkit.engine.onednn.onednn_fit`) where oneDNN may run it
-    (sequences of equal lengths, float32, no projection), every other by
-    :func:`_native_picked`'s.
+    (sequences of equal lengths, float32, no projection), every other by the few-step
+    limits (:func:`rnnkit.engine.native.native_fit`), as :func:`_native_picked` asks them.
 
     The general path makes the same call on the same rows after its own bookkeeping:
     25-40 us more a call in a loop of calls (ad-hoc script, one thread), and training of a
@@ -692,15 +692,16 @@ def _packed_picked(
     three runs). Inference and longer calls read the same both ways in that benchmark, where
     every call follows another implementation's.
     """
-    steps, batch = len(sizes), sizes[0]
-    if module._cell == "lstm":
-        grad = grad_needed(data, states[0], itertools.chain(states[1:], weights))
+    grad = grad_needed(data, states[0], itertools.chain(states[1:], weights))
+    cell, batch, hidden = module._cell, sizes[0], module.hidden_size
+    onednn = native = None
+    if cell == "lstm":
         directions = (False, True) if module.bidirectional else (False,)
-        projected, hidden = module.proj_size > 0, module.hidden_size
-        onednn = onednn_fit(data, sizes, directions, projected, grad, hidden)
-        if onednn is not None:
-            return resolve_engine("auto", data, batch, hidden, "lstm", onednn) == "onednn"
-    return _native_picked(module, data, states, weights, steps, batch, True)
+        onednn = onednn_fit(data, sizes, directions, module.proj_size > 0, grad, hidden)
+    if onednn is None:  # where oneDNN may run an LSTM, its rules hold (as in gated_stack)
+        native = native_fit(cell, len(sizes), batch, hidden, grad, True)
+    picked = resolve_engine("auto", data, batch, hidden, cell, onednn, native)
+    return picked in ("onednn", "native")
 
 
 def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:
