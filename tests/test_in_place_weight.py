@@ -1,5 +1,5 @@
-"""GRU and LSTM inference at batch 1, and of a single step at any batch, reads the
-recurrent weight in place, without a transposed copy
+"""GRU and LSTM inference at batch 1 (training too without AVX-512), and of a single step
+at any batch, reads the recurrent weight in place, without a transposed copy
 (rnnkit.engine.recurrent_operand.reads_in_place): its results are torch's, and only those
 calls take that path."""
 
@@ -201,6 +201,46 @@ def test_larger_batches_and_training_use_the_transposed_copy(in_place_calls, cel
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
         assert p.grad is not None, name
         _assert_torchs(p.grad, q.grad, torch.float64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_with_avx2_a_batch_of_one_reads_in_place_at_any_length(
+    in_place_calls, monkeypatch, cell, bidirectional
+):
+    """Without AVX-512, a batch of one reads a weight of BRGEMM_MIN elements or more (G H**2,
+    whose copy's one-row products would run on brgemm) in place over any number of steps,
+    in inference and training (here 40 steps). Two sequences, training with a smaller
+    weight, and AVX-512 keep the copy. Outputs and every gradient are torch's."""
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: False)
+    hidden = 296
+    assert GATES[cell] * hidden**2 >= recurrent_operand.BRGEMM_MIN
+    ours, theirs = _pair(cell, torch.float64, hidden=hidden, bidirectional=bidirectional)
+    directions = 2 if bidirectional else 1
+    x = torch.randn(40, 1, 5, dtype=torch.float64, requires_grad=True)
+    states = _states(ours, 1, torch.float64)
+    with torch.no_grad():
+        _assert_torchs(ours(x, states), theirs(x, states), torch.float64)
+    assert in_place_calls == [True] * directions
+    expected_x = x.detach().clone().requires_grad_()
+    out, _ = ours(x, states)
+    out.pow(2).sum().backward()
+    theirs(expected_x, states)[0].pow(2).sum().backward()
+    assert in_place_calls[directions:] == [True] * directions  # training
+    _assert_torchs(x.grad, expected_x.grad, torch.float64)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert p.grad is not None, name
+        _assert_torchs(p.grad, q.grad, torch.float64)
+    del in_place_calls[:]
+    with torch.no_grad():
+        ours(torch.randn(40, 2, 5, dtype=torch.float64))
+    smaller, _ = _pair(cell, torch.float64, hidden=7, bidirectional=bidirectional)
+    smaller(torch.randn(40, 1, 5, dtype=torch.float64, requires_grad=True))[0].sum().backward()
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: True)
+    with torch.no_grad():
+        ours(torch.randn(40, 1, 5, dtype=torch.float64))
+    ours(torch.randn(40, 1, 5, dtype=torch.float64, requires_grad=True))[0].sum().backward()
+    assert in_place_calls == [False] * 4 * directions
 
 
 @pytest.mark.parametrize("cell", CELLS)

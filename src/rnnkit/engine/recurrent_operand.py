@@ -38,6 +38,19 @@ So there inference also reads a weight of at least ``AVX2_IN_PLACE_MIN_WEIGHT`` 
 over at most ``AVX2_IN_PLACE_MAX_STEPS`` steps and ``AVX2_IN_PLACE_MAX_ROWS`` rows
 (``L * N``).
 
+A batch of one there reads in place past those steps too, where the copy's one-row products
+would run on brgemm (``G * P >= BRGEMM_MIN``). In place against the copy, inference, one
+thread (the LSTM through a scratch copy of ``benchmarks/weight_in_place.py``, 2026-12-07):
+LSTM 1.09-1.98 at L = 12-128 and H = 256-768 (1.35-1.98 at H = 512-768), GRU 1.02-1.47 at
+L = 16-128 and H = 384-768; at N = 2 it went both ways (0.70-1.20). Through the layer
+(``python benchmarks/compare_revisions.py --cell lstm gru --modes inference train --threads
+1 --bidirectional 0 1 --shapes 16,1,64,256 64,1,256,256 16,1,384,384 128,1,64,384
+16,1,512,512 64,1,64,512 32,1,768,768``, the LSTM with ``RNNKIT_ENGINE=compiled``):
+inference 1.31-1.74 (LSTM) and 1.20-1.62 (GRU from H = 384, one row 1.03), training
+1.13-1.37 but for 128 x 1 x 64 x 384 (0.95-1.11). With a smaller weight, training at batch 1
+read 0.90-1.08 in place (100 x 1 x 4 x 64 and 200 x 1 x 16 x 32 on the LSTM 0.91-0.93), so
+it keeps the copy, as on AVX-512.
+
 At two threads the loop splits the batch in two parts (:mod:`rnnkit.engine.parallel`),
 and the parts read the copy. On AVX2, where the rule above would read the weight in place,
 the whole batch on one thread reading it in place against the two parts, GRU inference,
@@ -85,17 +98,19 @@ def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) 
     """Whether the compiled loop reads ``w_hh`` in place: in a call of one step (a
     step-by-step decoder's), or in inference (without ``keep``) at batch 1 where the
     copy's products would not go to brgemm (``weight_size``, ``G * P``, the multiply-adds
-    of a row, below ``BRGEMM_MIN``), or, without AVX-512, of a large weight over few rows
-    (see the module doc); never when the batch is split into ``parts`` (their callbacks
-    read the copy)."""
+    of a row, below ``BRGEMM_MIN``), or, without AVX-512, at batch 1 where they would (in
+    training too) and in inference of a large weight over few rows (see the module doc);
+    never when the batch is split into ``parts`` (their callbacks read the copy)."""
     if len(parts) != 1:
         return False
     if steps == 1:
         return True
+    if batch == 1:
+        if weight_size >= BRGEMM_MIN:  # the copy's one-row products would go to brgemm
+            return not has_avx512()
+        return not keep
     if keep:
         return False
-    if batch == 1 and weight_size < BRGEMM_MIN:
-        return True
     return _avx2_few_rows(steps, batch, weight_size)
 
 
