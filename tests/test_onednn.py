@@ -173,6 +173,51 @@ def test_without_avx512_one_direction_training_needs_many_rows_of_a_fair_batch(a
         torch.set_num_threads(threads)
 
 
+def _one_row_fit(steps, features=256, hidden=256, batch=1, grad=False, directions=(False,)):
+    x = torch.zeros(steps * batch, features)
+    return onednn_fit(x, [batch] * steps, directions, False, grad, hidden)
+
+
+@needs_onednn
+def test_without_avx512_a_batch_of_one_runs_on_our_loops_over_few_steps(monkeypatch, avx2):
+    """With AVX2 only, one sequence runs on our loops from AVX2_ONE_ROW_MIN weights a layer
+    (4H * (H_in + H)), in inference and training, in one direction or two: at one thread
+    over at most a step per AVX2_ONE_ROW_WEIGHTS_A_STEP weights and AVX2_ONE_ROW_MAX_STEPS
+    in all, at two over at most AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS. Two sequences, a smaller
+    weight, more threads and AVX-512 keep oneDNN's other rules."""
+    assert onednn.AVX2_ONE_ROW_MIN == 4 * 256 * (256 + 256)
+    assert onednn.AVX2_ONE_ROW_MIN // onednn.AVX2_ONE_ROW_WEIGHTS_A_STEP == 8
+    assert 4 * 512 * (512 + 512) // onednn.AVX2_ONE_ROW_WEIGHTS_A_STEP == 32
+    longest, longest_at_two = (
+        onednn.AVX2_ONE_ROW_MAX_STEPS,
+        onednn.AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS,
+    )
+    threads = torch.get_num_threads()
+    try:
+        for grad in (False, True):
+            torch.set_num_threads(1)
+            assert _one_row_fit(8, grad=grad) == UNTIL_COMPILED
+            both = (False, True)
+            assert _one_row_fit(8, grad=grad, directions=both) == UNTIL_COMPILED
+            assert _one_row_fit(9, grad=grad) == ALWAYS  # more steps than the weights pay for
+            assert _one_row_fit(2, features=255, grad=grad) == ALWAYS  # a smaller weight
+            assert _one_row_fit(2, batch=2, grad=grad) == ALWAYS
+            big = {"features": 512, "hidden": 512, "grad": grad}
+            assert _one_row_fit(longest, **big) == UNTIL_COMPILED  # 32 by the weights
+            assert _one_row_fit(longest + 1, **big) == ALWAYS
+            torch.set_num_threads(2)
+            assert _one_row_fit(longest_at_two, grad=grad) == UNTIL_COMPILED
+            assert _one_row_fit(longest_at_two + 1, **big) == ALWAYS
+            torch.set_num_threads(3)  # unmeasured
+            assert _one_row_fit(2, **big) == ALWAYS
+        torch.set_num_threads(1)
+        monkeypatch.setattr(onednn, "has_avx512", lambda: True)
+        assert _one_row_fit(2, grad=False) == ALWAYS
+        assert _one_row_fit(2, grad=True) == ALWAYS
+    finally:
+        torch.set_num_threads(threads)
+
+
 @needs_onednn
 def test_with_avx512_one_direction_training_of_large_steps_needs_no_more_steps(avx512):
     threads = torch.get_num_threads()
@@ -217,6 +262,40 @@ def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_call
         torch.testing.assert_close(h_n, expected_h_n)
         torch.testing.assert_close(c_n, expected_c_n)
         assert len(onednn_calls) == expected_calls
+
+
+@needs_onednn
+def test_with_avx2_one_sequence_of_few_steps_runs_on_our_loops(onednn_calls, avx2):
+    """Through the layer's direct call, its packed input and in training: one sequence of 8
+    steps by 2**19 weights is ours, 9 steps and two sequences are oneDNN's; each gives
+    torch's outputs, states and gradients."""
+    torch.manual_seed(0)
+    ours, theirs = rnnkit.LSTM(256, 256), torch.nn.LSTM(256, 256)
+    theirs.load_state_dict(ours.state_dict())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for steps, batch, on_onednn in ((8, 1, False), (9, 1, True), (8, 2, True)):
+            del onednn_calls[:]
+            x = torch.randn(steps, batch, 256)
+            packed = pack_padded_sequence(x, [steps] * batch)
+            with torch.no_grad():
+                torch.testing.assert_close(ours(x), theirs(x))
+                out, states = ours(packed)
+                expected_out, expected_states = theirs(packed)
+            torch.testing.assert_close(out.data, expected_out.data)
+            torch.testing.assert_close(states, expected_states)
+            x.requires_grad_()
+            expected_x = x.detach().clone().requires_grad_()
+            ours(x)[0].pow(2).sum().backward()
+            theirs(expected_x)[0].pow(2).sum().backward()
+            torch.testing.assert_close(x.grad, expected_x.grad)
+            for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+                torch.testing.assert_close(p.grad, q.grad)
+                p.grad = q.grad = None
+            assert len(onednn_calls) == (3 if on_onednn else 0)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_onednn
