@@ -173,25 +173,25 @@ def test_without_avx512_one_direction_training_needs_many_rows_of_a_fair_batch(a
         torch.set_num_threads(threads)
 
 
-def _one_row_fit(steps, features=256, hidden=256, batch=1, grad=False, directions=(False,)):
+def _one_row_fit(
+    steps, features=256, hidden=256, batch=1, grad=False, directions=(False,), num_layers=1
+):
     x = torch.zeros(steps * batch, features)
-    return onednn_fit(x, [batch] * steps, directions, False, grad, hidden)
+    return onednn_fit(x, [batch] * steps, directions, False, grad, hidden, num_layers)
 
 
 @needs_onednn
 def test_without_avx512_a_batch_of_one_runs_on_our_loops_over_few_steps(monkeypatch, avx2):
-    """With AVX2 only, one sequence runs on our loops from AVX2_ONE_ROW_MIN weights a layer
-    (4H * (H_in + H)), in inference and training, in one direction or two: at one thread
-    over at most a step per AVX2_ONE_ROW_WEIGHTS_A_STEP weights and AVX2_ONE_ROW_MAX_STEPS
-    in all, at two over at most AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS. Two sequences, a smaller
-    weight, more threads and AVX-512 keep oneDNN's other rules."""
+    """With AVX2 only, one sequence runs on our loops from AVX2_ONE_ROW_MIN weights in the
+    stack's largest layer (4H * (H_in + H)), inference and training, one direction or two:
+    at one thread over at most a step per AVX2_ONE_ROW_WEIGHTS_A_STEP weights and
+    AVX2_ONE_ROW_MAX_STEPS in all, at two over at most AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS.
+    Two sequences, a smaller weight, more threads and AVX-512 keep oneDNN's other rules."""
     assert onednn.AVX2_ONE_ROW_MIN == 4 * 256 * (256 + 256)
     assert onednn.AVX2_ONE_ROW_MIN // onednn.AVX2_ONE_ROW_WEIGHTS_A_STEP == 8
     assert 4 * 512 * (512 + 512) // onednn.AVX2_ONE_ROW_WEIGHTS_A_STEP == 32
-    longest, longest_at_two = (
-        onednn.AVX2_ONE_ROW_MAX_STEPS,
-        onednn.AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS,
-    )
+    longest = onednn.AVX2_ONE_ROW_MAX_STEPS
+    longest_at_two = onednn.AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS
     threads = torch.get_num_threads()
     try:
         for grad in (False, True):
@@ -201,6 +201,13 @@ def test_without_avx512_a_batch_of_one_runs_on_our_loops_over_few_steps(monkeypa
             assert _one_row_fit(8, grad=grad, directions=both) == UNTIL_COMPILED
             assert _one_row_fit(9, grad=grad) == ALWAYS  # more steps than the weights pay for
             assert _one_row_fit(2, features=255, grad=grad) == ALWAYS  # a smaller weight
+            # The largest layer's weights count: a layer above the first reads D * H.
+            assert _one_row_fit(2, features=64, grad=grad, num_layers=2) == UNTIL_COMPILED
+            assert _one_row_fit(8, features=64, grad=grad, num_layers=2) == UNTIL_COMPILED
+            assert _one_row_fit(9, features=64, grad=grad, num_layers=2) == ALWAYS
+            wide = {"features": 64, "hidden": 210, "grad": grad, "num_layers": 2}
+            assert _one_row_fit(2, **wide, directions=both) == UNTIL_COMPILED  # 4 * 210 * 630
+            assert _one_row_fit(2, **wide) == ALWAYS  # 4 * 210 * 420
             assert _one_row_fit(2, batch=2, grad=grad) == ALWAYS
             big = {"features": 512, "hidden": 512, "grad": grad}
             assert _one_row_fit(longest, **big) == UNTIL_COMPILED  # 32 by the weights

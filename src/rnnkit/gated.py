@@ -154,7 +154,9 @@ class LSTM(RecurrentBase):
         )
         directions = (False, True) if self.bidirectional else (False,)
         batch_sizes = (batch,) * steps  # rows per step, all equal
-        onednn = onednn_fit(input, batch_sizes, directions, False, grad, self.hidden_size)
+        onednn = onednn_fit(
+            input, batch_sizes, directions, False, grad, self.hidden_size, self.num_layers
+        )
         if onednn is None:
             return None
         if resolve_engine("auto", input, batch, self.hidden_size, "lstm", onednn) != "onednn":

@@ -697,7 +697,9 @@ def _packed_picked(
     onednn = native = None
     if cell == "lstm":
         directions = (False, True) if module.bidirectional else (False,)
-        onednn = onednn_fit(data, sizes, directions, module.proj_size > 0, grad, hidden)
+        onednn = onednn_fit(
+            data, sizes, directions, module.proj_size > 0, grad, hidden, module.num_layers
+        )
     if onednn is None:  # where oneDNN may run an LSTM, its rules hold (as in gated_stack)
         native = native_fit(cell, len(sizes), batch, hidden, grad, True)
     picked = resolve_engine("auto", data, batch, hidden, cell, onednn, native)

@@ -285,9 +285,10 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     grad = grad_needed(x, h0, [*states[1:], *flat_weights])
     directions = (False, True) if bidirectional else (False,)
     hidden = states[-1].size(2)  # the cell state's for an LSTM
+    num_layers = len(all_weights) // len(directions)
     onednn = None
     if cell == "lstm":
-        onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, hidden)
+        onednn = onednn_fit(x, batch_sizes, directions, proj_size > 0, grad, hidden, num_layers)
     native = None if grad else UNTIL_COMPILED
     if cell == "gru" or onednn is None:  # where oneDNN may run an LSTM, its rules hold
         packed = batch_sizes[-1] != batch_sizes[0]
@@ -296,7 +297,6 @@ def _on_torch_layer(cell, x, states, all_weights, batch_sizes, bidirectional, dr
     picked = resolve_engine(engine, x, h0.size(1), hidden, cell, onednn, native)
     if picked not in ("onednn", "native"):
         return None
-    num_layers = len(all_weights) // len(directions)
     return native_stack(
         cell, x, states, flat_weights, batch_sizes, num_layers, bidirectional, dropout, training
     )

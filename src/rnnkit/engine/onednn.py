@@ -88,9 +88,10 @@ that varied by 10% or more):
   1.45-1.49 at 30x16x32x64 and 40x16x32x64 and 1.02-1.13 at 30x32x300x256 and
   50x32x300x256, and tied at H = 32 (0.93-1.01 at 30x16x32x32 and 40x16x32x32, 0.99-1.10
   at 50x16x32x32) and at 32x8x64x128 (0.95-1.05) (``... --modes train --bidirectional 1``).
-- a batch of one (a sequence at a time: a prompt, one text to tag or score) runs on our
-  loops from ``AVX2_ONE_ROW_MIN`` weights a layer, inference and training, in one direction
-  or two: at one thread over at most a step per ``AVX2_ONE_ROW_WEIGHTS_A_STEP`` weights and
+- a batch of one (a sequence at a time: a prompt, a generator's step, one text to tag or
+  score) runs on our loops from ``AVX2_ONE_ROW_MIN`` weights in the stack's largest layer
+  (a layer above the first reads ``D * H`` features), inference and training, in one
+  direction or two: at one thread over at most a step per ``AVX2_ONE_ROW_WEIGHTS_A_STEP`` weights and
   ``AVX2_ONE_ROW_MAX_STEPS`` in all, at two over at most
   ``AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS``. oneDNN reorders the weights on every call, and at a
   batch of one that costs it most (1 x 1 x 512 x 512: 3.7 ms against 1.9 at 1 x 2), while
@@ -112,7 +113,11 @@ that varied by 10% or more):
   1 x 1 x 256-768 x 256-768 and 2-16 steps: 1.02-4.38 in all 56 rows. In a fresh process
   oneDNN loses more: glibc hands its large reorder buffers back to the system until a
   larger block has been freed, and each call then pays 700-2000 page faults (2 x 4 x 512 x
-  512: 4.5 ms a call, 1.7 ms once a larger call had run).
+  512: 4.5 ms a call, 1.7 ms once a larger call had run). A generator's step, 1 x 1 x 64,
+  in a process of its own (a prompt of 20 steps, then 200 steps carrying the states;
+  scratch script): two layers of H = 512 took 1.2-1.3 ms against ``nn.LSTM``'s 4.5-6.5 ms
+  at one and two threads (0.93-0.95 of its speed before), two layers of H = 256 0.46-0.47
+  ms against 1.5-1.7 ms (0.95-1.03 before).
 Left to oneDNN though our loops win: one-direction training of
 many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--budget 1``;
 they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
@@ -169,7 +174,7 @@ AVX2_LONG_TRAIN_RECURRENT = 1 << 17
 AVX2_LONG_TRAIN_MIN_ROWS = 1536
 AVX2_LONG_TRAIN_MIN_BATCH = 24
 # Without AVX-512: a batch of one runs on our loops, in inference and training, from this
-# many weights a layer (4H * (H_in + H)): at one thread over at most a step per
+# many weights in the stack's largest layer (4H * (H_in + H)): at one thread over at most a step per
 # AVX2_ONE_ROW_WEIGHTS_A_STEP of them and AVX2_ONE_ROW_MAX_STEPS in all, at two over at most
 # AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS (see the module doc).
 AVX2_ONE_ROW_MIN = 1 << 19
@@ -190,6 +195,7 @@ def onednn_fit(
     projected: bool,
     training_grad: bool,
     hidden_size: int,
+    num_layers: int = 1,
 ) -> str | None:
     """Whether torch's oneDNN LSTM may run an LSTM stack, and when (see the module doc).
 
@@ -201,6 +207,7 @@ def onednn_fit(
         projected: whether the stack has ``proj_size`` (oneDNN has none).
         training_grad: whether autograd records the stack.
         hidden_size: ``H``, the cell state's features.
+        num_layers: the stack's layers (the rule for a batch of one reads its largest).
 
     Returns:
         ``ALWAYS``, ``UNTIL_COMPILED`` or None (never: not dense float32 CPU input
@@ -219,8 +226,12 @@ def onednn_fit(
         one_step_min = AVX2_ONE_STEP_INFERENCE_MIN
     if len(batch_sizes) == 1 and batch <= ONE_STEP_MAX_BATCH and weights >= one_step_min:
         return UNTIL_COMPILED
-    if not avx512 and batch == 1 and _avx2_one_row_ours(len(batch_sizes), weights, threads):
-        return UNTIL_COMPILED
+    if not avx512 and batch == 1:
+        # the largest layer's weights: a layer above the first reads D * H features
+        features = max(x.size(-1), len(directions) * hidden_size if num_layers > 1 else 0)
+        largest = 4 * hidden_size * (features + hidden_size)
+        if _avx2_one_row_ours(len(batch_sizes), largest, threads):
+            return UNTIL_COMPILED
     if not training_grad:
         return ALWAYS
     if not avx512 and 4 * hidden_size**2 >= AVX2_OURS_TRAIN_MAX_RECURRENT:
@@ -246,7 +257,7 @@ def onednn_fit(
 
 def _avx2_one_row_ours(steps: int, weights: int, threads: int) -> bool:
     """Whether, without AVX-512, our loops beat oneDNN on a batch of one: from
-    ``AVX2_ONE_ROW_MIN`` weights a layer, at one thread over at most a step per
+    ``AVX2_ONE_ROW_MIN`` weights in the largest layer, at one thread over at most a step per
     ``AVX2_ONE_ROW_WEIGHTS_A_STEP`` of them and ``AVX2_ONE_ROW_MAX_STEPS`` in all, at two
     over at most ``AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS``; never at more threads
     (unmeasured). See the module doc."""
