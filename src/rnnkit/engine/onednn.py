@@ -89,10 +89,10 @@ that varied by 10% or more):
   50x32x300x256, and tied at H = 32 (0.93-1.01 at 30x16x32x32 and 40x16x32x32, 0.99-1.10
   at 50x16x32x32) and at 32x8x64x128 (0.95-1.05) (``... --modes train --bidirectional 1``).
 - a batch of one (a sequence at a time: a prompt, a generator's step, one text to tag or
-  score) runs on our loops from ``AVX2_ONE_ROW_MIN`` weights in the stack's largest layer
-  (a layer above the first reads ``D * H`` features), inference and training, in one
-  direction or two: at one thread over at most a step per ``AVX2_ONE_ROW_WEIGHTS_A_STEP``
-  weights and ``AVX2_ONE_ROW_MAX_STEPS`` in all, at two over at most
+  score) runs on our loops from ``AVX2_ONE_ROW_MIN`` weights in the stack's largest layer (a
+  layer above the first reads ``D * H`` features), inference and training, in one direction
+  or two: at one thread over at most a step per ``AVX2_ONE_ROW_WEIGHTS_A_STEP`` weights and
+  ``AVX2_ONE_ROW_MAX_STEPS`` in all, at two over at most
   ``AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS``. oneDNN reorders the weights on every call, and at
   a batch of one that costs it most (1 x 1 x 512 x 512: 3.7 ms against 1.9 at 1 x 2), while
   our loops read them in place at any length (:mod:`rnnkit.engine.recurrent_operand`). Ours
@@ -100,23 +100,23 @@ that varied by 10% or more):
   (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes inference train --threads 1``
   and ``2``, with glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` set so
   that oneDNN's allocations cost no page faults): at one thread, from 2**19 weights,
-  inference 1.25-3.76 at one step, 1.24-2.30 at two, 0.99-1.80 at 4-16 (1.00-3.76 inside
-  the rule) and 0.76-1.19 at 32-128; training 1.02-3.63 inside the rule, 0.74-1.17 at
-  32-128; below 2**19 weights 0.72-1.22; at two threads, from 2**19 weights, inference
-  1.04-2.16 at one step, 1.02-1.49 at two, 0.71-1.21 at 4-16, training 1.04-2.39, 0.93-1.59
-  and 0.74-1.38. Checked on other shapes with the rule in place (``rnnkit bench --cell
-  lstm --modes inference train --threads 1 2 --layers 1 --bidirectional 0 --shapes ...``,
-  N = 1, H = 288-1024, H_in = 32-1024, L = 1-48): inside it, one thread, inference
-  1.07-2.28, training 1.05-1.70 but for 0.79-0.89 in three noisy rows of H = 896-1024; two
-  threads at two steps, inference 0.88-1.33, training 1.09-2.22. Two layers, one direction and two, dense and packed, at
-  1 x 1 x 256-768 x 256-768 and 2-16 steps: 1.02-4.38 in all 56 rows. In a fresh process
-  oneDNN loses more: glibc hands its large reorder buffers back to the system until a
-  larger block has been freed, and each call then pays 700-2000 page faults (2 x 4 x 512 x
-  512: 4.5 ms a call, 1.7 ms once a larger call had run). A generator's step, 1 x 1 x 64,
-  in a process of its own (a prompt of 20 steps, then 200 steps carrying the states;
-  scratch script): two layers of H = 512 took 1.2-1.3 ms against ``nn.LSTM``'s 4.5-6.5 ms
-  at one and two threads (0.93-0.95 of its speed before), two layers of H = 256 0.46-0.47
-  ms against 1.5-1.7 ms (0.95-1.03 before).
+  inference 1.25-3.76 at one step, 1.24-2.30 at two, 0.99-1.80 at 4-16 (1.00-3.76 inside the
+  rule) and 0.76-1.19 at 32-128; training 1.02-3.63 inside the rule, 0.74-1.17 at 32-128;
+  below 2**19 weights 0.72-1.22; at two threads, from 2**19 weights, inference 1.04-2.16 at
+  one step, 1.02-1.49 at two, 0.71-1.21 at 4-16, training 1.04-2.39, 0.93-1.59 and
+  0.74-1.38. Checked on other shapes with the rule in place (``rnnkit bench --cell lstm
+  --modes inference train --threads 1 2 --layers 1 --bidirectional 0 --shapes ...``, N = 1,
+  H = 288-1024, H_in = 32-1024, L = 1-48): inside it, one thread, inference 1.07-2.28,
+  training 1.05-1.70 but for 0.79-0.89 in three noisy rows of H = 896-1024; two threads at
+  two steps, inference 0.88-1.33, training 1.09-2.22. Two layers, one direction and two,
+  dense and packed, at 1 x 1 x 256-768 x 256-768 and 2-16 steps: 1.02-4.38 in all 56 rows.
+  In a fresh process oneDNN loses more: glibc hands its large reorder buffers back to the
+  system until a larger block has been freed, and each call then pays 700-2000 page faults
+  (2 x 4 x 512 x 512: 4.5 ms a call, 1.7 ms once a larger call had run). A generator's step,
+  1 x 1 x 64, in a process of its own (a prompt of 20 steps, then 200 steps carrying the
+  states; scratch script): two layers of H = 512 took 1.2-1.3 ms against ``nn.LSTM``'s
+  4.5-6.5 ms at one and two threads (0.93-0.95 of its speed before), two layers of H = 256
+  0.46-0.47 ms against 1.5-1.7 ms (0.95-1.03 before).
 Left to oneDNN though our loops win: one-direction training of
 many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--budget 1``;
 they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
