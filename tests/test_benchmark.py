@@ -622,3 +622,15 @@ def test_unbatched_times_both_layers_and_shows_their_difference(capsys):
     assert [float(row[7]) for row in rows if row[2] == "inference"] == [0.0, 0.0]
     with pytest.raises(SystemExit):
         load_script("unbatched").main(["--shapes", "2,3"])
+
+
+def test_generation_step_times_both_streams_and_shows_their_difference(capsys):
+    argv = ["--cell", "gru", "lstm", "--stacks", "2,3,4", "--steps", "3", "--repeats", "2"]
+    assert load_script("generation_step").main(argv) == 0
+    rows = table_rows(capsys.readouterr().out, columns=7)
+    assert [row[:3] for row in rows] == [["gru", "2x3x4", "1"], ["lstm", "2x3x4", "1"]]
+    assert all(float(cell) > 0 for row in rows for cell in row[3:6])
+    assert all(float(row[6]) < 1e-5 for row in rows)  # the same weights: torch's outputs
+    for bad in (["--stacks", "2,3"], ["--steps", "0"]):
+        with pytest.raises(SystemExit):
+            load_script("generation_step").main(bad)

@@ -113,10 +113,11 @@ that varied by 10% or more):
   In a fresh process oneDNN loses more: glibc hands its large reorder buffers back to the
   system until a larger block has been freed, and each call then pays 700-2000 page faults
   (2 x 4 x 512 x 512: 4.5 ms a call, 1.7 ms once a larger call had run). A generator's step,
-  1 x 1 x 64, in a process of its own (a prompt of 20 steps, then 200 steps carrying the
-  states; scratch script): two layers of H = 512 took 1.2-1.3 ms against ``nn.LSTM``'s
-  4.5-6.5 ms at one and two threads (0.93-0.95 of its speed before), two layers of H = 256
-  0.46-0.47 ms against 1.5-1.7 ms (0.95-1.03 before).
+  1 x 1 x 64, after a prompt of 20 steps, carrying the states (``python
+  benchmarks/generation_step.py --cell lstm --stacks 2,64,512 --threads 1 2``, and
+  ``--stacks 2,64,256``, a process each): two layers of H = 512 took 1.2-1.4 ms against
+  ``nn.LSTM``'s 5.6-9.6 ms (1.00-1.10 of its speed before), two layers of H = 256 0.45-0.79
+  ms against 1.6-3.0 (0.94-1.11 before).
 Left to oneDNN though our loops win: one-direction training of
 many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--budget 1``;
 they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
