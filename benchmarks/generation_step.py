@@ -26,21 +26,10 @@ import sys
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _LAYER_NAMES, _median_interleaved
+from rnnkit.benchmark import _LAYER_NAMES, _median_interleaved, positive_ints
 from rnnkit.compiled import warmup
 
-
-def parse_stack(text: str) -> tuple[int, int, int]:
-    """``"layers,H_in,H_out"`` as three positive ints."""
-    try:
-        stack = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        stack = ()
-    if len(stack) != 3 or min(stack) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected layers,H_in,H_out (positive ints), got {text!r}"
-        )
-    return stack
+parse_stack = positive_ints("layers,H_in,H_out")
 
 
 def time_stack(cell: str, stack: tuple[int, int, int], prompt: int, steps: int,

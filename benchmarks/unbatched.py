@@ -21,19 +21,10 @@ import sys
 import torch
 
 import rnnkit
-from rnnkit.benchmark import _LAYER_NAMES, _make_step, _median_interleaved
+from rnnkit.benchmark import _LAYER_NAMES, _make_step, _median_interleaved, positive_ints
 from rnnkit.compiled import warmup
 
-
-def parse_row(text: str) -> tuple[int, int, int]:
-    """``"L,H_in,H_out"`` as three positive ints."""
-    try:
-        row = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        row = ()
-    if len(row) != 3 or min(row) < 1:
-        raise argparse.ArgumentTypeError(f"expected L,H_in,H_out (positive ints), got {text!r}")
-    return row
+parse_row = positive_ints("L,H_in,H_out")
 
 
 def time_row(cell: str, row: tuple[int, int, int], mode: str, repeats: int) -> dict:

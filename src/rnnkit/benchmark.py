@@ -1073,6 +1073,24 @@ def parse_shape(text: str) -> Shape:
     return shape  # type: ignore[return-value]
 
 
+def positive_ints(names: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse ``type`` for ``names``, comma-separated (``"L,H_in,H_out"``): it parses
+    that many comma-separated positive ints, or raises ``argparse.ArgumentTypeError``
+    naming them."""
+    count = len(names.split(","))
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"expected {names} (positive ints), got {text!r}")
+        return values
+
+    return parse
+
+
 def _parse_direction(text: str) -> bool:
     if text.lower() in _TRUE:
         return True
