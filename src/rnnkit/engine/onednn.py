@@ -228,9 +228,8 @@ def onednn_fit(
         return UNTIL_COMPILED
     if not avx512 and batch == 1:
         # the largest layer's weights: a layer above the first reads D * H features
-        features = max(x.size(-1), len(directions) * hidden_size if num_layers > 1 else 0)
-        largest = 4 * hidden_size * (features + hidden_size)
-        if _avx2_one_row_ours(len(batch_sizes), largest, threads):
+        upper = 4 * hidden_size * (len(directions) + 1) * hidden_size if num_layers > 1 else 0
+        if _avx2_one_row_ours(len(batch_sizes), max(weights, upper), threads):
             return UNTIL_COMPILED
     if not training_grad:
         return ALWAYS
