@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkit
 from rnnkit import gated, recurrent
@@ -566,9 +566,14 @@ def test_packed_sequences_of_equal_lengths_make_torch_s_packed_call_at_any_lengt
         return pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
 
     expected = []
-    for lengths in ([steps], [steps] * 3):
-        packed = packed_input(lengths)
-        hx = (torch.randn(rows, len(lengths), 16), torch.randn(rows, len(lengths), 16))
+    three = packed_input([steps] * 3)
+    # sequences of equal lengths in another order: the states follow it
+    permuted = three._replace(
+        sorted_indices=torch.tensor([2, 0, 1]), unsorted_indices=torch.tensor([1, 2, 0])
+    )
+    for packed in (packed_input([steps]), three, permuted):
+        batch = int(packed.batch_sizes[0])
+        hx = (torch.randn(rows, batch, 16), torch.randn(rows, batch, 16))
         for state in (None, hx):
             for train in (False, True):
                 mine = _packed_results(ours, packed, state, train)
@@ -604,10 +609,25 @@ def test_one_sequence_in_its_only_place_is_not_copied_to_sort_its_states():
     """A batch of one, sorted_indices [0]: the states as they are (index_select would copy
     them); any other order is index_select's, its errors included."""
     states = (torch.randn(2, 1, 4), torch.randn(2, 1, 3))
-    same = recurrent._in_order(states, torch.tensor([0]))
+    same = recurrent.in_order(states, torch.tensor([0]))
     assert all(a is b for a, b in zip(same, states, strict=True))
     pair = (torch.randn(2, 2, 4),)
-    assert torch.equal(recurrent._in_order(pair, torch.tensor([1, 0]))[0], pair[0].flip(1))
-    assert recurrent._in_order(pair, torch.tensor([0]))[0].shape == (2, 1, 4)  # not skipped
+    assert torch.equal(recurrent.in_order(pair, torch.tensor([1, 0]))[0], pair[0].flip(1))
+    assert recurrent.in_order(pair, torch.tensor([0]))[0].shape == (2, 1, 4)  # not skipped
     with pytest.raises(RuntimeError, match="out of DATA bounds"):
-        recurrent._in_order(states, torch.tensor([1]))
+        recurrent.in_order(states, torch.tensor([1]))
+
+
+def test_packed_output_takes_the_inputs_indices_as_torch_s_constructor_would():
+    """The direct calls' output keeps the input's batch sizes and indices; where the input
+    has no unsorted_indices (built by hand), they are sorted_indices inverted, as
+    PackedSequence's constructor makes them for torch's layers."""
+    data, batch_sizes, out = torch.randn(6, 4), torch.tensor([3, 3]), torch.randn(6, 5)
+    built = PackedSequence(data, batch_sizes, torch.tensor([2, 0, 1]))
+    by_hand = PackedSequence._make((data, batch_sizes, torch.tensor([2, 0, 1]), None))
+    for packed in (built, by_hand):
+        result = recurrent.packed_like(out, packed)
+        assert result.data is out and result.batch_sizes is batch_sizes
+        assert torch.equal(result.unsorted_indices, torch.tensor([1, 2, 0]))
+    plain = recurrent.packed_like(out, PackedSequence(data, batch_sizes))
+    assert plain.sorted_indices is None and plain.unsorted_indices is None

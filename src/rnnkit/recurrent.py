@@ -27,7 +27,6 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
-from rnnkit.engine.onednn import onednn_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
 from rnnkit.functional_options import options_reference
 from rnnkit.masks import draw_masks, padded_masks
@@ -270,10 +269,10 @@ class RecurrentBase(nn.Module):
         states = None if hx is None else self._states_of(hx)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            sizes = _packed_sizes(batch_sizes, data.size(0) if data.dim() else 0)
+            sizes = packed_sizes(batch_sizes, data.size(0) if data.dim() else 0)
             batch = sizes[0]
             if states is not None:
-                states = _in_order(states, sorted_indices)
+                states = in_order(states, sorted_indices)
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(self._dims_message.format(name=self._name, dims=input.dim()))
@@ -307,7 +306,7 @@ class RecurrentBase(nn.Module):
             out = _merge_directions(out, self.merge_mode)  # (R, H_out)
 
         if packed:
-            finals = _in_order(finals, unsorted_indices)
+            finals = in_order(finals, unsorted_indices)
             output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
             return output, self._result_of(finals)
         out = out.view(seq_len, batch, out.size(1))  # (L, N, D * H_out), or H_out if merged
@@ -364,19 +363,18 @@ class RecurrentBase(nn.Module):
         """A ``PackedSequence`` that ``"auto"`` runs on torch's own layer, run there as
         ``torch.nn``'s layer runs it: one step as a batched tensor
         (:meth:`_packed_step_on_torch`); a few (:data:`rnnkit.engine.native.NATIVE_MAX_STEPS`)
-        by torch's packed call, and so an LSTM's sequences of equal lengths (one sequence
-        among them) that oneDNN runs, at any length (:func:`packed_on_torch`); None for
-        every other input.
+        by torch's packed call (:func:`packed_on_torch`); None for every other input. (The
+        LSTM adds sequences of equal lengths that oneDNN runs: ``LSTM._packed_on_torch``.)
         """
         data, batch_sizes = input.data, input.batch_sizes
         if type(data) is not Tensor or data.dim() != 2 or type(batch_sizes) is not Tensor:
             return None
         if batch_sizes.dim() != 1:
             return None
-        steps = len(batch_sizes)
+        steps = batch_sizes.size(0)  # len() costs twice as much
         if steps == 1:
             return self._packed_step_on_torch(input, hx)
-        if steps > max_native_steps(self._cell) and self._cell != "lstm":
+        if steps > max_native_steps(self._cell):
             return None  # the common case, checked first
         return packed_on_torch(self, input, hx)
 
@@ -398,13 +396,13 @@ class RecurrentBase(nn.Module):
         """
         data, batch_sizes, sorted_indices, unsorted_indices = input
         if hx is not None:  # sorted as the general path sorts them
-            hx = self._result_of(_in_order(self._states_of(hx), sorted_indices))
+            hx = self._result_of(in_order(self._states_of(hx), sorted_indices))
         step = data.unsqueeze(1 if self.batch_first else 0)  # (1, N, H_in) or (N, 1, H_in)
         result = self._forward_on_torch(step, hx)
         if result is None:
             return None
         out, finals = result
-        finals = _in_order(self._states_of(finals), unsorted_indices)
+        finals = in_order(self._states_of(finals), unsorted_indices)
         out = out.reshape(data.size(0), out.size(-1))  # (N, D * H_out): the packed rows
         return (
             PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
@@ -562,7 +560,7 @@ def state_fits(state, shape: tuple[int, int, int], input: Tensor) -> bool:
     """Whether ``state`` is a CPU tensor of ``shape`` in the input's dtype: an initial
     state torch's own layer takes as it is, on the direct calls."""
     return (
-        isinstance(state, Tensor) and tuple(state.shape) == shape
+        isinstance(state, Tensor) and state.shape == shape
         and state.dtype == input.dtype and state.is_cpu
     )  # fmt: skip
 
@@ -598,15 +596,17 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
     return out, module._result_of(tuple(finals))
 
 
-def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx):
+def packed_on_torch(
+    module: RecurrentBase, input: PackedSequence, hx, sizes: list[int] | None = None
+):
     """A ``PackedSequence`` that ``"auto"`` runs on torch's own layer, exactly as
     ``torch.nn``'s layer runs it: the states sorted by ``sorted_indices``,
     ``module._native_layer()(data, batch_sizes, hx, weights, has_biases, num_layers,
-    dropout, training, bidirectional)``, the final states unsorted. That is a call of few
-    steps (:func:`rnnkit.engine.native.native_fit`), or an LSTM's sequences of equal
-    lengths (one sequence among them) that oneDNN runs (:func:`_packed_picked`). None for
-    every other input, which the general path then takes (its checks and messages
-    included); a malformed ``batch_sizes`` raises its error here.
+    dropout, training, bidirectional)``, the final states unsorted, for a call of few steps
+    (:func:`rnnkit.engine.native.native_fit`). None for every other input, which the
+    general path then takes (its checks and messages included); a malformed
+    ``batch_sizes`` raises its error here. ``sizes``: the rows per step, where the caller
+    has read them (:func:`packed_sizes`).
 
     Returns:
         ``(output, final states)`` as :meth:`RecurrentBase.forward`'s, or None.
@@ -615,25 +615,47 @@ def packed_on_torch(module: RecurrentBase, input: PackedSequence, hx):
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
-    if not data.size(0):
+    rows = data.size(0)
+    if not rows:
         return None
-    sizes, cell = _packed_sizes(batch_sizes, data.size(0)), module._cell
-    if len(sizes) > max_native_steps(cell) and not (cell == "lstm" and sizes[-1] == sizes[0]):
+    if sizes is None:
+        sizes = packed_sizes(batch_sizes, rows)
+    cell = module._cell
+    if len(sizes) > max_native_steps(cell):
         return None
     weights = module._flat_weights
     if not torch_could_run(module, data, weights):
         return None
-    states = None if hx is None else _in_order(module._states_of(hx), sorted_indices)
-    states = fitting_states(module, states, sizes[0], data)
-    if states is None or not _packed_picked(module, data, states, weights, sizes):
+    # checked in the caller's order (sorting keeps their shapes), then sorted
+    states = fitting_states(module, None if hx is None else module._states_of(hx), sizes[0], data)
+    if states is None:
+        return None
+    if hx is not None:
+        states = in_order(states, sorted_indices)
+    if not _native_picked(module, data, states, weights, len(sizes), sizes[0], True):
         return None
     args = (weights, module.bias, module.num_layers, module.dropout, module.training,
             module.bidirectional)  # fmt: skip
     hx = states if cell == "lstm" else states[0]
     torch_call = module._native_layer()
     out, *finals = call_quietly(module.proj_size > 0, torch_call, data, batch_sizes, hx, *args)
-    output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
-    return output, module._result_of(_in_order(tuple(finals), unsorted_indices))
+    output = packed_like(out, input)
+    return output, module._result_of(in_order(tuple(finals), unsorted_indices))
+
+
+def packed_like(data: Tensor, input: PackedSequence) -> PackedSequence:
+    """``data``, a layer's output rows, packed as ``input`` (its batch sizes and indices),
+    as torch's layers pack their output. ``PackedSequence._make`` where torch's
+    constructor would only pass them on: it skips the constructor's checks, which cost
+    1.2 us a call.
+
+    Shape:
+        data ``(R, *)``; input.data ``(R, H_in)``.
+    """
+    _, batch_sizes, sorted_indices, unsorted_indices = input
+    if unsorted_indices is None and sorted_indices is not None:  # the constructor inverts
+        return PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
+    return PackedSequence._make((data, batch_sizes, sorted_indices, unsorted_indices))
 
 
 def fitting_states(module: RecurrentBase, states, batch: int, data: Tensor):
@@ -655,8 +677,9 @@ def fitting_states(module: RecurrentBase, states, batch: int, data: Tensor):
         )  # fmt: skip
     if len(states) != len(shapes):
         return None
-    if not all(state_fits(s, shape, data) for s, shape in zip(states, shapes, strict=True)):
-        return None
+    for state, shape in zip(states, shapes, strict=True):  # all() over a generator costs more
+        if not state_fits(state, shape, data):
+            return None
     return tuple(states)
 
 
@@ -675,38 +698,7 @@ def _native_picked(
     )
 
 
-def _packed_picked(
-    module: RecurrentBase, data: Tensor, states: tuple[Tensor, ...], weights: list[Tensor],
-    sizes: list[int],
-) -> bool:  # fmt: skip
-    """Whether ``"auto"`` runs this packed call (``sizes``: rows per step) on torch's own
-    layer, by the general path's rules (:func:`rnnkit.engine.gated_stack.gated_stack`): an
-    LSTM's by oneDNN's (:func:`rnnkit.engine.onednn.onednn_fit`) where oneDNN may run it
-    (sequences of equal lengths, float32, no projection), every other by the few-step
-    limits (:func:`rnnkit.engine.native.native_fit`), as :func:`_native_picked` asks them.
-
-    The general path makes the same call on the same rows after its own bookkeeping:
-    25-40 us more a call in a loop of calls (ad-hoc script, one thread), and training of a
-    batch-1 LSTM at 4-12 steps ran at 0.88-0.95 of ``nn.LSTM``'s speed through it, 0.94-1.01
-    direct (``rnnkit bench --cell lstm --packed 1 --shapes 4,1,4,64 12,1,4,64 --threads 1``,
-    three runs). Inference and longer calls read the same both ways in that benchmark, where
-    every call follows another implementation's.
-    """
-    grad = grad_needed(data, states[0], itertools.chain(states[1:], weights))
-    cell, batch, hidden = module._cell, sizes[0], module.hidden_size
-    onednn = native = None
-    if cell == "lstm":
-        directions = (False, True) if module.bidirectional else (False,)
-        onednn = onednn_fit(
-            data, sizes, directions, module.proj_size > 0, grad, hidden, module.num_layers
-        )
-    if onednn is None:  # where oneDNN may run an LSTM, its rules hold (as in gated_stack)
-        native = native_fit(cell, len(sizes), batch, hidden, grad, True)
-    picked = resolve_engine("auto", data, batch, hidden, cell, onednn, native)
-    return picked in ("onednn", "native")
-
-
-def _in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:
+def in_order(states: tuple[Tensor, ...], indices: Tensor | None) -> tuple[Tensor, ...]:
     """``states`` with their sequences in the order of ``indices`` (a packed input's
     ``sorted_indices`` or ``unsorted_indices``), as torch's ``permute_hidden``; as they
     are where ``indices`` is None, or where one sequence is in its only place (index_select
@@ -885,7 +877,7 @@ def _merge_directions(out: Tensor, merge_mode: str) -> Tensor:
     return (forward + backward) / 2  # "ave"
 
 
-def _packed_sizes(batch_sizes: Tensor, rows: int) -> list[int]:
+def packed_sizes(batch_sizes: Tensor, rows: int) -> list[int]:
     """The rows per step of a PackedSequence, checked against the rows of its ``data``.
 
     The compiled loops index rows by these sizes without bounds checks, so a

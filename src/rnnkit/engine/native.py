@@ -30,7 +30,9 @@ two, the weight read in place: :mod:`rnnkit.engine.recurrent_operand`), packed L
 inference at 2-4 steps (0.87-0.89: torch's call and ours are the same, ours costs about
 10 us more around it), a packed LSTM at batch 1 (0.83-0.89 at every count; since
 torch's packed call at any count, as ``torch.nn.LSTM`` makes it: training 0.94-1.01 at 4-12
-steps, inference unchanged: ``rnnkit.recurrent.packed_on_torch``), and rows of
+steps, inference unchanged; since that call was written out, ``rnnkit.LSTM._packed_on_torch``,
+inference 0.92-0.95 at 2-12 steps, and 0.84-0.92 at 16 x 32 x 32 with sequences of unequal
+lengths, on a Zen 3 CPU), and rows of
 ``8 x 256 x 512`` training whose repeated runs of the same call on both sides differ by
 30% and more (0.63-0.71 at two and three GRU steps, where both sides run torch's layer;
 0.99-1.01 when the two alternate call by call).

