@@ -271,18 +271,6 @@ def test_a_decoder_step_runs_on_our_loops_and_longer_calls_on_onednn(onednn_call
         assert len(onednn_calls) == expected_calls
 
 
-def _assert_inference_is_torchs(ours, theirs, x):
-    """Inference of ``x`` (L, N, H_in), dense and packed (equal lengths): ours gives
-    torch's outputs and states."""
-    packed = pack_padded_sequence(x, [x.size(0)] * x.size(1))
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x))
-        out, states = ours(packed)
-        expected_out, expected_states = theirs(packed)
-    torch.testing.assert_close(out.data, expected_out.data)
-    torch.testing.assert_close(states, expected_states)
-
-
 @needs_onednn
 def test_with_avx2_one_sequence_of_few_steps_runs_on_our_loops(onednn_calls, avx2):
     """Through the layer's direct call, its packed input and in training: one sequence of 8
@@ -297,7 +285,13 @@ def test_with_avx2_one_sequence_of_few_steps_runs_on_our_loops(onednn_calls, avx
         for steps, batch, on_onednn in ((8, 1, False), (9, 1, True), (8, 2, True)):
             del onednn_calls[:]
             x = torch.randn(steps, batch, 256)
-            _assert_inference_is_torchs(ours, theirs, x)
+            packed = pack_padded_sequence(x, [steps] * batch)
+            with torch.no_grad():
+                torch.testing.assert_close(ours(x), theirs(x))
+                out, states = ours(packed)
+                expected_out, expected_states = theirs(packed)
+            torch.testing.assert_close(out.data, expected_out.data)
+            torch.testing.assert_close(states, expected_states)
             x.requires_grad_()
             expected_x = x.detach().clone().requires_grad_()
             ours(x)[0].pow(2).sum().backward()
@@ -307,66 +301,6 @@ def test_with_avx2_one_sequence_of_few_steps_runs_on_our_loops(onednn_calls, avx
                 torch.testing.assert_close(p.grad, q.grad)
                 p.grad = q.grad = None
             assert len(onednn_calls) == (3 if on_onednn else 0)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _inference_fit(steps, batch=16, hidden=80, directions=(False,), grad=False):
-    x = torch.zeros(steps * batch, 8)
-    return onednn_fit(x, [batch] * steps, directions, False, grad, hidden)
-
-
-@needs_onednn
-def test_without_avx512_inference_of_small_states_over_long_calls_runs_on_our_loops(avx2):
-    """With AVX2 only, inference of at most AVX2_INFERENCE_MAX_HIDDEN features, at least
-    AVX2_INFERENCE_MIN_STEPS steps of AVX2_INFERENCE_MIN_BATCH sequences, is ours at one
-    thread, and at two in both directions; one feature, step or sequence beyond an edge,
-    training, one direction at two threads and three threads keep oneDNN."""
-    assert (onednn.AVX2_INFERENCE_MAX_HIDDEN, onednn.AVX2_INFERENCE_MIN_STEPS) == (80, 50)
-    assert onednn.AVX2_INFERENCE_MIN_BATCH == 16
-    both = (False, True)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert _inference_fit(50) == UNTIL_COMPILED
-        assert _inference_fit(50, directions=both) == UNTIL_COMPILED
-        assert _inference_fit(49) == ALWAYS
-        assert _inference_fit(50, batch=15) == ALWAYS
-        assert _inference_fit(50, hidden=81) == ALWAYS
-        assert _inference_fit(50, grad=True) == ALWAYS
-        torch.set_num_threads(2)
-        assert _inference_fit(50) == ALWAYS
-        assert _inference_fit(50, directions=both) == UNTIL_COMPILED
-        torch.set_num_threads(3)
-        assert _inference_fit(50, directions=both) == ALWAYS
-    finally:
-        torch.set_num_threads(threads)
-
-
-@needs_onednn
-def test_with_avx512_inference_stays_on_onednn(avx512):
-    assert _inference_fit(100, batch=30, hidden=64) == ALWAYS
-
-
-@needs_onednn
-def test_with_avx2_inference_of_long_calls_runs_on_our_loops(onednn_calls, avx2):
-    """Through the layer's direct call and its packed input of equal lengths: inference of
-    50 steps of 16 sequences by 32 features is ours, 49 steps and training oneDNN's; each
-    gives torch's outputs and states."""
-    torch.manual_seed(0)
-    ours, theirs = rnnkit.LSTM(8, 32), torch.nn.LSTM(8, 32)
-    theirs.load_state_dict(ours.state_dict())
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        for steps, on_onednn in ((50, False), (49, True)):
-            del onednn_calls[:]
-            _assert_inference_is_torchs(ours, theirs, torch.randn(steps, 16, 8))
-            assert len(onednn_calls) == (2 if on_onednn else 0)
-        del onednn_calls[:]
-        x = torch.randn(50, 16, 8, requires_grad=True)
-        ours(x)[0].sum().backward()
-        assert len(onednn_calls) == 1  # training: oneDNN's
     finally:
         torch.set_num_threads(threads)
 

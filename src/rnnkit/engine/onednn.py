@@ -68,22 +68,6 @@ that varied by 10% or more):
 - a call of one step in inference needs ``AVX2_ONE_STEP_INFERENCE_MIN`` weights a layer:
   1x8x512x512 3.9, but 0.72-0.93 at 1x16x256x256 and 1x64x256x256 (training there 0.97-1.12,
   so training keeps ``ONE_STEP_OURS_MIN``).
-- inference of small hidden states over long calls runs on our loops: at most
-  ``AVX2_INFERENCE_MAX_HIDDEN`` features, at least ``AVX2_INFERENCE_MIN_STEPS`` steps of
-  ``AVX2_INFERENCE_MIN_BATCH`` sequences, at one thread, and at two in both directions.
-  Ours against oneDNN (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes inference
-  --layers 1 --bidirectional 0 --threads 1 2 --shapes ...``, 2026-12-07), one direction, one
-  thread: 1.06-1.46 at 50-200 steps of 16-64 sequences, H = 32-80, H_in = 1-32; 0.95-1.25 at
-  25 steps; 0.73-1.22 at N = 4-8; 0.79-1.19 at H = 96-128 and 0.66-0.88 at H = 256; 0.71-0.77
-  at 100 x 1 x 4 x 64. At two threads one direction tied (0.94-1.10 at 80 x 100 x 5 x 56, 50
-  x 16 x 64 x 64 and 100 x 64 x 8 x 64, two runs), both directions won (1.26-1.29 at 100 x 30
-  x 4 x 64). Checked on shapes the rule was not drawn from, with it in place (``rnnkit bench
-  --cell lstm --modes inference --layers 1 2 --bidirectional 0 1 --threads 1 2 --shapes
-  60,20,12,40 150,40,3,72 80,100,5,56 50,16,64,64 120,32,10,24 64,17,7,80 300,16,1,32``):
-  1.02-1.47 at one thread (28 rows), 1.02-1.53 at two in both directions (14 rows); rows
-  outside it (40 x 20, 100 x 12 and H = 96) 0.93-1.09, oneDNN on both sides. The first such
-  call prepares the LSTM kernels in the background, as every rule here that gives a call to
-  our loops does.
 - one-direction training that the rule of large steps (``OURS_TRAIN_MIN``) gives our
   loops needs, with ``4 * H**2`` of at least ``AVX2_LONG_TRAIN_RECURRENT`` (H >= 182),
   ``AVX2_LONG_TRAIN_MIN_ROWS`` rows (``L * N``) of at least ``AVX2_LONG_TRAIN_MIN_BATCH``
@@ -197,11 +181,6 @@ AVX2_ONE_ROW_MIN = 1 << 19
 AVX2_ONE_ROW_WEIGHTS_A_STEP = 1 << 16
 AVX2_ONE_ROW_MAX_STEPS = 16
 AVX2_ONE_ROW_MAX_STEPS_TWO_THREADS = 2
-# Without AVX-512, inference of small hidden states (up to this many features) over calls
-# of at least this many steps of at least this many sequences runs on our loops.
-AVX2_INFERENCE_MAX_HIDDEN = 80
-AVX2_INFERENCE_MIN_STEPS = 50
-AVX2_INFERENCE_MIN_BATCH = 16
 
 
 def onednn_enabled() -> bool:
@@ -258,9 +237,6 @@ def onednn_fit(
         if _avx2_one_row_ours(len(batch_sizes), max(weights, upper), threads):
             return UNTIL_COMPILED
     if not training_grad:
-        steps, both = len(batch_sizes), len(directions) == 2
-        if not avx512 and _avx2_inference_ours(steps, batch, hidden_size, threads, both):
-            return UNTIL_COMPILED
         return ALWAYS
     if not avx512 and 4 * hidden_size**2 >= AVX2_OURS_TRAIN_MAX_RECURRENT:
         return ALWAYS
@@ -281,22 +257,6 @@ def onednn_fit(
         rows = len(batch_sizes) * batch
         ours_win = rows >= AVX2_LONG_TRAIN_MIN_ROWS and batch >= AVX2_LONG_TRAIN_MIN_BATCH
     return UNTIL_COMPILED if ours_win else ALWAYS
-
-
-def _avx2_inference_ours(
-    steps: int, batch: int, hidden_size: int, threads: int, both_directions: bool
-) -> bool:
-    """Whether, without AVX-512, our loops beat oneDNN in inference: hidden states of at
-    most ``AVX2_INFERENCE_MAX_HIDDEN`` features, calls of at least
-    ``AVX2_INFERENCE_MIN_STEPS`` steps of at least ``AVX2_INFERENCE_MIN_BATCH`` sequences,
-    at one thread, and at two in both directions (one direction tied there; more threads
-    unmeasured). See the module doc."""
-    return (
-        hidden_size <= AVX2_INFERENCE_MAX_HIDDEN
-        and steps >= AVX2_INFERENCE_MIN_STEPS
-        and batch >= AVX2_INFERENCE_MIN_BATCH
-        and (threads == 1 or (threads == 2 and both_directions))
-    )
 
 
 def _avx2_one_row_ours(steps: int, weights: int, threads: int) -> bool:
