@@ -123,6 +123,16 @@ many small steps (1.06-1.17 at 100x30x4x64, 200x4x8x64 and 100x16x32x64, ``--bud
 they tie at H = 128). Taking it would compile the LSTM kernels in the background on the
 first training run of the most common LSTM (``test_a_dense_float32_lstm_compiles_nothing``)
 for a gain that ``benchmarks/compare_revisions.py`` could not tell from the noise.
+So is inference of small hidden states over long calls, on AVX2 (2026-12-07): in the
+benchmark our loops read 1.06-1.46 of oneDNN at one thread over 50-200 steps of 16-64
+sequences at H = 32-80 (``RNNKIT_ENGINE=compiled rnnkit bench --cell lstm --modes
+inference ...``; 0.66-1.25 at fewer steps or sequences or larger H), but a rule that sent
+them there did not pay in a fresh process running ``LSTM(4, 64)`` on ``(100, 30, 4)``
+in a loop: 1.07-1.08 under ``torch.no_grad()`` (1.24 under ``inference_mode``); a first
+call of 1.0-1.2 s with a warm kernel cache (loading the LSTM kernels; 8-13 ms for
+``nn.LSTM``); in two such processes 125 and 569 page faults a call (the per-call
+buffers), and at 569 a call took 4.0-5.8 ms against oneDNN's 3.7. Kept inference buffers
+and kernels that load without holding up the first call would come first.
 
 Training both directions of a single step below ``ONE_STEP_OURS_MIN`` weights stays on
 oneDNN on either CPU: one step has no recurrence to gain on (1x16x32x32 read 0.75-0.83
