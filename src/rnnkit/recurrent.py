@@ -307,8 +307,7 @@ class RecurrentBase(nn.Module):
 
         if packed:
             finals = in_order(finals, unsorted_indices)
-            output = PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices)
-            return output, self._result_of(finals)
+            return packed_like(out, input), self._result_of(finals)
         out = out.view(seq_len, batch, out.size(1))  # (L, N, D * H_out), or H_out if merged
         if self.batch_first:
             out = out.transpose(0, 1)  # (N, L, D * H_out)
@@ -394,7 +393,7 @@ class RecurrentBase(nn.Module):
         Shape:
             input.data ``(N, H_in)``; output.data ``(N, D * H_out)``.
         """
-        data, batch_sizes, sorted_indices, unsorted_indices = input
+        data, _, sorted_indices, unsorted_indices = input
         if hx is not None:  # sorted as the general path sorts them
             hx = self._result_of(in_order(self._states_of(hx), sorted_indices))
         step = data.unsqueeze(1 if self.batch_first else 0)  # (1, N, H_in) or (N, 1, H_in)
@@ -404,10 +403,7 @@ class RecurrentBase(nn.Module):
         out, finals = result
         finals = in_order(self._states_of(finals), unsorted_indices)
         out = out.reshape(data.size(0), out.size(-1))  # (N, D * H_out): the packed rows
-        return (
-            PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices),
-            self._result_of(finals),
-        )
+        return packed_like(out, input), self._result_of(finals)
 
     def _initial_states(self, states, batch: int, data: Tensor) -> tuple[Tensor, ...]:
         """The given states checked, else the learned ones, else zeros."""
