@@ -618,8 +618,10 @@ def test_unbatched_times_both_layers_and_shows_their_difference(capsys):
         [cell, "2x3x4", mode] for cell in ("gru", "lstm") for mode in ("inference", "train")
     ]
     assert all(float(cell) > 0 for row in rows for cell in row[4:7])
-    # two steps run on torch's own layer (the GRU's inference, the LSTM's on oneDNN)
-    assert [float(row[7]) for row in rows if row[2] == "inference"] == [0.0, 0.0]
+    # a GRU's two steps run on torch's own layer; an LSTM's on our loops once they are
+    # loaded (rnnkit.engine.few_steps: the session's fixture loads them), else on oneDNN
+    gru, lstm = [float(row[7]) for row in rows if row[2] == "inference"]
+    assert gru == 0.0 and lstm < 1e-5
     with pytest.raises(SystemExit):
         load_script("unbatched").main(["--shapes", "2,3"])
 

@@ -22,6 +22,14 @@ from rnnkit.engine.onednn import ALWAYS, UNTIL_COMPILED
 LONG = max(max_native_steps(cell) for cell in NATIVE_MAX_STEPS) + 4
 
 
+@pytest.fixture(autouse=True)
+def torch_s_paths_only(monkeypatch):
+    """These tests pin torch's paths: the short path, which takes inference of few steps
+    once the compiled kernels are loaded (as the session's fixture loads them), is left
+    to test_few_steps.py."""
+    monkeypatch.setattr(warmup, "loaded", lambda dtype, cell="rnn": False)
+
+
 @pytest.fixture
 def native_calls(monkeypatch) -> list:
     """Counts the stacks run on torch's layers; kernels reported not ready, engine "auto"."""

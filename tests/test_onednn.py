@@ -25,6 +25,14 @@ needs_onednn = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def torch_s_paths_only(monkeypatch):
+    """These tests pin torch's paths: the short path, which takes inference of few steps
+    once the compiled kernels are loaded (as the session's fixture loads them), is left
+    to test_few_steps.py."""
+    monkeypatch.setattr(warmup, "loaded", lambda dtype, cell="rnn": False)
+
+
 @pytest.fixture
 def avx512(monkeypatch):
     """The rules measured with AVX-512, whatever this CPU has."""

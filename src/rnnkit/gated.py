@@ -14,16 +14,21 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from rnnkit.compiled import warmup
+from rnnkit.engine.few_steps import MAX_STEPS as SHORT_MAX_STEPS
+from rnnkit.engine.few_steps import below_onednn_weights
 from rnnkit.engine.gated_stack import gated_stack, native_gru, native_lstm
 from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.onednn import onednn_enabled, onednn_fit, onednn_lstm
 from rnnkit.functional_gated import gru_reference, lstm_reference
 from rnnkit.recurrent import (
     RecurrentBase,
+    dense_short_inference,
     few_steps_on_torch,
     in_order,
     packed_like,
     packed_on_torch,
+    packed_short_inference,
     packed_sizes,
     plain_cpu_call,
     state_fits,
@@ -141,6 +146,10 @@ class LSTM(RecurrentBase):
         if sizes is None:
             return None
         steps, batch = sizes
+        if self._short_beats_onednn(steps):
+            short = dense_short_inference(self, input, hx, weights, steps, batch)
+            if short is not None:
+                return short
         hx = self._states_for_onednn(input, (batch,) * steps, hx, weights)
         if hx is None:
             return None
@@ -182,6 +191,10 @@ class LSTM(RecurrentBase):
         weights = self._flat_weights
         if not torch_could_run(self, data, weights):
             return None
+        if self._short_beats_onednn(len(sizes)):
+            short = packed_short_inference(self, input, hx, sizes, weights)
+            if short is not None:
+                return short
         hx = self._states_for_onednn(data, sizes, hx, weights)
         if hx is None:
             return None
@@ -190,6 +203,17 @@ class LSTM(RecurrentBase):
             self.num_layers, self.dropout, self.training, self.bidirectional,
         )  # fmt: skip
         return packed_like(out, input), in_order((h_n, c_n), unsorted_indices)
+
+    def _short_beats_onednn(self, steps: int) -> bool:
+        """Whether a float32 call of ``steps`` steps that oneDNN would run may take the short
+        path instead (:mod:`rnnkit.engine.few_steps`): few steps, the kernels loaded, every
+        layer's weights below ``ONEDNN_MAX_WEIGHTS``. Asked cheaply first: most calls fail
+        one of these, and this runs before every dense one."""
+        return (
+            steps <= SHORT_MAX_STEPS
+            and warmup.loaded(torch.float32, "lstm")
+            and below_onednn_weights(self)
+        )
 
     def _states_for_onednn(
         self, x: Tensor, batch_sizes: Sequence[int], hx, weights: list[Tensor]

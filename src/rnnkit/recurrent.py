@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.engine.few_steps import short_inference, short_inference_fits, short_path_open
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
@@ -566,7 +567,9 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
     decoder's, among them) of a batched tensor input, which ``"auto"`` runs on torch's own
     layer (``resolve_engine``'s ``native``: our loops cost more around the same products),
     as ``module._native_layer()(input, hx, weights, has_biases, num_layers, dropout,
-    training, bidirectional, batch_first)``; None for every other input
+    training, bidirectional, batch_first)``, or, in inference once the compiled kernels are
+    loaded, on our loops without the general path around them
+    (:func:`dense_short_inference`); None for every other input
     (:meth:`RecurrentBase._forward_on_torch`).
 
     Returns:
@@ -580,6 +583,9 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
     if sizes is None:
         return None
     batch = sizes[1]
+    short = dense_short_inference(module, input, hx, weights, steps, batch)
+    if short is not None:
+        return short
     states = fitting_states(module, None if hx is None else module._states_of(hx), batch, input)
     if states is None or not _native_picked(module, input, states, weights, steps, batch, False):
         return None
@@ -599,7 +605,9 @@ def packed_on_torch(
     ``torch.nn``'s layer runs it: the states sorted by ``sorted_indices``,
     ``module._native_layer()(data, batch_sizes, hx, weights, has_biases, num_layers,
     dropout, training, bidirectional)``, the final states unsorted, for a call of few steps
-    (:func:`rnnkit.engine.native.native_fit`). None for every other input, which the
+    (:func:`rnnkit.engine.native.native_fit`); in inference once the compiled kernels are
+    loaded, on our loops without the general path around them
+    (:func:`packed_short_inference`). None for every other input, which the
     general path then takes (its checks and messages included); a malformed
     ``batch_sizes`` raises its error here. ``sizes``: the rows per step, where the caller
     has read them (:func:`packed_sizes`).
@@ -622,6 +630,9 @@ def packed_on_torch(
     weights = module._flat_weights
     if not torch_could_run(module, data, weights):
         return None
+    short = packed_short_inference(module, input, hx, sizes, weights)
+    if short is not None:
+        return short
     # checked in the caller's order (sorting keeps their shapes), then sorted
     states = fitting_states(module, None if hx is None else module._states_of(hx), sizes[0], data)
     if states is None:
@@ -637,6 +648,68 @@ def packed_on_torch(
     out, *finals = call_quietly(module.proj_size > 0, torch_call, data, batch_sizes, hx, *args)
     output = packed_like(out, input)
     return output, module._result_of(in_order(tuple(finals), unsorted_indices))
+
+
+def dense_short_inference(
+    module: RecurrentBase, input: Tensor, hx, weights: list[Tensor], steps: int, batch: int
+) -> tuple | None:
+    """A batched tensor input's call of few steps on our loops, where
+    :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
+    loaded); else None. ``weights``: the module's ``_flat_weights``.
+
+    Returns:
+        ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), or None.
+
+    Shape:
+        input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output
+        ``(L, N, D * H_out)`` (``(N, L, D * H_out)``).
+    """
+    if not short_path_open(module._cell, steps, input.dtype):
+        return None
+    states = _short_states(module, hx, batch, input)
+    sizes = [batch] * steps
+    if states is None or not short_inference_fits(module, input, sizes, weights, states):
+        return None
+    if module.batch_first:
+        input = input.transpose(0, 1)  # (L, N, H_in)
+    rows = input.reshape(steps * batch, input.size(2))  # (L * N, H_in)
+    out, finals = short_inference(module, rows, sizes, states, weights)
+    out = out.view(steps, batch, out.size(1))  # (L, N, D * H_out)
+    return (out.transpose(0, 1) if module.batch_first else out), module._result_of(finals)
+
+
+def packed_short_inference(
+    module: RecurrentBase, input: PackedSequence, hx, sizes: list[int], weights: list[Tensor]
+) -> tuple | None:
+    """A ``PackedSequence`` of few steps on our loops, where
+    :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
+    loaded); else None. ``sizes``: its rows per step (:func:`packed_sizes`); ``weights``:
+    the module's ``_flat_weights``.
+
+    Returns:
+        ``(output, final states)`` as :meth:`RecurrentBase.forward`'s, or None.
+
+    Shape:
+        input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
+    """
+    data, batch_sizes, sorted_indices, unsorted_indices = input
+    if not short_path_open(module._cell, len(sizes), data.dtype):
+        return None
+    states = _short_states(module, hx, sizes[0], data)
+    if states is None or not short_inference_fits(module, data, sizes, weights, states):
+        return None
+    # checked in the caller's order (sorting keeps their shapes), then sorted
+    states = in_order(states, sorted_indices) if states else states
+    out, finals = short_inference(module, data, sizes, states, weights, batch_sizes)
+    return packed_like(out, input), module._result_of(in_order(finals, unsorted_indices))
+
+
+def _short_states(module: RecurrentBase, hx, batch: int, data: Tensor) -> tuple | None:
+    """The initial states for the short path: ``()`` for zeros (built there, without a
+    torch call), the given states where they fit (:func:`fitting_states`), else None."""
+    if hx is None:
+        return ()
+    return fitting_states(module, module._states_of(hx), batch, data)
 
 
 def packed_like(data: Tensor, input: PackedSequence) -> PackedSequence:

@@ -105,6 +105,13 @@ def ready(dtype: torch.dtype, cell: str = "rnn") -> bool:
     return kernels in _ready
 
 
+def loaded(dtype: torch.dtype, cell: str = "rnn") -> bool:
+    """Whether the kernels of ``dtype`` and ``cell`` are loaded in this process, without
+    preparing them if not (:func:`ready` starts that): for calls that use the kernels
+    only where they are already there (:mod:`rnnkit.engine.few_steps`)."""
+    return (dtype, cell) in _ready
+
+
 @contextlib.contextmanager
 def compiling_in_place() -> Iterator[None]:
     """Within this block, :func:`ready` answers True at once: ``auto`` runs the compiled

@@ -1,0 +1,152 @@
+"""Inference of few steps on the compiled loops, once a process has loaded them.
+
+A call of few steps goes to torch's own layer (:mod:`rnnkit.engine.native`) because our
+general path costs more around the loops than the loops save. Without that path's
+bookkeeping (:func:`rnnkit.compiled.stack_inference.stack_inference`: one ``addmm`` and
+one kernel call per layer and direction), an LSTM or GRU call of a few steps costs less
+than torch's: measured below.
+
+It runs only where the kernels are already loaded (:func:`rnnkit.compiled.warmup.loaded`):
+loading them takes about a second from the disk cache, more than a process of only short
+calls would save, so a short call never loads them. A process that also makes longer
+calls, or trains, loads them for those, and its short calls then take this path; one that
+makes only short calls runs them on torch's layer, as before. Inference only (autograd
+not recording), LSTM and GRU (with ``proj_size`` too), under ``"auto"`` and where the
+general path would run our loops (:func:`rnnkit.engine.layer.resolve_engine`), with the
+batch in one part (:func:`rnnkit.engine.parallel.dense_parts`), and not where dropout
+between layers applies (a stack in training mode).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from rnnkit.compiled import warmup
+from rnnkit.engine.layer import resolve_engine
+from rnnkit.engine.parallel import dense_parts
+
+CELLS = ("lstm", "gru")
+# Calls of this many steps (inference) take the short path where it applies: a GRU's of
+# one or two steps stay on torch's layer, whose GRU step costs least (see the module doc).
+MIN_STEPS = {"lstm": 1, "gru": 3}
+MAX_STEPS = 8
+# Dense float32 LSTM calls, which oneDNN runs otherwise, take it only where no layer has
+# this many weights (4H * (H_in + H)) or more: oneDNN's steps win on larger ones.
+ONEDNN_MAX_WEIGHTS = 1 << 17
+
+
+def short_path_open(cell: str, steps: int, dtype: torch.dtype) -> bool:
+    """The first questions of :func:`short_inference_fits`, the cheapest, which most calls
+    fail (every call of few steps asks them): an LSTM or GRU (``cell``), a call of
+    ``MIN_STEPS``-``MAX_STEPS`` steps, the kernels of ``dtype`` loaded."""
+    if cell not in CELLS or not MIN_STEPS[cell] <= steps <= MAX_STEPS:
+        return False
+    return warmup.loaded(dtype, cell)
+
+
+def short_inference_fits(
+    module, data: Tensor, batch_sizes: list[int], weights: list[Tensor],
+    states: tuple[Tensor, ...],
+) -> bool:  # fmt: skip
+    """Whether ``"auto"`` runs this call on the short path (see the module doc).
+
+    Args:
+        module: an ``rnnkit.LSTM`` or ``rnnkit.GRU`` (any other layer: False).
+        data: the input, a batched tensor or packed rows, checked as torch's layer
+            could run it (:func:`rnnkit.recurrent.torch_could_run`).
+        batch_sizes: rows per step.
+        weights: the module's ``_flat_weights``.
+        states: the initial states, each a CPU tensor of its shape in the data's dtype;
+            ``()`` for zeros.
+    """
+    cell = module._cell
+    if not short_path_open(cell, len(batch_sizes), data.dtype):
+        return False
+    if torch.is_grad_enabled() and (
+        data.requires_grad
+        or any(state.requires_grad for state in states)
+        or any(weight.requires_grad for weight in weights)
+    ):
+        return False  # autograd records the call
+    if module.training and module.dropout and module.num_layers > 1:
+        return False
+    batch, hidden = batch_sizes[0], module.hidden_size
+    if resolve_engine("auto", data, batch, hidden, cell) != "compiled":
+        return False
+    width = module.proj_size or hidden
+    if len(dense_parts(batch_sizes, batch, module._gates * hidden * width, data)) > 1:
+        return False
+    shapes = weight_shapes(
+        module._gates, module.input_size, hidden, module.num_layers, module.bias,
+        module.bidirectional, module.proj_size,
+    )  # fmt: skip
+    return _weights_fit(weights, shapes, data.dtype)
+
+
+def below_onednn_weights(module) -> bool:
+    """Whether every layer of this LSTM has fewer than ``ONEDNN_MAX_WEIGHTS`` weights: where
+    a dense float32 call, which oneDNN runs otherwise, takes the short path."""
+    hidden = module.hidden_size
+    width = module.proj_size or hidden
+    widest_input = max(module.input_size, (2 if module.bidirectional else 1) * width)
+    return 4 * hidden * (widest_input + width) < ONEDNN_MAX_WEIGHTS
+
+
+@functools.lru_cache(maxsize=64)
+def weight_shapes(
+    gates: int, input_size: int, hidden: int, num_layers: int, bias: bool,
+    bidirectional: bool, proj_size: int,
+) -> list[tuple[int, ...]]:  # fmt: skip
+    """The shapes of a stack's ``_flat_weights``, in their order (``torch.nn.RNNBase``'s)."""
+    width = proj_size or hidden
+    directions = 2 if bidirectional else 1
+    shapes = []
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else width * directions
+        for _ in range(directions):
+            shapes += [(gates * hidden, layer_input), (gates * hidden, width)]
+            if bias:
+                shapes += [(gates * hidden,), (gates * hidden,)]
+            if proj_size:
+                shapes.append((proj_size, hidden))
+    return shapes
+
+
+def _weights_fit(weights: list[Tensor], shapes: list[tuple[int, ...]], dtype) -> bool:
+    """Whether every weight is a CPU tensor of its shape in ``dtype``: the kernels do not
+    bounds-check, and a weight replaced by one of another shape must reach the general
+    path's checks instead."""
+    if len(weights) != len(shapes):
+        return False
+    for weight, shape in zip(weights, shapes, strict=True):
+        if weight.shape != shape or weight.dtype != dtype or not weight.is_cpu:
+            return False
+    return True
+
+
+def short_inference(
+    module, data: Tensor, batch_sizes: list[int], states: tuple[Tensor, ...],
+    weights: list[Tensor], packed_batch_sizes: Tensor | None = None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+    """Run a call :func:`short_inference_fits` took: the stack on the compiled loops.
+    ``states``: as there (``()``: zeros); ``packed_batch_sizes``: a packed input's
+    ``batch_sizes``, which hold ``batch_sizes``.
+
+    Returns:
+        ``(out, finals)`` as :func:`rnnkit.compiled.stack_inference.stack_inference`.
+
+    Shape:
+        data ``(R, H_in)`` packed rows (a dense input's steps one after the other); states
+        in the sorted order, ``(D * num_layers, N, *)``; out ``(R, D * H_out)``.
+    """
+    from rnnkit.compiled.stack_inference import stack_inference, step_sizes
+
+    hidden = module.hidden_size
+    sizes = step_sizes(batch_sizes, packed_batch_sizes)
+    return stack_inference(
+        module._cell, data, sizes, states, weights, module.num_layers,
+        module.bidirectional, hidden, module.proj_size or hidden,
+    )  # fmt: skip

@@ -1,0 +1,189 @@
+"""Inference of few steps on the compiled loops once they are loaded (rnnkit.engine.few_steps,
+rnnkit.compiled.stack_inference): against torch's layer holding the same weights, over random
+configurations; when the path runs and when it must not; and that it never compiles a kernel
+of its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_gated_oracle import assert_same, make_inputs, make_pair, run
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from rnnkit.compiled import gated_kernels, warmup
+from rnnkit.compiled import stack_inference as stack_inference_module
+from rnnkit.engine import few_steps
+from rnnkit.engine.few_steps import MAX_STEPS, MIN_STEPS
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
+)
+LAYOUTS = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
+
+
+@pytest.fixture
+def short_calls(monkeypatch) -> list:
+    """Counts the stacks run on the short path; engine "auto", the kernels loaded (the
+    session's fixture loads them: asserted, so a test cannot pass by never taking it)."""
+    for dtype in warmup.DTYPES:
+        for cell in few_steps.CELLS:
+            assert warmup.loaded(dtype, cell)
+    calls = []
+    run_stack = stack_inference_module.stack_inference
+
+    def counted(cell, data, *args):
+        calls.append((cell, tuple(data.shape)))
+        return run_stack(cell, data, *args)
+
+    monkeypatch.setattr(stack_inference_module, "stack_inference", counted)
+    monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+    return calls
+
+
+@st.composite
+def short_cases(draw):
+    """A module pair and an input of few steps that the short path takes."""
+    kind = draw(st.sampled_from(("LSTM", "GRU")))
+    hidden = draw(st.integers(1, 6))
+    kwargs = dict(
+        input_size=draw(st.integers(1, 5)),
+        hidden_size=hidden,
+        num_layers=draw(st.integers(1, 3)),
+        bias=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        bidirectional=draw(st.booleans()),
+        dtype=draw(st.sampled_from([torch.float64, torch.float32])),
+    )
+    if kind == "LSTM" and hidden > 1 and draw(st.booleans()):
+        kwargs["proj_size"] = draw(st.integers(1, hidden - 1))
+    layout = draw(st.sampled_from(LAYOUTS))
+    steps = draw(st.integers(MIN_STEPS[kind.lower()], MAX_STEPS))
+    batch = 1 if layout == "unbatched" else draw(st.integers(1, 5))
+    lengths = None
+    if layout.startswith("packed"):  # the longest sequence sets the steps
+        lengths = [steps, *draw(st.lists(st.integers(1, steps), min_size=batch - 1,
+                                         max_size=batch - 1))]  # fmt: skip
+        lengths = draw(st.permutations(lengths))
+        if layout == "packed_sorted":
+            lengths = sorted(lengths, reverse=True)
+    with_states, seed = draw(st.booleans()), draw(st.integers(0, 99))
+    return kind, kwargs, layout, steps, batch, lengths, with_states, seed
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=short_cases(), inference_mode=st.booleans())
+def test_short_inference_matches_torch(case, inference_mode, short_calls):
+    """Outputs, final states and a packed output's indices: float64 at 1e-10, float32 at
+    torch's tolerances; the module in training mode too (no dropout: nothing to draw)."""
+    kind, kwargs, layout, steps, batch, lengths, with_states, seed = case
+    theirs, ours = make_pair(kind, seed=seed, **kwargs)
+    ours.train(seed % 2 == 0)
+    inputs = make_inputs(theirs, layout, steps, batch, seed=seed, with_states=with_states,
+                         lengths=lengths)  # fmt: skip
+    before = len(short_calls)
+    context = torch.inference_mode() if inference_mode else torch.no_grad()
+    with context:
+        got = run(ours, inputs, backward=False)
+    assert len(short_calls) == before + 1, "the short path did not run"
+    assert_same(got, run(theirs, inputs, backward=False))
+
+
+def _lstm_and_input(**kwargs):
+    torch.manual_seed(0)
+    return rnnkit.LSTM(3, 8, **kwargs), torch.randn(4, 2, 3)
+
+
+def test_calls_that_record_gradients_or_draw_dropout_do_not_take_it(short_calls):
+    lstm, x = _lstm_and_input(num_layers=2, dropout=0.5)
+    lstm(x)  # autograd records it
+    with torch.no_grad():
+        lstm(x)  # training mode: dropout between the layers is drawn
+        assert not short_calls
+        lstm.eval()
+        lstm(x)
+    assert len(short_calls) == 1
+
+
+def test_an_lstm_call_with_a_state_that_needs_a_gradient_does_not_take_it(short_calls):
+    lstm, x = _lstm_and_input()
+    lstm.requires_grad_(False)
+    h0 = torch.zeros(1, 2, 8, requires_grad=True)
+    lstm(x, (h0, torch.zeros(1, 2, 8)))
+    assert not short_calls
+    lstm(x)
+    assert len(short_calls) == 1  # nothing needs a gradient: inference
+
+
+@pytest.mark.parametrize("steps", [MAX_STEPS + 1, 0])
+def test_calls_outside_the_step_limits_do_not_take_it(short_calls, steps):
+    gru = rnnkit.GRU(3, 8)
+    steps = steps or MIN_STEPS["gru"] - 1  # a GRU's call of fewer steps: torch's layer
+    with torch.no_grad():
+        gru(torch.randn(steps, 2, 3))
+    assert not short_calls
+
+
+def test_kernels_not_loaded_leave_the_call_on_torch_s_layer_without_loading_them(
+    short_calls, monkeypatch
+):
+    asked = []
+    monkeypatch.setattr(warmup, "loaded", lambda dtype, cell="rnn": False)
+    monkeypatch.setattr(warmup, "ready", lambda dtype, cell="rnn": asked.append(cell))
+    lstm, x = _lstm_and_input()
+    theirs = torch.nn.LSTM(3, 8)
+    theirs.load_state_dict(lstm.state_dict())
+    with torch.no_grad():
+        ours_out, _ = lstm(x)
+        assert torch.equal(ours_out, theirs(x)[0])  # oneDNN's, bit for bit
+    assert not short_calls and not asked
+
+
+def test_other_engines_and_options_do_not_take_it(short_calls, monkeypatch):
+    lstm, x = _lstm_and_input()
+    with torch.no_grad():
+        for engine in ("compiled", "fused"):
+            monkeypatch.setenv("RNNKIT_ENGINE", engine)
+            lstm(x)
+        monkeypatch.setenv("RNNKIT_ENGINE", "auto")
+        rnnkit.LSTM(3, 8, learn_initial_state=True)(x)
+        rnnkit.GRU(3, 8, bidirectional=True, merge_mode="sum")(x)
+        rnnkit.RNN(3, 8)(x)
+    assert not short_calls
+
+
+def test_a_weight_of_another_shape_gets_the_general_path_s_error(short_calls):
+    """The kernels do not bounds-check: a replaced weight must never reach them."""
+    gru = rnnkit.GRU(3, 8)
+    gru.weight_hh_l0 = torch.nn.Parameter(torch.randn(24, 5))
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        gru(torch.randn(4, 2, 3))
+    assert not short_calls
+
+
+def test_odd_layouts_run_without_compiling_a_kernel_of_their_own(short_calls):
+    """Non-contiguous states, weights and batch sizes, float32 and float64: the arrays reach
+    the kernels in the types they were compiled for, so their signatures stay as loaded."""
+    kernels = (gated_kernels.lstm_forward_loop, gated_kernels.gru_forward_loop)
+    before = [len(kernel.signatures) for kernel in kernels]
+    for dtype in (torch.float32, torch.float64):
+        for cell in ("LSTM", "GRU"):
+            torch.manual_seed(0)
+            module = getattr(rnnkit, cell)(3, 4, num_layers=2, bidirectional=True, dtype=dtype)
+            theirs = getattr(torch.nn, cell)(3, 4, num_layers=2, bidirectional=True, dtype=dtype)
+            theirs.load_state_dict(module.state_dict())
+            with torch.no_grad():  # a weight read through a transposed view
+                module.weight_hh_l0.set_(module.weight_hh_l0.t().contiguous().t())
+            h0 = torch.randn(4, 4, 2, dtype=dtype).transpose(1, 2)  # (4, 2, 4), strided
+            hx = (h0, torch.randn(4, 2, 8, dtype=dtype)[:, :, ::2]) if cell == "LSTM" else h0
+            x = torch.randn(5, 2, 3, dtype=dtype)
+            packed = pack_padded_sequence(x, torch.tensor([5, 3]))
+            sizes = torch.tensor([2, 9, 2, 9, 2, 9, 1, 9, 1, 9])[::2]  # strided batch sizes
+            strided = type(packed)(packed.data, sizes)  # (torch's layer misreads them)
+            with torch.no_grad():
+                torch.testing.assert_close(module(x, hx)[0], theirs(x, hx)[0])
+                torch.testing.assert_close(module(strided, hx)[0].data, theirs(packed, hx)[0].data)
+    assert len(short_calls) == 8
+    assert [len(kernel.signatures) for kernel in kernels] == before
