@@ -16,7 +16,7 @@ import rnnkit
 from rnnkit.compiled import gated_kernels, warmup
 from rnnkit.compiled import stack_inference as stack_inference_module
 from rnnkit.engine import few_steps
-from rnnkit.engine.few_steps import MAX_STEPS, MIN_STEPS
+from rnnkit.engine.few_steps import MAX_STEPS, MIN_STEPS, MULTI_THREAD_MAX_STEP
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
@@ -187,3 +187,23 @@ def test_odd_layouts_run_without_compiling_a_kernel_of_their_own(short_calls):
                 torch.testing.assert_close(module(strided, hx)[0].data, theirs(packed, hx)[0].data)
     assert len(short_calls) == 8
     assert [len(kernel.signatures) for kernel in kernels] == before
+
+
+def test_at_two_threads_only_small_steps_take_it(short_calls):
+    """torch's layer runs a large step's products on all its threads; our loops on one."""
+    hidden = 32
+    small_batch = MULTI_THREAD_MAX_STEP // hidden**2  # N * H**2 at the limit
+    gru = rnnkit.GRU(3, hidden)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(2)
+            gru(torch.randn(4, small_batch + 1, 3))
+            assert not short_calls
+            gru(torch.randn(4, small_batch, 3))
+            assert len(short_calls) == 1
+            torch.set_num_threads(1)
+            gru(torch.randn(4, small_batch + 1, 3))  # one thread: any size
+            assert len(short_calls) == 2
+    finally:
+        torch.set_num_threads(threads)

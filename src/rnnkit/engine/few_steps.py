@@ -1,20 +1,40 @@
 """Inference of few steps on the compiled loops, once a process has loaded them.
 
 A call of few steps goes to torch's own layer (:mod:`rnnkit.engine.native`) because our
-general path costs more around the loops than the loops save. Without that path's
-bookkeeping (:func:`rnnkit.compiled.stack_inference.stack_inference`: one ``addmm`` and
-one kernel call per layer and direction), an LSTM or GRU call of a few steps costs less
-than torch's: measured below.
+general path costs more around the loops than the loops save: about 150 us of Python a
+call at 2 x 1 x 4 x 64 (the stack's and layers' bookkeeping, chunking, the wrappers'
+checks). Without it (:func:`rnnkit.compiled.stack_inference.stack_inference`: one
+``addmm`` and one kernel call per layer and direction, on arrays built to size) an LSTM's
+or GRU's call of a few steps costs less than torch's layer. Against torch's layer, same
+weights, one process (``rnnkit bench --cell lstm gru --packed 0 1 --modes inference
+--layers 1 --bidirectional 0 1 --threads 1 --budget 0.12 --shapes ...``: T = 1-8 by
+``N x H_in x H`` of 1 x 4 x 64, 16 x 32 x 32, 30 x 4 x 64, 64 x 32 x 128, 32 x 64 x 256
+and 8 x 256 x 512; AMD Zen 3, one thread, 288 rows):
+
+- LSTM, the 108 rows it runs: geometric mean 1.14, 0.91-1.69 (1.24-1.69 at 6-8 steps of
+  16-30 sequences; the lowest, 0.91-0.96, at 1-3 packed steps of 16 x 32 x 32);
+- GRU from 3 steps (96 rows): geometric mean 1.21, 0.98-1.92. At 1-2 steps it read
+  0.75-0.97 in an earlier run (torch's GRU step costs least), so those stay on torch's
+  layer (``MIN_STEPS``);
+- a dense float32 LSTM, which oneDNN runs otherwise: 0.83-0.91 at 4-8 steps of 4-8
+  sequences with H = 256-512 (4 x 8 x 128 x 256, 8 x 4 x 256 x 384, 8 x 8 x 256 x 512),
+  so only stacks whose layers have fewer than ``ONEDNN_MAX_WEIGHTS`` weights take it.
+
+At two threads (120 rows, one direction) torch's layer runs a larger step's products on
+both threads and our loops on one: from ``N * H**2`` of 2**17 (30 x 4 x 64 and up) it read
+0.91-0.98 where it ran; at 1 x 4 x 64 and 16 x 32 x 32, 0.94-1.47. So past one thread only
+steps of ``N * H**2 <= MULTI_THREAD_MAX_STEP`` take it.
 
 It runs only where the kernels are already loaded (:func:`rnnkit.compiled.warmup.loaded`):
 loading them takes about a second from the disk cache, more than a process of only short
 calls would save, so a short call never loads them. A process that also makes longer
 calls, or trains, loads them for those, and its short calls then take this path; one that
-makes only short calls runs them on torch's layer, as before. Inference only (autograd
-not recording), LSTM and GRU (with ``proj_size`` too), under ``"auto"`` and where the
-general path would run our loops (:func:`rnnkit.engine.layer.resolve_engine`), with the
-batch in one part (:func:`rnnkit.engine.parallel.dense_parts`), and not where dropout
-between layers applies (a stack in training mode).
+makes only short calls runs them on torch's layer, as before. (``rnnkit bench`` loads the
+kernels before it times anything, so its rows are the first kind of process.) Inference
+only (autograd not recording), LSTM and GRU (with ``proj_size`` too), under ``"auto"`` and
+where the general path would run our loops (:func:`rnnkit.engine.layer.resolve_engine`),
+with the batch in one part (:func:`rnnkit.engine.parallel.dense_parts`), and not where
+dropout between layers applies (a stack in training mode). An Elman layer keeps torch's.
 """
 
 from __future__ import annotations
@@ -33,6 +53,9 @@ CELLS = ("lstm", "gru")
 # one or two steps stay on torch's layer, whose GRU step costs least (see the module doc).
 MIN_STEPS = {"lstm": 1, "gru": 3}
 MAX_STEPS = 8
+# At more than one thread, only steps of at most this size (N * H**2): torch's layer then
+# runs larger steps' products on all its threads, our loops on one.
+MULTI_THREAD_MAX_STEP = 1 << 14
 # Dense float32 LSTM calls, which oneDNN runs otherwise, take it only where no layer has
 # this many weights (4H * (H_in + H)) or more: oneDNN's steps win on larger ones.
 ONEDNN_MAX_WEIGHTS = 1 << 17
@@ -74,6 +97,8 @@ def short_inference_fits(
     if module.training and module.dropout and module.num_layers > 1:
         return False
     batch, hidden = batch_sizes[0], module.hidden_size
+    if batch * hidden * hidden > MULTI_THREAD_MAX_STEP and torch.get_num_threads() > 1:
+        return False
     if resolve_engine("auto", data, batch, hidden, cell) != "compiled":
         return False
     width = module.proj_size or hidden
