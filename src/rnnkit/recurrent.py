@@ -664,7 +664,7 @@ def dense_short_inference(
         input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output
         ``(L, N, D * H_out)`` (``(N, L, D * H_out)``).
     """
-    if not short_path_open(module._cell, steps, input.dtype):
+    if not short_path_open(module, steps, input, weights):
         return None
     states = _short_states(module, hx, batch, input)
     sizes = [batch] * steps
@@ -693,7 +693,7 @@ def packed_short_inference(
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
-    if not short_path_open(module._cell, len(sizes), data.dtype):
+    if not short_path_open(module, len(sizes), data, weights):
         return None
     states = _short_states(module, hx, sizes[0], data)
     if states is None or not short_inference_fits(module, data, sizes, weights, states):

@@ -13,9 +13,9 @@ and 8 x 256 x 512; AMD Zen 3, one thread, 288 rows):
 
 - LSTM, the 108 rows it runs: geometric mean 1.14, 0.91-1.69 (1.24-1.69 at 6-8 steps of
   16-30 sequences; the lowest, 0.91-0.96, at 1-3 packed steps of 16 x 32 x 32);
-- GRU from 3 steps (96 rows): geometric mean 1.21, 0.98-1.92. At 1-2 steps it read
-  0.75-0.97 in an earlier run (torch's GRU step costs least), so those stay on torch's
-  layer (``MIN_STEPS``);
+- GRU from 3 steps (96 rows): geometric mean 1.21, 0.98-1.92. In earlier runs it read
+  0.75-0.86 at one step and 0.87-0.98 at two in one direction (1.00-1.13 in two): torch's
+  GRU step costs least, so those stay on torch's layer (``MIN_STEPS``);
 - a dense float32 LSTM, which oneDNN runs otherwise: 0.83-0.91 at 4-8 steps of 4-8
   sequences with H = 256-512 (4 x 8 x 128 x 256, 8 x 4 x 256 x 384, 8 x 8 x 256 x 512),
   so only stacks whose layers have fewer than ``ONEDNN_MAX_WEIGHTS`` weights take it.
@@ -61,13 +61,20 @@ MULTI_THREAD_MAX_STEP = 1 << 14
 ONEDNN_MAX_WEIGHTS = 1 << 17
 
 
-def short_path_open(cell: str, steps: int, dtype: torch.dtype) -> bool:
+def short_path_open(module, steps: int, data: Tensor, weights: list[Tensor]) -> bool:
     """The first questions of :func:`short_inference_fits`, the cheapest, which most calls
-    fail (every call of few steps asks them): an LSTM or GRU (``cell``), a call of
-    ``MIN_STEPS``-``MAX_STEPS`` steps, the kernels of ``dtype`` loaded."""
+    that do not take the path fail (every call of few steps asks them): an LSTM or GRU, a
+    call of ``MIN_STEPS``-``MAX_STEPS`` steps, the kernels of the data's dtype loaded,
+    autograd recording neither the data nor the weights (``weights``: the module's
+    ``_flat_weights``)."""
+    cell = module._cell
     if cell not in CELLS or not MIN_STEPS[cell] <= steps <= MAX_STEPS:
         return False
-    return warmup.loaded(dtype, cell)
+    if not warmup.loaded(data.dtype, cell):
+        return False
+    return not torch.is_grad_enabled() or not (
+        data.requires_grad or any(weight.requires_grad for weight in weights)
+    )
 
 
 def short_inference_fits(
@@ -86,13 +93,9 @@ def short_inference_fits(
             ``()`` for zeros.
     """
     cell = module._cell
-    if not short_path_open(cell, len(batch_sizes), data.dtype):
+    if not short_path_open(module, len(batch_sizes), data, weights):
         return False
-    if torch.is_grad_enabled() and (
-        data.requires_grad
-        or any(state.requires_grad for state in states)
-        or any(weight.requires_grad for weight in weights)
-    ):
+    if torch.is_grad_enabled() and any(state.requires_grad for state in states):
         return False  # autograd records the call
     if module.training and module.dropout and module.num_layers > 1:
         return False
