@@ -16,7 +16,12 @@ import rnnkit
 from rnnkit.compiled import gated_kernels, warmup
 from rnnkit.compiled import stack_inference as stack_inference_module
 from rnnkit.engine import few_steps
-from rnnkit.engine.few_steps import MAX_STEPS, MIN_STEPS, MULTI_THREAD_MAX_STEP
+from rnnkit.engine.few_steps import (
+    MAX_PROJECTION_BYTES,
+    MAX_STEPS,
+    MIN_STEPS,
+    MULTI_THREAD_MAX_STEP,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
@@ -60,7 +65,8 @@ def short_cases(draw):
     if kind == "LSTM" and hidden > 1 and draw(st.booleans()):
         kwargs["proj_size"] = draw(st.integers(1, hidden - 1))
     layout = draw(st.sampled_from(LAYOUTS))
-    steps = draw(st.integers(MIN_STEPS[kind.lower()], MAX_STEPS))
+    # past MAX_STEPS too: these projections are far below MAX_PROJECTION_BYTES
+    steps = draw(st.integers(MIN_STEPS[kind.lower()], 3 * MAX_STEPS))
     batch = 1 if layout == "unbatched" else draw(st.integers(1, 5))
     lengths = None
     if layout.startswith("packed"):  # the longest sequence sets the steps
@@ -117,13 +123,30 @@ def test_an_lstm_call_with_a_state_that_needs_a_gradient_does_not_take_it(short_
     assert len(short_calls) == 1  # nothing needs a gradient: inference
 
 
-@pytest.mark.parametrize("steps", [MAX_STEPS + 1, 0])
-def test_calls_outside_the_step_limits_do_not_take_it(short_calls, steps):
-    gru = rnnkit.GRU(3, 8)
-    steps = steps or MIN_STEPS["gru"] - 1  # a GRU's call of fewer steps: torch's layer
+def test_calls_outside_the_limits_do_not_take_it(short_calls):
+    """A GRU's call of fewer than its steps (torch's layer); past ``MAX_STEPS``, a call whose
+    input projections exceed ``MAX_PROJECTION_BYTES`` (the general path)."""
+    hidden, batch = 8, 2
+    gru = rnnkit.GRU(3, hidden)
+    fitting = MAX_PROJECTION_BYTES // (3 * hidden * 4 * batch)  # float32 steps that fit
+    assert fitting > MAX_STEPS
     with torch.no_grad():
-        gru(torch.randn(steps, 2, 3))
-    assert not short_calls
+        gru(torch.randn(MIN_STEPS["gru"] - 1, batch, 3))
+        gru(torch.randn(fitting + 1, batch, 3))
+        longer = torch.tensor([fitting + 1, fitting + 1])
+        gru(pack_padded_sequence(torch.randn(fitting + 1, batch, 3), longer))
+        assert not short_calls
+        gru(torch.randn(fitting, batch, 3))
+        packed = pack_padded_sequence(torch.randn(fitting, batch, 3), torch.tensor([fitting, 5]))
+        torch.testing.assert_close(gru(packed)[1], _torch_s(gru)(packed)[1])
+    assert len(short_calls) == 2
+
+
+def _torch_s(module):
+    """torch's layer holding ``module``'s weights."""
+    theirs = getattr(torch.nn, type(module).__name__)(module.input_size, module.hidden_size)
+    theirs.load_state_dict(module.state_dict())
+    return theirs
 
 
 def test_kernels_not_loaded_leave_the_call_on_torch_s_layer_without_loading_them(

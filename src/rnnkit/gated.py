@@ -14,9 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit.compiled import warmup
-from rnnkit.engine.few_steps import MAX_STEPS as SHORT_MAX_STEPS
-from rnnkit.engine.few_steps import below_onednn_weights
+from rnnkit.engine.few_steps import below_onednn_weights, short_path_open
 from rnnkit.engine.gated_stack import gated_stack, native_gru, native_lstm
 from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.onednn import onednn_enabled, onednn_fit, onednn_lstm
@@ -146,7 +144,7 @@ class LSTM(RecurrentBase):
         if sizes is None:
             return None
         steps, batch = sizes
-        if self._short_beats_onednn(steps):
+        if self._short_beats_onednn(steps, steps * batch):
             short = dense_short_inference(self, input, hx, weights, steps, batch)
             if short is not None:
                 return short
@@ -191,7 +189,7 @@ class LSTM(RecurrentBase):
         weights = self._flat_weights
         if not torch_could_run(self, data, weights):
             return None
-        if self._short_beats_onednn(len(sizes)):
+        if self._short_beats_onednn(len(sizes), data.size(0)):
             short = packed_short_inference(self, input, hx, sizes, weights)
             if short is not None:
                 return short
@@ -204,16 +202,13 @@ class LSTM(RecurrentBase):
         )  # fmt: skip
         return packed_like(out, input), in_order((h_n, c_n), unsorted_indices)
 
-    def _short_beats_onednn(self, steps: int) -> bool:
-        """Whether a float32 call of ``steps`` steps that oneDNN would run may take the short
-        path instead (:mod:`rnnkit.engine.few_steps`): few steps, the kernels loaded, every
-        layer's weights below ``ONEDNN_MAX_WEIGHTS``. Asked cheaply first: most calls fail
-        one of these, and this runs before every dense one."""
-        return (
-            steps <= SHORT_MAX_STEPS
-            and warmup.loaded(torch.float32, "lstm")
-            and below_onednn_weights(self)
-        )
+    def _short_beats_onednn(self, steps: int, rows: int) -> bool:
+        """Whether a float32 call of ``steps`` steps and ``rows`` rows that oneDNN would run
+        may take the short path instead (:mod:`rnnkit.engine.few_steps`): few steps or a
+        small projection, the kernels loaded, every layer's weights below
+        ``ONEDNN_MAX_WEIGHTS``. Asked cheaply first: most calls fail one of these, and this
+        runs before every dense one."""
+        return short_path_open(self, steps, rows, torch.float32) and below_onednn_weights(self)
 
     def _states_for_onednn(
         self, x: Tensor, batch_sizes: Sequence[int], hx, weights: list[Tensor]

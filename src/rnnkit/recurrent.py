@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.engine.few_steps import short_inference, short_inference_fits, short_path_open
+from rnnkit.engine.few_steps import (
+    records_grad,
+    short_inference,
+    short_inference_fits,
+    short_path_open,
+)
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
@@ -374,7 +379,9 @@ class RecurrentBase(nn.Module):
         steps = batch_sizes.size(0)  # len() costs twice as much
         if steps == 1:
             return self._packed_step_on_torch(input, hx)
-        if steps > max_native_steps(self._cell):
+        if steps > max_native_steps(self._cell) and not short_path_open(
+            self, steps, data.size(0), data.dtype
+        ):
             return None  # the common case, checked first
         return packed_on_torch(self, input, hx)
 
@@ -576,15 +583,16 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
         ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), or None.
     """
     steps, cell = input.size(1 if module.batch_first else 0), module._cell
-    if steps > max_native_steps(cell):  # the common case, checked first
-        return None
+    few = steps <= max_native_steps(cell)
+    if not few and not short_path_open(module, steps, input.size(0) * input.size(1), input.dtype):
+        return None  # the common case, checked first
     weights = module._flat_weights
     sizes = plain_cpu_call(module, input, weights)
     if sizes is None:
         return None
     batch = sizes[1]
     short = dense_short_inference(module, input, hx, weights, steps, batch)
-    if short is not None:
+    if short is not None or not few:
         return short
     states = fitting_states(module, None if hx is None else module._states_of(hx), batch, input)
     if states is None or not _native_picked(module, input, states, weights, steps, batch, False):
@@ -625,13 +633,14 @@ def packed_on_torch(
     if sizes is None:
         sizes = packed_sizes(batch_sizes, rows)
     cell = module._cell
-    if len(sizes) > max_native_steps(cell):
+    few = len(sizes) <= max_native_steps(cell)
+    if not few and not short_path_open(module, len(sizes), rows, data.dtype):
         return None
     weights = module._flat_weights
     if not torch_could_run(module, data, weights):
         return None
     short = packed_short_inference(module, input, hx, sizes, weights)
-    if short is not None:
+    if short is not None or not few:
         return short
     # checked in the caller's order (sorting keeps their shapes), then sorted
     states = fitting_states(module, None if hx is None else module._states_of(hx), sizes[0], data)
@@ -664,7 +673,9 @@ def dense_short_inference(
         input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output
         ``(L, N, D * H_out)`` (``(N, L, D * H_out)``).
     """
-    if not short_path_open(module, steps, input, weights):
+    if not short_path_open(module, steps, steps * batch, input.dtype):
+        return None
+    if records_grad(input, weights):
         return None
     states = _short_states(module, hx, batch, input)
     sizes = [batch] * steps
@@ -693,7 +704,9 @@ def packed_short_inference(
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
-    if not short_path_open(module, len(sizes), data, weights):
+    if not short_path_open(module, len(sizes), data.size(0), data.dtype):
+        return None
+    if records_grad(data, weights):
         return None
     states = _short_states(module, hx, sizes[0], data)
     if states is None or not short_inference_fits(module, data, sizes, weights, states):

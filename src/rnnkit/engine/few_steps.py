@@ -53,6 +53,10 @@ CELLS = ("lstm", "gru")
 # one or two steps stay on torch's layer, whose GRU step costs least (see the module doc).
 MIN_STEPS = {"lstm": 1, "gru": 3}
 MAX_STEPS = 8
+# A call of more steps takes it while one direction's input projections fit in this many
+# bytes (rows * gate rows * itemsize): there it also beats the general path, which costs
+# the same Python a call; past it the general path's chunks and threads pay (see below).
+MAX_PROJECTION_BYTES = 1 << 18
 # At more than one thread, only steps of at most this size (N * H**2): torch's layer then
 # runs larger steps' products on all its threads, our loops on one.
 MULTI_THREAD_MAX_STEP = 1 << 14
@@ -61,18 +65,26 @@ MULTI_THREAD_MAX_STEP = 1 << 14
 ONEDNN_MAX_WEIGHTS = 1 << 17
 
 
-def short_path_open(module, steps: int, data: Tensor, weights: list[Tensor]) -> bool:
+def short_path_open(module, steps: int, rows: int, dtype: torch.dtype) -> bool:
     """The first questions of :func:`short_inference_fits`, the cheapest, which most calls
-    that do not take the path fail (every call of few steps asks them): an LSTM or GRU, a
-    call of ``MIN_STEPS``-``MAX_STEPS`` steps, the kernels of the data's dtype loaded,
-    autograd recording neither the data nor the weights (``weights``: the module's
-    ``_flat_weights``)."""
+    that do not take the path fail: an LSTM or GRU, a call of ``MIN_STEPS``-``MAX_STEPS``
+    steps or of more whose ``rows`` (``L * N`` dense) have their input projections within
+    ``MAX_PROJECTION_BYTES``, the kernels of ``dtype`` loaded."""
     cell = module._cell
-    if cell not in CELLS or not MIN_STEPS[cell] <= steps <= MAX_STEPS:
+    if cell not in CELLS or steps < MIN_STEPS[cell]:
         return False
-    if not warmup.loaded(data.dtype, cell):
-        return False
-    return not torch.is_grad_enabled() or not (
+    if steps > MAX_STEPS:
+        itemsize = 8 if dtype == torch.float64 else 4
+        if rows * module._gates * module.hidden_size * itemsize > MAX_PROJECTION_BYTES:
+            return False
+    return warmup.loaded(dtype, cell)
+
+
+def records_grad(data: Tensor, weights: list[Tensor]) -> bool:
+    """Whether autograd records a call on ``data`` with ``weights`` (the module's
+    ``_flat_weights``) whatever its states: the short path's question a training call
+    fails, asked before the states are checked."""
+    return torch.is_grad_enabled() and (
         data.requires_grad or any(weight.requires_grad for weight in weights)
     )
 
@@ -92,11 +104,13 @@ def short_inference_fits(
         states: the initial states, each a CPU tensor of its shape in the data's dtype;
             ``()`` for zeros.
     """
-    cell = module._cell
-    if not short_path_open(module, len(batch_sizes), data, weights):
+    cell, rows = module._cell, data.numel() // data.size(-1)
+    if not short_path_open(module, len(batch_sizes), rows, data.dtype):
         return False
-    if torch.is_grad_enabled() and any(state.requires_grad for state in states):
-        return False  # autograd records the call
+    if records_grad(data, weights) or (
+        torch.is_grad_enabled() and any(state.requires_grad for state in states)
+    ):
+        return False
     if module.training and module.dropout and module.num_layers > 1:
         return False
     batch, hidden = batch_sizes[0], module.hidden_size
