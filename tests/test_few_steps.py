@@ -5,6 +5,8 @@ of its own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -30,9 +32,10 @@ LAYOUTS = ("batched", "unbatched", "packed_sorted", "packed_unsorted")
 
 
 @pytest.fixture
-def short_calls(monkeypatch) -> list:
-    """Counts the stacks run on the short path; engine "auto", the kernels loaded (the
-    session's fixture loads them: asserted, so a test cannot pass by never taking it)."""
+def short_calls(monkeypatch) -> Iterator[list]:
+    """Counts the stacks run on the short path; engine "auto", one thread (past one, its
+    rules are narrower: tested apart), the kernels loaded (the session's fixture loads
+    them: asserted, so a test cannot pass by never taking it)."""
     for dtype in warmup.DTYPES:
         for cell in few_steps.CELLS:
             assert warmup.loaded(dtype, cell)
@@ -45,7 +48,12 @@ def short_calls(monkeypatch) -> list:
 
     monkeypatch.setattr(stack_inference_module, "stack_inference", counted)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
-    return calls
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield calls
+    finally:
+        torch.set_num_threads(threads)
 
 
 @st.composite
@@ -65,8 +73,11 @@ def short_cases(draw):
     if kind == "LSTM" and hidden > 1 and draw(st.booleans()):
         kwargs["proj_size"] = draw(st.integers(1, hidden - 1))
     layout = draw(st.sampled_from(LAYOUTS))
-    # past MAX_STEPS too: these projections are far below MAX_PROJECTION_BYTES
-    steps = draw(st.integers(MIN_STEPS[kind.lower()], 3 * MAX_STEPS))
+    # past MAX_STEPS too (these projections are far below MAX_PROJECTION_BYTES), but for
+    # an LSTM that oneDNN runs (float32 without a projection: dense input, or packed of
+    # equal lengths)
+    onednn = kind == "LSTM" and kwargs["dtype"] == torch.float32 and "proj_size" not in kwargs
+    steps = draw(st.integers(MIN_STEPS[kind.lower()], MAX_STEPS if onednn else 3 * MAX_STEPS))
     batch = 1 if layout == "unbatched" else draw(st.integers(1, 5))
     lengths = None
     if layout.startswith("packed"):  # the longest sequence sets the steps
@@ -225,8 +236,28 @@ def test_at_two_threads_only_small_steps_take_it(short_calls):
             assert not short_calls
             gru(torch.randn(4, small_batch, 3))
             assert len(short_calls) == 1
+            # past MAX_STEPS, a batch of one only (the general path wins larger ones there)
+            gru(torch.randn(MAX_STEPS + 1, 2, 3))
+            assert len(short_calls) == 1
+            gru(torch.randn(MAX_STEPS + 1, 1, 3))
+            assert len(short_calls) == 2
             torch.set_num_threads(1)
             gru(torch.randn(4, small_batch + 1, 3))  # one thread: any size
-            assert len(short_calls) == 2
+            gru(torch.randn(MAX_STEPS + 1, 2, 3))
+            assert len(short_calls) == 4
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_dense_float32_lstm_takes_it_from_onednn_for_few_steps_of_small_layers(short_calls):
+    """oneDNN's steps win on larger layers and longer calls (see few_steps' doc)."""
+    with torch.no_grad():
+        rnnkit.LSTM(3, 8)(torch.randn(MAX_STEPS + 1, 2, 3))
+        rnnkit.LSTM(3, 8)(pack_padded_sequence(torch.randn(MAX_STEPS + 1, 2, 3),
+                                               torch.tensor([MAX_STEPS + 1] * 2)))  # fmt: skip
+        rnnkit.LSTM(8, 128)(torch.randn(2, 2, 8))  # 4H * (H_in + H) = 2**17 weights
+        assert not short_calls
+        rnnkit.LSTM(3, 8)(torch.randn(MAX_STEPS, 2, 3))
+        rnnkit.LSTM(8, 127)(torch.randn(2, 2, 8))
+        rnnkit.LSTM(3, 8, dtype=torch.float64)(torch.randn(MAX_STEPS + 1, 2, 3).double())
+    assert len(short_calls) == 3

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from rnnkit.engine.few_steps import MAX_STEPS as SHORT_MAX_STEPS
 from rnnkit.engine.few_steps import below_onednn_weights, short_path_open
 from rnnkit.engine.gated_stack import gated_stack, native_gru, native_lstm
 from rnnkit.engine.layer import resolve_engine
@@ -204,11 +205,15 @@ class LSTM(RecurrentBase):
 
     def _short_beats_onednn(self, steps: int, rows: int) -> bool:
         """Whether a float32 call of ``steps`` steps and ``rows`` rows that oneDNN would run
-        may take the short path instead (:mod:`rnnkit.engine.few_steps`): few steps or a
-        small projection, the kernels loaded, every layer's weights below
+        may take the short path instead (:mod:`rnnkit.engine.few_steps`): at most
+        ``MAX_STEPS`` steps, the kernels loaded, every layer's weights below
         ``ONEDNN_MAX_WEIGHTS``. Asked cheaply first: most calls fail one of these, and this
         runs before every dense one."""
-        return short_path_open(self, steps, rows, torch.float32) and below_onednn_weights(self)
+        return (
+            steps <= SHORT_MAX_STEPS
+            and short_path_open(self, steps, rows, torch.float32)
+            and below_onednn_weights(self)
+        )
 
     def _states_for_onednn(
         self, x: Tensor, batch_sizes: Sequence[int], hx, weights: list[Tensor]

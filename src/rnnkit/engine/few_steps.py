@@ -114,7 +114,10 @@ def short_inference_fits(
     if module.training and module.dropout and module.num_layers > 1:
         return False
     batch, hidden = batch_sizes[0], module.hidden_size
-    if batch * hidden * hidden > MULTI_THREAD_MAX_STEP and torch.get_num_threads() > 1:
+    if torch.get_num_threads() > 1 and (
+        batch * hidden * hidden > MULTI_THREAD_MAX_STEP
+        or (len(batch_sizes) > MAX_STEPS and batch > 1)
+    ):
         return False
     if resolve_engine("auto", data, batch, hidden, cell) != "compiled":
         return False
