@@ -25,6 +25,23 @@ both threads and our loops on one: from ``N * H**2`` of 2**17 (30 x 4 x 64 and u
 0.91-0.98 where it ran; at 1 x 4 x 64 and 16 x 32 x 32, 0.94-1.47. So past one thread only
 steps of ``N * H**2 <= MULTI_THREAD_MAX_STEP`` take it.
 
+Past ``MAX_STEPS`` the alternative is the general path itself, which costs the same
+Python a call, so the short path also wins longer calls while the call is small: against
+the revision before it (``python benchmarks/compare_revisions.py --base a44ec2c --cell
+lstm gru --modes inference --threads 1 2 --layers 1 --bidirectional 0 1 [--packed]
+--shapes 12,16,32,32 24,16,32,32 16,1,4,64 32,1,4,64 100,1,4,64 20,8,16,64 40,4,8,32
+16,8,32,128``), at one thread, packed sequences of unequal lengths read 1.21-1.43 (LSTM)
+and 1.18-1.48 (GRU), dense GRU input 1.19-1.56, but for 16 x 8 x 32 x 128 (0.99-1.09,
+its projections 256 KiB a direction). So a call of more steps takes it while one
+direction's projections fit in ``MAX_PROJECTION_BYTES``, except:
+
+- where oneDNN would run it (a dense float32 LSTM, or packed sequences of equal
+  lengths): there the same runs read 0.86-0.95 in one direction;
+- past one thread at more than one sequence: against the general path (alternating call
+  by call, scratch script) GRU inference at two threads read 0.79-0.98 at 40 x 4 x 8 x 32,
+  20 x 8 x 16 x 64 and 24 x 16 x 32 x 32, one direction and two, and 1.56-1.63 at
+  16 x 1 x 4 x 64 (1.20-1.65 at one thread).
+
 It runs only where the kernels are already loaded (:func:`rnnkit.compiled.warmup.loaded`):
 loading them takes about a second from the disk cache, more than a process of only short
 calls would save, so a short call never loads them. A process that also makes longer
@@ -55,7 +72,7 @@ MIN_STEPS = {"lstm": 1, "gru": 3}
 MAX_STEPS = 8
 # A call of more steps takes it while one direction's input projections fit in this many
 # bytes (rows * gate rows * itemsize): there it also beats the general path, which costs
-# the same Python a call; past it the general path's chunks and threads pay (see below).
+# the same Python a call (see the module doc).
 MAX_PROJECTION_BYTES = 1 << 18
 # At more than one thread, only steps of at most this size (N * H**2): torch's layer then
 # runs larger steps' products on all its threads, our loops on one.
