@@ -368,8 +368,10 @@ class RecurrentBase(nn.Module):
         """A ``PackedSequence`` that ``"auto"`` runs on torch's own layer, run there as
         ``torch.nn``'s layer runs it: one step as a batched tensor
         (:meth:`_packed_step_on_torch`); a few (:data:`rnnkit.engine.native.NATIVE_MAX_STEPS`)
-        by torch's packed call (:func:`packed_on_torch`); None for every other input. (The
-        LSTM adds sequences of equal lengths that oneDNN runs: ``LSTM._packed_on_torch``.)
+        by torch's packed call (:func:`packed_on_torch`), which in inference once the compiled
+        kernels are loaded passes them, and small longer calls, to our loops' short path
+        (:mod:`rnnkit.engine.few_steps`); None for every other input. (The LSTM adds
+        sequences of equal lengths that oneDNN runs: ``LSTM._packed_on_torch``.)
         """
         data, batch_sizes = input.data, input.batch_sizes
         if type(data) is not Tensor or data.dim() != 2 or type(batch_sizes) is not Tensor:
@@ -662,7 +664,7 @@ def packed_on_torch(
 def dense_short_inference(
     module: RecurrentBase, input: Tensor, hx, weights: list[Tensor], steps: int, batch: int
 ) -> tuple | None:
-    """A batched tensor input's call of few steps on our loops, where
+    """A batched tensor input's call of few steps (or a small one) on our loops, where
     :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
     loaded); else None. ``weights``: the module's ``_flat_weights``.
 
@@ -692,7 +694,7 @@ def dense_short_inference(
 def packed_short_inference(
     module: RecurrentBase, input: PackedSequence, hx, sizes: list[int], weights: list[Tensor]
 ) -> tuple | None:
-    """A ``PackedSequence`` of few steps on our loops, where
+    """A ``PackedSequence`` of few steps (or a small one) on our loops, where
     :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
     loaded); else None. ``sizes``: its rows per step (:func:`packed_sizes`); ``weights``:
     the module's ``_flat_weights``.

@@ -5,7 +5,7 @@ bookkeeping and each direction through a checked wrapper (:mod:`rnnkit.compiled.
 about 150 us of Python a call at 2 x 1 x 4 x 64 on an AMD Zen 3, more than the kernels'
 work over a few steps. This module makes the same kernel calls on arrays built to size:
 per layer and direction one ``addmm`` (the input projection) and one call of the time loop,
-for calls of few steps (:mod:`rnnkit.engine.few_steps` decides which). The arrays are
+for calls of few steps or small ones (:mod:`rnnkit.engine.few_steps` decides which). The arrays are
 built here, so their shapes hold by construction; the caller checks the module's weights
 (:func:`rnnkit.engine.few_steps.short_inference_fits`).
 
