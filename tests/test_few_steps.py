@@ -224,7 +224,8 @@ def test_odd_layouts_run_without_compiling_a_kernel_of_their_own(short_calls):
 
 
 def test_at_two_threads_only_small_steps_take_it(short_calls):
-    """torch's layer runs a large step's products on all its threads; our loops on one."""
+    """torch's layer runs a large step's products on all its threads; our loops on one.
+    (``MULTI_THREAD_MAX_STEP_UNEQUAL`` is far above these steps.)"""
     hidden = 32
     small_batch = MULTI_THREAD_MAX_STEP // hidden**2  # N * H**2 at the limit
     gru = rnnkit.GRU(3, hidden)
@@ -241,10 +242,17 @@ def test_at_two_threads_only_small_steps_take_it(short_calls):
             assert len(short_calls) == 1
             gru(torch.randn(MAX_STEPS + 1, 1, 3))
             assert len(short_calls) == 2
+            # sequences of unequal lengths (torch's slower packed path): larger steps, and
+            # past MAX_STEPS any batch
+            lengths = torch.tensor([4] + [3] * small_batch)
+            gru(pack_padded_sequence(torch.randn(4, small_batch + 1, 3), lengths))
+            gru(pack_padded_sequence(torch.randn(MAX_STEPS + 1, 2, 3),
+                                     torch.tensor([MAX_STEPS + 1, 2])))  # fmt: skip
+            assert len(short_calls) == 4
             torch.set_num_threads(1)
             gru(torch.randn(4, small_batch + 1, 3))  # one thread: any size
             gru(torch.randn(MAX_STEPS + 1, 2, 3))
-            assert len(short_calls) == 4
+            assert len(short_calls) == 6
     finally:
         torch.set_num_threads(threads)
 

@@ -11,7 +11,7 @@ weights, one process (``rnnkit bench --cell lstm gru --packed 0 1 --modes infere
 ``N x H_in x H`` of 1 x 4 x 64, 16 x 32 x 32, 30 x 4 x 64, 64 x 32 x 128, 32 x 64 x 256
 and 8 x 256 x 512; AMD Zen 3, one thread, 288 rows):
 
-- LSTM, the 108 rows it runs: geometric mean 1.14, 0.91-1.69 (1.24-1.69 at 6-8 steps of
+- LSTM, the 108 rows it runs: geometric mean 1.14, 0.91-1.69 (1.09-1.69 at 6-8 steps of
   16-30 sequences; the lowest, 0.91-0.96, at 1-3 packed steps of 16 x 32 x 32);
 - GRU from 3 steps (96 rows): geometric mean 1.21, 0.98-1.92. In earlier runs it read
   0.75-0.86 at one step and 0.87-0.98 at two in one direction (1.00-1.13 in two): torch's
@@ -22,8 +22,13 @@ and 8 x 256 x 512; AMD Zen 3, one thread, 288 rows):
 
 At two threads (120 rows, one direction) torch's layer runs a larger step's products on
 both threads and our loops on one: from ``N * H**2`` of 2**17 (30 x 4 x 64 and up) it read
-0.91-0.98 where it ran; at 1 x 4 x 64 and 16 x 32 x 32, 0.94-1.47. So past one thread only
-steps of ``N * H**2 <= MULTI_THREAD_MAX_STEP`` take it.
+0.91-0.98 on dense input, and on packed sequences at 32 x 64 x 256 (2**21) at 2-4 steps;
+at 1 x 4 x 64 and 16 x 32 x 32, 0.94-1.47. So past one thread only steps of ``N * H**2 <=
+MULTI_THREAD_MAX_STEP`` take it, or of ``MULTI_THREAD_MAX_STEP_UNEQUAL`` for sequences of
+unequal lengths, which torch runs on its slower packed path: with that limit, two threads,
+packed, one direction and two (``rnnkit bench ... --threads 2 --shapes 2,30,4,64
+4,30,4,64 2,64,32,128 4,64,32,128 20,8,16,64 40,8,8,32 12,16,32,32 6,64,32,128``),
+1.04-2.55 where it ran, 0.97 at two LSTM steps of 30 x 4 x 64.
 
 Past ``MAX_STEPS`` the alternative is the general path itself, which costs the same
 Python a call, so the short path also wins longer calls while the call is small: against
@@ -36,11 +41,12 @@ its projections 256 KiB a direction). So a call of more steps takes it while one
 direction's projections fit in ``MAX_PROJECTION_BYTES``, except:
 
 - where oneDNN would run it (a dense float32 LSTM, or packed sequences of equal
-  lengths): there the same runs read 0.86-0.95 in one direction;
-- past one thread at more than one sequence: against the general path (alternating call
-  by call, scratch script) GRU inference at two threads read 0.79-0.98 at 40 x 4 x 8 x 32,
-  20 x 8 x 16 x 64 and 24 x 16 x 32 x 32, one direction and two, and 1.56-1.63 at
-  16 x 1 x 4 x 64 (1.20-1.65 at one thread).
+  lengths): there the same runs read 0.86-1.04 in one direction (0.96-1.17 in two)
+  and 0.91-0.93 for packed sequences of one;
+- past one thread at more than one sequence of equal lengths: against the general path
+  (alternating call by call, scratch script) dense GRU inference at two threads read
+  0.79-0.98 at 40 x 4 x 8 x 32, 20 x 8 x 16 x 64 and 24 x 16 x 32 x 32, one direction and
+  two, and 1.56-1.63 at 16 x 1 x 4 x 64 (1.20-1.65 at one thread).
 
 It runs only where the kernels are already loaded (:func:`rnnkit.compiled.warmup.loaded`):
 loading them takes about a second from the disk cache, more than a process of only short
@@ -75,8 +81,10 @@ MAX_STEPS = 8
 # the same Python a call (see the module doc).
 MAX_PROJECTION_BYTES = 1 << 18
 # At more than one thread, only steps of at most this size (N * H**2): torch's layer then
-# runs larger steps' products on all its threads, our loops on one.
+# runs larger steps' products on all its threads, our loops on one. Packed sequences of
+# unequal lengths, which torch runs on its slower packed path, up to the larger size.
 MULTI_THREAD_MAX_STEP = 1 << 14
+MULTI_THREAD_MAX_STEP_UNEQUAL = 1 << 20
 # Dense float32 LSTM calls, which oneDNN runs otherwise, take it only where no layer has
 # this many weights (4H * (H_in + H)) or more: oneDNN's steps win on larger ones.
 ONEDNN_MAX_WEIGHTS = 1 << 17
@@ -131,10 +139,7 @@ def short_inference_fits(
     if module.training and module.dropout and module.num_layers > 1:
         return False
     batch, hidden = batch_sizes[0], module.hidden_size
-    if torch.get_num_threads() > 1 and (
-        batch * hidden * hidden > MULTI_THREAD_MAX_STEP
-        or (len(batch_sizes) > MAX_STEPS and batch > 1)
-    ):
+    if torch.get_num_threads() > 1 and not _fits_threads(batch_sizes, batch, hidden):
         return False
     if resolve_engine("auto", data, batch, hidden, cell) != "compiled":
         return False
@@ -146,6 +151,17 @@ def short_inference_fits(
         module.bidirectional, module.proj_size,
     )  # fmt: skip
     return _weights_fit(weights, shapes, data.dtype)
+
+
+def _fits_threads(batch_sizes: list[int], batch: int, hidden: int) -> bool:
+    """Past one thread: steps of at most ``MULTI_THREAD_MAX_STEP`` (``N * H**2``), or
+    ``MULTI_THREAD_MAX_STEP_UNEQUAL`` for sequences of unequal lengths; past ``MAX_STEPS``,
+    equal lengths at a batch of one only (see the module doc)."""
+    unequal = batch_sizes[-1] != batch
+    limit = MULTI_THREAD_MAX_STEP_UNEQUAL if unequal else MULTI_THREAD_MAX_STEP
+    if batch * hidden * hidden > limit:
+        return False
+    return unequal or batch == 1 or len(batch_sizes) <= MAX_STEPS
 
 
 def below_onednn_weights(module) -> bool:
