@@ -269,3 +269,33 @@ def test_a_dense_float32_lstm_takes_it_from_onednn_for_few_steps_of_small_layers
         rnnkit.LSTM(8, 127)(torch.randn(2, 2, 8))
         rnnkit.LSTM(3, 8, dtype=torch.float64)(torch.randn(MAX_STEPS + 1, 2, 3).double())
     assert len(short_calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("cell", "shape", "packed"),
+    [("LSTM", (5, 17, 64, 300), True), ("GRU", (3, 1, 256, 520), False),
+     ("LSTM", (6, 2, 300, 700), False), ("GRU", (20, 1, 16, 300), True)],
+)  # fmt: skip
+def test_large_steps_match_torch(short_calls, cell, shape, packed):
+    """Steps large enough for the kernels' other products (brgemm from 2**18 multiply-adds,
+    MKL for one row of more than 1200 columns), the weight read in place: float64 at
+    1e-10, both directions."""
+    steps, batch, input_size, hidden = shape
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, cell)(input_size, hidden, bidirectional=True, dtype=torch.float64)
+    theirs = getattr(torch.nn, cell)(input_size, hidden, bidirectional=True, dtype=torch.float64)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(steps, batch, input_size, dtype=torch.float64)
+    if packed:
+        lengths = torch.randint(1, steps + 1, (batch,))
+        lengths[0] = steps
+        x = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    with torch.no_grad():
+        (out, finals), (want, want_finals) = ours(x), theirs(x)
+    assert short_calls
+    if packed:
+        out, want = out.data, want.data
+    if cell == "GRU":
+        finals, want_finals = (finals,), (want_finals,)
+    for got, expected in zip((out, *finals), (want, *want_finals), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
