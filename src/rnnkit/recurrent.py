@@ -30,6 +30,7 @@ from rnnkit.engine.few_steps import (
     short_inference,
     short_inference_fits,
     short_path_open,
+    weight_shapes,
 )
 from rnnkit.engine.layer import grad_needed, resolve_engine
 from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
@@ -562,9 +563,10 @@ def torch_could_run(module: RecurrentBase, data: Tensor, weights: list[Tensor]) 
     )  # fmt: skip
 
 
-def state_fits(state, shape: tuple[int, int, int], input: Tensor) -> bool:
+def state_fits(state, shape: tuple[int, ...], input: Tensor) -> bool:
     """Whether ``state`` is a CPU tensor of ``shape`` in the input's dtype: an initial
-    state torch's own layer takes as it is, on the direct calls."""
+    state torch's own layer takes as it is, on the direct calls (and a weight the short
+    path's kernels may read: :func:`short_path_states`)."""
     return (
         isinstance(state, Tensor) and state.shape == shape
         and state.dtype == input.dtype and state.is_cpu
@@ -665,8 +667,8 @@ def dense_short_inference(
     module: RecurrentBase, input: Tensor, hx, weights: list[Tensor], steps: int, batch: int
 ) -> tuple | None:
     """A batched tensor input's call of few steps (or a small one) on our loops, where
-    :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
-    loaded); else None. ``weights``: the module's ``_flat_weights``.
+    :func:`short_path_states` takes it (inference, the kernels loaded); else None.
+    ``weights``: the module's ``_flat_weights``.
 
     Returns:
         ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``), or None.
@@ -675,13 +677,9 @@ def dense_short_inference(
         input ``(L, N, H_in)`` (``(N, L, H_in)`` with ``batch_first``); output
         ``(L, N, D * H_out)`` (``(N, L, D * H_out)``).
     """
-    if not short_path_open(module, steps, steps * batch, input.dtype):
-        return None
-    if records_grad(input, weights):
-        return None
-    states = _short_states(module, hx, batch, input)
     sizes = [batch] * steps
-    if states is None or not short_inference_fits(module, input, sizes, weights, states):
+    states = short_path_states(module, input, hx, sizes, steps * batch, weights)
+    if states is None:
         return None
     if module.batch_first:
         input = input.transpose(0, 1)  # (L, N, H_in)
@@ -695,9 +693,9 @@ def packed_short_inference(
     module: RecurrentBase, input: PackedSequence, hx, sizes: list[int], weights: list[Tensor]
 ) -> tuple | None:
     """A ``PackedSequence`` of few steps (or a small one) on our loops, where
-    :func:`rnnkit.engine.few_steps.short_inference_fits` takes it (inference, the kernels
-    loaded); else None. ``sizes``: its rows per step (:func:`packed_sizes`); ``weights``:
-    the module's ``_flat_weights``.
+    :func:`short_path_states` takes it (inference, the kernels loaded); else None.
+    ``sizes``: its rows per step (:func:`packed_sizes`); ``weights``: the module's
+    ``_flat_weights``.
 
     Returns:
         ``(output, final states)`` as :meth:`RecurrentBase.forward`'s, or None.
@@ -706,12 +704,8 @@ def packed_short_inference(
         input.data ``(R, H_in)``; output.data ``(R, D * H_out)``.
     """
     data, batch_sizes, sorted_indices, unsorted_indices = input
-    if not short_path_open(module, len(sizes), data.size(0), data.dtype):
-        return None
-    if records_grad(data, weights):
-        return None
-    states = _short_states(module, hx, sizes[0], data)
-    if states is None or not short_inference_fits(module, data, sizes, weights, states):
+    states = short_path_states(module, data, hx, sizes, data.size(0), weights)
+    if states is None:
         return None
     # checked in the caller's order (sorting keeps their shapes), then sorted
     states = in_order(states, sorted_indices) if states else states
@@ -719,12 +713,31 @@ def packed_short_inference(
     return packed_like(out, input), module._result_of(in_order(finals, unsorted_indices))
 
 
-def _short_states(module: RecurrentBase, hx, batch: int, data: Tensor) -> tuple | None:
-    """The initial states for the short path: ``()`` for zeros (built there, without a
-    torch call), the given states where they fit (:func:`fitting_states`), else None."""
-    if hx is None:
-        return ()
-    return fitting_states(module, module._states_of(hx), batch, data)
+def short_path_states(
+    module: RecurrentBase, data: Tensor, hx, sizes: list[int], rows: int,
+    weights: list[Tensor],
+) -> tuple | None:  # fmt: skip
+    """The initial states for the short path where it takes this call
+    (:mod:`rnnkit.engine.few_steps`), else None: ``()`` for zeros (built there, without a
+    torch call), else the given states where they fit (:func:`fitting_states`). The
+    questions in the order that lets most calls it does not take leave soonest.
+
+    Args:
+        data: the input, a batched tensor or packed rows, that torch's layer could run.
+        hx: the caller's states, or None.
+        sizes: rows per step; rows: their sum.
+        weights: the module's ``_flat_weights``.
+    """
+    if not short_path_open(module, len(sizes), rows, data.dtype) or records_grad(data, weights):
+        return None
+    states = () if hx is None else fitting_states(module, module._states_of(hx), sizes[0], data)
+    if states is None or not short_inference_fits(module, data, sizes, states):
+        return None
+    shapes = weight_shapes(
+        module._gates, module.input_size, module.hidden_size, module.num_layers, module.bias,
+        module.bidirectional, module.proj_size,
+    )  # fmt: skip
+    return states if _tensors_fit(weights, shapes, data) else None
 
 
 def packed_like(data: Tensor, input: PackedSequence) -> PackedSequence:
@@ -759,12 +772,17 @@ def fitting_states(module: RecurrentBase, states, batch: int, data: Tensor):
             else torch.zeros(shape, dtype=data.dtype, device=data.device)
             for shape in shapes
         )  # fmt: skip
-    if len(states) != len(shapes):
-        return None
-    for state, shape in zip(states, shapes, strict=True):  # all() over a generator costs more
-        if not state_fits(state, shape, data):
-            return None
-    return tuple(states)
+    return tuple(states) if _tensors_fit(states, shapes, data) else None
+
+
+def _tensors_fit(tensors, shapes: list[tuple[int, ...]], data: Tensor) -> bool:
+    """Whether there is one tensor per shape, each fitting it (:func:`state_fits`)."""
+    if len(tensors) != len(shapes):
+        return False
+    for tensor, shape in zip(tensors, shapes, strict=True):  # all() over a generator costs more
+        if not state_fits(tensor, shape, data):
+            return False
+    return True
 
 
 def _native_picked(

@@ -7,7 +7,7 @@ work over a few steps. This module makes the same kernel calls on arrays built t
 per layer and direction one ``addmm`` (the input projection) and one call of the time loop,
 for calls of few steps or small ones (:mod:`rnnkit.engine.few_steps` decides which). The arrays are
 built here, so their shapes hold by construction; the caller checks the module's weights
-(:func:`rnnkit.engine.few_steps.short_inference_fits`).
+(:func:`rnnkit.recurrent.short_path_states`).
 
 Every array has the type the kernels were compiled for (:func:`rnnkit.compiled.warmup.load`
 exercises them with the same helpers): C-contiguous, read-only ``batch_sizes`` and
@@ -18,8 +18,6 @@ or ``3H``), ``P`` state features (``proj_size`` or ``H``).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import torch
@@ -35,6 +33,7 @@ from rnnkit.compiled import (
 )
 from rnnkit.compiled.gated import _consts as consts_of
 from rnnkit.compiled.gated import _kernels
+from rnnkit.engine.gru import input_bias
 
 
 def stack_inference(
@@ -124,8 +123,7 @@ def _gru_direction(x, weights, out, column, ends, scratch, reverse, steps) -> No
     hidden = w_hh.size(1)
     if biases:
         b_ih, b_hh = biases
-        # b_ih, plus b_hh for r and z: b_hn stays inside the reset gate's product
-        gates = _project(x, w_ih, torch.addcmul(b_ih, b_hh, _rz_mask(hidden, x.dtype)))
+        gates = _project(x, w_ih, input_bias(b_ih, b_hh))
         b_hn = _as_numpy(b_hh)[2 * hidden :]  # (H,)
     else:
         gates, b_hn = _project(x, w_ih, None), np.zeros(hidden, out.dtype)
@@ -145,14 +143,6 @@ def _project(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ w_ih.t() (+ bias)``, a fresh tensor (autograd does not record this path).
     Shape: ``(R, G)``."""
     return torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
-
-
-@functools.lru_cache(maxsize=16)
-def _rz_mask(hidden: int, dtype: torch.dtype) -> Tensor:
-    """Ones for a GRU's ``r`` and ``z`` rows, zeros for ``n``'s. Shape: ``(3H,)``."""
-    mask = torch.ones(3 * hidden, dtype=dtype)
-    mask[2 * hidden :] = 0
-    return mask
 
 
 def step_sizes(sizes: list[int], batch_sizes: Tensor | None) -> np.ndarray:

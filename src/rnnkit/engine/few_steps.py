@@ -91,8 +91,9 @@ ONEDNN_MAX_WEIGHTS = 1 << 17
 
 
 def short_path_open(module, steps: int, rows: int, dtype: torch.dtype) -> bool:
-    """The first questions of :func:`short_inference_fits`, the cheapest, which most calls
-    that do not take the path fail: an LSTM or GRU, a call of ``MIN_STEPS``-``MAX_STEPS``
+    """The path's first questions, the cheapest, which most calls that do not take it
+    fail (:func:`rnnkit.recurrent.short_path_states` asks them before the rest): an LSTM
+    or GRU, a call of ``MIN_STEPS``-``MAX_STEPS``
     steps or of more whose ``rows`` (``L * N`` dense) have their input projections within
     ``MAX_PROJECTION_BYTES``, the kernels of ``dtype`` loaded."""
     cell = module._cell
@@ -115,42 +116,31 @@ def records_grad(data: Tensor, weights: list[Tensor]) -> bool:
 
 
 def short_inference_fits(
-    module, data: Tensor, batch_sizes: list[int], weights: list[Tensor],
-    states: tuple[Tensor, ...],
-) -> bool:  # fmt: skip
-    """Whether ``"auto"`` runs this call on the short path (see the module doc).
+    module, data: Tensor, batch_sizes: list[int], states: tuple[Tensor, ...]
+) -> bool:
+    """Whether ``"auto"`` runs this call on the short path (see the module doc), once
+    :func:`short_path_open` has said yes, :func:`records_grad` no, and the states and
+    weights are CPU tensors of their shapes in the data's dtype
+    (:func:`rnnkit.recurrent.short_path_states` asks all of it, in that order).
 
     Args:
-        module: an ``rnnkit.LSTM`` or ``rnnkit.GRU`` (any other layer: False).
+        module: an ``rnnkit.LSTM`` or ``rnnkit.GRU``.
         data: the input, a batched tensor or packed rows, checked as torch's layer
             could run it (:func:`rnnkit.recurrent.torch_could_run`).
         batch_sizes: rows per step.
-        weights: the module's ``_flat_weights``.
-        states: the initial states, each a CPU tensor of its shape in the data's dtype;
-            ``()`` for zeros.
+        states: the initial states; ``()`` for zeros.
     """
-    cell, rows = module._cell, data.numel() // data.size(-1)
-    if not short_path_open(module, len(batch_sizes), rows, data.dtype):
-        return False
-    if records_grad(data, weights) or (
-        torch.is_grad_enabled() and any(state.requires_grad for state in states)
-    ):
-        return False
+    if torch.is_grad_enabled() and any(state.requires_grad for state in states):
+        return False  # autograd records the call
     if module.training and module.dropout and module.num_layers > 1:
         return False
     batch, hidden = batch_sizes[0], module.hidden_size
     if torch.get_num_threads() > 1 and not _fits_threads(batch_sizes, batch, hidden):
         return False
-    if resolve_engine("auto", data, batch, hidden, cell) != "compiled":
+    if resolve_engine("auto", data, batch, hidden, module._cell) != "compiled":
         return False
     width = module.proj_size or hidden
-    if len(dense_parts(batch_sizes, batch, module._gates * hidden * width, data)) > 1:
-        return False
-    shapes = weight_shapes(
-        module._gates, module.input_size, hidden, module.num_layers, module.bias,
-        module.bidirectional, module.proj_size,
-    )  # fmt: skip
-    return _weights_fit(weights, shapes, data.dtype)
+    return len(dense_parts(batch_sizes, batch, module._gates * hidden * width, data)) == 1
 
 
 def _fits_threads(batch_sizes: list[int], batch: int, hidden: int) -> bool:
@@ -178,7 +168,9 @@ def weight_shapes(
     gates: int, input_size: int, hidden: int, num_layers: int, bias: bool,
     bidirectional: bool, proj_size: int,
 ) -> list[tuple[int, ...]]:  # fmt: skip
-    """The shapes of a stack's ``_flat_weights``, in their order (``torch.nn.RNNBase``'s)."""
+    """The shapes of a stack's ``_flat_weights``, in their order (``torch.nn.RNNBase``'s):
+    the kernels do not bounds-check, so a weight replaced by one of another shape must
+    reach the general path's checks instead."""
     width = proj_size or hidden
     directions = 2 if bidirectional else 1
     shapes = []
@@ -193,25 +185,13 @@ def weight_shapes(
     return shapes
 
 
-def _weights_fit(weights: list[Tensor], shapes: list[tuple[int, ...]], dtype) -> bool:
-    """Whether every weight is a CPU tensor of its shape in ``dtype``: the kernels do not
-    bounds-check, and a weight replaced by one of another shape must reach the general
-    path's checks instead."""
-    if len(weights) != len(shapes):
-        return False
-    for weight, shape in zip(weights, shapes, strict=True):
-        if weight.shape != shape or weight.dtype != dtype or not weight.is_cpu:
-            return False
-    return True
-
-
 def short_inference(
     module, data: Tensor, batch_sizes: list[int], states: tuple[Tensor, ...],
     weights: list[Tensor], packed_batch_sizes: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
-    """Run a call :func:`short_inference_fits` took: the stack on the compiled loops.
-    ``states``: as there (``()``: zeros); ``packed_batch_sizes``: a packed input's
-    ``batch_sizes``, which hold ``batch_sizes``.
+    """Run a call :func:`rnnkit.recurrent.short_path_states` took: the stack on the compiled loops.
+    ``states``: as there (``()``: zeros), in the sorted order; ``packed_batch_sizes``: a
+    packed input's ``batch_sizes``, which hold ``batch_sizes``.
 
     Returns:
         ``(out, finals)`` as :func:`rnnkit.compiled.stack_inference.stack_inference`.

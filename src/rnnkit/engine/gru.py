@@ -15,6 +15,8 @@ input features, ``H`` hidden features.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -39,13 +41,23 @@ def _split(weights, num_directions: int) -> list[tuple]:
     return [(*weights[k * per : (k + 1) * per], None, None)[:4] for k in range(num_directions)]
 
 
-def _input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
+def input_bias(b_ih: Tensor, b_hh: Tensor) -> Tensor:
     """The bias added to the input projection: ``b_ih``, plus ``b_hh`` for ``r`` and ``z``
-    (``b_hn`` stays inside the reset gate's product). Shape: ``(3H,)``."""
-    hidden = b_ih.size(0) // 3
-    bias = b_ih.clone()
-    bias[: 2 * hidden] += b_hh[: 2 * hidden]
-    return bias
+    (``b_hn`` stays inside the reset gate's product). Shape: ``(3H,)``.
+
+    One ``where`` over the sum, not a copy and an add into its slice: 7 us against 15 a
+    call at H = 64, which shows in the short path's calls (:mod:`rnnkit.engine.few_steps`);
+    the same values, and ``b_hn`` never enters ``n``'s sum (a ``b_ih + b_hh * mask`` would
+    turn an infinite ``b_hn`` into NaN there)."""
+    return torch.where(_rz_rows(b_ih.size(0) // 3, b_ih.device), b_ih + b_hh, b_ih)
+
+
+@functools.lru_cache(maxsize=16)
+def _rz_rows(hidden: int, device: torch.device) -> Tensor:
+    """True for a GRU's ``r`` and ``z`` rows, False for ``n``'s. Shape: ``(3H,)``."""
+    rows = torch.zeros(3 * hidden, dtype=torch.bool, device=device)
+    rows[: 2 * hidden] = True
+    return rows
 
 
 def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", keep=True):
@@ -83,7 +95,7 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
         gate_rows, kept_rows = gates[k], kept_n[k]
         out_k = out[:, k * hidden : (k + 1) * hidden]
-        bias = None if b_ih is None else _input_bias(b_ih, b_hh)
+        bias = None if b_ih is None else input_bias(b_ih, b_hh)
         project_input(x, w_ih, bias, gate_rows)  # (R, 3H)
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
@@ -139,7 +151,7 @@ def _compiled_inference(x, h0, weights, steps, directions):
     parts = inference_parts(steps, batch, 3 * hidden**2, _parts([batch] * steps, h0, x))
     w_in_place = reads_in_place(steps, batch, 3 * hidden**2, False, parts)
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(_split(weights, num_directions)):
-        bias = None if b_ih is None else _input_bias(b_ih, b_hh)
+        bias = None if b_ih is None else input_bias(b_ih, b_hh)
         b_hn = None if b_hh is None else b_hh[2 * hidden :]
         w_hh_t = recurrent_operand(w_hh, w_in_place)
         state = h0[k]  # (N, H): the state the next chunk starts from
