@@ -468,6 +468,29 @@ def test_lenient_lstm_cell_hx_that_is_not_a_pair(hx):
     assert message == str(expected) or any(w in message for w in ("hx", "tuple", "two")), message
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "hx"),
+    [((4,), lambda: torch.randn(2, 4)), ((4,), lambda: torch.randn(1, 4)),
+     ((4,), lambda: torch.randn(3, 4)), ((4,), lambda: (torch.randn(4),) * 3),
+     ((4,), lambda: (torch.randn(4),)), ((2, 3), lambda: torch.randn(2, 3, 4)),
+     ((2, 3, 3), lambda: torch.randn(2, 3, 4, 1)), ((2, 3), lambda: (torch.randn(2, 4),) * 3)],
+    ids=["2-rows", "1-row", "3-rows", "3-tuple", "1-tuple", "batched-tensor", "3-D-input",
+         "batched-3-tuple"],
+)  # fmt: skip
+def test_lstm_cell_indexes_hx_as_torch_does(x_shape, hx):
+    """torch's LSTMCell reads an unbatched call's hx as ``hx[0], hx[1]`` (a tensor's rows
+    too, extra entries ignored): the same result, or the same error, as torch's."""
+    theirs, ours = _pair("LSTMCell", 3 if len(x_shape) > 1 else 4)
+    x, hx = torch.randn(x_shape), hx()
+    try:
+        expected = theirs(x, hx)
+    except Exception:  # torch refuses the case: ours must raise the same error
+        _assert_same_error(lambda: theirs(x, hx), lambda: ours(x, hx))
+        return
+    for actual, wanted in zip(ours(x, hx), expected, strict=True):
+        torch.testing.assert_close(actual, wanted)
+
+
 # --------------------------------------------------------------------------- compile and export
 #
 # torch.nn.LSTM / GRU graph-break under torch.compile; rnnkit's layers are

@@ -710,6 +710,20 @@ def test_lenient_lstm_packed_input_with_wrong_states(enforce_sorted, kwargs, h_s
     _assert_lenient_error(lambda: theirs(x, hx), lambda: ours(x, hx), words)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "hx_shape"),
+    [((5, 3, 3), (1, 3, 4)), ((5, 3), (1, 3, 4)), ((5, 3, 3), (2, 3, 4)), ((5, 3), (2, 3, 4)),
+     ((5, 3, 3), (3, 4)), ((5, 3), (1, 4)), ((5, 3, 3), ())],
+    ids=str,
+)  # fmt: skip
+def test_lstm_given_one_tensor_as_hx_raises_what_torch_raises(x_shape, hx_shape):
+    """torch's LSTM indexes ``hx`` (``hx[0]``, ``hx[1]``): one tensor of one row raises
+    its IndexError, of two rows the message for states of the wrong rank."""
+    theirs, ours = _module("LSTM")
+    x, hx = torch.randn(x_shape), torch.randn(hx_shape)
+    _assert_same_error(lambda: theirs(x, hx), lambda: ours(x, hx))
+
+
 @pytest.mark.parametrize("enforce_sorted", [True, False])
 def test_packed_lstm_state_of_the_wrong_rank_gets_the_unpacked_message(enforce_sorted):
     """torch's LSTM fails inside its kernel (IndexError); rnnkit says what is wrong."""

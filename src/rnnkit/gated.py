@@ -269,7 +269,9 @@ class LSTM(RecurrentBase):
         return (self.proj_size or self.hidden_size, self.hidden_size)
 
     def _states_of(self, hx) -> tuple[Tensor, Tensor]:
-        if not isinstance(hx, Tensor) and len(hx) > 2:
+        if isinstance(hx, Tensor):  # indexed as torch's layer does: its IndexError, its words
+            return hx[0], hx[1]
+        if len(hx) > 2:
             raise RuntimeError("lstm expects two hidden states")  # torch's kernel's words
         return tuple(hx)
 

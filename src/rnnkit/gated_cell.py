@@ -83,17 +83,23 @@ class LSTMCell(_GatedCell):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):
         """The next ``(h, c)`` (see the class Shape section)."""
-        if hx is not None:
+        if hx is not None:  # torch's checks, in torch's order
+            if input.dim() not in (1, 2):
+                raise ValueError(
+                    f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
+                )
             for index, value in enumerate(hx):
                 if value.dim() not in (1, 2):
                     raise ValueError(
                         f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {value.dim()}D instead"
                     )
-            if isinstance(hx, Tensor):
+            if input.dim() == 1:  # indexed as torch's cell does (a tensor's rows too)
+                hx = (hx[0], hx[1])
+            elif isinstance(hx, Tensor):
                 raise TypeError(
                     "lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor"
                 )
-            if len(hx) != 2:
+            elif len(hx) != 2:
                 raise RuntimeError("lstm_cell expects two hidden states")
         input, (h, c), is_batched = self._batched(input, hx)
         h, c = lstm_cell_reference(input, h, c, *self._weights())
