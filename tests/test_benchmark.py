@@ -590,23 +590,39 @@ def test_weight_grad_orientation_times_both_and_names_the_rule(capsys):
     assert (narrow[5], wide[5]) == ("transposed", "as asked")
 
 
-def test_weight_in_place_times_both_and_names_the_rule(capsys, monkeypatch):
+def test_weight_in_place_times_both_and_names_the_rule(capsys, monkeypatch, tmp_path):
     from rnnkit.engine import recurrent_operand
 
     argv = ["--steps", "1", "3", "--batches", "2", "--hidden", "4", "--repeats", "3"]
     assert load_script("weight_in_place").main(argv) == 0
-    one_step, three_steps = table_rows(capsys.readouterr().out, columns=5)
-    assert one_step[0] == "1x2x4" and three_steps[0] == "3x2x4"
-    assert all(float(cell) > 0 for row in (one_step, three_steps) for cell in row[1:4])
-    assert (one_step[4], three_steps[4]) == ("in place", "copy")
+    one_step, three_steps = table_rows(capsys.readouterr().out, columns=7)
+    assert one_step[:3] == ["gru", "1x2x4x4", "0"] and three_steps[:2] == ["gru", "3x2x4x4"]
+    assert all(float(cell) > 0 for row in (one_step, three_steps) for cell in row[3:6])
+    assert (one_step[6], three_steps[6]) == ("in place", "copy")
     # batch 1 from brgemm's size (3 * 296**2 >= 2**18): the rule's copy with AVX-512, as
     # the engine's; in place with AVX2 only
     argv = ["--steps", "3", "--batches", "1", "--hidden", "295", "296", "--repeats", "3"]
     for avx512, expected in ((True, "copy"), (False, "in place")):
         monkeypatch.setattr(recurrent_operand, "has_avx512", lambda avx512=avx512: avx512)
         assert load_script("weight_in_place").main(argv) == 0
-        below, at_limit = table_rows(capsys.readouterr().out, columns=5)
-        assert (below[4], at_limit[4]) == ("in place", expected)
+        below, at_limit = table_rows(capsys.readouterr().out, columns=7)
+        assert (below[6], at_limit[6]) == ("in place", expected)
+    # both cells, packed sequences of unequal lengths: without AVX-512 a large weight over
+    # 16 steps of two sequences reads in place only where their lengths are unequal
+    monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: False)
+    rows_file = tmp_path / "rows.json"
+    argv = ["--cell", "gru", "lstm", "--packed", "0", "1", "--steps", "16", "--batches", "2",
+            "--hidden", "224", "--input-size", "8", "--repeats", "3",
+            "--json", str(rows_file)]  # fmt: skip
+    assert load_script("weight_in_place").main(argv) == 0
+    rows = table_rows(capsys.readouterr().out, columns=7)
+    assert [row[:3] + row[6:] for row in rows] == [
+        [cell, "16x2x8x224", packed, "in place" if packed == "1" else "copy"]
+        for cell in ("gru", "lstm") for packed in ("0", "1")
+    ]  # fmt: skip
+    written = json.loads(rows_file.read_text())
+    assert [row["rule_in_place"] for row in written] == [False, True, False, True]
+    assert all(row["ratio"] > 0 for row in written)
 
 
 def test_unbatched_times_both_layers_and_shows_their_difference(capsys):

@@ -163,17 +163,27 @@ def test_with_avx2_inference_of_few_rows_reads_a_large_weight_in_place(
     in_place_calls, monkeypatch, cell, hidden
 ):
     """Without AVX-512, inference reads a weight of at least 2**17 elements in place over
-    up to 12 steps and 256 rows (here 12 x 16, and 3 x 1); more steps
-    or rows, a smaller weight, training, and AVX-512 use the copy. Results are torch's."""
+    up to 256 rows of up to 12 steps (here 12 x 2, and 3 x 1), 16 from a batch of four
+    (16 x 16) or for sequences of unequal lengths (16 and 9 steps), but for a batch of three
+    (dense or packed);
+    more steps or rows, a smaller weight, training, and AVX-512 use the copy. Results are
+    torch's."""
     minimum = recurrent_operand.AVX2_IN_PLACE_MIN_WEIGHT
     assert GATES[cell] * hidden**2 >= minimum > GATES[cell] * (hidden - 1) ** 2
     monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: False)
     ours, theirs = _pair(cell, torch.float64, hidden=hidden)
+    reads = {(12, 2): True, (3, 1): True, (13, 2): False, (8, 33): False, (16, 16): True,
+             (17, 4): False, (16, 17): False, (12, 3): True, (13, 3): False}  # fmt: skip
+    unequal = {(16, 9): True, (17, 9): False, (13, 12, 11): False}  # lengths: reads in place
     with torch.no_grad():
-        for steps, batch in ((12, 16), (3, 1), (13, 2), (8, 33)):
+        for steps, batch in reads:
             x = torch.randn(steps, batch, 5, dtype=torch.float64)
             _assert_torchs(ours(x), theirs(x), torch.float64)
-    assert in_place_calls == [True, True, False, False]
+        for lengths in unequal:
+            x = pack_sequence([torch.randn(n, 5, dtype=torch.float64) for n in lengths])
+            _assert_torchs(ours(x)[0].data, theirs(x)[0].data, torch.float64)
+    assert in_place_calls == list(reads.values()) + list(unequal.values())
+    in_place_calls.clear()
     out, _ = ours(torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True))
     out.sum().backward()  # training
     smaller, _ = _pair(cell, torch.float64, hidden=hidden - 1)
@@ -182,7 +192,7 @@ def test_with_avx2_inference_of_few_rows_reads_a_large_weight_in_place(
     monkeypatch.setattr(recurrent_operand, "has_avx512", lambda: True)
     with torch.no_grad():
         ours(torch.randn(4, 2, 5, dtype=torch.float64))
-    assert in_place_calls[4:] == [False, False, False]
+    assert in_place_calls == [False, False, False]
 
 
 @pytest.mark.parametrize("cell", CELLS)

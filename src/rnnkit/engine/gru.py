@@ -84,7 +84,8 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
     """
     num_directions, rows, hidden = len(directions), x.size(0), h0.size(2)
     batch = batch_sizes[0] if len(batch_sizes) else 0
-    if engine == "compiled" and not keep and batch > 0 and batch_sizes[-1] == batch:
+    unequal = batch > 0 and batch_sizes[-1] != batch
+    if engine == "compiled" and not keep and batch > 0 and not unequal:
         return _compiled_inference(x, h0, weights, len(batch_sizes), directions)
     out = x.new_empty(rows, num_directions * hidden)
     gates = x.new_empty(num_directions, rows, 3 * hidden)
@@ -99,7 +100,9 @@ def gru_layer_forward(x, h0, weights, batch_sizes, directions, engine="fused", k
         project_input(x, w_ih, bias, gate_rows)  # (R, 3H)
         if engine == "compiled":
             b_hn = None if b_hh is None else b_hh[2 * hidden :]
-            w_in_place = reads_in_place(len(batch_sizes), batch, 3 * hidden**2, keep, parts)
+            w_in_place = reads_in_place(
+                len(batch_sizes), batch, 3 * hidden**2, keep, parts, unequal
+            )
             compiled_gated.gru_forward(
                 gate_rows, products, kept_rows, out, k * hidden, h0[k],
                 recurrent_operand(w_hh, w_in_place), b_hn, batch_sizes, directions[k], h_n[k],

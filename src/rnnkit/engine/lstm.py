@@ -107,7 +107,8 @@ def lstm_layer_forward(
     hidden, out_size = c0.size(2), h0.size(2)
     ring = not keep and engine == "compiled"  # (2N, H) cell rows, (N, H) of their tanh
     batch = batch_sizes[0] if len(batch_sizes) else 0
-    if ring and batch > 0 and batch_sizes[-1] == batch:
+    unequal = batch > 0 and batch_sizes[-1] != batch
+    if ring and batch > 0 and not unequal:
         return _compiled_inference(x, h0, c0, weights, len(batch_sizes), directions, projected)
     out = x.new_empty(rows, num_directions * out_size)
     gates = x.new_empty(num_directions, rows, 4 * hidden)
@@ -125,7 +126,7 @@ def lstm_layer_forward(
         w_hr_t = None if w_hr is None else w_hr.t().contiguous()  # (H, P)
         if engine == "compiled":
             in_place = reads_in_place(len(batch_sizes), batch, w_hh.numel(), not ring,
-                                      batch_split)  # fmt: skip
+                                      batch_split, unequal)  # fmt: skip
             compiled_gated.lstm_forward(
                 gate_rows, cell_rows, tanh_rows, out, k * out_size, h0[k], c0[k],
                 recurrent_operand(w_hh, in_place), w_hr_t, batch_sizes, directions[k], h_n[k],

@@ -38,6 +38,34 @@ So there inference also reads a weight of at least ``AVX2_IN_PLACE_MIN_WEIGHT`` 
 over at most ``AVX2_IN_PLACE_MAX_STEPS`` steps and ``AVX2_IN_PLACE_MAX_ROWS`` rows
 (``L * N``).
 
+A second grid, both cells, through the layer (compiled engine, inference, one thread,
+H_in = 64, H = 224-768, dense and packed sequences of unequal lengths drawn from
+``[L / 2, L]``: ``python benchmarks/weight_in_place.py --cell gru lstm --packed 0 1 ...``,
+2026-12-07), in place against the copy, moved the step limit by the batch:
+
+- N = 4-16 at 14-16 steps: 0.88-1.58, 134 of 144 rows above 1 (dense 69 of 72); at 20-24
+  steps 0.82-1.47, 14 of 72 below 1; so ``AVX2_IN_PLACE_MAX_STEPS_WIDE``;
+- N = 2, sequences of unequal lengths (the batch then falls to one, whose copy's products
+  run on brgemm): 0.96-1.50 at 16 steps (19 of 20 above 1), 0.52-1.18 from 24 (half below
+  1); equal lengths at 13-16 steps 0.76-1.35, the GRU's mostly below 1 (13 of 17): only
+  unequal lengths take the wider limit;
+- N = 3: 0.98-1.69 at 4 steps, but 0.66-1.87 at 6-16 with 83 of 116 rows below 1: MKL's
+  products of three rows by a transposed weight run slowly, where the copy's go to brgemm
+  (:data:`rnnkit.compiled.blas.AVX2_ANY_WEIGHT_ROWS`). So a batch of three keeps the old
+  limit. (Within it, dense at 6-12 steps read 19 of 24 rows below 1 here, but through
+  ``compare_revisions.py``, each call after an ``nn.RNN`` call, 8 x 3 x 64 x 512 with the
+  copy read 0.95-1.03 against in place, one thread and two: no change made there.)
+
+Against the revision before (``python benchmarks/compare_revisions.py --cell lstm gru --modes
+inference --threads 1 --layers 1 2 --bidirectional 0 1 [--packed] --shapes 16,2,64,768
+16,4,64,512 16,8,64,256 14,6,128,384 16,3,64,512 8,3,64,512 12,2,64,512``): packed LSTM
+sequences 1.08-1.55 where the rule moved, GRU 0.99-1.17 (dense 14 x 6 x 128 x 384
+1.16-1.20); the rows it left 0.89-1.05 (noise: dense LSTM input runs on oneDNN both
+sides). At two threads (``--threads 2``, one layer) packed sequences read 1.08-1.97
+(LSTM) and 0.99-1.27 (GRU), dense input 0.98-1.08. Against torch (``rnnkit bench --cell lstm gru
+--modes inference --threads 1 --packed 0 1 --shapes 16,2,64,768 16,4,64,512``), packed
+LSTM sequences there read 1.00-1.06 of ``nn.LSTM``'s speed, against 0.61-0.88 before.
+
 A batch of one there reads in place past those steps too, where the copy's one-row products
 would run on brgemm (``G * P >= BRGEMM_MIN``). In place against the copy, inference, one
 thread (the LSTM through a scratch copy of ``benchmarks/weight_in_place.py``, 2026-12-07):
@@ -87,6 +115,9 @@ BRGEMM_MIN = 1 << 18
 AVX2_IN_PLACE_MIN_WEIGHT = 1 << 17
 AVX2_IN_PLACE_MAX_STEPS = 12
 AVX2_IN_PLACE_MAX_ROWS = 256
+# ... and over more steps from a batch of four, or for sequences of unequal lengths, but
+# not at a batch of three, whose in-place products (MKL's) run slowly (see the module doc).
+AVX2_IN_PLACE_MAX_STEPS_WIDE = 16
 # Without AVX-512, at two threads: inference reads a weight of this many elements or more
 # in place over a batch of at least this many sequences on one thread, rather than split
 # the batch in two parts that read the copy, where the rule above holds (see the module doc).
@@ -94,13 +125,16 @@ AVX2_WHOLE_MIN_WEIGHT = 3 << 16  # a GRU's at H = 256
 AVX2_WHOLE_MIN_BATCH = 8
 
 
-def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) -> bool:
+def reads_in_place(
+    steps: int, batch: int, weight_size: int, keep: bool, parts, unequal: bool = False
+) -> bool:
     """Whether the compiled loop reads ``w_hh`` in place: in a call of one step (a
     step-by-step decoder's), or in inference (without ``keep``) at batch 1 where the
     copy's products would not go to brgemm (``weight_size``, ``G * P``, the multiply-adds
     of a row, below ``BRGEMM_MIN``), or, without AVX-512, at batch 1 where they would (in
-    training too) and in inference of a large weight over few rows (see the module doc);
-    never when the batch is split into ``parts`` (their callbacks read the copy)."""
+    training too) and in inference of a large weight over few rows (see the module doc;
+    ``unequal``: sequences of unequal lengths, ``batch`` the first step's rows); never when
+    the batch is split into ``parts`` (their callbacks read the copy)."""
     if len(parts) != 1:
         return False
     if steps == 1:
@@ -111,7 +145,7 @@ def reads_in_place(steps: int, batch: int, weight_size: int, keep: bool, parts) 
         return not keep
     if keep:
         return False
-    return _avx2_few_rows(steps, batch, weight_size)
+    return _avx2_few_rows(steps, batch, weight_size, unequal)
 
 
 def inference_parts(
@@ -126,17 +160,22 @@ def inference_parts(
         len(parts) == 2
         and batch >= AVX2_WHOLE_MIN_BATCH
         and weight_size >= AVX2_WHOLE_MIN_WEIGHT
+        and steps <= AVX2_IN_PLACE_MAX_STEPS  # measured at two threads to here
         and _avx2_few_rows(steps, batch, weight_size)
     ):
         return [(0, batch)]
     return parts
 
 
-def _avx2_few_rows(steps: int, batch: int, weight_size: int) -> bool:
-    """Whether, without AVX-512, inference reads a large weight in place over few rows."""
+def _avx2_few_rows(steps: int, batch: int, weight_size: int, unequal: bool = False) -> bool:
+    """Whether, without AVX-512, inference reads a large weight in place over few rows:
+    ``AVX2_IN_PLACE_MAX_STEPS`` steps, ``AVX2_IN_PLACE_MAX_STEPS_WIDE`` from a batch of
+    four or for sequences of unequal lengths (``unequal``), but for a batch of three."""
+    wide = (batch >= 4 or unequal) and batch != 3
+    max_steps = AVX2_IN_PLACE_MAX_STEPS_WIDE if wide else AVX2_IN_PLACE_MAX_STEPS
     return (
         weight_size >= AVX2_IN_PLACE_MIN_WEIGHT
-        and steps <= AVX2_IN_PLACE_MAX_STEPS
+        and steps <= max_steps
         and steps * batch <= AVX2_IN_PLACE_MAX_ROWS
         and not has_avx512()
     )
