@@ -434,6 +434,48 @@ def test_stacked_inference_matches_torch_and_leaves_the_input_alone(
     assert torch.equal(x.data if packed else x, before)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_stacked_layer_of_few_rows_by_a_large_weight_projects_before_its_loop(
+    monkeypatch, packed, close
+):
+    """Inference, one direction, compiled engine: a stacked layer's input is projected step
+    by step in the kernel, except where a step has at most 8 rows and w_ih at least 2**16
+    elements (H = 256 here): then all rows first, through the in-place chunks. Both give
+    torch's results, and leave the caller's input alone."""
+    from rnnkit import compiled
+    from rnnkit.engine import layer
+
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    by_step = []
+    forward = compiled.forward
+
+    def spy(*args, **kwargs):
+        by_step.append(kwargs.get("project_steps", False))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(compiled, "forward", spy)
+    assert layer._BY_STEP_FEW_ROWS == 8 and layer._BY_STEP_LARGE_WEIGHT == 256**2
+    # (batch, hidden): whether the second layer projects step by step
+    cases = {(8, 256): False, (9, 256): True, (2, 255): True}
+    for (batch, hidden), expected in cases.items():
+        torch.manual_seed(0)
+        ours = rnnkit.RNN(3, hidden, num_layers=2, dtype=torch.float64)
+        theirs = torch.nn.RNN(3, hidden, num_layers=2, dtype=torch.float64)
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(6, batch, 3, dtype=torch.float64)
+        if packed:  # unequal lengths: the first step has the most rows
+            x = pack_padded_sequence(x, torch.linspace(6, 1, batch).round(), enforce_sorted=False)
+        before = (x.data if packed else x).clone()
+        by_step.clear()
+        with torch.no_grad():
+            out, h_n = ours(x)
+            expected_out, expected_h_n = theirs(x)
+        assert by_step == [False, expected], (batch, hidden)
+        close(out.data if packed else out, expected_out.data if packed else expected_out)
+        close(h_n, expected_h_n)
+        assert torch.equal(x.data if packed else x, before)
+
+
 @pytest.mark.parametrize("hidden_size", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_forward_and_backward_leave_weights_and_input_alone(fused, hidden_size, dtype):

@@ -51,6 +51,12 @@ _FULL_PRECISION = (torch.float32, torch.float64)
 # step by step; see _forward_compiled. A thirty-second measured 2-6% slower.)
 _IN_PLACE_CHUNKS = 16
 _IN_PLACE_MIN_ROWS = 64
+# ... except where a step has at most _BY_STEP_FEW_ROWS rows and w_ih at least
+# _BY_STEP_LARGE_WEIGHT elements: there each step's projection reads the whole weight for a
+# few rows, beside W_hh, and projecting all rows first (through the chunks) wins; see
+# _forward_compiled.
+_BY_STEP_FEW_ROWS = 8
+_BY_STEP_LARGE_WEIGHT = 1 << 16
 
 
 def _per_direction(weights: Sequence[Tensor], num_directions: int) -> list[tuple]:
@@ -169,8 +175,15 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
     # before it overwrites them, with no buffer (two directions both read every row).
     # Against projecting all rows first through a buffer (same process, alternating,
     # 2-layer uni inference): 0.85-1.07x the time on the six benchmark shapes at 1
-    # and 2 threads, faster on the small ones (100x1x4x64 0.85x).
-    by_step = in_place and len(directions) == 1
+    # and 2 threads, faster on the small ones (100x1x4x64 0.85x). But a step of few rows
+    # by a large w_ih reads the weight for little work: at 1-8 sequences by H = 256-768
+    # (16-100 steps, one thread, AMD Zen 3) projecting first was 1.05-1.47x faster; at
+    # 30-64 sequences a tie (0.91-1.13), at H = 64-128 slower (0.71-1.09).
+    by_step = (
+        in_place
+        and len(directions) == 1
+        and not _few_rows_by_large_weight(batch_sizes, layers[0][0])
+    )
     if by_step:
         out = x
     elif in_place:
@@ -189,6 +202,13 @@ def _forward_compiled(x, h0, layers, batch_sizes, directions, relu, x_is_scratch
             h_n=h_n[k], bias_hh=b_hh, **projected,
         )  # fmt: skip
     return out, h_n
+
+
+def _few_rows_by_large_weight(batch_sizes, w_ih: Tensor) -> bool:
+    """Whether a step has at most ``_BY_STEP_FEW_ROWS`` rows (the first, the most) and
+    ``w_ih`` at least ``_BY_STEP_LARGE_WEIGHT`` elements: a stacked layer's input is then
+    projected before its time loop, not step by step (:func:`_forward_compiled`)."""
+    return batch_sizes[0] <= _BY_STEP_FEW_ROWS and w_ih.numel() >= _BY_STEP_LARGE_WEIGHT
 
 
 def _last_states(out: Tensor, batch_sizes, directions, h_n: Tensor) -> Tensor:
