@@ -61,10 +61,11 @@ inference --threads 1 --layers 1 2 --bidirectional 0 1 [--packed] --shapes 16,2,
 16,4,64,512 16,8,64,256 14,6,128,384 16,3,64,512 8,3,64,512 12,2,64,512``): packed LSTM
 sequences 1.08-1.55 where the rule moved, GRU 0.99-1.17 (dense 14 x 6 x 128 x 384
 1.16-1.20); the rows it left 0.89-1.05 (noise: dense LSTM input runs on oneDNN both
-sides). At two threads (``--threads 2``, one layer) packed sequences read 1.08-1.97
-(LSTM) and 0.99-1.27 (GRU), dense input 0.98-1.08. Against torch (``rnnkit bench --cell lstm gru
---modes inference --threads 1 --packed 0 1 --shapes 16,2,64,768 16,4,64,512``), packed
-LSTM sequences there read 1.00-1.06 of ``nn.LSTM``'s speed, against 0.61-0.88 before.
+sides). At two threads (``--threads 2``, one layer), where the rule moved, packed
+sequences read 1.08-1.97 (LSTM) and 0.99-1.27 (GRU), dense input 0.98-1.08. Against torch
+(``rnnkit bench --cell lstm gru --modes inference --threads 1 --packed 0 1 --shapes
+16,2,64,768 16,4,64,512``), packed LSTM sequences there read 1.00-1.06 of ``nn.LSTM``'s
+speed, against 0.61-0.88 before.
 
 A batch of one there reads in place past those steps too, where the copy's one-row products
 would run on brgemm (``G * P >= BRGEMM_MIN``). In place against the copy, inference, one
