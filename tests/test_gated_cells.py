@@ -370,6 +370,7 @@ GRU_CELL_ERRORS = [
     ((1, 2, 3), None),
     ((), None),
     ((1, 2, 3), (2, 4)),
+    ((1, 2, 3), (1, 2, 4)),  # input rank is checked first, then hidden's
     ((2, 3), (1, 2, 4)),
     ((2, 3), ()),
     ((2, 5), None),

@@ -21,12 +21,16 @@ class _GatedCell(CellBase):
     _gates = 4
     _name = "LSTMCell"
 
-    def _batched(self, input: Tensor, states) -> tuple[Tensor, tuple[Tensor, ...], bool]:
-        """The input and states with a batch dimension (zeros for missing states), checked."""
+    def _check_input_rank(self, input: Tensor) -> None:
+        """torch's first check of a cell's call, before its states'."""
         if input.dim() not in (1, 2):
             raise ValueError(
                 f"{self._name}: Expected input to be 1D or 2D, got {input.dim()}D instead"
             )
+
+    def _batched(self, input: Tensor, states) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+        """The input and states with a batch dimension (zeros for missing states), checked
+        (the input's rank already, by :meth:`_check_input_rank`)."""
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)
@@ -83,11 +87,8 @@ class LSTMCell(_GatedCell):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):
         """The next ``(h, c)`` (see the class Shape section)."""
+        self._check_input_rank(input)
         if hx is not None:  # torch's checks, in torch's order
-            if input.dim() not in (1, 2):
-                raise ValueError(
-                    f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
-                )
             for index, value in enumerate(hx):
                 if value.dim() not in (1, 2):
                     raise ValueError(
@@ -146,6 +147,7 @@ class GRUCell(_GatedCell):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """The next hidden state (see the class Shape section)."""
+        self._check_input_rank(input)
         if hx is not None and hx.dim() not in (1, 2):
             raise ValueError(f"GRUCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
         input, (h,), is_batched = self._batched(input, None if hx is None else (hx,))
