@@ -37,6 +37,7 @@ from rnnkit.engine.native import call_quietly, max_native_steps, native_fit
 from rnnkit.engine.options import OptionsSpec, options_stack
 from rnnkit.functional_options import options_reference
 from rnnkit.masks import draw_masks, padded_masks
+from rnnkit.weight_layout import weight_layout
 
 ENGINE_ENV = "RNNKIT_ENGINE"
 ENGINES = ("auto", "compiled", "fused", "reference")
@@ -111,27 +112,17 @@ class RecurrentBase(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         num_directions = 2 if bidirectional else 1
-        real_hidden = proj_size if proj_size > 0 else hidden_size  # H_out
         gate_size = self._gates * hidden_size
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
-        for layer in range(num_layers):
-            layer_input_size = input_size if layer == 0 else real_hidden * num_directions
-            for direction in range(num_directions):
-                suffix = "_reverse" if direction == 1 else ""
-                shapes = {
-                    f"weight_ih_l{layer}{suffix}": (gate_size, layer_input_size),
-                    f"weight_hh_l{layer}{suffix}": (gate_size, real_hidden),
-                }
-                if bias:
-                    shapes[f"bias_ih_l{layer}{suffix}"] = (gate_size,)
-                    shapes[f"bias_hh_l{layer}{suffix}"] = (gate_size,)
-                if proj_size > 0:
-                    shapes[f"weight_hr_l{layer}{suffix}"] = (proj_size, hidden_size)
-                for name, shape in shapes.items():
-                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
-                self._flat_weights_names.extend(shapes)
-                self._all_weights.append(list(shapes))
+        layout = weight_layout(
+            self._gates, input_size, hidden_size, num_layers, bias, bidirectional, proj_size
+        )
+        for shapes in layout:  # per layer and direction
+            for name, shape in shapes.items():
+                setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
+            self._flat_weights_names.extend(shapes)
+            self._all_weights.append(list(shapes))
         if options.merge_mode != "concat":
             self.merge_mode = options.merge_mode
         for name in PROBABILITY_OPTIONS:

@@ -70,6 +70,7 @@ from torch import Tensor
 from rnnkit.compiled import warmup
 from rnnkit.engine.layer import resolve_engine
 from rnnkit.engine.parallel import dense_parts
+from rnnkit.weight_layout import weight_layout
 
 CELLS = ("lstm", "gru")
 # Calls of this many steps (inference) take the short path where it applies: a GRU's of
@@ -168,21 +169,11 @@ def weight_shapes(
     gates: int, input_size: int, hidden: int, num_layers: int, bias: bool,
     bidirectional: bool, proj_size: int,
 ) -> list[tuple[int, ...]]:  # fmt: skip
-    """The shapes of a stack's ``_flat_weights``, in their order (``torch.nn.RNNBase``'s):
-    the kernels do not bounds-check, so a weight replaced by one of another shape must
-    reach the general path's checks instead."""
-    width = proj_size or hidden
-    directions = 2 if bidirectional else 1
-    shapes = []
-    for layer in range(num_layers):
-        layer_input = input_size if layer == 0 else width * directions
-        for _ in range(directions):
-            shapes += [(gates * hidden, layer_input), (gates * hidden, width)]
-            if bias:
-                shapes += [(gates * hidden,), (gates * hidden,)]
-            if proj_size:
-                shapes.append((proj_size, hidden))
-    return shapes
+    """The shapes of a stack's ``_flat_weights``, in their order
+    (:func:`rnnkit.weight_layout.weight_layout`): the kernels do not bounds-check, so a
+    weight replaced by one of another shape must reach the general path's checks instead."""
+    layout = weight_layout(gates, input_size, hidden, num_layers, bias, bidirectional, proj_size)
+    return [shape for shapes in layout for shape in shapes.values()]
 
 
 def short_inference(
