@@ -60,8 +60,12 @@ def _states(layer, batch, dtype):
     return h0
 
 
-def _assert_torchs(result, expected, dtype):
+def _assert_torchs(result, expected, dtype, at_scale=False):
+    """torch's float32 tolerance, with ``at_scale`` its relative part taken of the
+    tensor's largest entry: a weight's gradient sums many rows, in another order."""
     tolerance = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {}
+    if at_scale and dtype == torch.float32:
+        tolerance = {"atol": 1e-5 + 1.3e-6 * expected.abs().max().item(), "rtol": 1.3e-6}
     torch.testing.assert_close(result, expected, **tolerance)
 
 
@@ -343,7 +347,14 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
     rows = ours.num_layers * (2 if ours.bidirectional else 1)
     steps, batch = kernels.AVX2_IN_PLACE_MAX_STEPS, kernels.AVX2_IN_PLACE_MAX_BATCH
     sequences = [torch.randn(length, 5, dtype=dtype) for length in (3, steps, 5, steps)]
-    for x in (torch.randn(steps, batch, 5, dtype=dtype), pack_sequence(sequences, False)):
+    # in place at the limits; a copy one sequence past them
+    inputs = (
+        torch.randn(steps, batch, 5, dtype=dtype),
+        torch.randn(steps, batch + 1, 5, dtype=dtype),
+        pack_sequence(sequences, False),
+    )
+    for x in inputs:
+        batch = x.batch_sizes[0] if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x.size(1)
         h0 = torch.randn(rows, batch, hidden, dtype=dtype)
         results = []
         for module in (ours, theirs):
@@ -360,4 +371,4 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
                 [out, h_n, data.grad, state.grad] + [p.grad for p in module.parameters()]
             )
         for result, expected in zip(*results, strict=True):
-            _assert_torchs(result, expected, dtype)
+            _assert_torchs(result, expected, dtype, at_scale=True)

@@ -40,10 +40,16 @@ TANH, FAST_TANH, RELU = 0, 1, 2
 # 512 (N = 2-4), but 0.66-0.96 at 3 x 384 and 0.91 at 16 x 2 x 64 x 256; over 24-32 steps
 # at H = 512, 1.03-1.15 at N = 2 and 4 but 0.74-0.96 at N = 3; 0.86-0.98 at 64 steps; a tie
 # at N = 8-16 (0.99-1.01). So up to AVX2_LONG_IN_PLACE_MAX_STEPS steps from
-# AVX2_LONG_IN_PLACE_MIN_WEIGHT elements (H = 512).
-AVX2_IN_PLACE_MAX_BATCH = 4
+# AVX2_LONG_IN_PLACE_MIN_WEIGHT elements (H = 512) of at most AVX2_LONG_IN_PLACE_MAX_BATCH.
+# Over at most 8 steps of 5-16 sequences at H = 256 the copy (60 us, as long as 3-8 of
+# their steps) cost more than reading in place saves: 1.03-1.40x faster in place,
+# inference and training, one direction and two, dense and packed, one thread
+# (compare_revisions.py --cell rnn --shapes 3,8,256,256 6,12,64,256 8,16,64,256 ...); at
+# two threads those products read the weight in place already.
+AVX2_IN_PLACE_MAX_BATCH = 16
 AVX2_IN_PLACE_MAX_STEPS = 8
 AVX2_IN_PLACE_MIN_WEIGHT = 1 << 16
+AVX2_LONG_IN_PLACE_MAX_BATCH = 4
 AVX2_LONG_IN_PLACE_MAX_STEPS = 16
 AVX2_LONG_IN_PLACE_MIN_WEIGHT = 1 << 18
 
@@ -250,10 +256,12 @@ def forward_loop(
     to_large = goes_to_large_library(batch, hidden, hidden, False, tall_rows, AVX512)
     steps = batch_sizes.shape[0]
     in_place = batch == 1 or steps == 1 or (to_large and not to_brgemm)
-    if not AVX512 and batch <= AVX2_IN_PLACE_MAX_BATCH:
+    if not AVX512:
         weight = hidden * hidden
         few = steps <= AVX2_IN_PLACE_MAX_STEPS and weight >= AVX2_IN_PLACE_MIN_WEIGHT
         long = steps <= AVX2_LONG_IN_PLACE_MAX_STEPS and weight >= AVX2_LONG_IN_PLACE_MIN_WEIGHT
+        few = few and batch <= AVX2_IN_PLACE_MAX_BATCH
+        long = long and batch <= AVX2_LONG_IN_PLACE_MAX_BATCH
         in_place = in_place or few or long
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
