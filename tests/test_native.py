@@ -305,14 +305,15 @@ def test_the_step_limits_follow_the_cell_the_input_and_an_elman_step_s_size():
     assert native_fit("gru", 4, 4, 16, True, packed=False) is None
     assert native_fit("lstm", 3, 4, 16, True, packed=True) == ALWAYS
     # An Elman step's product of 2**18 or more: our loops from 3 steps of inference,
-    # except dense inference of at most 4 sequences; and from 3 steps of training
+    # except dense inference of at most 8 sequences; and from 3 steps of training
     assert native_fit("rnn", 6, 8, 128, False, packed=False) == ALWAYS
+    assert native_fit("rnn", 6, 8, 256, False, packed=False) == ALWAYS
+    assert native_fit("rnn", 3, 9, 256, False, packed=False) is None
     assert native_fit("rnn", 3, 16, 128, False, packed=False) is None
     assert native_fit("rnn", 2, 16, 128, False, packed=False) == ALWAYS
     assert native_fit("rnn", 3, 16, 127, False, packed=False) == ALWAYS
     assert native_fit("rnn", 6, 4, 256, False, packed=False) == ALWAYS
     assert native_fit("rnn", 7, 4, 256, False, packed=False) is None
-    assert native_fit("rnn", 3, 5, 256, False, packed=False) is None
     assert native_fit("rnn", 3, 4, 256, True, packed=False) is None
     assert native_fit("rnn", 5, 4, 256, False, packed=True) is None
     # Dense inference of an Elman or GRU step of at most 2**13 (N * H**2): up to 8 steps

@@ -74,10 +74,12 @@ NATIVE_MAX_STEPS = {
 # step's work, so our loops win sooner; but not the dense inference of at most
 # LARGE_STEP_FEW_ROWS sequences, whose products are thin: there our loops read 0.81-0.95
 # of torch's speed at 3-4 steps and 0.91-1.00 at 6, N = 1-4, H = 256-512, one thread
-# (rnnkit bench --cell rnn --modes inference --shapes 3,2,64,512 4,4,64,256 6,1,64,512 ...).
+# (rnnkit bench --cell rnn --modes inference --shapes 3,2,64,512 4,4,64,256 6,1,64,512 ...),
+# and at N = 5-8, H = 256-512, 0.79-1.04 at 3-4 steps, 0.92-1.09 at 5-6 (1-2 layers, one
+# direction and two; 0.90-1.13 at N = 16, which stays on our loops).
 NATIVE_MAX_STEPS_LARGE_RNN = ((2, 2), (4, 4))
 LARGE_STEP = 1 << 18
-LARGE_STEP_FEW_ROWS = 4
+LARGE_STEP_FEW_ROWS = 8
 # Dense inference of an Elman or GRU layer whose steps are at most SMALL_STEP (N * H**2):
 # each step is so small that our loops' cost per call outweighs their gain per step for
 # longer, up to this many steps.
