@@ -51,6 +51,18 @@ def test_fast_tanh_and_relu_propagate_nan_and_saturate_at_infinity():
     assert np.isnan(relu[0, 0]) and relu[0, 1] == np.inf and relu[0, 2] == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (8, 8), (7, 13), (17, 9), (64, 33), (256, 256)])
+def test_the_transposed_copy_of_a_weight_is_its_transpose(shape, dtype):
+    """Whole 8 x 8 blocks and the edges past them: every entry, C-contiguous."""
+    from rnnkit.compiled import kernels
+
+    w = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    result = kernels._transposed(w)
+    assert result.flags.c_contiguous and result.dtype == w.dtype
+    np.testing.assert_array_equal(result, w.T)
+
+
 @pytest.mark.parametrize(
     ("dtype", "batch", "hidden", "threads", "expected"),
     [

@@ -179,14 +179,17 @@ def _offsets(batch_sizes):
     return offsets
 
 
-# Tiles of the transposition below: a tile of the source and of the result fit in L1.
-_TILE = 32
+# Blocks of the transposition below: 8 x 8, gathered in a small buffer so that the reads
+# and the writes both run along rows. With 32 x 32 tiles read and written in place, a
+# weight of a power-of-two width missed the cache on every write (a 1024 x 1024 float32
+# transpose took 4.2 ms, 0.83 now; 512 x 512 585 us, 281 now; 256 x 256 60-99 us, 47 now:
+# as fast as torch's ``w.t().contiguous()`` or faster).
+_BLOCK = 8
 
 
 @njit(cache=_CACHE, nogil=True)
 def _transposed(w):
-    """``w.T``, C-contiguous, copied tile by tile (row by row, the writes of a
-    512 x 512 float32 transpose miss the cache: 560 against 240 us tiled).
+    """``w.T``, C-contiguous, copied block by block (see ``_BLOCK``).
     SciPy's BLAS reads a transposed operand in place at half speed on small
     per-step products (30x64x64: 3.8 against 2.2 us), so the loops copy it once
     for those; here, not in torch, whose transposed copy of a 64 x 64 weight
@@ -194,11 +197,20 @@ def _transposed(w):
     input projection read the weight in place, which saves the copy's memory."""
     rows, columns = w.shape
     result = np.empty((columns, rows), w.dtype)
-    for i0 in range(0, rows, _TILE):
-        for j0 in range(0, columns, _TILE):
-            for i in range(i0, min(i0 + _TILE, rows)):
-                for j in range(j0, min(j0 + _TILE, columns)):
-                    result[j, i] = w[i, j]
+    block = np.empty((_BLOCK, _BLOCK), w.dtype)
+    for i0 in range(0, rows, _BLOCK):
+        for j0 in range(0, columns, _BLOCK):
+            if i0 + _BLOCK <= rows and j0 + _BLOCK <= columns:
+                for i in range(_BLOCK):
+                    for j in range(_BLOCK):
+                        block[j, i] = w[i0 + i, j0 + j]
+                for j in range(_BLOCK):
+                    for i in range(_BLOCK):
+                        result[j0 + j, i0 + i] = block[j, i]
+            else:  # the edges of a weight whose sides are not multiples of _BLOCK
+                for i in range(i0, min(i0 + _BLOCK, rows)):
+                    for j in range(j0, min(j0 + _BLOCK, columns)):
+                        result[j, i] = w[i, j]
     return result
 
 
