@@ -372,3 +372,30 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
             )
         for result, expected in zip(*results, strict=True):
             _assert_torchs(result, expected, dtype, at_scale=True)
+
+
+@pytest.mark.parametrize("lengths", [(16, 16, 16), (16, 12, 9), (16, 16, 16, 16), (16, 16)])
+def test_elman_long_calls_of_few_sequences_by_a_large_weight_are_torchs(monkeypatch, lengths):
+    """Without AVX-512, over AVX2_LONG_IN_PLACE_MAX_STEPS steps at H = 512, 2-4 sequences
+    read W_hh in place, but 3 of equal length its transposed copy: each gives torch's
+    outputs and gradients (packed sequences of equal lengths run as a dense batch)."""
+    from rnnkit.compiled import kernels
+
+    monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
+    hidden = 512
+    assert hidden**2 >= kernels.AVX2_LONG_IN_PLACE_MIN_WEIGHT
+    assert max(lengths) == kernels.AVX2_LONG_IN_PLACE_MAX_STEPS
+    torch.manual_seed(0)
+    ours = rnnkit.RNN(5, hidden)
+    theirs = torch.nn.RNN(5, hidden)
+    theirs.load_state_dict(ours.state_dict())
+    x = pack_sequence([torch.randn(length, 5) for length in lengths], enforce_sorted=False)
+    results = []
+    for module in (ours, theirs):
+        module.zero_grad()
+        data = x.data.clone().requires_grad_()
+        out, h_n = module(x._replace(data=data))
+        (out.data.sin().sum() + h_n.cos().sum()).backward()
+        results.append([out.data, h_n, data.grad] + [p.grad for p in module.parameters()])
+    for result, expected in zip(*results, strict=True):
+        _assert_torchs(result, expected, torch.float32, at_scale=True)

@@ -45,11 +45,18 @@ TANH, FAST_TANH, RELU = 0, 1, 2
 # their steps) cost more than reading in place saves: 1.03-1.40x faster in place,
 # inference and training, one direction and two, dense and packed, one thread
 # (compare_revisions.py --cell rnn --shapes 3,8,256,256 6,12,64,256 8,16,64,256 ...); at
-# two threads those products read the weight in place already.
+# two threads those products read the weight in place already. Since the copy got faster
+# (see _BLOCK), 3 sequences of equal length over 9-16 steps (AVX2_LONG_COPY_BATCH: MKL's
+# products of three rows by a weight read in place are slow) read the copy, 1.03-1.54x
+# faster than in place, 1-2 layers, 1 and 2 threads (compare_revisions.py --cell rnn
+# --shapes 16,3,64,512 12,3,64,768 16,3,64,1024); packed in unequal lengths, where the
+# rows fall to 2 and 1, and N = 2 and 4, in place still won (0.63-0.96 with the copy at
+# 12-16 x 2 x 64 x 512-1024, packed and dense) or tied.
 AVX2_IN_PLACE_MAX_BATCH = 16
 AVX2_IN_PLACE_MAX_STEPS = 8
 AVX2_IN_PLACE_MIN_WEIGHT = 1 << 16
 AVX2_LONG_IN_PLACE_MAX_BATCH = 4
+AVX2_LONG_COPY_BATCH = 3
 AVX2_LONG_IN_PLACE_MAX_STEPS = 16
 AVX2_LONG_IN_PLACE_MIN_WEIGHT = 1 << 18
 
@@ -273,7 +280,9 @@ def forward_loop(
         few = steps <= AVX2_IN_PLACE_MAX_STEPS and weight >= AVX2_IN_PLACE_MIN_WEIGHT
         long = steps <= AVX2_LONG_IN_PLACE_MAX_STEPS and weight >= AVX2_LONG_IN_PLACE_MIN_WEIGHT
         few = few and batch <= AVX2_IN_PLACE_MAX_BATCH
+        unequal = steps > 0 and batch_sizes[steps - 1] < batch
         long = long and batch <= AVX2_LONG_IN_PLACE_MAX_BATCH
+        long = long and (batch != AVX2_LONG_COPY_BATCH or unequal)
         in_place = in_place or few or long
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
