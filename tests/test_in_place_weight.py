@@ -378,7 +378,7 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
 def test_elman_long_calls_of_few_sequences_by_a_large_weight_are_torchs(monkeypatch, lengths):
     """Without AVX-512, over AVX2_LONG_IN_PLACE_MAX_STEPS steps at H = 512, 2-4 sequences
     read W_hh in place, but 3 of equal length its transposed copy: each gives torch's
-    outputs and gradients (packed sequences of equal lengths run as a dense batch)."""
+    outputs and gradients (packed sequences of equal lengths take a dense batch's rule)."""
     from rnnkit.compiled import kernels
 
     monkeypatch.setenv("RNNKIT_ENGINE", "compiled")
