@@ -41,7 +41,7 @@ TANH, FAST_TANH, RELU = 0, 1, 2
 # at H = 512, 1.03-1.15 at N = 2 and 4 but 0.74-0.96 at N = 3; 0.86-0.98 at 64 steps; a tie
 # at N = 8-16 (0.99-1.01). So up to AVX2_LONG_IN_PLACE_MAX_STEPS steps from
 # AVX2_LONG_IN_PLACE_MIN_WEIGHT elements (H = 512) of at most AVX2_LONG_IN_PLACE_MAX_BATCH.
-# Over at most 8 steps of 5-16 sequences at H = 256 the copy (60 us, as long as 3-8 of
+# Over at most 8 steps of 5-16 sequences at H = 256 the copy (then 60 us, as long as 3-8 of
 # their steps) cost more than reading in place saves: 1.03-1.40x faster in place,
 # inference and training, one direction and two, dense and packed, one thread
 # (compare_revisions.py --cell rnn --shapes 3,8,256,256 6,12,64,256 8,16,64,256 ...); at

@@ -76,7 +76,7 @@ NATIVE_MAX_STEPS = {
 # of torch's speed at 3-4 steps and 0.91-1.00 at 6, N = 1-4, H = 256-512, one thread
 # (rnnkit bench --cell rnn --modes inference --shapes 3,2,64,512 4,4,64,256 6,1,64,512 ...),
 # and at N = 5-8, H = 256-512, 0.79-1.04 at 3-4 steps, 0.92-1.09 at 5-6 (1-2 layers, one
-# direction and two; 0.90-1.13 at N = 16, which stays on our loops). At two threads
+# direction and two; 0.92-1.13 at N = 16, which stays on our loops). At two threads
 # torch's layer ran those calls 1.00-1.36x faster than our loops at 3-4 steps, 0.94-1.07x
 # at 6 (compare_revisions.py --threads 2 --shapes 3,5,256,256 6,8,256,512 ...).
 NATIVE_MAX_STEPS_LARGE_RNN = ((2, 2), (4, 4))
