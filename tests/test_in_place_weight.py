@@ -354,18 +354,17 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
         pack_sequence(sequences, False),
     )
     for x in inputs:
-        batch = x.batch_sizes[0] if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x.size(1)
+        packed = isinstance(x, torch.nn.utils.rnn.PackedSequence)
+        batch = int(x.batch_sizes[0]) if packed else x.size(1)
         h0 = torch.randn(rows, batch, hidden, dtype=dtype)
         results = []
         for module in (ours, theirs):
             module.zero_grad()
             data = x.data.clone().requires_grad_()
-            given = (
-                x._replace(data=data) if isinstance(x, torch.nn.utils.rnn.PackedSequence) else data
-            )
+            given = x._replace(data=data) if packed else data
             state = h0.clone().requires_grad_()
             out, h_n = module(given, state)
-            out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
+            out = out.data if packed else out
             (out.sin().sum() + h_n.cos().sum()).backward()
             results.append(
                 [out, h_n, data.grad, state.grad] + [p.grad for p in module.parameters()]
