@@ -24,6 +24,7 @@ from rnnkit.engine.few_steps import (
     MIN_STEPS,
     MULTI_THREAD_MAX_STEP,
 )
+from rnnkit.engine.native import max_native_steps
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
@@ -42,9 +43,9 @@ def short_calls(monkeypatch) -> Iterator[list]:
     calls = []
     run_stack = stack_inference_module.stack_inference
 
-    def counted(cell, data, *args):
+    def counted(cell, data, *args, **kwargs):
         calls.append((cell, tuple(data.shape)))
-        return run_stack(cell, data, *args)
+        return run_stack(cell, data, *args, **kwargs)
 
     monkeypatch.setattr(stack_inference_module, "stack_inference", counted)
     monkeypatch.setenv("RNNKIT_ENGINE", "auto")
@@ -59,7 +60,7 @@ def short_calls(monkeypatch) -> Iterator[list]:
 @st.composite
 def short_cases(draw):
     """A module pair and an input of few steps that the short path takes."""
-    kind = draw(st.sampled_from(("LSTM", "GRU")))
+    kind = draw(st.sampled_from(("LSTM", "GRU", "RNN")))
     hidden = draw(st.integers(1, 6))
     kwargs = dict(
         input_size=draw(st.integers(1, 5)),
@@ -72,6 +73,8 @@ def short_cases(draw):
     )
     if kind == "LSTM" and hidden > 1 and draw(st.booleans()):
         kwargs["proj_size"] = draw(st.integers(1, hidden - 1))
+    if kind == "RNN":
+        kwargs["nonlinearity"] = draw(st.sampled_from(("tanh", "relu")))
     layout = draw(st.sampled_from(LAYOUTS))
     # past MAX_STEPS too (these projections are far below MAX_PROJECTION_BYTES), but for
     # an LSTM that oneDNN runs (float32 without a projection: dense input, or packed of
@@ -151,6 +154,26 @@ def test_calls_outside_the_limits_do_not_take_it(short_calls):
         packed = pack_padded_sequence(torch.randn(fitting, batch, 3), torch.tensor([fitting, 5]))
         torch.testing.assert_close(gru(packed)[1], _torch_s(gru)(packed)[1])
     assert len(short_calls) == 2
+
+
+def test_an_elman_call_takes_it_only_past_torch_s_step_limits(short_calls):
+    """torch's Elman step costs least: a call of at most the most steps torch's layer ever
+    takes (``max_native_steps("rnn")``) stays there or on the general path, a large step's
+    too; a longer small call takes the short path, dense and packed, with torch's results."""
+    limit = max_native_steps("rnn")
+    assert MIN_STEPS["rnn"] == limit + 1
+    torch.manual_seed(0)
+    rnn, wide = rnnkit.RNN(3, 8), rnnkit.RNN(3, 128)
+    with torch.no_grad():
+        rnn(torch.randn(limit, 2, 3))
+        rnn(pack_padded_sequence(torch.randn(limit, 2, 3), torch.tensor([limit, 5])))
+        wide(torch.randn(3, 16, 3))  # N * H**2 = 2**18: our loops from 3 steps, not this path
+        assert not short_calls
+        x = torch.randn(limit + 1, 2, 3)
+        torch.testing.assert_close(rnn(x), _torch_s(rnn)(x))
+        packed = pack_padded_sequence(x, torch.tensor([limit + 1, 5]))
+        torch.testing.assert_close(rnn(packed)[1], _torch_s(rnn)(packed)[1])
+    assert [cell for cell, _ in short_calls] == ["rnn", "rnn"]
 
 
 def _torch_s(module):

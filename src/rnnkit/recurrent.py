@@ -579,7 +579,8 @@ def few_steps_on_torch(module: RecurrentBase, input: Tensor, hx):
     """
     steps, cell = input.size(1 if module.batch_first else 0), module._cell
     few = steps <= max_native_steps(cell)
-    if not few and not short_path_open(module, steps, input.size(0) * input.size(1), input.dtype):
+    rows = input.size(0) * input.size(1)
+    if not few and not short_path_open(module, steps, rows, input.dtype, dense=True):
         return None  # the common case, checked first
     weights = module._flat_weights
     sizes = plain_cpu_call(module, input, weights)

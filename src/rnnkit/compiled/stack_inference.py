@@ -1,10 +1,12 @@
-"""A whole LSTM or GRU stack's inference on the compiled loops, with nothing around them.
+"""A whole LSTM, GRU or Elman stack's inference on the compiled loops, with nothing around
+them.
 
 The general path (:mod:`rnnkit.engine.gated_stack`) runs each layer through the engine's
 bookkeeping and each direction through a checked wrapper (:mod:`rnnkit.compiled.gated`):
 about 150 us of Python a call at 2 x 1 x 4 x 64 on an AMD Zen 3, more than the kernels'
 work over a few steps. This module makes the same kernel calls on arrays built to size:
-per layer and direction one ``addmm`` (the input projection) and one call of the time loop,
+per layer and direction one ``addmm`` (the input projection) and one call of the time loop
+(an Elman direction's kernel projects its input itself),
 for calls of few steps or small ones (:mod:`rnnkit.engine.few_steps` decides which). The arrays are
 built here, so their shapes hold by construction; the caller checks the module's weights
 (:func:`rnnkit.recurrent.short_path_states`).
@@ -29,8 +31,10 @@ from rnnkit.compiled import (
     _as_numpy,
     _blas,
     _equal_sizes,
+    _kind_code,
     _single_threaded_scipy_blas,
 )
+from rnnkit.compiled import _kernels as _elman_kernels
 from rnnkit.compiled.gated import _consts as consts_of
 from rnnkit.compiled.gated import _kernels
 from rnnkit.engine.gru import input_bias
@@ -38,12 +42,13 @@ from rnnkit.engine.gru import input_bias
 
 def stack_inference(
     cell: str, data: Tensor, sizes: np.ndarray, states: tuple[Tensor, ...],
-    weights: list[Tensor], num_layers: int, bidirectional: bool, hidden: int, width: int
+    weights: list[Tensor], num_layers: int, bidirectional: bool, hidden: int, width: int,
+    relu: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
-    """Run every layer and direction of an LSTM or GRU stack, without autograd.
+    """Run every layer and direction of an LSTM, GRU or Elman stack, without autograd.
 
     Args:
-        cell: ``"lstm"`` or ``"gru"``.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
         data: packed input rows, CPU, float32 or float64.
         sizes: rows per step, non-increasing, summing to ``R``: int64, read-only (see
             :func:`step_sizes`).
@@ -53,6 +58,7 @@ def stack_inference(
             b_ih, b_hh][, w_hr]``), each of its shape in ``data``'s dtype.
         num_layers, bidirectional: the stack's.
         hidden: ``H``; width: ``P``.
+        relu: an Elman stack's activation is ``relu`` (else ``tanh``).
 
     Returns:
         ``(out, finals)``: the last layer's outputs and each state after each sequence's
@@ -79,9 +85,12 @@ def stack_inference(
     if lstm:  # two steps' cell rows, one step's tanh of them; with a projection o * tanh(c)
         scratch = (np.empty((2 * batch, hidden), np_dtype), np.empty((batch, hidden), np_dtype),
                    np.empty((batch, hidden), np_dtype) if width != hidden else None)  # fmt: skip
-    else:  # a step's recurrent products, and W_hn h + b_hn
+    elif cell == "gru":  # a step's recurrent products, and W_hn h + b_hn
         scratch = (np.empty((batch, 3 * hidden), np_dtype), np.empty((batch, hidden), np_dtype))
-    run_direction = _lstm_direction if lstm else _gru_direction
+    else:  # no scratch: the activation's code, as the general path picks it
+        fast = data.dtype == torch.float32
+        scratch = _kind_code("relu" if relu else "fast_tanh" if fast else "tanh")
+    run_direction = {"lstm": _lstm_direction, "gru": _gru_direction, "rnn": _elman_direction}[cell]
     per = len(weights) // (num_layers * directions)
     x = data
     for layer in range(num_layers):
@@ -133,6 +142,23 @@ def _gru_direction(x, weights, out, column, ends, scratch, reverse, steps) -> No
     _kernels().gru_forward_loop(
         gates.numpy(), products, kept_n, out, column, h0, _as_numpy(w_hh), b_hn, sizes,
         reverse, consts, small_gemm, tall_rows, h_n, False, True, 0, 0,
+    )  # fmt: skip
+
+
+def _elman_direction(x, weights, out, column, ends, kind, reverse, steps) -> None:
+    """One Elman direction, as :func:`_lstm_direction`: the kernel projects ``x`` itself and
+    adds both biases; ``ends``: ``h0, h_n``; ``kind``: the activation's code."""
+    w_ih, w_hh, *biases = weights
+    dtype = out.dtype
+    if biases:
+        bias, bias_hh = _as_numpy(biases[0]), _as_numpy(biases[1])
+    else:
+        bias, bias_hh = np.zeros(w_hh.size(0), dtype), _absent(dtype, 1)
+    sizes, _, small_gemm, tall_rows = steps
+    h0, h_n = ends
+    _elman_kernels().forward_loop(
+        out, column, h0, _as_numpy(w_hh), bias, bias_hh, sizes, reverse, kind, small_gemm,
+        tall_rows, _as_numpy(x), _as_numpy(w_ih), h_n, False,
     )  # fmt: skip
 
 

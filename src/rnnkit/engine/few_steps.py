@@ -57,7 +57,19 @@ kernels before it times anything, so its rows are the first kind of process.) In
 only (autograd not recording), LSTM and GRU (with ``proj_size`` too), under ``"auto"`` and
 where the general path would run our loops (:func:`rnnkit.engine.layer.resolve_engine`),
 with the batch in one part (:func:`rnnkit.engine.parallel.dense_parts`), and not where
-dropout between layers applies (a stack in training mode). An Elman layer keeps torch's.
+dropout between layers applies (a stack in training mode).
+
+An Elman stack takes it only past every step limit of torch's layer (``MIN_STEPS``: more
+than 8 steps), so only in calls whose projections fit ``MAX_PROJECTION_BYTES``, which the
+general path ran before: torch's Elman step costs least, and at 3-5 steps of ``N * H**2``
+of 2**15-2**16 this path read 0.74-0.92 of torch's layer (1 x 64 x 256, 2 x 4 x 128, 8 x
+16 x 64; ``compare_revisions.py --cell rnn --shapes 3,2,4,128 3,8,16,64 ...``). Against
+the general path (``python benchmarks/compare_revisions.py --base cdfcc7d --cell rnn
+--modes inference --layers 1 2 --bidirectional 0 1 [--packed] --shapes 9,1,4,64
+12,16,32,32 40,4,8,32 16,8,32,128 100,1,4,64 100,2,16,64 50,4,32,128 100,10,4,64
+200,1,4,256``): 1.03-1.72 dense and 1.20-1.88 packed at one thread; at two threads
+1.08-1.19 at a batch of one and 1.19-1.37 packed, while a dense call of more sequences
+leaves at the first question (``short_path_open``'s ``dense``), a tie (0.98-1.01).
 """
 
 from __future__ import annotations
@@ -69,13 +81,16 @@ from torch import Tensor
 
 from rnnkit.compiled import warmup
 from rnnkit.engine.layer import resolve_engine
+from rnnkit.engine.native import max_native_steps
 from rnnkit.engine.parallel import dense_parts
 from rnnkit.weight_layout import weight_layout
 
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru", "rnn")
 # Calls of this many steps (inference) take the short path where it applies: a GRU's of
 # one or two steps stay on torch's layer, whose GRU step costs least (see the module doc).
-MIN_STEPS = {"lstm": 1, "gru": 3}
+# An Elman layer's, only past every step limit of torch's layer (NATIVE_MAX_STEPS): torch's
+# Elman step costs least of all, and beat the path at 3-5 steps where its step was small.
+MIN_STEPS = {"lstm": 1, "gru": 3, "rnn": max_native_steps("rnn") + 1}
 MAX_STEPS = 8
 # A call of more steps takes it while one direction's input projections fit in this many
 # bytes (rows * gate rows * itemsize): there it also beats the general path, which costs
@@ -91,18 +106,21 @@ MULTI_THREAD_MAX_STEP_UNEQUAL = 1 << 20
 ONEDNN_MAX_WEIGHTS = 1 << 17
 
 
-def short_path_open(module, steps: int, rows: int, dtype: torch.dtype) -> bool:
+def short_path_open(module, steps: int, rows: int, dtype: torch.dtype, dense: bool = False) -> bool:
     """The path's first questions, the cheapest, which most calls that do not take it
-    fail (:func:`rnnkit.recurrent.short_path_states` asks them before the rest): an LSTM
-    or GRU, a call of ``MIN_STEPS``-``MAX_STEPS``
-    steps or of more whose ``rows`` (``L * N`` dense) have their input projections within
-    ``MAX_PROJECTION_BYTES``, the kernels of ``dtype`` loaded."""
+    fail (:func:`rnnkit.recurrent.short_path_states` asks them before the rest): a call
+    of ``MIN_STEPS``-``MAX_STEPS`` steps (by cell) or of more whose ``rows`` (``L * N``
+    dense) have their input projections within ``MAX_PROJECTION_BYTES`` (and, past one
+    thread, whose ``dense`` input has one sequence: :func:`_fits_threads`), the kernels of
+    ``dtype`` loaded."""
     cell = module._cell
     if cell not in CELLS or steps < MIN_STEPS[cell]:
         return False
     if steps > MAX_STEPS:
         itemsize = 8 if dtype == torch.float64 else 4
         if rows * module._gates * module.hidden_size * itemsize > MAX_PROJECTION_BYTES:
+            return False
+        if dense and rows != steps and torch.get_num_threads() > 1:
             return False
     return warmup.loaded(dtype, cell)
 
@@ -198,4 +216,5 @@ def short_inference(
     return stack_inference(
         module._cell, data, sizes, states, weights, module.num_layers,
         module.bidirectional, hidden, module.proj_size or hidden,
+        relu=getattr(module, "nonlinearity", "tanh") == "relu",
     )  # fmt: skip
