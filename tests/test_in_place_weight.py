@@ -369,8 +369,8 @@ def test_elman_calls_of_few_rows_by_a_large_weight_are_torchs(monkeypatch, dtype
             results.append(
                 [out, h_n, data.grad, state.grad] + [p.grad for p in module.parameters()]
             )
-        for result, expected in zip(*results, strict=True):
-            _assert_torchs(result, expected, dtype, at_scale=True)
+        for result, expected in zip(*results, strict=True):  # 16-17 rows a step: at scale
+            _assert_torchs(result, expected, dtype, at_scale=not packed)
 
 
 @pytest.mark.parametrize("lengths", [(16, 16, 16), (16, 12, 9), (16, 16, 16, 16), (16, 16)])
