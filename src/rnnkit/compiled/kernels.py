@@ -277,12 +277,18 @@ def forward_loop(
     in_place = batch == 1 or steps == 1 or (to_large and not to_brgemm)
     if not AVX512:
         weight = hidden * hidden
-        few = steps <= AVX2_IN_PLACE_MAX_STEPS and weight >= AVX2_IN_PLACE_MIN_WEIGHT
-        long = steps <= AVX2_LONG_IN_PLACE_MAX_STEPS and weight >= AVX2_LONG_IN_PLACE_MIN_WEIGHT
-        few = few and batch <= AVX2_IN_PLACE_MAX_BATCH
         unequal = steps > 0 and batch_sizes[steps - 1] < batch
-        long = long and batch <= AVX2_LONG_IN_PLACE_MAX_BATCH
-        long = long and (batch != AVX2_LONG_COPY_BATCH or unequal)
+        few = (
+            steps <= AVX2_IN_PLACE_MAX_STEPS
+            and weight >= AVX2_IN_PLACE_MIN_WEIGHT
+            and batch <= AVX2_IN_PLACE_MAX_BATCH
+        )
+        long = (
+            steps <= AVX2_LONG_IN_PLACE_MAX_STEPS
+            and weight >= AVX2_LONG_IN_PLACE_MIN_WEIGHT
+            and batch <= AVX2_LONG_IN_PLACE_MAX_BATCH
+            and (batch != AVX2_LONG_COPY_BATCH or unequal)
+        )
         in_place = in_place or few or long
     w_hh_t = w_hh if in_place else _transposed(w_hh)
     offsets = _offsets(batch_sizes)
